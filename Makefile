@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is optional.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint contracts run bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check contracts libs services tests
+	$(BIN)/ruff format --check contracts libs services tests
+	$(BIN)/mypy
+
+contracts: setup
+	$(BIN)/python -m contracts.export
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,17 @@
+"""Versioned message contracts: the envelope, the payloads, the routing table. Imports nothing of ours."""
+
+from contracts import messages
+from contracts.envelope import Envelope, Message, model_for, registered
+from contracts.errors import ContractError, MalformedMessage, UnknownMessageType, UnsupportedVersion
+
+__all__ = [
+    "ContractError",
+    "Envelope",
+    "MalformedMessage",
+    "Message",
+    "UnknownMessageType",
+    "UnsupportedVersion",
+    "messages",
+    "model_for",
+    "registered",
+]

@@ -1,0 +1,240 @@
+"""Payloads of every v1 message type. One class per (type, version); the bus decodes by `TYPE`/`VERSION`.
+
+A published schema never changes incompatibly: add optional fields only, otherwise define a `V2` class
+beside the old one (tests/test_contracts.py compares against contracts/frozen/).
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from contracts.enums import (
+    BudgetAction,
+    CostPeriod,
+    ErrorType,
+    IntentType,
+    Priority,
+    Provider,
+)
+from contracts.envelope import Message, register
+
+
+class Part(BaseModel):
+    """A plain value object inside a payload."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Intent(Part):
+    """What the user asked for (the seed's intent, snake_case on the bus)."""
+
+    type: IntentType
+    data: dict[str, Any] = Field(default_factory=dict)
+    platforms: list[str] = Field(default_factory=list)
+    content_type: str | None = None
+    send_to_onlyfans: bool = False
+    recipient_id: str | None = None
+    recipient_ids: list[str] = Field(default_factory=list)
+    requires_multi_platform: bool = False
+    force_provider: Provider | None = None
+    priority: Priority = Priority.MEDIUM
+
+
+class ErrorInfo(Part):
+    """A classified failure (DESIGN §6)."""
+
+    type: ErrorType
+    message: str
+    retryable: bool
+    retry_after_s: float | None = None
+    status_code: int | None = None
+
+
+class Usage(Part):
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+    estimated: bool = False
+
+
+# --- workflow -------------------------------------------------------------------------------------------
+
+
+@register
+class WorkflowRequested(Message):
+    TYPE = "workflow.requested"
+    intent: Intent
+    trace_id: str | None = None
+    idempotency_key: str | None = None
+    deadline_s: float | None = Field(default=None, gt=0)
+
+
+@register
+class WorkflowCompleted(Message):
+    TYPE = "workflow.completed"
+    provider: Provider | None
+    content: str | None
+    duration_ms: float = Field(ge=0)
+    usage: Usage | None = None
+    cost_usd: Decimal | None = None
+
+
+@register
+class WorkflowFailed(Message):
+    TYPE = "workflow.failed"
+    error: ErrorInfo
+    duration_ms: float = Field(ge=0)
+
+
+# --- generation -----------------------------------------------------------------------------------------
+
+
+@register
+class GenerationRequested(Message):
+    TYPE = "generation.requested"
+    provider: Provider
+    intent: Intent
+    timeout_s: float = Field(gt=0)
+    model: str | None = None
+    recipient_id: str | None = None
+
+
+@register
+class GenerationCompleted(Message):
+    TYPE = "generation.completed"
+    provider: Provider
+    model: str
+    content: str
+    usage: Usage
+    latency_ms: float = Field(ge=0)
+    request_id: str | None = None
+
+
+@register
+class GenerationFailed(Message):
+    TYPE = "generation.failed"
+    provider: Provider
+    error: ErrorInfo
+    latency_ms: float = Field(ge=0)
+
+
+@register
+class UsageRecorded(Message):
+    TYPE = "usage.recorded"
+    provider: Provider
+    model: str
+    usage: Usage
+    workflow_type: IntentType
+    generation_id: uuid.UUID
+
+
+# --- delivery -------------------------------------------------------------------------------------------
+
+
+@register
+class DeliveryRequested(Message):
+    TYPE = "delivery.requested"
+    delivery_id: uuid.UUID
+    account_id: str
+    recipient_id: str
+    text: str
+
+
+@register
+class DeliveryApproved(Message):
+    TYPE = "delivery.approved"
+    delivery_id: uuid.UUID
+    account_id: str
+    recipient_id: str
+    text: str
+    slot_at: AwareDatetime
+
+
+@register
+class DeliveryScheduled(Message):
+    """The rate limiter's answer to the router: when the send is planned (`scheduledFor` in the status)."""
+
+    TYPE = "delivery.scheduled"
+    delivery_id: uuid.UUID
+    recipient_id: str
+    slot_at: AwareDatetime
+
+
+@register
+class DeliveryCompleted(Message):
+    TYPE = "delivery.completed"
+    delivery_id: uuid.UUID
+    recipient_id: str
+    platform_message_id: str
+    sent_at: AwareDatetime
+
+
+@register
+class DeliveryFailed(Message):
+    TYPE = "delivery.failed"
+    delivery_id: uuid.UUID
+    recipient_id: str
+    error: ErrorInfo
+
+
+# --- cost -----------------------------------------------------------------------------------------------
+
+
+@register
+class CostAlert(Message):
+    TYPE = "cost.alert"
+    threshold_id: str
+    period: CostPeriod
+    period_start: AwareDatetime
+    scope_user_id: str | None = None
+    spent_usd: Decimal
+    limit_usd: Decimal
+
+
+@register
+class BudgetStatus(Message):
+    TYPE = "budget.status"
+    scope_user_id: str | None = None
+    action: BudgetAction
+    period: CostPeriod
+    spent_usd: Decimal
+    limit_usd: Decimal | None = None
+
+
+# --- request / reply (read endpoints ask the owning service) --------------------------------------------
+
+
+@register
+class WorkflowStatusQuery(Message):
+    TYPE = "workflow.status.query"
+    workflow_id: uuid.UUID
+    requester_user_id: str
+    requester_is_admin: bool = False
+
+
+@register
+class WorkflowStatusReply(Message):
+    TYPE = "workflow.status.reply"
+    found: bool
+    state: dict[str, Any] | None = None
+
+
+@register
+class CostQuery(Message):
+    TYPE = "cost.query"
+    kind: Literal["stats", "breakdown", "campaign", "thresholds", "alerts", "forecast", "optimization"]
+    requester_user_id: str
+    requester_is_admin: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+@register
+class CostReply(Message):
+    TYPE = "cost.reply"
+    ok: bool
+    data: Any = None
+    error: str | None = None

@@ -1,0 +1,312 @@
+"""`amqp://`: the bus on RabbitMQ (aio-pika), with no plugins.
+
+Topology, per namespace `ns` (declared by every instance at connect; declaring is idempotent):
+
+    {ns}.direct   direct exchange ── key = service ──▶ {ns}.{service}       quorum queue, one per service
+    {ns}.delay    topic exchange ── "{tier}.*" ──▶ {ns}.delay.{tier}       quorum queue, TTL = tier ms
+                   (expired messages are dead-lettered, at-least-once, to:)
+    {ns}.expired  topic exchange ── "*.{service}" ──▶ {ns}.{service}
+    (default)     ── key = queue name ──▶ {ns}.{service}.dlq               quorum queue, reason in a header
+
+Delays use fixed-TTL tier queues (no head-of-line blocking: every message in a tier waits the same time).
+A delay is covered by hops through the largest tier not longer than what remains; the consumer sends a
+message that arrives early on to its next tier instead of handling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from contracts.routing import ROUTES
+from libs.bus import constants as c
+from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, new_instance_id
+from libs.bus.errors import BusConnectionError, PublishError, Unroutable
+
+log = structlog.get_logger("libs.bus.amqp")
+
+# Delay tiers in milliseconds: 50 ms · 2^k, up to ~27 minutes per hop.
+DELAY_TIERS_MS = tuple(50 * 2**k for k in range(16))
+# Quorum queues count deliveries themselves; beyond this the broker dead-letters a message that keeps
+# crashing its consumer (a process dying mid-handler never reaches our own bounded retry).
+BROKER_DELIVERY_LIMIT = 20
+# How long a publish waits for a lost connection to come back before failing.
+RECONNECT_WAIT_S = 30.0
+RECONNECT_INTERVAL_S = 1.0
+
+
+def tier_for(remaining_ms: int) -> int | None:
+    """The largest delay tier not longer than `remaining_ms` (None: due within the smallest tier)."""
+    if remaining_ms < DELAY_TIERS_MS[0]:
+        return None
+    return max((t for t in DELAY_TIERS_MS if t <= remaining_ms), default=None)
+
+
+def _text_headers(raw: Mapping[str, Any] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (raw or {}).items():
+        if isinstance(value, bytes):
+            out[key] = value.decode("utf-8", "replace")
+        elif isinstance(value, str | int | float):
+            out[key] = str(value)
+    return out
+
+
+class AmqpBus(Bus):
+    system = "rabbitmq"
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._tiers_declared: set[int] = set()
+        self._consumer_channels: dict[int, tuple[AbstractChannel, AbstractQueue, str]] = {}
+        self._reply_name: str | None = None
+        self._declare_lock = asyncio.Lock()
+
+    def _q(self, service: str) -> str:
+        return c.queue_name(self.namespace, service)
+
+    # --- connection and topology -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self.url, reconnect_interval=RECONNECT_INTERVAL_S, client_properties={"connection_name": "ho"}
+            )
+            self._publish_channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            await self._declare_topology(self._publish_channel)
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BusConnectionError(f"cannot connect to RabbitMQ: {exc}") from exc
+
+    async def _declare_topology(self, channel: AbstractChannel) -> None:
+        ns = self.namespace
+        durable = aio_pika.ExchangeType
+        self._exchanges["direct"] = await channel.declare_exchange(f"{ns}.direct", durable.DIRECT, durable=True)
+        self._exchanges["delay"] = await channel.declare_exchange(f"{ns}.delay", durable.TOPIC, durable=True)
+        expired = await channel.declare_exchange(f"{ns}.expired", durable.TOPIC, durable=True)
+        self._exchanges["expired"] = expired
+        self._exchanges["default"] = channel.default_exchange
+        services = sorted({s for targets in ROUTES.values() for s in targets})
+        for service in services:
+            dlq = c.dlq_name(ns, service)
+            await channel.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
+            queue = await channel.declare_queue(
+                self._q(service),
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": BROKER_DELIVERY_LIMIT,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": dlq,
+                },
+            )
+            await queue.bind(self._exchanges["direct"], routing_key=service)
+            await queue.bind(expired, routing_key=f"*.{service}")
+
+    async def _tier_exchange(self, tier: int) -> AbstractExchange:
+        """The delay exchange, after making sure the queue of `tier` exists (tiers are declared lazily)."""
+        if tier not in self._tiers_declared:
+            async with self._declare_lock:
+                assert self._publish_channel is not None
+                queue = await self._publish_channel.declare_queue(
+                    f"{self.namespace}.delay.{tier}",
+                    durable=True,
+                    arguments={
+                        "x-queue-type": "quorum",
+                        "x-message-ttl": tier,
+                        "x-dead-letter-exchange": f"{self.namespace}.expired",
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
+                    },
+                )
+                await queue.bind(self._exchanges["delay"], routing_key=f"{tier}.*")
+                self._tiers_declared.add(tier)
+        return self._exchanges["delay"]
+
+    # --- publishing --------------------------------------------------------------------------------------
+
+    async def _send(
+        self, key: str, services: tuple[str, ...], body: bytes, headers: dict[str, str], delay: float
+    ) -> None:
+        if not services:
+            raise Unroutable(f"no service consumes {key!r}")
+        for service in services:
+            await self._send_one(service, body, headers, int(delay * 1000))
+
+    async def _send_one(self, service: str, body: bytes, headers: Mapping[str, str], delay_ms: int) -> None:
+        tier = tier_for(delay_ms)
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+        )
+        if tier is None:
+            await self._confirmed(lambda: self._exchanges["direct"].publish(message, routing_key=service))
+        else:
+            exchange = await self._tier_exchange(tier)
+            await self._confirmed(lambda: exchange.publish(message, routing_key=f"{tier}.{service}"))
+
+    async def _confirmed(self, publish: Any) -> None:
+        """Run a publish until the broker confirms it, riding out a reconnect (a retry may duplicate: the
+        envelope id lets consumers de-duplicate)."""
+        deadline = time.monotonic() + RECONNECT_WAIT_S
+        while True:
+            try:
+                await publish()
+                return
+            except aio_pika.exceptions.PublishError as exc:
+                raise Unroutable(f"broker could not route the message: {exc}") from exc
+            except aio_pika.exceptions.DeliveryError as exc:
+                raise PublishError(f"broker refused the message: {exc}") from exc
+            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                if time.monotonic() > deadline:
+                    raise PublishError(f"publish not confirmed: {exc!r}") from exc
+                log.warning("bus.amqp.publish_retry", error=repr(exc))
+                await asyncio.sleep(RECONNECT_INTERVAL_S / 2)
+
+    async def _reply(self, reply_to: str, body: bytes, headers: dict[str, str]) -> None:
+        message = aio_pika.Message(body, headers=dict(headers), content_type="application/json")
+        # Not mandatory: a requester that gave up (and lost its reply queue) is not this handler's failure.
+        await self._confirmed(
+            lambda: self._exchanges["default"].publish(message, routing_key=reply_to, mandatory=False)
+        )
+
+    async def _reply_queue(self) -> str:
+        if self._reply_name is None:
+            async with self._declare_lock:
+                if self._reply_name is None:
+                    assert self._connection is not None
+                    channel = await self._connection.channel()
+                    name = f"{self.namespace}.reply.{new_instance_id()}"
+                    queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+
+                    async def on_reply(message: AbstractIncomingMessage) -> None:
+                        self._resolve_reply(message.body, _text_headers(message.headers))
+
+                    await queue.consume(on_reply, no_ack=True)
+                    self._reply_name = name
+        return self._reply_name
+
+    # --- consuming ---------------------------------------------------------------------------------------
+
+    async def _start_consumer(self, consumer: Consumer) -> None:
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=consumer.prefetch)
+        queue = await channel.declare_queue(self._q(consumer.service), passive=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                consumer.track(task)
+            await self._process(consumer, message)
+
+        tag = await queue.consume(on_message)
+        self._consumer_channels[id(consumer)] = (channel, queue, tag)
+
+    async def _process(self, consumer: Consumer, message: AbstractIncomingMessage) -> None:
+        headers = _text_headers(message.headers)
+        due = int(headers.get(c.H_DELIVER_AT, "0"))
+        remaining = due - int(time.time() * 1000)
+        if tier_for(remaining) is not None:
+            await self._send_one(consumer.service, message.body, headers, remaining)
+            await self._settle(message)
+            return
+        if remaining > 0:
+            await asyncio.sleep(remaining / 1000)  # below the smallest tier: never early
+        broker_deliveries = int(headers.get("x-delivery-count", "0"))
+        outcome = await consumer.handle(message.body, headers, broker_deliveries)
+        if outcome.verdict is Verdict.RETRY:
+            retry = {k: v for k, v in headers.items() if k != "x-delivery-count"}
+            retry[c.H_DELIVERIES] = str(int(headers.get(c.H_DELIVERIES, "0")) + broker_deliveries + 1)
+            retry[c.H_DELIVER_AT] = str(int((time.time() + outcome.delay_s) * 1000))
+            await self._send_one(consumer.service, message.body, retry, int(outcome.delay_s * 1000))
+        elif outcome.verdict is Verdict.DEAD:
+            await self._dead_letter(consumer.service, message.body, headers, outcome.reason)
+        await self._settle(message)
+
+    async def _dead_letter(self, service: str, body: bytes, headers: Mapping[str, str], reason: str) -> None:
+        dead = aio_pika.Message(
+            body,
+            headers={**headers, c.H_DEAD_REASON: reason[:1000]},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        dlq = c.dlq_name(self.namespace, service)
+        await self._confirmed(lambda: self._exchanges["default"].publish(dead, routing_key=dlq))
+
+    @staticmethod
+    async def _settle(message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack()
+        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            # The channel died after the work was done: the broker redelivers; handlers are idempotent.
+            log.warning("bus.amqp.ack_lost", error=repr(exc))
+
+    async def _stop_consumer(self, consumer: Consumer) -> None:
+        entry = self._consumer_channels.get(id(consumer))
+        if entry is not None:
+            _, queue, tag = entry
+            try:
+                await queue.cancel(tag)
+            except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+                log.warning("bus.amqp.cancel_failed", error=repr(exc))
+
+    async def _disconnect(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    # --- operations --------------------------------------------------------------------------------------
+
+    async def dead_letters(self, service: str) -> list[DeadLetter]:
+        assert self._connection is not None
+        async with self._connection.channel() as channel:
+            queue = await channel.declare_queue(c.dlq_name(self.namespace, service), passive=True)
+            taken: list[DeadLetter] = []
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                headers = _text_headers(message.headers)
+                reason = headers.get(c.H_DEAD_REASON) or _x_death_reason(message.headers)
+                taken.append(DeadLetter(message.body, reason, headers))
+                await message.ack()
+            return taken
+
+    async def ping(self) -> None:
+        if self._connection is None or self._connection.is_closed or not self._connection.connected.is_set():
+            raise BusConnectionError("not connected to RabbitMQ")
+
+    async def destroy(self) -> None:
+        """Delete this namespace's queues and exchanges (tests and teardown of temporary environments)."""
+        assert self._connection is not None
+        async with self._connection.channel() as channel:
+            services = sorted({s for targets in ROUTES.values() for s in targets})
+            names = [self._q(s) for s in services] + [c.dlq_name(self.namespace, s) for s in services]
+            names += [f"{self.namespace}.delay.{t}" for t in DELAY_TIERS_MS]
+            for name in names:
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
+            for kind in ("direct", "delay", "expired"):
+                await channel.exchange_delete(f"{self.namespace}.{kind}")
+
+
+def _x_death_reason(raw: Mapping[str, Any] | None) -> str:
+    """The broker's own dead-lettering reason (e.g. `delivery_limit`), from the x-death header."""
+    deaths = (raw or {}).get("x-death") or []
+    if deaths and isinstance(deaths[0], Mapping):
+        return f"broker: {deaths[0].get('reason', 'unknown')}"
+    return "broker: unknown"

@@ -1,0 +1,296 @@
+"""The bus interface every transport implements, and the consume logic they all share.
+
+A transport only moves bytes and headers: `_send` (to the queues of the given services, optionally delayed),
+`_reply` (to a requester's reply queue) and the consume loop of its broker, which hands each message to
+`Consumer.handle` and then does what the returned `Outcome` says (ack / retry later / dead-letter).
+Everything else — routing, trace context, redelivery bounds, request/reply — is decided here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import Enum
+
+import structlog
+
+from contracts import ContractError, Envelope, Message
+from contracts.routing import consumers, route_key
+from libs.bus import constants as c
+from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable
+from libs.telemetry.messaging import consumer_span, producer_span
+
+Handler = Callable[[Envelope], Awaitable[Message | None]]
+"""Handles one message. A returned payload is sent back as the reply when the message was a request."""
+
+log = structlog.get_logger("libs.bus")
+
+# The service whose handler is running: publishes made inside it are attributed to it in traces.
+current_service: ContextVar[str | None] = ContextVar("current_service", default=None)
+
+
+@dataclass(frozen=True)
+class RedeliveryPolicy:
+    max_deliveries: int = c.MAX_DELIVERIES
+    base_s: float = c.RETRY_BASE_S
+    cap_s: float = c.RETRY_CAP_S
+
+    def delay(self, deliveries: int) -> float:
+        """Backoff before the next delivery, after `deliveries` failed ones (full jitter on the upper half)."""
+        ceiling: float = min(self.cap_s, self.base_s * 2.0 ** (deliveries - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class Verdict(Enum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    reason: str = ""
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in a dead-letter queue, with the reason it was put there."""
+
+    body: bytes
+    reason: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Consumer:
+    """One service's subscription: its handlers and what is in flight (for graceful shutdown)."""
+
+    bus: Bus
+    service: str
+    handlers: Mapping[str, Handler]
+    prefetch: int
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def handle(self, body: bytes, headers: Mapping[str, str], broker_deliveries: int = 0) -> Outcome:
+        """Decode, run the handler inside a CONSUMER span, reply if asked; say what to do with the message."""
+        deliveries = int(headers.get(c.H_DELIVERIES, "0")) + broker_deliveries + 1
+        try:
+            envelope = Envelope.decode(body)
+        except ContractError as exc:
+            log.warning("bus.message.undecodable", service=self.service, reason=str(exc))
+            return Outcome(Verdict.DEAD, f"undecodable: {exc}")
+        handler = self.handlers.get(envelope.type)
+        if handler is None:
+            return Outcome(Verdict.DEAD, f"service {self.service} has no handler for {envelope.type}")
+        token = current_service.set(self.service)
+        try:
+            with (
+                structlog.contextvars.bound_contextvars(
+                    workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None
+                ),
+                consumer_span(
+                    system=self.bus.system,
+                    destination=c.queue_name(self.bus.namespace, self.service),
+                    message_type=envelope.type,
+                    message_id=str(envelope.id),
+                    workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None,
+                    component=self.service,
+                    headers=headers,
+                ),
+            ):
+                result = await handler(envelope)
+                reply_to = headers.get(c.H_REPLY_TO)
+                if result is not None and reply_to:
+                    await self.bus.reply(reply_to, headers.get(c.H_CORRELATION, ""), envelope.child(result))
+        except Reject as exc:
+            log.warning("bus.message.rejected", service=self.service, type=envelope.type, reason=str(exc))
+            return Outcome(Verdict.DEAD, f"rejected: {exc}")
+        except Exception as exc:
+            policy = self.bus.policy
+            reason = f"{type(exc).__name__}: {exc}"
+            if deliveries >= policy.max_deliveries:
+                log.error("bus.message.exhausted", service=self.service, type=envelope.type, reason=reason)
+                return Outcome(Verdict.DEAD, f"failed {deliveries} times, last: {reason}")
+            log.warning(
+                "bus.message.retry",
+                service=self.service,
+                type=envelope.type,
+                deliveries=deliveries,
+                reason=reason,
+            )
+            return Outcome(Verdict.RETRY, reason, policy.delay(deliveries))
+        finally:
+            current_service.reset(token)
+        return Outcome(Verdict.ACK)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def wait_idle(self, grace_s: float) -> None:
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=grace_s)
+
+
+class Bus(ABC):
+    """Publish (routed by the contracts' table), subscribe a service's handlers, request/reply."""
+
+    system: str  # OpenTelemetry `messaging.system`
+
+    def __init__(self, *, namespace: str = c.DEFAULT_NAMESPACE, policy: RedeliveryPolicy | None = None) -> None:
+        self.namespace = namespace
+        self.policy = policy or RedeliveryPolicy()
+        self._consumers: list[Consumer] = []
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._closing = False
+
+    # --- what services call ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Connect and declare the whole topology (idempotent), so publishes never wait for consumers."""
+
+    async def publish(self, envelope: Envelope, *, delay: float = 0.0) -> None:
+        """Send to every consuming service's queue; returns once the broker confirmed it is stored."""
+        await self._publish_to(envelope, consumers(route_key(envelope)), delay=delay, extra={})
+
+    async def publish_raw(
+        self, service: str, body: bytes, headers: Mapping[str, str] | None = None, *, delay: float = 0.0
+    ) -> None:
+        """Put bytes as they are on one service's queue (replaying dead letters; fuzzing the consumers)."""
+        await self._send(f"raw.{service}", (service,), body, dict(headers or {}), delay)
+
+    async def subscribe(
+        self, service: str, handlers: Mapping[str, Handler], *, prefetch: int = c.DEFAULT_PREFETCH
+    ) -> None:
+        """Start handling `service`'s queue, at most `prefetch` messages at a time."""
+        consumer = Consumer(self, service, dict(handlers), prefetch)
+        self._consumers.append(consumer)
+        await self._start_consumer(consumer)
+
+    async def request(self, envelope: Envelope, *, timeout: float) -> Envelope:
+        """Publish a request and wait for the handler's reply (raises RequestTimeout)."""
+        reply_to = await self._reply_queue()
+        correlation = str(envelope.id)
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[correlation] = future
+        try:
+            extra = {c.H_REPLY_TO: reply_to, c.H_CORRELATION: correlation}
+            await self._publish_to(envelope, consumers(route_key(envelope)), delay=0.0, extra=extra)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise RequestTimeout(f"no reply to {envelope.type} within {timeout}s") from exc
+        finally:
+            self._pending.pop(correlation, None)
+
+    async def close(self, grace_s: float = c.SHUTDOWN_GRACE_S) -> None:
+        """Graceful shutdown: stop taking messages, let in-flight handlers finish, then disconnect."""
+        if self._closing:
+            return
+        self._closing = True
+        for consumer in self._consumers:
+            await self._stop_consumer(consumer)
+        await asyncio.gather(*(consumer.wait_idle(grace_s) for consumer in self._consumers))
+        await self._disconnect()
+
+    @abstractmethod
+    async def dead_letters(self, service: str) -> list[DeadLetter]:
+        """Take every message out of `service`'s dead-letter queue (operations and tests)."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise when the broker is not reachable (readiness checks)."""
+
+    # --- used by Consumer --------------------------------------------------------------------------------
+
+    async def reply(self, reply_to: str, correlation_id: str, envelope: Envelope) -> None:
+        headers = {c.H_CORRELATION: correlation_id}
+        with producer_span(
+            system=self.system,
+            destination=reply_to,
+            message_type=envelope.type,
+            message_id=str(envelope.id),
+            workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None,
+            component=current_service.get(),
+            headers=headers,
+        ):
+            await self._reply(reply_to, envelope.encode(), headers)
+
+    def _resolve_reply(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """A transport got a message on its reply queue: complete the waiting request, if still waiting."""
+        future = self._pending.get(headers.get(c.H_CORRELATION, ""))
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(Envelope.decode(body))
+        except ContractError as exc:
+            future.set_exception(exc)
+
+    # --- what a transport implements ---------------------------------------------------------------------
+
+    async def _publish_to(
+        self, envelope: Envelope, services: tuple[str, ...], *, delay: float, extra: Mapping[str, str]
+    ) -> None:
+        key = route_key(envelope)
+        headers = {c.H_ROUTE: key, **extra}
+        if delay > 0:
+            headers[c.H_DELIVER_AT] = str(int((time.time() + delay) * 1000))
+        with producer_span(
+            system=self.system,
+            destination=key,
+            message_type=envelope.type,
+            message_id=str(envelope.id),
+            workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None,
+            component=current_service.get(),
+            headers=headers,
+        ):
+            await self._send(key, services, envelope.encode(), headers, delay)
+
+    @abstractmethod
+    async def _send(
+        self, key: str, services: tuple[str, ...], body: bytes, headers: dict[str, str], delay: float
+    ) -> None:
+        """Store `body` in each service's queue (after `delay`); raise Unroutable when `services` is empty
+        or the broker routes it nowhere, PublishError when the broker does not confirm."""
+
+    @abstractmethod
+    async def _reply(self, reply_to: str, body: bytes, headers: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    async def _reply_queue(self) -> str:
+        """This instance's reply queue (created on first use; replies arrive through `_resolve_reply`)."""
+
+    @abstractmethod
+    async def _start_consumer(self, consumer: Consumer) -> None: ...
+
+    @abstractmethod
+    async def _stop_consumer(self, consumer: Consumer) -> None:
+        """Stop taking new messages for `consumer` (in-flight ones finish)."""
+
+    @abstractmethod
+    async def _disconnect(self) -> None: ...
+
+
+def new_instance_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+__all__ = [
+    "Bus",
+    "Consumer",
+    "DeadLetter",
+    "Handler",
+    "Outcome",
+    "PublishError",
+    "RedeliveryPolicy",
+    "Unroutable",
+    "Verdict",
+]

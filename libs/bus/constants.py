@@ -1,0 +1,39 @@
+"""Queue names, header keys and defaults of the bus, in one place.
+
+Queue layout (every transport): one durable queue per consuming service, `{ns}.{service}`, and its
+dead-letter queue, `{ns}.{service}.dlq`. `ns` (namespace) lets test runs and environments share a broker.
+"""
+
+from __future__ import annotations
+
+# Transport headers the bus itself reads and writes (trace context headers come from OpenTelemetry).
+H_DELIVERIES = "x-ho-deliveries"  # how many times this message was already handed to a handler
+H_DELIVER_AT = "x-ho-deliver-at"  # epoch milliseconds before which the message must not be handled
+H_TARGET = "x-ho-target"  # the one service a delayed/retried message is for
+H_DEAD_REASON = "x-ho-dead-reason"  # why a message was dead-lettered
+H_ROUTE = "x-ho-route"  # the routing key the message was published with
+H_REPLY_TO = "x-ho-reply-to"  # reply queue of a request (transports with native reply-to use theirs)
+H_CORRELATION = "x-ho-correlation-id"
+
+DEFAULT_NAMESPACE = "ho"
+DEFAULT_PREFETCH = 16
+
+# Bounded redelivery of a message whose handler raised: at most MAX_DELIVERIES handler runs, the n-th retry
+# delayed RETRY_BASE_S * 2**(n-1) (capped, with jitter), then the dead-letter queue with the last error.
+MAX_DELIVERIES = 5
+RETRY_BASE_S = 0.5
+RETRY_CAP_S = 30.0
+
+# Graceful shutdown waits this long for in-flight handlers before giving up on them (they are redelivered).
+SHUTDOWN_GRACE_S = 30.0
+
+# Delays up to this long are supported (DESIGN §4 asks for at least 15 minutes).
+MAX_DELAY_S = 24 * 3600.0
+
+
+def queue_name(namespace: str, service: str) -> str:
+    return f"{namespace}.{service}"
+
+
+def dlq_name(namespace: str, service: str) -> str:
+    return f"{namespace}.{service}.dlq"

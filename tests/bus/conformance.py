@@ -1,0 +1,238 @@
+"""The bus conformance suite: written once, subclassed per transport (DESIGN §4).
+
+A transport's test module subclasses `BusConformance` and provides the `make_bus` fixture: an async factory
+returning a connected bus on a namespace private to the test (the same namespace on every call within one
+test, so a second bus instance sees the first one's queues, as a restarted process would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
+
+import pytest
+
+from contracts import Envelope, Message
+from contracts import messages as m
+from libs.bus import Bus, RequestTimeout, Unroutable
+from libs.bus.errors import Reject
+
+MakeBus = Callable[..., Awaitable[Bus]]
+ROUTER = "router"
+
+
+def requested(n: int = 0) -> Envelope:
+    intent = m.Intent(type="message_generation", data={"n": n})
+    return Envelope.new(m.WorkflowRequested(intent=intent), workflow_id=uuid.uuid4(), user_id="u1")
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+class Recorder:
+    """A handler that records what it saw; `fail_first` makes its first N runs raise."""
+
+    def __init__(self, fail_first: int = 0, sleep_s: float = 0.0) -> None:
+        self.seen: list[Envelope] = []
+        self.times: list[float] = []
+        self.fail_first = fail_first
+        self.sleep_s = sleep_s
+        self.running = 0
+        self.max_running = 0
+        self.finished = 0
+
+    async def __call__(self, envelope: Envelope) -> Message | None:
+        self.seen.append(envelope)
+        self.times.append(time.monotonic())
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            if self.sleep_s:
+                await asyncio.sleep(self.sleep_s)
+            if len(self.seen) <= self.fail_first:
+                raise RuntimeError(f"boom {len(self.seen)}")
+        finally:
+            self.running -= 1
+        self.finished += 1
+        return None
+
+
+class BusConformance:
+    """Semantics every transport must show. Subclasses set DURABLE and provide `make_bus`."""
+
+    DURABLE: ClassVar[bool] = True  # does a message survive its bus instance (a process restart)?
+
+    async def test_publish_then_consume(self, make_bus: MakeBus) -> None:
+        """A published message reaches the consuming service's handler intact."""
+        bus = await make_bus()
+        rec = Recorder()
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        sent = requested()
+        await bus.publish(sent)
+        await eventually(lambda: len(rec.seen) == 1)
+        assert rec.seen[0] == sent
+
+    async def test_handler_exception_redelivers(self, make_bus: MakeBus) -> None:
+        """A handler that raises sees the message again until it succeeds; nothing is dead-lettered."""
+        bus = await make_bus()
+        rec = Recorder(fail_first=2)
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        await bus.publish(requested())
+        await eventually(lambda: rec.finished == 1)
+        assert len(rec.seen) == 3
+        assert len({e.id for e in rec.seen}) == 1
+        assert await bus.dead_letters(ROUTER) == []
+
+    async def test_bounded_redelivery_then_dead_letter_with_reason(self, make_bus: MakeBus) -> None:
+        """A message that always fails is tried max_deliveries times, then dead-lettered with the error."""
+        bus = await make_bus()
+        rec = Recorder(fail_first=1000)
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        sent = requested()
+        await bus.publish(sent)
+        dead = await self._wait_dead(bus, 1)
+        assert len(rec.seen) == bus.policy.max_deliveries
+        assert f"boom {bus.policy.max_deliveries}" in dead[0].reason
+        assert Envelope.decode(dead[0].body).id == sent.id
+
+    async def test_reject_dead_letters_at_once(self, make_bus: MakeBus) -> None:
+        """A handler raising Reject is not retried: the message goes straight to the dead-letter queue."""
+        bus = await make_bus()
+        calls: list[Envelope] = []
+
+        async def reject(envelope: Envelope) -> None:
+            calls.append(envelope)
+            raise Reject("never valid")
+
+        await bus.subscribe(ROUTER, {"workflow.requested": reject})
+        await bus.publish(requested())
+        dead = await self._wait_dead(bus, 1)
+        assert len(calls) == 1
+        assert "never valid" in dead[0].reason
+
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            (b"\x00\x01garbage", "not JSON"),
+            (b'{"type": "no.such.type", "version": 1, "payload": {}}', "unknown message type"),
+            (b'{"type": "workflow.requested", "version": 7, "payload": {}}', "v7 is not supported"),
+            (b'{"type": "workflow.requested", "version": 1, "payload": {"intent": 3}}', "intent"),
+        ],
+    )
+    async def test_undecodable_messages_are_dead_lettered_and_consumer_keeps_serving(
+        self, make_bus: MakeBus, body: bytes, reason: str
+    ) -> None:
+        """Garbage, unknown types and unknown versions go to the DLQ with a reason; good messages still flow."""
+        bus = await make_bus()
+        rec = Recorder()
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        await bus.publish_raw(ROUTER, body)
+        await bus.publish(requested())
+        dead = await self._wait_dead(bus, 1)
+        assert reason in dead[0].reason
+        assert dead[0].body == body
+        await eventually(lambda: rec.finished == 1)
+
+    async def test_delayed_delivery_fires_on_time(self, make_bus: MakeBus) -> None:
+        """A delayed message is handled no earlier than asked and within one second after."""
+        bus = await make_bus()
+        rec = Recorder()
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        start = time.monotonic()
+        await bus.publish(requested(), delay=1.5)
+        await eventually(lambda: len(rec.seen) == 1, timeout=5)
+        late = rec.times[0] - start
+        assert 1.5 <= late <= 2.5, late
+
+    async def test_published_message_waits_for_a_consumer(self, make_bus: MakeBus) -> None:
+        """publish returns once the message is stored: a consumer started later (in another bus) gets it."""
+        bus = await make_bus()
+        sent = requested()
+        await bus.publish(sent)
+        if self.DURABLE:
+            await bus.close()
+            bus = await make_bus()
+        rec = Recorder()
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        await eventually(lambda: len(rec.seen) == 1)
+        assert rec.seen[0].id == sent.id
+
+    async def test_unroutable_publish_raises(self, make_bus: MakeBus) -> None:
+        """A message no service consumes is refused, not silently dropped."""
+        bus = await make_bus()
+        reply = Envelope.new(m.WorkflowStatusReply(found=False))
+        with pytest.raises(Unroutable):
+            await bus.publish(reply)
+
+    async def test_prefetch_bounds_concurrency(self, make_bus: MakeBus) -> None:
+        """No more than `prefetch` handlers of one subscription run at once."""
+        bus = await make_bus()
+        rec = Recorder(sleep_s=0.2)
+        await bus.subscribe(ROUTER, {"workflow.requested": rec}, prefetch=3)
+        for n in range(9):
+            await bus.publish(requested(n))
+        await eventually(lambda: rec.finished == 9)
+        assert rec.max_running == 3
+
+    async def test_graceful_shutdown_finishes_in_flight_and_takes_no_new(self, make_bus: MakeBus) -> None:
+        """close() lets the running handler finish, starts no other, and the rest stays queued."""
+        bus = await make_bus()
+        rec = Recorder(sleep_s=0.5)
+        await bus.subscribe(ROUTER, {"workflow.requested": rec}, prefetch=1)
+        first, second = requested(1), requested(2)
+        await bus.publish(first)
+        await bus.publish(second)
+        await eventually(lambda: rec.running == 1)
+        await bus.close()
+        assert rec.finished == 1
+        assert [e.id for e in rec.seen] == [first.id]
+        if self.DURABLE:
+            later = Recorder()
+            bus = await make_bus()
+            await bus.subscribe(ROUTER, {"workflow.requested": later})
+            await eventually(lambda: len(later.seen) == 1)
+            assert later.seen[0].id == second.id
+
+    async def test_request_reply(self, make_bus: MakeBus) -> None:
+        """A request gets the handler's returned payload back as a reply caused by the request."""
+        bus = await make_bus()
+
+        async def status(envelope: Envelope) -> Message:
+            assert isinstance(envelope.payload, m.WorkflowStatusQuery)
+            return m.WorkflowStatusReply(found=True, state={"id": str(envelope.payload.workflow_id)})
+
+        await bus.subscribe(ROUTER, {"workflow.status.query": status})
+        wid = uuid.uuid4()
+        query = Envelope.new(m.WorkflowStatusQuery(workflow_id=wid, requester_user_id="u1"), user_id="u1")
+        reply = await bus.request(query, timeout=5)
+        assert isinstance(reply.payload, m.WorkflowStatusReply)
+        assert reply.payload.state == {"id": str(wid)}
+        assert reply.causation_id == query.id
+
+    async def test_request_times_out_without_a_responder(self, make_bus: MakeBus) -> None:
+        """A request nobody answers raises RequestTimeout after the timeout, not later."""
+        bus = await make_bus()
+        query = Envelope.new(m.WorkflowStatusQuery(workflow_id=uuid.uuid4(), requester_user_id="u1"))
+        start = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            await bus.request(query, timeout=0.5)
+        assert time.monotonic() - start < 2.0
+
+    @staticmethod
+    async def _wait_dead(bus: Bus, count: int, timeout: float = 10.0) -> list:  # type: ignore[type-arg]
+        dead: list = []  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout
+        while len(dead) < count:
+            dead += await bus.dead_letters(ROUTER)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} dead letters, got {len(dead)}")
+            await asyncio.sleep(0.05)
+        return dead

@@ -1,0 +1,78 @@
+"""The conformance suite on RabbitMQ, plus what only a real broker can show (reconnects, mandatory)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from libs.bus import Bus, RedeliveryPolicy, Unroutable
+from libs.bus.amqp import AmqpBus, tier_for
+from tests.bus.conformance import ROUTER, BusConformance, MakeBus, Recorder, eventually, requested
+
+FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.05, cap_s=0.2)
+
+
+@pytest.fixture
+async def make_bus(amqp_url: str) -> AsyncIterator[MakeBus]:
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    buses: list[AmqpBus] = []
+
+    async def make() -> Bus:
+        bus = AmqpBus(amqp_url, namespace=namespace, policy=FAST)
+        await bus.connect()
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        await bus.close(grace_s=1)
+    cleaner = AmqpBus(amqp_url, namespace=namespace)
+    await cleaner.connect()
+    await cleaner.destroy()
+    await cleaner.close()
+
+
+class TestAmqpBusConformance(BusConformance):
+    DURABLE = True
+
+    async def test_amqp_unroutable_by_the_broker_raises(self, make_bus: MakeBus) -> None:
+        """With the target queue gone, the broker returns the mandatory publish and publish raises."""
+        bus = await make_bus()
+        assert isinstance(bus, AmqpBus)
+        assert bus._connection is not None
+        async with bus._connection.channel() as channel:
+            await channel.queue_delete(f"{bus.namespace}.{ROUTER}", if_unused=False, if_empty=False)
+        with pytest.raises(Unroutable):
+            await bus.publish(requested())
+
+    async def test_amqp_consumers_survive_a_dropped_connection(self, make_bus: MakeBus) -> None:
+        """After `rabbitmqctl close_all_connections` the consumer is restored and nothing confirmed is lost."""
+        bus = await make_bus()
+        rec = Recorder()
+        await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        before = requested(1)
+        await bus.publish(before)
+        await eventually(lambda: len(rec.seen) == 1)
+        await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "close_all_connections", "conformance test"],
+            check=True,
+            capture_output=True,
+        )
+        after = requested(2)
+        await bus.publish(after)  # rides out the reconnect
+        await eventually(lambda: any(e.id == after.id for e in rec.seen), timeout=30)
+        assert {e.id for e in rec.seen} == {before.id, after.id}
+
+
+class TestDelayTiers:
+    def test_tier_is_largest_not_longer_than_remaining(self) -> None:
+        """A delay is covered by tiers that never overshoot, and tiny remainders are due now."""
+        assert tier_for(10) is None
+        assert tier_for(50) == 50
+        assert tier_for(1499) == 800
+        assert tier_for(15 * 60 * 1000) == 819200

@@ -1,0 +1,118 @@
+"""The contracts: envelope round trips, strict decoding, the routing table, schemas fresh and compatible."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from contracts import Envelope, MalformedMessage, UnknownMessageType, UnsupportedVersion, registered
+from contracts import messages as m
+from contracts.routing import ROUTES, SERVICES, keys_consumed_by, route_key
+from contracts.schema import FROZEN_DIR, SCHEMA_DIR, all_schemas, incompatibilities, render
+
+
+def _requested() -> Envelope:
+    return Envelope.new(m.WorkflowRequested(intent=m.Intent(type="content_planning")), user_id="u1")
+
+
+class TestEnvelope:
+    def test_round_trip_keeps_every_field_and_the_typed_payload(self) -> None:
+        """encode → decode gives an equal envelope whose payload is the registered class."""
+        env = _requested()
+        back = Envelope.decode(env.encode())
+        assert back == env
+        assert isinstance(back.payload, m.WorkflowRequested)
+
+    def test_child_carries_workflow_user_and_causation(self) -> None:
+        """A child message belongs to the same workflow and user and names its cause."""
+        parent = _requested()
+        child = parent.child(m.WorkflowStatusQuery(workflow_id=parent.id, requester_user_id="u1"))
+        assert (child.workflow_id, child.user_id, child.causation_id) == (None, "u1", parent.id)
+        assert child.id != parent.id
+
+    @pytest.mark.parametrize(
+        ("raw", "error"),
+        [
+            (b"\x00\xffnot json", MalformedMessage),
+            (b"[1,2]", MalformedMessage),
+            (b'{"type": "workflow.requested"}', MalformedMessage),
+            (b'{"type": "nope.never", "version": 1, "payload": {}}', UnknownMessageType),
+            (b'{"type": "workflow.requested", "version": 9, "payload": {}}', UnsupportedVersion),
+            (
+                b'{"type": "workflow.requested", "version": 1, "payload": {"intent": {"type": "x"}}}',
+                MalformedMessage,
+            ),
+        ],
+    )
+    def test_bad_bytes_raise_a_contract_error(self, raw: bytes, error: type[Exception]) -> None:
+        """Garbage, unknown types, unknown versions and invalid payloads each raise their own error."""
+        with pytest.raises(error):
+            Envelope.decode(raw)
+
+    def test_unknown_optional_fields_are_ignored(self) -> None:
+        """A v1 consumer accepts a v1 message from a producer that added an optional field."""
+        body = json.loads(_requested().encode())
+        body["payload"]["added_later"] = 1
+        assert Envelope.decode(json.dumps(body).encode()).payload == _requested().payload
+
+
+class TestRouting:
+    def test_every_routed_type_is_a_registered_message(self) -> None:
+        """Each routing key names a message this code can decode."""
+        types = {t for t, _ in registered()}
+        for key in ROUTES:
+            assert key in types or key.rsplit(".", 1)[0] in types, key
+
+    def test_generation_requests_reach_only_their_provider(self) -> None:
+        """generation.requested is routed by provider, so one request is one provider call."""
+        env = Envelope.new(
+            m.GenerationRequested(provider="azure", intent=m.Intent(type="content_planning"), timeout_s=45)
+        )
+        assert ROUTES[route_key(env)] == ("azure-worker",)
+
+    def test_every_consumer_is_a_known_service(self) -> None:
+        """The routing table names only the seven services."""
+        for services in ROUTES.values():
+            assert set(services) <= set(SERVICES)
+        assert keys_consumed_by("router")
+
+
+class TestSchemas:
+    def test_checked_in_schemas_are_fresh(self) -> None:
+        """contracts/schemas matches the models (run `make contracts` after changing a message)."""
+        expected = all_schemas()
+        on_disk = {p.name: p.read_text() for p in SCHEMA_DIR.glob("*.json")}
+        assert set(on_disk) == set(expected), "run `make contracts`"
+        for name, schema in expected.items():
+            assert on_disk[name] == render(schema), f"{name} is stale: run `make contracts`"
+
+    def test_published_schemas_never_change_incompatibly(self) -> None:
+        """Every frozen vN schema is still served, and the current one only added optional fields."""
+        frozen = {p.name: json.loads(p.read_text()) for p in FROZEN_DIR.glob("*.json")}
+        assert frozen, "contracts/frozen is empty"
+        current = all_schemas()
+        for name, old in frozen.items():
+            assert name in current, f"published schema {name} was removed"
+            assert incompatibilities(old, current[name]) == [], name
+
+    def test_the_checker_catches_removed_and_newly_required_fields(self) -> None:
+        """The compatibility rule flags a removed field, a new required one and a changed type."""
+        old = all_schemas()["workflow.requested.v1.json"]
+        broken = copy.deepcopy(old)
+        payload = broken["$defs"]["WorkflowRequested"]
+        del payload["properties"]["trace_id"]
+        payload["required"].append("deadline_s")
+        broken["properties"]["attempt"]["type"] = "string"
+        problems = incompatibilities(old, broken)
+        assert any("trace_id: removed" in p for p in problems)
+        assert any("deadline_s" in p for p in problems)
+        assert any("attempt: type changed" in p for p in problems)
+
+    def test_adding_an_optional_field_is_compatible(self) -> None:
+        """A new optional property is allowed in the same version."""
+        old = all_schemas()["workflow.requested.v1.json"]
+        grown = copy.deepcopy(old)
+        grown["$defs"]["WorkflowRequested"]["properties"]["new_opt"] = {"type": "string"}
+        assert incompatibilities(old, grown) == []
