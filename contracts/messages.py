@@ -15,10 +15,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from contracts.enums import (
     BudgetAction,
     CostPeriod,
+    DeliveryState,
     ErrorType,
     IntentType,
     Priority,
     Provider,
+    ProviderState,
+    RateLimiterState,
+    WorkflowStatus,
 )
 from contracts.envelope import Message, register
 
@@ -81,6 +85,15 @@ class WorkflowCompleted(Message):
     duration_ms: float = Field(ge=0)
     usage: Usage | None = None
     cost_usd: Decimal | None = None
+
+
+@register
+class WorkflowTimer(Message):
+    """A router-to-router wake-up, delayed on the bus: a deadline to enforce or a retry to start."""
+
+    TYPE = "workflow.timer"
+    purpose: Literal["deadline", "retry"]
+    provider: Provider | None = None
 
 
 @register
@@ -208,6 +221,71 @@ class BudgetStatus(Message):
 # --- request / reply (read endpoints ask the owning service) --------------------------------------------
 
 
+class FallbackEntry(Part):
+    from_provider: Provider
+    to: str  # a provider, or "queue" for a delayed retry of the same one
+    reason: str
+    timestamp: AwareDatetime
+
+
+class ProviderStates(Part):
+    azure: ProviderState = ProviderState.PENDING
+    openai: ProviderState = ProviderState.PENDING
+    rate_limiter: RateLimiterState = RateLimiterState.PENDING
+    onlyfans: DeliveryState = DeliveryState.PENDING
+
+
+class RetryAttempts(Part):
+    azure: int = 0
+    openai: int = 0
+    onlyfans: int = 0
+
+
+class DeliveryView(Part):
+    delivery_id: uuid.UUID
+    recipient_id: str
+    status: DeliveryState
+    scheduled_for: AwareDatetime | None = None
+    sent_at: AwareDatetime | None = None
+    platform_message_id: str | None = None
+    error: ErrorInfo | None = None
+
+
+class WorkflowView(Part):
+    """A workflow's whole state as the router persisted it (DESIGN §5), for the status endpoint."""
+
+    workflow_id: uuid.UUID
+    user_id: str
+    status: WorkflowStatus
+    intent_type: IntentType
+    priority: Priority
+    current_provider: Provider | None = None
+    provider_states: ProviderStates
+    fallback_history: list[FallbackEntry] = Field(default_factory=list)
+    retry_attempts: RetryAttempts
+    result: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    cost_usd: Decimal | None = None
+    error: ErrorInfo | None = None
+    deliveries: list[DeliveryView] = Field(default_factory=list)
+    trace_id: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    deadline_at: AwareDatetime
+    completed_at: AwareDatetime | None = None
+
+
+@register
+class WorkflowAccepted(Message):
+    """The router's reply to workflow.requested (sent as a request): persisted, or refused and why."""
+
+    TYPE = "workflow.accepted"
+    accepted: bool
+    workflow: WorkflowView | None = None
+    error: ErrorInfo | None = None
+
+
 @register
 class WorkflowStatusQuery(Message):
     TYPE = "workflow.status.query"
@@ -220,7 +298,7 @@ class WorkflowStatusQuery(Message):
 class WorkflowStatusReply(Message):
     TYPE = "workflow.status.reply"
     found: bool
-    state: dict[str, Any] | None = None
+    workflow: WorkflowView | None = None
 
 
 @register

@@ -41,6 +41,7 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         m.DeliveryFailed.TYPE: (ROUTER,),
         m.BudgetStatus.TYPE: (ROUTER,),
         m.WorkflowStatusQuery.TYPE: (ROUTER,),
+        m.WorkflowTimer.TYPE: (ROUTER,),
         f"{m.GenerationRequested.TYPE}.azure": (AZURE_WORKER,),
         f"{m.GenerationRequested.TYPE}.openai": (OPENAI_WORKER,),
         m.DeliveryRequested.TYPE: (RATE_LIMITER,),

@@ -110,9 +110,7 @@ class TestCompletion:
         completion = await ask(oai, parts)
         assert completion.usage.prompt_tokens == tokens("hello there, fans")
 
-    async def test_same_request_same_text_different_prompt_different_text(
-        self, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_same_request_same_text_different_prompt_different_text(self, oai: openai.AsyncOpenAI) -> None:
         """Replies are deterministic per request and differ between prompts."""
         first = await ask(oai)
         again = await ask(oai)
@@ -131,9 +129,7 @@ class TestCompletion:
         assert completion.choices[0].message.content.startswith("Content plan")
         assert sim.counts().by_path == {f"/openai/deployments/{DEPLOYMENT}/chat/completions": 1}
 
-    async def test_azure_without_deployment_puts_the_model_in_the_path(
-        self, sim: LLMSimulator, transport: str
-    ) -> None:
+    async def test_azure_without_deployment_puts_the_model_in_the_path(self, sim: LLMSimulator, transport: str) -> None:
         """Without azure_deployment the SDK routes by the request's model, which the simulator echoes."""
         client = openai.AsyncAzureOpenAI(
             azure_endpoint=sim.azure_endpoint,
@@ -205,9 +201,7 @@ class TestFaults:
         assert caught.value.response.headers["retry-after"] == "1.5"
         assert caught.value.body == {"code": "429", "message": caught.value.message.split(" - ", 1)[1]}
 
-    async def test_server_error_raises_internal_server_error(
-        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_server_error_raises_internal_server_error(self, sim: LLMSimulator, oai: openai.AsyncOpenAI) -> None:
         """A 500 fault surfaces as InternalServerError."""
         sim.add_fault("server_error")
         with pytest.raises(openai.InternalServerError) as caught:
@@ -240,18 +234,14 @@ class TestFaults:
         with pytest.raises(openai.APITimeoutError):
             await ask(oai, timeout=0.3)
 
-    async def test_malformed_body_raises_json_decode_error(
-        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_malformed_body_raises_json_decode_error(self, sim: LLMSimulator, oai: openai.AsyncOpenAI) -> None:
         """The SDK does not wrap a broken JSON body: json.JSONDecodeError escapes, not an openai.APIError."""
         sim.add_fault("malformed")
         with pytest.raises(json.JSONDecodeError) as caught:
             await ask(oai)
         assert not isinstance(caught.value, openai.OpenAIError)
 
-    async def test_bad_shape_is_not_validated_by_default(
-        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_bad_shape_is_not_validated_by_default(self, sim: LLMSimulator, oai: openai.AsyncOpenAI) -> None:
         """Without strict validation the SDK returns a ChatCompletion whose choices is None."""
         sim.add_fault("bad_shape")
         completion = await ask(oai)
@@ -283,9 +273,7 @@ class TestFaults:
         assert (await ask(oai)).choices[0].finish_reason == "stop"
         assert sim.active_faults() == []
 
-    async def test_until_cleared_fault_lasts_until_cleared(
-        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_until_cleared_fault_lasts_until_cleared(self, sim: LLMSimulator, oai: openai.AsyncOpenAI) -> None:
         """count=None keeps failing every request until clear_faults()."""
         sim.add_fault("server_error", count=None)
         for _ in range(3):
@@ -364,9 +352,7 @@ class TestFaults:
 
 
 class TestAuth:
-    async def test_missing_bearer_is_an_authentication_error(
-        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_missing_bearer_is_an_authentication_error(self, sim: LLMSimulator, oai: openai.AsyncOpenAI) -> None:
         """OpenAI without an Authorization header answers 401 in OpenAI's error shape."""
         with pytest.raises(openai.AuthenticationError) as caught:
             await ask(oai, extra_headers={"Authorization": openai.omit})
@@ -392,9 +378,7 @@ class TestAuth:
         async with client:
             assert (await ask(client)).model == DEPLOYMENT
 
-    async def test_auth_failures_do_not_consume_faults(
-        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
-    ) -> None:
+    async def test_auth_failures_do_not_consume_faults(self, sim: LLMSimulator, oai: openai.AsyncOpenAI) -> None:
         """A queued fault waits for an authenticated request."""
         sim.add_fault("server_error")
         with pytest.raises(openai.AuthenticationError):

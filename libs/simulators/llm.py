@@ -240,9 +240,7 @@ class LLMSimulator:
         azure = target is FaultTarget.AZURE
         if fault.kind is FaultKind.RATE_LIMIT:
             seconds = f"{fault.retry_after:g}"
-            message = (
-                f"Rate limit reached for {chat.model} on requests per min. Please try again in {seconds}s."
-            )
+            message = f"Rate limit reached for {chat.model} on requests per min. Please try again in {seconds}s."
             code = "429" if azure else "rate_limit_exceeded"
             response = error_response(azure=azure, status=429, message=message, type_="requests", code=code)
             response.headers["Retry-After"] = seconds

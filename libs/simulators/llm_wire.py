@@ -60,9 +60,7 @@ class RequestRejected(Exception):
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 def error_response(
@@ -95,9 +93,7 @@ def check_auth(request: web.Request, *, azure: bool) -> None:
             "You didn't provide an API key. You need to provide your API key in an Authorization header "
             "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
         )
-    response = error_response(
-        azure=azure, status=401, message=message, type_="invalid_request_error", code=None
-    )
+    response = error_response(azure=azure, status=401, message=message, type_="invalid_request_error", code=None)
     raise RequestRejected("unauthorized", response)
 
 
@@ -107,9 +103,7 @@ def _content_text(content: object) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
 

@@ -207,14 +207,14 @@ class BusConformance:
 
         async def status(envelope: Envelope) -> Message:
             assert isinstance(envelope.payload, m.WorkflowStatusQuery)
-            return m.WorkflowStatusReply(found=True, state={"id": str(envelope.payload.workflow_id)})
+            return m.WorkflowStatusReply(found=False)
 
         await bus.subscribe(ROUTER, {"workflow.status.query": status})
         wid = uuid.uuid4()
         query = Envelope.new(m.WorkflowStatusQuery(workflow_id=wid, requester_user_id="u1"), user_id="u1")
         reply = await bus.request(query, timeout=5)
         assert isinstance(reply.payload, m.WorkflowStatusReply)
-        assert reply.payload.state == {"id": str(wid)}
+        assert reply.payload.found is False
         assert reply.causation_id == query.id
 
     async def test_request_times_out_without_a_responder(self, make_bus: MakeBus) -> None:

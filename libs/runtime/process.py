@@ -1,0 +1,80 @@
+"""Run services: each as its own process, or several together in one (the embedded mode).
+
+`serve` owns the lifecycle: telemetry and logging, the bus connection, the services' start hooks, the
+health server, and on SIGTERM/SIGINT the drain — readiness off, stop taking messages, let in-flight
+handlers finish, then the services' stop hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from libs.bus import create_bus
+from libs.config import CommonSettings
+from libs.runtime.health import HealthServer
+from libs.runtime.service import Runtime, Service, ServiceFactory
+from libs.telemetry import configure_logging, setup_telemetry, shutdown_telemetry
+
+log = structlog.get_logger("libs.runtime")
+
+
+async def serve(
+    factories: Sequence[ServiceFactory],
+    *,
+    name: str,
+    settings: CommonSettings | None = None,
+    resources: dict[str, Any] | None = None,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit."""
+    settings = settings or CommonSettings()
+    setup_telemetry(name)
+    configure_logging(name)
+    bus = create_bus(settings.bus_url, namespace=settings.bus_namespace)
+    await bus.connect()
+    runtime = Runtime(bus=bus, settings=settings, resources=resources or {})
+    services: list[Service] = []
+    health = HealthServer({"bus": bus.ping})
+    try:
+        for factory in factories:
+            service = await factory(runtime)
+            services.append(service)
+            health.checks.update({f"{service.name}.{k}": check for k, check in service.checks.items()})
+            await service.start(runtime)
+        port = await health.start(settings.health_port)
+        log.info("service.started", services=[s.name for s in services], health_port=port, bus=bus.system)
+        if started is not None:
+            started.set()
+        await _until_stopped(stop)
+        log.info("service.draining", grace_s=settings.shutdown_grace_s)
+        health.draining = True
+    finally:
+        await bus.close(grace_s=settings.shutdown_grace_s)
+        for service in reversed(services):
+            await service.stop()
+        await health.stop()
+        log.info("service.stopped")
+        shutdown_telemetry()
+
+
+async def _until_stopped(stop: asyncio.Event | None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def main(factory: ServiceFactory, name: str) -> None:
+    """Entry point of `python -m services.<name>`."""
+    asyncio.run(serve([factory], name=name))
