@@ -14,6 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from contracts import Envelope, Message
 from contracts import messages as m
@@ -225,6 +228,43 @@ class BusConformance:
         with pytest.raises(RequestTimeout):
             await bus.request(query, timeout=0.5)
         assert time.monotonic() - start < 2.0
+
+    async def test_three_handler_chain_is_one_trace(self, make_bus: MakeBus, spans: InMemorySpanExporter) -> None:
+        """A → B → C handlers give one trace: each CONSUMER span a child of its PRODUCER span, and each
+        publish made inside a handler a child of that handler's CONSUMER span."""
+        bus = await make_bus()
+        done = asyncio.Event()
+        delivery = m.DeliveryRequested(delivery_id=uuid.uuid4(), account_id="u1", recipient_id="r1", text="hi")
+
+        async def router(envelope: Envelope) -> None:
+            await bus.publish(envelope.child(delivery))
+
+        async def limiter(envelope: Envelope) -> None:
+            approved = m.DeliveryApproved(**delivery.model_dump(), slot_at=envelope.occurred_at)
+            await bus.publish(envelope.child(approved))
+
+        async def sender(envelope: Envelope) -> None:
+            done.set()
+
+        await bus.subscribe(ROUTER, {"workflow.requested": router})
+        await bus.subscribe("rate-limiter", {"delivery.requested": limiter})
+        await bus.subscribe("of-sender", {"delivery.approved": sender})
+        with trace.get_tracer("test").start_as_current_span("root") as root:
+            await bus.publish(requested())
+        await asyncio.wait_for(done.wait(), 10)
+        await eventually(lambda: sum(s.kind is SpanKind.CONSUMER for s in spans.get_finished_spans()) == 3)
+        finished = [s for s in spans.get_finished_spans() if s.context.trace_id == root.get_span_context().trace_id]
+        by_id = {s.context.span_id: s for s in finished}
+        consumers = [s for s in finished if s.kind is SpanKind.CONSUMER]
+        producers = [s for s in finished if s.kind is SpanKind.PRODUCER]
+        assert len(consumers) == 3 and len(producers) == 3
+        for span in consumers:
+            assert span.parent is not None and by_id[span.parent.span_id].kind is SpanKind.PRODUCER
+        inner = [p for p in producers if p.parent is not None and p.parent.span_id != root.get_span_context().span_id]
+        assert len(inner) == 2
+        assert all(by_id[p.parent.span_id].kind is SpanKind.CONSUMER for p in inner if p.parent)
+        types = {s.attributes.get("message.type") for s in consumers if s.attributes}
+        assert types == {"workflow.requested", "delivery.requested", "delivery.approved"}
 
     @staticmethod
     async def _wait_dead(bus: Bus, count: int, timeout: float = 10.0) -> list:  # type: ignore[type-arg]
