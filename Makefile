@@ -22,6 +22,10 @@ lint: setup
 	$(BIN)/ruff format --check contracts libs services tests
 	$(BIN)/mypy
 
+# The whole system in one process (memory bus, in-memory storage, simulated providers). Ctrl-C stops it.
+run: setup
+	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python -m services.embedded
+
 contracts: setup
 	$(BIN)/python -m contracts.export
 

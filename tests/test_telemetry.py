@@ -62,6 +62,7 @@ def span_exporter() -> InMemorySpanExporter:
 
 @pytest.fixture
 def spans(span_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+    configure_propagators(DEFAULT_PROPAGATORS)
     span_exporter.clear()
     yield span_exporter
     span_exporter.clear()
@@ -92,9 +93,7 @@ def _by_kind(exporter: InMemorySpanExporter, kind: SpanKind) -> ReadableSpan:
 
 
 class TestMessagingSpans:
-    def test_consumer_span_is_child_of_producer_span_through_headers(
-        self, spans: InMemorySpanExporter
-    ) -> None:
+    def test_consumer_span_is_child_of_producer_span_through_headers(self, spans: InMemorySpanExporter) -> None:
         """The consumer span's parent is the producer span, found only through the transport headers."""
         headers: dict[str, str] = {}
         with producer_span(**_message(), headers=headers, correlation_id="corr-9"):
@@ -223,9 +222,7 @@ class TestPropagators:
             span_context = producer.get_span_context()
         trace_id = trace.format_trace_id(span_context.trace_id)
         span_id = trace.format_span_id(span_context.span_id)
-        assert (
-            headers["X-Amzn-Trace-Id"] == f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={span_id};Sampled=1"
-        )
+        assert headers["X-Amzn-Trace-Id"] == f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={span_id};Sampled=1"
         assert headers["traceparent"] == f"00-{trace_id}-{span_id}-{span_context.trace_flags:02x}"
 
     def test_extraction_from_xray_header_alone(self, spans: InMemorySpanExporter, xray: None) -> None:
@@ -255,9 +252,10 @@ class TestPropagators:
     ) -> None:
         """configure_propagators() reads OTEL_PROPAGATORS as it is now, not as it was at import time."""
         monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
+        headers: dict[str, str] = {}
         try:
             configure_propagators()
-            with producer_span(**_message(), headers=(headers := {})):
+            with producer_span(**_message(), headers=headers):
                 pass
         finally:
             configure_propagators(DEFAULT_PROPAGATORS)
@@ -313,6 +311,7 @@ with producer_span(system="memory", destination="orders", message_type="t", mess
     pass
 get_metrics().record_message(queue="orders", duration_ms=2.0, failed=True)
 shutdown_telemetry()
+shutdown_telemetry()
 print("done")
 """
 
@@ -340,6 +339,7 @@ class TestSetup:
             server.server_close()
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "done"
+        assert "called once" not in result.stderr  # the second shutdown_telemetry() did nothing
 
         traces = ExportTraceServiceRequest.FromString(_Collector.received["/v1/traces"][0])
         resource = {a.key: a.value.string_value for a in traces.resource_spans[0].resource.attributes}
@@ -366,12 +366,25 @@ class TestSetup:
         assert disabled.returncode == 0, disabled.stderr
         assert disabled.stdout.strip() == "done"
 
+    def test_setup_reads_otel_propagators_set_after_the_api_was_imported(self) -> None:
+        """setup_telemetry rebuilds the global propagator from OTEL_PROPAGATORS, so xray works however late."""
+        code = """
+import os
+from opentelemetry import propagate, trace  # the API builds its global propagator from env here
+os.environ["OTEL_PROPAGATORS"] = "tracecontext,xray"
+from libs.telemetry import setup_telemetry, trace_headers
+setup_telemetry("probe-service")
+with trace.get_tracer("probe").start_as_current_span("s"):
+    print(",".join(sorted(trace_headers())))
+"""
+        result = _run_probe(code)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "X-Amzn-Trace-Id,traceparent"
+
     def test_unknown_exporter_is_a_config_error(self) -> None:
         """A misspelled OTEL_TRACES_EXPORTER or an uninstalled OTLP protocol fails setup loudly."""
         bad_name = _run_probe(PROBE, OTEL_TRACES_EXPORTER="zipkin")
-        grpc = _run_probe(
-            PROBE, OTEL_EXPORTER_OTLP_ENDPOINT="http://x:4317", OTEL_EXPORTER_OTLP_PROTOCOL="grpc"
-        )
+        grpc = _run_probe(PROBE, OTEL_EXPORTER_OTLP_ENDPOINT="http://x:4317", OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
         assert "TelemetryConfigError" in bad_name.stderr
         assert "zipkin" in bad_name.stderr
         assert "TelemetryConfigError" in grpc.stderr
@@ -442,9 +455,7 @@ class TestLogging:
         value = {"note": "risk-free task-123456789 desk-sk", "count": 3, "ok": True}
         assert redact(value) == value
 
-    def test_trace_and_span_ids_inside_a_span(
-        self, log_output: io.StringIO, spans: InMemorySpanExporter
-    ) -> None:
+    def test_trace_and_span_ids_inside_a_span(self, log_output: io.StringIO, spans: InMemorySpanExporter) -> None:
         """Events logged inside a consumer span carry that span's trace_id and span_id."""
         log = get_logger("t")
         with consumer_span(**_message(), headers={}) as span:
@@ -529,9 +540,7 @@ class TestMetrics:
             for metric in scope_metrics.metrics
         }
 
-    def test_workflow_and_message_instruments(
-        self, reader_and_metrics: tuple[InMemoryMetricReader, Metrics]
-    ) -> None:
+    def test_workflow_and_message_instruments(self, reader_and_metrics: tuple[InMemoryMetricReader, Metrics]) -> None:
         """record_* helpers feed the seed's instruments with provider/success/queue attributes."""
         reader, m = reader_and_metrics
         m.record_workflow(provider="azure", success=True, duration_ms=800.0, cost_usd=Decimal("0.0042"))
@@ -542,8 +551,7 @@ class TestMetrics:
         points = self._points(reader)
 
         executions = {
-            (p.attributes["provider"], p.attributes["success"]): p.value
-            for p in points["workflow_executions"]
+            (p.attributes["provider"], p.attributes["success"]): p.value for p in points["workflow_executions"]
         }
         assert executions == {("azure", True): 1, ("azure", False): 1}
         (cost,) = points["workflow_cost"]
@@ -554,9 +562,7 @@ class TestMetrics:
         (timing,) = points["message_processing_time"]
         assert (timing.count, timing.sum) == (2, 8.0)
         assert dict(timing.attributes) == {"queue": "generation.requested"}
-        assert [(dict(p.attributes), p.value) for p in points["rate_limiter_throttles"]] == [
-            ({"scope": "account"}, 1)
-        ]
+        assert [(dict(p.attributes), p.value) for p in points["rate_limiter_throttles"]] == [({"scope": "account"}, 1)]
 
     def test_circuit_breaker_gauge_observes_registered_callbacks(
         self, reader_and_metrics: tuple[InMemoryMetricReader, Metrics]

@@ -41,6 +41,8 @@ async def serve(
     runtime = Runtime(bus=bus, settings=settings, resources=resources or {})
     services: list[Service] = []
     health = HealthServer({"bus": bus.ping})
+    # Every in-process check, for whoever aggregates health (the gateway, in the embedded mode).
+    runtime.resources["health_checks"] = health.checks
     try:
         for factory in factories:
             service = await factory(runtime)

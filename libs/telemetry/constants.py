@@ -31,6 +31,7 @@ ENV_OTLP_METRICS_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
 # opentelemetry-propagator-aws-xray entry point. "none" disables propagation.
 DEFAULT_PROPAGATORS: Final = "tracecontext,baggage"
 PROPAGATOR_ENTRY_POINT_GROUP: Final = "opentelemetry_propagator"
+PROPAGATOR_NONE: Final = "none"
 
 # Exporter names accepted in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER. Only OTLP over HTTP/protobuf
 # is installed (no gRPC exporter), so any other OTEL_EXPORTER_OTLP_*PROTOCOL is a configuration error.

@@ -41,8 +41,9 @@ _SECRET_VALUE = re.compile(
     r"|\bsk-[A-Za-z0-9_\-]{8,}"
     r"|\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
 )
-# Keys the pipeline itself owns; never redacted by name (their values are still scrubbed).
-_STRUCTURAL_KEYS = frozenset({"event", "level", "timestamp", "logger", "service", "trace_id", "span_id"})
+# Keys whose values the pipeline itself sets from trusted sources: neither redacted nor scanned.
+_PIPELINE_KEYS = frozenset({"level", "timestamp", "logger", "service", "trace_id", "span_id"})
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -109,7 +110,10 @@ def configure_logging(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level_number),
         logger_factory=_NamedWriteLoggerFactory(output),
-        cache_logger_on_first_use=True,
+        # Caching would save ~2 µs of ~15 µs per event, but freezes each logger to the configuration of its
+        # first call: a later `configure_logging(force=True)` or `structlog.testing.capture_logs()` would
+        # then miss every module-level logger that had already logged.
+        cache_logger_on_first_use=False,
     )
     _configure_stdlib(shared, renderer, level_number, output)
 
@@ -134,16 +138,22 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
 
 def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Processor: redact secret keys and secret-looking values anywhere in the event."""
-    return {
-        key: c.REDACTED if key not in _STRUCTURAL_KEYS and is_redacted_key(key) else redact(value)
-        for key, value in event_dict.items()
-    }
+    for key, value in event_dict.items():
+        if key in _PIPELINE_KEYS or type(value) in _SCALARS:
+            continue
+        # Values are replaced in place (no key is added or removed, so iterating is safe).
+        event_dict[key] = c.REDACTED if key != "event" and is_redacted_key(key) else redact(value)
+    return event_dict
 
 
 def redact(value: Any) -> Any:
     """`value` with secret keys' values and secret-looking substrings replaced, recursively."""
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(c.REDACTED, value)
+        # The regex costs ~2 µs on a 20-character string and ~10 µs on 80; these substring tests cost
+        # ~0.2 µs, and every secret the regex can match contains one of them.
+        if "sk-" in value or "eyJ" in value or "bearer" in value.lower():
+            return _SECRET_VALUE.sub(c.REDACTED, value)
+        return value
     if isinstance(value, Mapping):
         return {
             key: c.REDACTED if isinstance(key, str) and is_redacted_key(key) else redact(item)

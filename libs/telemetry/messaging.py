@@ -75,9 +75,8 @@ def producer_span(
         component=component,
         correlation_id=correlation_id,
     )
-    with _started(f"{c.OPERATION_SEND} {destination}", SpanKind.PRODUCER, attributes) as span:
-        propagate.inject(headers)
-        yield span
+    name = f"{c.OPERATION_SEND} {destination}"
+    yield from _span_scope(name, SpanKind.PRODUCER, context.get_current(), attributes, inject_into=headers)
 
 
 @contextmanager
@@ -110,14 +109,10 @@ def consumer_span(
         component=component,
         correlation_id=correlation_id,
     )
-    # Extract into a fresh Context (the default), then make it current so that both the parent span and
-    # the baggage it carried are visible to the handler.
-    token = context.attach(propagate.extract(headers, getter=_header_getter))
-    try:
-        with _started(f"{c.OPERATION_PROCESS} {destination}", SpanKind.CONSUMER, attributes) as span:
-            yield span
-    finally:
-        context.detach(token)
+    # Extracted into a fresh Context (the default), which becomes the current one inside the block: the
+    # parent span and the baggage it carried, and nothing of the consumer loop's own context.
+    parent = propagate.extract(headers, getter=_header_getter)
+    yield from _span_scope(f"{c.OPERATION_PROCESS} {destination}", SpanKind.CONSUMER, parent, attributes)
 
 
 def current_trace_id() -> str | None:
@@ -133,20 +128,33 @@ def trace_headers() -> dict[str, str]:
     return headers
 
 
-@contextmanager
-def _started(name: str, kind: SpanKind, attributes: dict[str, AttributeValue]) -> Iterator[Span]:
-    # We record failures ourselves, and only for Exception: a CancelledError (graceful shutdown) is not a
-    # failed message — it will be redelivered — so its span ends with status UNSET.
-    with _tracer.start_as_current_span(
-        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
-    ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_attribute(c.ATTR_ERROR_TYPE, f"{type(exc).__module__}.{type(exc).__qualname__}")
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
+def _span_scope(
+    name: str,
+    kind: SpanKind,
+    parent: context.Context,
+    attributes: dict[str, AttributeValue],
+    *,
+    inject_into: dict[str, str] | None = None,
+) -> Iterator[Span]:
+    # Not `start_as_current_span`: it would put the span into the *current* context, dropping the baggage
+    # of an extracted parent; here the new current context is `parent` plus the span, in one attach.
+    span = _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+    scope = trace.set_span_in_context(span, parent)
+    if inject_into is not None:
+        propagate.inject(inject_into, context=scope)
+    token = context.attach(scope)
+    try:
+        yield span
+    except Exception as exc:
+        # Only Exception: a CancelledError (graceful shutdown) is not a failed message — it will be
+        # redelivered — so its span ends with status UNSET.
+        span.record_exception(exc)
+        span.set_attribute(c.ATTR_ERROR_TYPE, f"{type(exc).__module__}.{type(exc).__qualname__}")
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        context.detach(token)
+        span.end()
 
 
 def _attributes(

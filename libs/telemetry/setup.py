@@ -61,6 +61,7 @@ class _State:
     # we then add to it but leave its shutdown to its owner.
     owns_tracer_provider: bool = False
     owns_meter_provider: bool = False
+    shut_down: bool = False
 
 
 _lock = threading.Lock()
@@ -91,11 +92,16 @@ def setup_telemetry(
 
 
 def shutdown_telemetry() -> None:
-    """Flush buffered spans and metrics and shut our providers down (final for this process)."""
+    """Flush buffered spans and metrics and shut our providers down (final for this process).
+
+    Blocking — up to the exporters' timeouts when the collector is unreachable — so from a running event
+    loop call it as `await asyncio.to_thread(shutdown_telemetry)`. A second call does nothing.
+    """
     with _lock:
         state = _state
-    if state is None:
-        return
+        if state is None or state.shut_down:
+            return
+        state.shut_down = True
     if state.tracer_provider is not None:
         state.tracer_provider.force_flush()
         if state.owns_tracer_provider:
@@ -109,7 +115,7 @@ def shutdown_telemetry() -> None:
 def build_propagator(spec: str) -> TextMapPropagator:
     """A composite propagator from an OTEL_PROPAGATORS-style comma list of entry-point names."""
     names = [name.strip().lower() for name in spec.split(",") if name.strip()]
-    if c.EXPORTER_NONE in names:
+    if c.PROPAGATOR_NONE in names:
         return CompositePropagator([])
     propagators: list[TextMapPropagator] = []
     for name in dict.fromkeys(names):  # dedupe, keep order: later propagators win on extract
@@ -130,17 +136,22 @@ def build_propagator(spec: str) -> TextMapPropagator:
 
 def configure_propagators(spec: str | None = None) -> None:
     """Set the global propagator from `spec`, or from OTEL_PROPAGATORS (default tracecontext,baggage)."""
-    value = spec if spec is not None else os.environ.get(c.ENV_PROPAGATORS) or c.DEFAULT_PROPAGATORS
-    propagate.set_global_textmap(build_propagator(value))
+    propagate.set_global_textmap(build_propagator(spec if spec is not None else _propagators_from_env()))
+
+
+def _propagators_from_env() -> str:
+    return os.environ.get(c.ENV_PROPAGATORS) or c.DEFAULT_PROPAGATORS
 
 
 def _install(service_name: str, service_version: str) -> _State:
-    configure_propagators()
-    if _env_flag(c.ENV_SDK_DISABLED):
-        return _State()
     # Validate everything before installing anything, so a bad value leaves the process untouched.
-    span_exporters = _span_exporters()
-    metric_exporters = _metric_exporters()
+    propagator = build_propagator(_propagators_from_env())
+    disabled = _env_flag(c.ENV_SDK_DISABLED)
+    span_exporters = [] if disabled else _span_exporters()
+    metric_exporters = [] if disabled else _metric_exporters()
+    propagate.set_global_textmap(propagator)
+    if disabled:
+        return _State()
     resource = Resource.create(
         {
             SERVICE_NAME: os.environ.get(c.ENV_SERVICE_NAME) or service_name,
@@ -205,9 +216,7 @@ def _exporter_names(variable: str, signal_endpoint_variable: str) -> list[str]:
     known = {c.EXPORTER_OTLP, c.EXPORTER_CONSOLE, c.EXPORTER_NONE}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise TelemetryConfigError(
-            f"{variable}: unknown exporter(s) {unknown}; expected otlp, console or none"
-        )
+        raise TelemetryConfigError(f"{variable}: unknown exporter(s) {unknown}; expected otlp, console or none")
     if c.EXPORTER_NONE in names:
         return []
     return list(dict.fromkeys(names))

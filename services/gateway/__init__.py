@@ -1,0 +1,7 @@
+"""The gateway: the public HTTP API (DESIGN §10) — workflows in, status and health out, all over the bus."""
+
+from services.gateway.auth import Principal, make_token
+from services.gateway.config import GatewaySettings
+from services.gateway.service import Gateway, create, openapi_document
+
+__all__ = ["Gateway", "GatewaySettings", "Principal", "create", "make_token", "openapi_document"]

@@ -1,0 +1,288 @@
+"""The HTTP handlers: authenticate, validate, ask the owning service over the bus, answer in camelCase.
+
+Nothing is published before the request is fully validated (auth, kill switch, query, headers, body), so a
+bad request never creates half a workflow. The gateway keeps no state: a workflow's id comes from the
+Idempotency-Key (or is random), and everything it answers about a workflow comes from the router's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from contracts import Envelope, Message
+from contracts.enums import ErrorType, WorkflowStatus
+from contracts.messages import (
+    ErrorInfo,
+    WorkflowAccepted,
+    WorkflowRequested,
+    WorkflowStatusQuery,
+    WorkflowStatusReply,
+    WorkflowView,
+)
+from libs.bus import Bus, BusError, RequestTimeout
+from libs.telemetry import current_trace_id, get_logger
+from services.gateway import constants as c
+from services.gateway.auth import Principal, TokenVerifier
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMedia,
+    WorkflowError,
+    json_response,
+)
+from services.gateway.health import HealthAggregator
+from services.gateway.schemas import (
+    AcceptedData,
+    AcceptedResponse,
+    CampaignRequest,
+    CompletedResponse,
+    StatusResponse,
+    WorkflowStatusData,
+)
+
+log = get_logger(__name__)
+
+TERMINAL = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED})
+_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
+_JSON_TYPES = frozenset({"application/json"})
+M = TypeVar("M", bound=Message)
+
+
+class Api:
+    """The handlers, bound to the bus and settings of one gateway."""
+
+    def __init__(self, bus: Bus, settings: GatewaySettings, verifier: TokenVerifier, health: HealthAggregator) -> None:
+        self._bus = bus
+        self._settings = settings
+        self._verifier = verifier
+        self._health = health
+        self._openapi: bytes = b"{}"
+
+    def set_openapi(self, document: Mapping[str, Any]) -> None:
+        self._openapi = orjson.dumps(document)
+
+    # --- handlers ----------------------------------------------------------------------------------------
+
+    async def create_campaign(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        principal = self._principal(request)
+        if not self._settings.hybrid_orchestrator_enabled:
+            raise Unavailable("disabled", "the hybrid orchestrator is disabled (HYBRID_ORCHESTRATOR_ENABLED=false)")
+        wait_s = self._wait_seconds(request.query)
+        key = idempotency_key(request.headers)
+        campaign = parse_campaign(await read_json_object(request, self._settings.gateway_max_body_bytes))
+
+        workflow_id = idempotent_workflow_id(principal.user_id, key) if key else uuid.uuid4()
+        trace_id = current_trace_id()
+        payload = WorkflowRequested(intent=campaign.to_intent(), trace_id=trace_id, idempotency_key=key)
+        envelope = Envelope.new(payload, workflow_id=workflow_id, user_id=principal.user_id)
+        with structlog.contextvars.bound_contextvars(workflow_id=str(workflow_id)):
+            view = await self._submit(envelope)
+            # A replayed Idempotency-Key answers the workflow's own trace, not this retry's.
+            trace_id = view.trace_id if view is not None and view.trace_id else trace_id
+            if wait_s is None:
+                return accepted(workflow_id, WorkflowStatus.ACCEPTED, trace_id)
+            view = await self._wait(workflow_id, principal, view, deadline=started + wait_s)
+        if view is None or view.status not in TERMINAL:
+            return accepted(workflow_id, view.status if view else WorkflowStatus.ACCEPTED, trace_id)
+        if view.status is WorkflowStatus.COMPLETED:
+            return json_response(CompletedResponse.of(view).dump())
+        error = view.error or ErrorInfo(
+            type=ErrorType.PROVIDER_UNAVAILABLE, message="the workflow failed", retryable=False
+        )
+        raise WorkflowError(error, view)
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        workflow_id = parse_workflow_id(request.query)
+        try:
+            view = await self._query(workflow_id, principal, timeout=self._settings.gateway_request_timeout_s)
+        except BusError as exc:
+            raise _unavailable(exc) from exc
+        if view is None:
+            raise NotFound("not_found", f"no workflow {workflow_id}")
+        return json_response(StatusResponse(data=WorkflowStatusData.of(view)).dump())
+
+    async def health(self, _: web.Request) -> web.Response:
+        status, body = await self._health.report()
+        return json_response(body.dump(), status=status)
+
+    async def openapi(self, _: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    # --- the bus -----------------------------------------------------------------------------------------
+
+    async def _submit(self, envelope: Envelope) -> WorkflowView | None:
+        """Ask the router to start the workflow: its view once persisted, None if it did not answer in time."""
+        timeout = self._settings.gateway_request_timeout_s
+        try:
+            reply = await self._bus.request(envelope, timeout=timeout)
+        except RequestTimeout:
+            # The request is durably queued and the router will take it (the workflow id makes a retry of
+            # the same Idempotency-Key harmless), so this is still an accepted workflow — just unconfirmed.
+            log.warning("gateway.workflow.unconfirmed", timeout_s=timeout)
+            return None
+        except BusError as exc:
+            raise _unavailable(exc) from exc
+        answer = _expect(reply, WorkflowAccepted)
+        if not answer.accepted:
+            error = answer.error or ErrorInfo(
+                type=ErrorType.INVALID_REQUEST, message="the workflow was refused", retryable=False
+            )
+            log.info("gateway.workflow.refused", error_type=error.type.value)
+            raise WorkflowError(error)
+        if answer.workflow is not None and answer.workflow.user_id != envelope.user_id:
+            # Never answer (or, with wait=true, return the result of) somebody else's workflow.
+            log.error("gateway.reply.foreign_workflow")
+            raise BadGateway("bad_gateway", "the workflow service answered another workflow")
+        log.info("gateway.workflow.accepted", user_id=envelope.user_id)
+        return answer.workflow
+
+    async def _query(self, workflow_id: uuid.UUID, principal: Principal, *, timeout: float) -> WorkflowView | None:
+        """The workflow's view if it exists and `principal` may see it (raises BusError subclasses)."""
+        query = WorkflowStatusQuery(
+            workflow_id=workflow_id, requester_user_id=principal.user_id, requester_is_admin=principal.is_admin
+        )
+        reply = await self._bus.request(
+            Envelope.new(query, workflow_id=workflow_id, user_id=principal.user_id), timeout=timeout
+        )
+        answer = _expect(reply, WorkflowStatusReply)
+        view = answer.workflow if answer.found else None
+        # The router filters by requester too; checking here as well keeps one bug from leaking workflows.
+        if view is None or not principal.may_see(view.user_id):
+            return None
+        return view
+
+    async def _wait(
+        self, workflow_id: uuid.UUID, principal: Principal, view: WorkflowView | None, *, deadline: float
+    ) -> WorkflowView | None:
+        """Poll the status (backoff: POLL_INITIAL_S, times POLL_FACTOR, up to POLL_MAX_S) until terminal or
+        `deadline`."""
+        delay = c.POLL_INITIAL_S
+        while view is None or view.status not in TERMINAL:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * c.POLL_FACTOR, c.POLL_MAX_S)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                timeout = min(self._settings.gateway_request_timeout_s, remaining)
+                view = await self._query(workflow_id, principal, timeout=timeout) or view
+            except RequestTimeout:
+                continue
+            except BusError as exc:
+                raise _unavailable(exc) from exc
+        return view
+
+    # --- request parsing ---------------------------------------------------------------------------------
+
+    def _principal(self, request: web.Request) -> Principal:
+        return self._verifier.verify(request.headers.get("Authorization"))
+
+    def _wait_seconds(self, query: Mapping[str, str]) -> float | None:
+        """None without ?wait=true; else how long to wait (&timeout= seconds, capped by the setting)."""
+        cap = self._settings.gateway_wait_timeout_s
+        wait = query.get("wait", "false").strip().lower()
+        if wait not in _TRUE | _FALSE:
+            raise BadRequest("invalid_parameter", "wait must be true or false")
+        raw_timeout = query.get("timeout")
+        timeout = cap
+        if raw_timeout is not None:
+            try:
+                timeout = float(raw_timeout)
+            except ValueError:
+                timeout = math.nan
+            if not math.isfinite(timeout) or timeout <= 0:
+                raise BadRequest("invalid_parameter", "timeout must be a positive number of seconds")
+        return min(timeout, cap) if wait in _TRUE else None
+
+
+def accepted(workflow_id: uuid.UUID, status: WorkflowStatus, trace_id: str | None) -> web.Response:
+    body = AcceptedResponse(data=AcceptedData(workflow_id=workflow_id, status=status, trace_id=trace_id))
+    location = f"{c.PATH_STATUS}?workflowId={workflow_id}"
+    return json_response(body.dump(), status=202, headers={"Location": location})
+
+
+def idempotent_workflow_id(user_id: str, key: str) -> uuid.UUID:
+    """The workflow id of (user, Idempotency-Key). The user id is length-prefixed so that no other pair
+    spells the same name ("a:b" + "c" must not meet "a" + "b:c")."""
+    return uuid.uuid5(c.IDEMPOTENCY_NAMESPACE, f"{len(user_id)}:{user_id}:{key}")
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str | None:
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > c.IDEMPOTENCY_KEY_MAX_LENGTH or not (key.isascii() and key.isprintable()):
+        raise BadRequest(
+            "invalid_parameter",
+            f"Idempotency-Key must be 1 to {c.IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters",
+        )
+    return key
+
+
+async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object, or the precise 4xx: 415 not JSON, 413 too large, 400 malformed."""
+    if request.content_type not in _JSON_TYPES:
+        raise UnsupportedMedia("unsupported_media_type", "send the body as Content-Type: application/json")
+    if request.charset not in (None, "utf-8", "utf8"):
+        raise UnsupportedMedia("unsupported_media_type", "the JSON body must be UTF-8")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge("payload_too_large", f"the body must be at most {max_bytes} bytes")
+    raw = await request.read()  # a chunked body past client_max_size raises 413 here (error_middleware)
+    if not raw.strip():
+        raise BadRequest("invalid_json", "the request body is empty")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    return body
+
+
+def parse_campaign(body: dict[str, Any]) -> CampaignRequest:
+    try:
+        return CampaignRequest.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest.from_validation(exc) from exc
+
+
+def parse_workflow_id(query: Mapping[str, str]) -> uuid.UUID:
+    raw = query.get("workflowId")
+    if raw is None or not raw.strip():
+        raise BadRequest("invalid_parameter", "the workflowId query parameter is required")
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError as exc:
+        raise BadRequest("invalid_parameter", "workflowId must be a UUID") from exc
+
+
+def _expect(reply: Envelope, kind: type[M]) -> M:
+    if not isinstance(reply.payload, kind):
+        log.error("gateway.reply.unexpected", expected=kind.__name__, got=reply.type)
+        raise BadGateway("bad_gateway", "the workflow service answered something unexpected")
+    return reply.payload
+
+
+def _unavailable(exc: BusError) -> Unavailable:
+    log.error("gateway.bus.failed", reason=f"{type(exc).__name__}: {exc}")
+    return Unavailable("unavailable", "the workflow service is unavailable; try again", headers={"Retry-After": "1"})

@@ -1,0 +1,66 @@
+"""The gateway's settings, from environment variables (on top of the settings every service shares).
+
+GATEWAY_JWT_SECRET has no default: a gateway without it refuses to start, so a deployment can never run
+with a guessable key. The embedded mode (`make run`) passes a development secret instead, through
+`runtime.resources["gateway_settings"]` (a GatewaySettings), and prints a token signed with it.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from libs.config import CommonSettings
+from services.gateway import constants as c
+
+
+class GatewaySettings(CommonSettings):
+    gateway_host: str = Field(default=c.DEFAULT_HOST, description="interface the HTTP API listens on")
+    gateway_port: int = Field(default=c.DEFAULT_PORT, ge=0, le=65535, description="0: any free port")
+    gateway_jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 key of the bearer tokens; required (at least 32 bytes)"
+    )
+    hybrid_orchestrator_enabled: bool = Field(default=True, description="false: new workflows answer 503")
+    gateway_wait_timeout_s: float = Field(
+        default=c.DEFAULT_WAIT_TIMEOUT_S, gt=0, description="longest ?wait=true; &timeout= is capped by it"
+    )
+    gateway_request_timeout_s: float = Field(
+        default=c.DEFAULT_REQUEST_TIMEOUT_S, gt=0, description="how long one bus request waits for its reply"
+    )
+    gateway_max_body_bytes: int = Field(
+        default=c.DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger request bodies answer 413"
+    )
+    gateway_health_urls: str = Field(
+        default="", description='readiness URLs aggregated by the health endpoint: "name=http://h:p/readyz,..."'
+    )
+
+    @field_validator("gateway_jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < c.MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"GATEWAY_JWT_SECRET must be at least {c.MIN_JWT_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("gateway_health_urls")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        parse_health_urls(value)
+        return value
+
+    def health_urls(self) -> dict[str, str]:
+        """GATEWAY_HEALTH_URLS as {name: url}."""
+        return parse_health_urls(self.gateway_health_urls)
+
+
+def parse_health_urls(spec: str) -> dict[str, str]:
+    """ "router=http://router:8081/readyz, azure-worker=http://…" → {name: url}; raises ValueError."""
+    urls: dict[str, str] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, sep, url = (s.strip() for s in item.partition("="))
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise ValueError(f"GATEWAY_HEALTH_URLS: expected name=http(s)://host:port/path, got {item!r}")
+        if name in urls:
+            raise ValueError(f"GATEWAY_HEALTH_URLS: {name!r} given twice")
+        urls[name] = url
+    return urls

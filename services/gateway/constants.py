@@ -1,0 +1,57 @@
+"""Paths, limits and defaults of the gateway, in one place."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+# --- Routes (DESIGN §10; seed names).
+PATH_CAMPAIGN: Final = "/api/v2/campaigns/hybrid"
+PATH_STATUS: Final = "/api/v2/campaigns/status"
+PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
+PATH_OPENAPI: Final = "/api/openapi.json"
+
+# --- Settings defaults (GATEWAY_* environment variables; see config.py).
+DEFAULT_PORT: Final = 8080
+DEFAULT_HOST: Final = "0.0.0.0"  # the gateway is the public entry point
+DEFAULT_WAIT_TIMEOUT_S: Final = 60.0
+DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
+DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+
+# HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2); PyJWT warns below this too.
+MIN_JWT_SECRET_BYTES: Final = 32
+JWT_ALGORITHM: Final = "HS256"
+# Tolerated clock skew between the token issuer and us when checking `exp`/`nbf`.
+JWT_LEEWAY_S: Final = 10
+ADMIN_ROLE: Final = "admin"
+# Verified tokens remembered (LRU) so a client's repeated token is not decoded again: ~100 bytes each.
+TOKEN_CACHE_SIZE: Final = 10_000
+# `make_token`'s default lifetime: long enough for a dev session, short enough not to live forever.
+DEFAULT_TOKEN_TTL_S: Final = 24 * 3600
+
+# --- Idempotency-Key: workflow id = uuid5(IDEMPOTENCY_NAMESPACE, f"{len(user)}:{user}:{key}"), so a retried
+# POST of the same user and key maps to the same workflow (the router answers the existing one). Never
+# change this value or that name: it would break idempotency of retries across a deployment.
+IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("6f1d3c2e-4b7a-5e8f-9a0b-1c2d3e4f5a6b")
+IDEMPOTENCY_KEY_MAX_LENGTH: Final = 255
+
+# --- ?wait=true polls the router's status with this backoff until the workflow is terminal (pipeline brief).
+POLL_INITIAL_S: Final = 0.05
+POLL_FACTOR: Final = 1.5
+POLL_MAX_S: Final = 0.5
+
+# --- Request body limits beyond the byte size (a body within 64 KiB can still carry silly lists).
+MAX_PLATFORMS: Final = 16
+MAX_RECIPIENTS: Final = 500
+MAX_ID_LENGTH: Final = 128
+
+# --- Health: a failing check whose name has one of these dot-separated segments ("bus", "router.database")
+# makes the system unhealthy (503); any other failing check (providers, redis, workers) only degrades it.
+# The router is critical because without it nothing progresses and no status can be read.
+CRITICAL_CHECK_SEGMENTS: Final = frozenset({"bus", "database", "router"})
+HEALTH_CHECK_TIMEOUT_S: Final = 2.0
+# Where the embedded mode puts its in-process checks (name -> async callable raising on failure), and
+# where the gateway publishes its URL once the site is bound.
+RESOURCE_HEALTH_CHECKS: Final = "health_checks"
+RESOURCE_GATEWAY_URL: Final = "gateway_url"
+RESOURCE_SETTINGS: Final = "gateway_settings"

@@ -1,0 +1,141 @@
+"""The route table: what the gateway serves, with every answer it can give. service.py registers exactly
+these routes and openapi.py documents exactly these, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from services.gateway import constants as c
+from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.schemas import (
+    AcceptedResponse,
+    CampaignRequest,
+    CompletedResponse,
+    ErrorResponse,
+    HealthResponse,
+    StatusResponse,
+)
+
+_UNAUTHORIZED = Reply(
+    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
+    ErrorResponse,
+    ("WWW-Authenticate",),
+)
+_UNAVAILABLE_BUS = Reply("unavailable: the bus or the router did not answer", ErrorResponse, ("Retry-After",))
+
+TRACEPARENT = Param(
+    "traceparent",
+    "header",
+    "W3C trace context: the workflow joins the caller's trace and `traceId` is that trace's id",
+    {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+)
+
+CREATE_CAMPAIGN = RouteDoc(
+    method="POST",
+    path=c.PATH_CAMPAIGN,
+    handler="create_campaign",
+    operation_id="createHybridCampaign",
+    summary="Start a workflow (generate, optionally deliver)",
+    description=(
+        "Answers 202 once the router persisted the workflow, so a status request right after finds it. "
+        "With ?wait=true the answer waits until the workflow ends (200 completed; a failed workflow "
+        "answers the status of its error type with `data` and `metrics`) or the wait times out (202 "
+        "with the current status). Nothing is created when the request is refused with a 4xx."
+    ),
+    request=CampaignRequest,
+    params=(
+        Param("wait", "query", "wait for the result", {"type": "string", "enum": ["true", "false", "1", "0"]}),
+        Param(
+            "timeout",
+            "query",
+            "seconds to wait with wait=true; capped by GATEWAY_WAIT_TIMEOUT_S (default 60)",
+            {"type": "number", "exclusiveMinimum": 0},
+        ),
+        Param(
+            "Idempotency-Key",
+            "header",
+            "a retried POST with the same key (same user) answers the same workflow instead of a new one; "
+            "the first request's body wins (a retry's body is not compared)",
+            {"type": "string", "minLength": 1, "maxLength": c.IDEMPOTENCY_KEY_MAX_LENGTH},
+        ),
+        TRACEPARENT,
+    ),
+    replies={
+        200: Reply("wait=true: the workflow completed", CompletedResponse),
+        202: Reply("accepted (or wait=true timed out: `status` is the current one)", AcceptedResponse, ("Location",)),
+        400: Reply(
+            "invalid_json, invalid_body, validation_error (naming the fields) or invalid_parameter", ErrorResponse
+        ),
+        401: _UNAUTHORIZED,
+        402: Reply("cost_limit_exceeded: the user's budget blocks new workflows", ErrorResponse),
+        413: Reply("payload_too_large: the body exceeds GATEWAY_MAX_BODY_BYTES", ErrorResponse),
+        415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
+        422: Reply("invalid_request or compliance_violation: refused, or failed, for its content", ErrorResponse),
+        429: Reply(
+            "rate_limit_exceeded: the provider's limit ran out (wait=true), retry later",
+            ErrorResponse,
+            ("Retry-After",),
+        ),
+        502: Reply(
+            "the workflow failed upstream (provider_unavailable, onlyfans_api_error: code is its error type; "
+            "wait=true), or bad_gateway: the router answered something unexpected",
+            ErrorResponse,
+        ),
+        503: Reply(
+            "disabled (HYBRID_ORCHESTRATOR_ENABLED=false), unavailable (the bus failed), or the workflow was "
+            "refused or failed on database_error / sqs_error",
+            ErrorResponse,
+            ("Retry-After",),
+        ),
+        504: Reply("the workflow failed on azure_timeout / openai_timeout (wait=true)", ErrorResponse),
+    },
+    tags=("campaigns",),
+)
+
+GET_STATUS = RouteDoc(
+    method="GET",
+    path=c.PATH_STATUS,
+    handler="get_status",
+    operation_id="getWorkflowStatus",
+    summary="A workflow's whole state",
+    description="A user sees only their own workflows (another user's answers 404); an admin sees all.",
+    params=(
+        Param("workflowId", "query", "the id from the 202 answer", {"type": "string", "format": "uuid"}, True),
+        TRACEPARENT,
+    ),
+    replies={
+        200: Reply("the workflow", StatusResponse),
+        400: Reply("invalid_parameter: workflowId missing or not a UUID", ErrorResponse),
+        401: _UNAUTHORIZED,
+        404: Reply("not_found: no such workflow, or not yours", ErrorResponse),
+        502: Reply("bad_gateway: the router answered something unexpected", ErrorResponse),
+        503: _UNAVAILABLE_BUS,
+    },
+    tags=("campaigns",),
+)
+
+HEALTH = RouteDoc(
+    method="GET",
+    path=c.PATH_HEALTH,
+    handler="health",
+    operation_id="getHealth",
+    summary="The system's health: bus, database, redis, providers, services",
+    description="healthy or degraded (a non-critical check fails) answer 200; unhealthy answers 503.",
+    auth=False,
+    replies={
+        200: Reply("healthy or degraded", HealthResponse),
+        503: Reply("unhealthy: the bus, a database or the router fails", HealthResponse),
+    },
+    tags=("operations",),
+)
+
+OPENAPI = RouteDoc(
+    method="GET",
+    path=c.PATH_OPENAPI,
+    handler="openapi",
+    operation_id="getOpenApi",
+    summary="This document",
+    auth=False,
+    replies={200: Reply("the OpenAPI 3.1 document")},
+    tags=("operations",),
+)
+
+ROUTES: tuple[RouteDoc, ...] = (CREATE_CAMPAIGN, GET_STATUS, HEALTH, OPENAPI)

@@ -1,0 +1,108 @@
+"""The gateway service: the public HTTP API (aiohttp) in front of the bus. It consumes no messages.
+
+`create(runtime)` reads GatewaySettings (from `runtime.resources["gateway_settings"]` when the embedded mode
+passes one, else from the environment); the start hook binds the site and publishes its URL in
+`runtime.resources["gateway_url"]` (GATEWAY_PORT=0 picks a free port).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from contracts.routing import GATEWAY
+from libs.runtime import Runtime, Service
+from libs.telemetry import get_logger
+from services.gateway import constants as c
+from services.gateway.api import Api
+from services.gateway.auth import TokenVerifier
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import GatewayConfigError, error_middleware
+from services.gateway.health import HealthAggregator
+from services.gateway.openapi import build_document
+from services.gateway.routes import ROUTES
+from services.gateway.tracing import tracing_middleware
+
+log = get_logger(__name__)
+
+API_TITLE = "Hybrid Orchestrator API"
+API_VERSION = "2.0.0"
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of every route the gateway serves."""
+    return build_document(ROUTES, title=API_TITLE, version=API_VERSION)
+
+
+class Gateway:
+    """The aiohttp application and its site, for one runtime."""
+
+    def __init__(self, runtime: Runtime, settings: GatewaySettings) -> None:
+        if settings.gateway_jwt_secret is None:
+            raise GatewayConfigError("GATEWAY_JWT_SECRET is required (at least 32 bytes)")
+        self.settings = settings
+        self._runtime = runtime
+        self._health = HealthAggregator(runtime.bus, runtime.resources, settings.health_urls())
+        verifier = TokenVerifier(settings.gateway_jwt_secret.get_secret_value())
+        self.api = Api(runtime.bus, settings, verifier, self._health)
+        self.api.set_openapi(openapi_document())
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        """A new application serving ROUTES (the tracing middleware outermost, so errors are in the span)."""
+        app = web.Application(
+            middlewares=[tracing_middleware, error_middleware], client_max_size=self.settings.gateway_max_body_bytes
+        )
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, getattr(self.api, route.handler))
+        return app
+
+    @property
+    def url(self) -> str:
+        host = self.settings.gateway_host
+        if host in ("0.0.0.0", "::", ""):  # a wildcard bind is reachable on loopback
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)  # tracing_middleware logs each request
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.gateway_port
+        self._runtime.resources[c.RESOURCE_GATEWAY_URL] = self.url
+        log.info("gateway.listening", url=self.url, enabled=self.settings.hybrid_orchestrator_enabled)
+
+    async def stop(self) -> None:
+        await self._health.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def check(self) -> None:
+        """Readiness: the site is bound."""
+        if self._runner is None or self.port is None:
+            raise RuntimeError("the HTTP site is not started")
+
+
+def settings_for(runtime: Runtime) -> GatewaySettings:
+    given = runtime.resources.get(c.RESOURCE_SETTINGS)
+    if isinstance(given, GatewaySettings):
+        return given
+    if isinstance(runtime.settings, GatewaySettings):
+        return runtime.settings
+    return GatewaySettings()
+
+
+async def create(runtime: Runtime) -> Service:
+    gateway = Gateway(runtime, settings_for(runtime))
+    return Service(
+        name=GATEWAY,
+        handlers={},
+        on_start=[gateway.start],
+        on_stop=[gateway.stop],
+        checks={"http": gateway.check},
+    )

@@ -1,0 +1,52 @@
+"""The served OpenAPI document: a valid OpenAPI 3.1 document describing exactly the routes that exist.
+
+(That every answer matches its documented schema is checked on every call of every gateway test, by
+conftest.Client.)"""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from services.gateway import openapi_document
+from services.gateway.service import Gateway, settings_for
+from tests.gateway.conftest import OPENAPI, Harness
+
+
+class TestDocument:
+    async def test_is_served_without_a_token(self, gw: Harness) -> None:
+        """GET /api/openapi.json answers the document, unauthenticated."""
+        answer = await gw.client.call("GET", OPENAPI, user=None)
+        assert answer.status == 200
+        assert answer.body == openapi_document()
+        assert answer.body["openapi"] == "3.1.0"
+
+    def test_is_a_valid_openapi_31_document(self) -> None:
+        """openapi-spec-validator accepts it."""
+        validate(openapi_document())
+
+    async def test_documents_every_route_of_the_app(self, gw: Harness) -> None:
+        """Each route the gateway's aiohttp app serves is in the document, and it lists nothing else."""
+        app = Gateway(gw.runtime, settings_for(gw.runtime)).app()
+        served = {
+            (route.method.lower(), route.resource.canonical)
+            for route in app.router.routes()
+            if route.resource is not None
+        }
+        document = openapi_document()
+        documented = {(method, path) for path, item in document["paths"].items() for method in item}
+        assert served == documented
+        assert ("post", "/api/v2/campaigns/hybrid") in served
+
+    def test_protected_operations_declare_bearer_auth(self) -> None:
+        """Campaign routes require the bearer scheme; health and the document itself do not."""
+        paths = openapi_document()["paths"]
+        assert paths["/api/v2/campaigns/hybrid"]["post"]["security"] == [{"bearerAuth": []}]
+        assert paths["/api/v2/campaigns/status"]["get"]["security"] == [{"bearerAuth": []}]
+        assert paths["/api/health/hybrid-orchestrator"]["get"]["security"] == []
+
+    def test_request_body_forbids_unknown_fields(self) -> None:
+        """The documented request body is camelCase and closed, as the validation is."""
+        schema = openapi_document()["components"]["schemas"]["CampaignRequest"]
+        assert schema["additionalProperties"] is False
+        assert schema["required"] == ["type"]
+        assert {"sendToOnlyFans", "recipientIds", "forceProvider", "requiresMultiPlatform"} <= set(schema["properties"])
