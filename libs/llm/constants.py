@@ -1,0 +1,53 @@
+"""Every key prefix, limit and default of libs.llm, in one place."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+from contracts.enums import Provider
+
+# --- Idempotency cache (DESIGN §4: a redelivered generation.requested must not bill the provider twice).
+# One key per request envelope: `ho:gen:{envelope id}`. It holds either a lease marker (a call is in flight)
+# or the outgoing envelopes of the finished handling, newline-separated (encoded envelopes are compact JSON,
+# which never contains a raw newline, and always starts with "{", which a lease marker never does).
+CACHE_KEY_PREFIX: Final = "ho:gen:"
+CACHE_TTL_S: Final = 24 * 3600.0
+CACHE_SEPARATOR: Final = b"\n"
+LEASE_PREFIX: Final = b"~lease:"
+# The in-process cache (no REDIS_URL, the embedded mode): an entry is ~2 KB, so this bounds it near 20 MB.
+# Least recently used entries go first.
+MEMORY_CACHE_MAX_ENTRIES: Final = 10_000
+# A Redis that stops answering must fail the handler (it is redelivered later), never hang it.
+REDIS_SOCKET_TIMEOUT_S: Final = 2.0
+
+# --- In-flight duplicates. A lease outlives the longest call it guards by this margin, so it can only
+# expire when its holder died. A second delivery of the same request (another replica, after a broker
+# connection loss) polls for the first one's result this often, until the lease ends.
+LEASE_MARGIN_S: Final = 5.0
+IN_FLIGHT_POLL_S: Final = 0.2
+
+# --- Provider calls.
+CHAT_COMPLETIONS_PATH: Final = "/chat/completions"  # under the client's base URL (Azure: the deployment's)
+# The completion limit's parameter name: Azure API version 2024-06-01 knows only `max_tokens`; OpenAI's
+# newer models accept only `max_completion_tokens` (the same limit).
+TOKEN_LIMIT_PARAM: Final = MappingProxyType({Provider.AZURE: "max_tokens", Provider.OPENAI: "max_completion_tokens"})
+
+# --- The LLM simulator (libs.simulators), used only when a provider's URL is not configured.
+SIMULATOR_RESOURCE: Final = "llm_simulator_url"  # key of runtime.resources set by the embedded mode
+SIMULATOR_API_KEY: Final = "simulator"  # the simulator only checks that a credential is present
+SIMULATOR_OPENAI_PATH: Final = "/v1"  # OpenAI's base URL path; Azure's endpoint is the bare URL
+
+# --- Prompts: user-supplied intent data is bounded before it reaches a prompt (cost and prompt size).
+MAX_DETAIL_VALUE_CHARS: Final = 2_000
+MAX_DETAILS_CHARS: Final = 8_000
+
+# --- The error message of a 2xx answer that cannot be used (the router and the status endpoint show it).
+INVALID_RESPONSE_MESSAGE: Final = "provider returned an invalid response"
+
+# --- Metrics (instrumentation scope shared with libs.telemetry; attribute values stay low-cardinality).
+METRIC_LLM_CALLS: Final = "llm_calls"
+METRIC_LLM_CALL_DURATION: Final = "llm_call_duration"
+METRIC_LLM_TOKENS: Final = "llm_tokens"
+METRIC_ATTR_OUTCOME: Final = "outcome"  # "ok" or an ErrorType value
+METRIC_ATTR_TOKEN_KIND: Final = "kind"  # "prompt" | "completion"

@@ -1,0 +1,239 @@
+"""The handler both LLM workers run for generation.requested.
+
+One provider call per request, however often the request is delivered:
+
+    claim the request's envelope id in the idempotency cache
+     ├── cached → re-publish the stored envelopes (same ids: consumers de-duplicate); no call
+     ├── busy   → another delivery is calling; wait for its result (its lease ends if it died)
+     └── owned  → call the provider within min(worker timeout, request timeout_s)
+                  → generation.completed, or generation.failed with the classified ErrorInfo,
+                    plus usage.recorded whenever tokens were billed — children of the request envelope
+                  → store them in the cache → publish them
+
+Provider failures are results (generation.failed, for the router's fallback matrix), not exceptions. What
+does propagate — the cache or the bus failing, a bug — makes the bus redeliver the request, and the lease is
+released first so that the redelivery may call at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from contracts import Envelope, Message
+from contracts.enums import IntentType, Provider
+from contracts.messages import (
+    ErrorInfo,
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationRequested,
+    Usage,
+    UsageRecorded,
+)
+from libs.bus import Bus, Handler, Reject
+from libs.llm import constants as c
+from libs.llm.cache import Claim, IdempotencyCache
+from libs.llm.classify import classify
+from libs.llm.client import create_chat_completion
+from libs.llm.errors import CacheError, GenerationInFlight
+from libs.llm.metrics import OUTCOME_OK, get_llm_metrics
+from libs.llm.prompts import PROMPTS, Prompt, RenderedPrompt, build_prompt
+from libs.llm.response import Reply, billed_usage, read_reply
+from libs.telemetry import get_logger
+
+log = get_logger(__name__)
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _child_id(request_id: uuid.UUID, message_type: str) -> uuid.UUID:
+    """The id of what a request produced, derived from the request: even a result computed twice (the
+    in-process cache lost in a restart) reaches consumers under the same id, and they de-duplicate it."""
+    return uuid.uuid5(request_id, message_type)
+
+
+class GenerationHandler:
+    """`await handler(envelope)` handles one generation.requested for `provider` (see the module docstring)."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        client: openai.AsyncOpenAI,
+        model: str,
+        bus: Bus,
+        cache: IdempotencyCache,
+        timeout_s: float,
+        prompts: Mapping[IntentType, Prompt] = PROMPTS,
+    ) -> None:
+        self.provider = provider
+        self.client = client
+        self.model = model
+        self.bus = bus
+        self.cache = cache
+        self.timeout_s = timeout_s
+        self.prompts = prompts
+
+    async def __call__(self, envelope: Envelope) -> Message | None:
+        request = envelope.payload
+        if not isinstance(request, GenerationRequested):
+            raise Reject(f"{self.provider.value} worker cannot handle {envelope.type}")
+        if request.provider is not self.provider:
+            raise Reject(f"a {request.provider.value} request reached the {self.provider.value} worker")
+        timeout_s = min(self.timeout_s, request.timeout_s)
+        key = str(envelope.id)
+        claim = await self._claim(key, timeout_s + c.LEASE_MARGIN_S)
+        token = claim.token
+        if token is None:  # not owned, so cached: _claim waits out busy answers
+            log.info("generation.replayed", provider=self.provider.value, generation_id=key)
+            await self._publish([Envelope.decode(raw) for raw in claim.values or ()])
+            return None
+        try:
+            outgoing = await self._generate(envelope, request, timeout_s)
+        except BaseException:
+            with contextlib.suppress(CacheError):
+                await self.cache.release(key, token)
+            raise
+        try:
+            await self.cache.store(key, [e.encode() for e in outgoing])
+        except CacheError as exc:
+            # The provider was called and billed: publishing the result matters more than remembering it.
+            # Only a redelivery of this very request could call again (after the lease ends).
+            log.error("generation.cache_store_failed", provider=self.provider.value, generation_id=key, reason=str(exc))
+        await self._publish(outgoing)
+        return None
+
+    async def _claim(self, key: str, lease_s: float) -> Claim:
+        """An owned or cached claim, waiting out another delivery's lease (at most `lease_s`)."""
+        deadline = time.monotonic() + lease_s
+        claim = await self.cache.claim(key, lease_s)
+        if claim.busy:
+            log.info("generation.in_flight_elsewhere", provider=self.provider.value, generation_id=key)
+        while claim.busy:
+            if time.monotonic() >= deadline:
+                raise GenerationInFlight(f"generation {key} is still in flight after {lease_s:g}s")
+            await asyncio.sleep(c.IN_FLIGHT_POLL_S)
+            claim = await self.cache.claim(key, lease_s)
+        return claim
+
+    async def _generate(self, envelope: Envelope, request: GenerationRequested, timeout_s: float) -> list[Envelope]:
+        """Call the provider once; the outgoing envelopes saying how it went."""
+        rendered = build_prompt(request.intent, self.prompts)
+        model = request.model or self.model
+        started = time.perf_counter()
+        completion: object = None
+        try:
+            completion = await self._call(model, rendered, timeout_s)
+            reply = read_reply(completion, requested_model=model, prompt_texts=rendered.texts)
+        except Exception as exc:
+            error = classify(exc, self.provider, timeout_s=timeout_s)
+            if error is None:
+                raise
+            return self._failed(envelope, request, error, _elapsed_ms(started), model, completion)
+        return self._completed(envelope, request, reply, _elapsed_ms(started))
+
+    async def _call(self, model: str, rendered: RenderedPrompt, timeout_s: float) -> ChatCompletion:
+        prompt = rendered.prompt
+        body = {
+            "model": model,
+            "messages": rendered.messages,
+            c.TOKEN_LIMIT_PARAM[self.provider]: prompt.max_tokens,
+            "temperature": prompt.temperature,
+        }
+        # The SDK's timeout bounds each phase of the HTTP exchange; asyncio's bounds the whole call, so that
+        # a provider trickling bytes cannot hold a request past its budget.
+        async with asyncio.timeout(timeout_s):
+            return await create_chat_completion(self.client, body, timeout_s=timeout_s)
+
+    def _completed(
+        self, envelope: Envelope, request: GenerationRequested, reply: Reply, latency_ms: float
+    ) -> list[Envelope]:
+        completed = GenerationCompleted(
+            provider=self.provider,
+            model=reply.model,
+            content=reply.content,
+            usage=reply.usage,
+            latency_ms=latency_ms,
+            request_id=reply.request_id,
+        )
+        get_llm_metrics().record_call(
+            provider=self.provider.value, outcome=OUTCOME_OK, duration_ms=latency_ms, usage=reply.usage
+        )
+        log.info(
+            "generation.completed",
+            provider=self.provider.value,
+            model=reply.model,
+            intent=request.intent.type.value,
+            generation_id=str(envelope.id),
+            latency_ms=latency_ms,
+            prompt_tokens=reply.usage.prompt_tokens,
+            completion_tokens=reply.usage.completion_tokens,
+            usage_estimated=reply.usage.estimated,
+        )
+        usage = self._usage_recorded(envelope, request, reply.model, reply.usage)
+        return [usage, envelope.child(completed, id=_child_id(envelope.id, completed.TYPE))]
+
+    def _failed(
+        self,
+        envelope: Envelope,
+        request: GenerationRequested,
+        error: ErrorInfo,
+        latency_ms: float,
+        model: str,
+        completion: object,
+    ) -> list[Envelope]:
+        failed = GenerationFailed(provider=self.provider, error=error, latency_ms=latency_ms)
+        billed = billed_usage(completion)
+        get_llm_metrics().record_call(
+            provider=self.provider.value, outcome=error.type.value, duration_ms=latency_ms, usage=billed
+        )
+        log.warning(
+            "generation.failed",
+            provider=self.provider.value,
+            intent=request.intent.type.value,
+            generation_id=str(envelope.id),
+            latency_ms=latency_ms,
+            error_type=error.type.value,
+            retryable=error.retryable,
+            status_code=error.status_code,
+            retry_after_s=error.retry_after_s,
+            reason=error.message,
+        )
+        outgoing = [envelope.child(failed, id=_child_id(envelope.id, failed.TYPE))]
+        if billed is not None:
+            outgoing.insert(0, self._usage_recorded(envelope, request, model, billed))
+        return outgoing
+
+    def _usage_recorded(self, envelope: Envelope, request: GenerationRequested, model: str, usage: Usage) -> Envelope:
+        recorded = UsageRecorded(
+            provider=self.provider,
+            model=model,
+            usage=usage,
+            workflow_type=request.intent.type,
+            generation_id=envelope.id,
+        )
+        return envelope.child(recorded, id=_child_id(envelope.id, recorded.TYPE))
+
+    async def _publish(self, outgoing: Sequence[Envelope]) -> None:
+        # Usage first: cost accounting then tends to see the tokens before the workflow's end.
+        for item in outgoing:
+            await self.bus.publish(item)
+
+
+def make_generation_handler(
+    provider: Provider,
+    client: openai.AsyncOpenAI,
+    model: str,
+    bus: Bus,
+    cache: IdempotencyCache,
+    timeout_s: float,
+) -> Handler:
+    """The generation.requested handler of `provider`'s worker (see the module docstring)."""
+    return GenerationHandler(provider, client, model, bus, cache, timeout_s)

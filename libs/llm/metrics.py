@@ -1,0 +1,67 @@
+"""Provider-call instruments: calls and their duration by provider and outcome, tokens by provider and kind.
+
+They sit beside the seed's instruments (libs.telemetry.metrics) under the same instrumentation scope and come
+from the global meter, so they forward to the real provider once `setup_telemetry` installed it. Attribute
+values stay low-cardinality: a provider name, "ok" or an ErrorType value, "prompt" or "completion".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Counter, Histogram, Meter
+
+from contracts.messages import Usage
+from libs.llm import constants as c
+from libs.telemetry import constants as tc
+
+OUTCOME_OK = "ok"
+
+
+@dataclass(frozen=True)
+class LLMMetrics:
+    calls: Counter  # attrs: provider, outcome
+    call_duration: Histogram  # ms; attrs: provider, outcome
+    tokens: Counter  # attrs: provider, kind
+
+    @classmethod
+    def from_meter(cls, meter: Meter) -> LLMMetrics:
+        return cls(
+            calls=meter.create_counter(c.METRIC_LLM_CALLS, unit="{call}", description="LLM provider calls"),
+            call_duration=meter.create_histogram(
+                c.METRIC_LLM_CALL_DURATION,
+                unit="ms",
+                description="Duration of one LLM provider call",
+                explicit_bucket_boundaries_advisory=tc.DURATION_BUCKETS_MS,
+            ),
+            tokens=meter.create_counter(c.METRIC_LLM_TOKENS, unit="{token}", description="Tokens billed"),
+        )
+
+    def record_call(self, *, provider: str, outcome: str, duration_ms: float, usage: Usage | None) -> None:
+        """One provider call; `usage` when tokens were billed."""
+        attributes = {tc.METRIC_ATTR_PROVIDER: provider, c.METRIC_ATTR_OUTCOME: outcome}
+        self.calls.add(1, attributes)
+        self.call_duration.record(duration_ms, attributes)
+        if usage is not None:
+            self.tokens.add(
+                usage.prompt_tokens, {tc.METRIC_ATTR_PROVIDER: provider, c.METRIC_ATTR_TOKEN_KIND: "prompt"}
+            )
+            self.tokens.add(
+                usage.completion_tokens, {tc.METRIC_ATTR_PROVIDER: provider, c.METRIC_ATTR_TOKEN_KIND: "completion"}
+            )
+
+
+_lock = threading.Lock()
+_metrics: LLMMetrics | None = None
+
+
+def get_llm_metrics() -> LLMMetrics:
+    """The process's provider-call instruments, created on first use from the global meter."""
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = LLMMetrics.from_meter(metrics.get_meter(tc.INSTRUMENTATION_NAME))
+    return _metrics

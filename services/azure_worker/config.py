@@ -1,0 +1,21 @@
+"""azure-worker settings: the seed's AZURE_OPENAI_* variables plus the call timeout (DESIGN §6: 45 s)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from libs.config import CommonSettings
+
+
+class AzureWorkerSettings(CommonSettings):
+    azure_openai_endpoint: str | None = Field(
+        default=None, description="https://<resource>.openai.azure.com; unset: the runner's LLM simulator"
+    )
+    azure_openai_api_key: SecretStr | None = Field(default=None, description="required with the endpoint")
+    azure_openai_deployment: str = Field(default="gpt-4", min_length=1, description="deployment every call uses")
+    azure_openai_api_version: str = Field(default="2024-06-01", min_length=1)
+    azure_timeout_s: float = Field(default=45.0, gt=0, description="upper bound of one call, s")
+
+
+# The embedded mode may hand its settings over in runtime.resources under this key.
+RESOURCE_SETTINGS = "azure_worker_settings"

@@ -1,0 +1,66 @@
+"""The azure-worker: Azure OpenAI chat completions for generation.requested (provider azure).
+
+Settings come from `runtime.resources["azure_worker_settings"]` when the runner passes them, else from the
+environment. Without AZURE_OPENAI_ENDPOINT the worker talks to the LLM simulator the runner passed in
+`runtime.resources["llm_simulator_url"]`; with neither, `create` raises LLMConfigError.
+"""
+
+from __future__ import annotations
+
+from contracts.enums import Provider
+from contracts.messages import GenerationRequested
+from contracts.routing import AZURE_WORKER
+from libs.llm import azure_endpoint, build_azure_client, make_generation_handler, open_cache
+from libs.llm.errors import LLMConfigError
+from libs.runtime import Runtime, Service
+from libs.telemetry import get_logger
+from services.azure_worker.config import RESOURCE_SETTINGS, AzureWorkerSettings
+
+log = get_logger(__name__)
+
+
+def settings_for(runtime: Runtime) -> AzureWorkerSettings:
+    given = runtime.resources.get(RESOURCE_SETTINGS)
+    if isinstance(given, AzureWorkerSettings):
+        return given
+    if isinstance(runtime.settings, AzureWorkerSettings):
+        return runtime.settings
+    return AzureWorkerSettings()
+
+
+async def create(runtime: Runtime) -> Service:
+    settings = settings_for(runtime)
+    key = settings.azure_openai_api_key
+    endpoint = azure_endpoint(
+        settings.azure_openai_endpoint, key.get_secret_value() if key else None, runtime.resources
+    )
+    cache = open_cache(settings.redis_url)
+    client = build_azure_client(
+        endpoint,
+        api_version=settings.azure_openai_api_version,
+        deployment=settings.azure_openai_deployment,
+        timeout_s=settings.azure_timeout_s,
+    )
+    handler = make_generation_handler(
+        Provider.AZURE, client, settings.azure_openai_deployment, runtime.bus, cache, settings.azure_timeout_s
+    )
+    log.info(
+        "azure_worker.configured",
+        simulated=endpoint.simulated,
+        deployment=settings.azure_openai_deployment,
+        api_version=settings.azure_openai_api_version,
+        timeout_s=settings.azure_timeout_s,
+        cache="redis" if settings.redis_url else "memory",
+    )
+
+    async def client_configured() -> None:
+        # Calling the provider on every probe would cost money and rate limit; a usable client is enough.
+        if client.is_closed():
+            raise LLMConfigError("the Azure OpenAI client is closed")
+
+    return Service(
+        name=AZURE_WORKER,
+        handlers={GenerationRequested.TYPE: handler},
+        on_stop=[client.close, cache.close],
+        checks={"azure_client": client_configured, "idempotency_cache": cache.ping},
+    )

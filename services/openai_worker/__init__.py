@@ -1,0 +1,1 @@
+"""openai-worker: generation.requested (provider openai) → OpenAI → generation.completed/failed, usage.recorded."""

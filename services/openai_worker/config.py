@@ -1,0 +1,19 @@
+"""openai-worker settings: the seed's OPENAI_API_KEY, plus OPENAI_BASE_URL, OPENAI_MODEL and the call
+timeout (DESIGN §6: 30 s)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from libs.config import CommonSettings
+
+
+class OpenAIWorkerSettings(CommonSettings):
+    openai_api_key: SecretStr | None = Field(default=None, description="unset (and no base URL): the simulator")
+    openai_base_url: str | None = Field(default=None, description="a proxy or compatible server; unset: OpenAI")
+    openai_model: str = Field(default="gpt-4o-mini", min_length=1)
+    openai_timeout_s: float = Field(default=30.0, gt=0, description="upper bound of one call, s")
+
+
+# The embedded mode may hand its settings over in runtime.resources under this key.
+RESOURCE_SETTINGS = "openai_worker_settings"

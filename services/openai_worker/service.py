@@ -1,0 +1,58 @@
+"""The openai-worker: OpenAI chat completions for generation.requested (provider openai).
+
+Settings come from `runtime.resources["openai_worker_settings"]` when the runner passes them, else from the
+environment. With neither OPENAI_API_KEY nor OPENAI_BASE_URL the worker talks to the LLM simulator the
+runner passed in `runtime.resources["llm_simulator_url"]`; with none of them, `create` raises LLMConfigError.
+"""
+
+from __future__ import annotations
+
+from contracts.enums import Provider
+from contracts.messages import GenerationRequested
+from contracts.routing import OPENAI_WORKER
+from libs.llm import build_openai_client, make_generation_handler, open_cache, openai_endpoint
+from libs.llm.errors import LLMConfigError
+from libs.runtime import Runtime, Service
+from libs.telemetry import get_logger
+from services.openai_worker.config import RESOURCE_SETTINGS, OpenAIWorkerSettings
+
+log = get_logger(__name__)
+
+
+def settings_for(runtime: Runtime) -> OpenAIWorkerSettings:
+    given = runtime.resources.get(RESOURCE_SETTINGS)
+    if isinstance(given, OpenAIWorkerSettings):
+        return given
+    if isinstance(runtime.settings, OpenAIWorkerSettings):
+        return runtime.settings
+    return OpenAIWorkerSettings()
+
+
+async def create(runtime: Runtime) -> Service:
+    settings = settings_for(runtime)
+    key = settings.openai_api_key
+    endpoint = openai_endpoint(settings.openai_base_url, key.get_secret_value() if key else None, runtime.resources)
+    cache = open_cache(settings.redis_url)
+    client = build_openai_client(endpoint, timeout_s=settings.openai_timeout_s)
+    handler = make_generation_handler(
+        Provider.OPENAI, client, settings.openai_model, runtime.bus, cache, settings.openai_timeout_s
+    )
+    log.info(
+        "openai_worker.configured",
+        simulated=endpoint.simulated,
+        model=settings.openai_model,
+        timeout_s=settings.openai_timeout_s,
+        cache="redis" if settings.redis_url else "memory",
+    )
+
+    async def client_configured() -> None:
+        # Calling the provider on every probe would cost money and rate limit; a usable client is enough.
+        if client.is_closed():
+            raise LLMConfigError("the OpenAI client is closed")
+
+    return Service(
+        name=OPENAI_WORKER,
+        handlers={GenerationRequested.TYPE: handler},
+        on_stop=[client.close, cache.close],
+        checks={"openai_client": client_configured, "idempotency_cache": cache.ping},
+    )
