@@ -25,6 +25,7 @@ from contracts.routing import consumers, route_key
 from libs.bus import constants as c
 from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable
 from libs.telemetry.messaging import consumer_span, producer_span
+from libs.telemetry.metrics import get_metrics
 
 Handler = Callable[[Envelope], Awaitable[Message | None]]
 """Handles one message. A returned payload is sent back as the reply when the message was a request."""
@@ -81,6 +82,16 @@ class Consumer:
 
     async def handle(self, body: bytes, headers: Mapping[str, str], broker_deliveries: int = 0) -> Outcome:
         """Decode, run the handler inside a CONSUMER span, reply if asked; say what to do with the message."""
+        started = time.perf_counter()
+        outcome = await self._handle(body, headers, broker_deliveries)
+        get_metrics().record_message(
+            queue=self.service,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            failed=outcome.verdict is not Verdict.ACK,
+        )
+        return outcome
+
+    async def _handle(self, body: bytes, headers: Mapping[str, str], broker_deliveries: int) -> Outcome:
         deliveries = int(headers.get(c.H_DELIVERIES, "0")) + broker_deliveries + 1
         try:
             envelope = Envelope.decode(body)
