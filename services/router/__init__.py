@@ -1,0 +1,9 @@
+"""The router: owner of the workflow state machine (DESIGN §5), the provider choice, the fallback matrix and
+the circuit breakers (DESIGN §6).
+
+It consumes workflow.requested, generation.completed/failed, workflow.timer, workflow.status.query and
+budget.status; it publishes generation.requested, workflow.timer and workflow.completed/failed. Every
+handled message moves a workflow in one database write that also records the message id and the messages
+the move must publish (a transactional outbox), so a redelivered message changes nothing and re-publishes
+what a crash may have lost.
+"""

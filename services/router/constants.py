@@ -1,0 +1,57 @@
+"""Names and fixed tunables of the router, in one place, each with the reason for its value.
+
+Everything an operator may want to change lives in config.RouterSettings instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from contracts.enums import ErrorType
+
+SERVICE_NAME: Final = "router"
+
+# PostgreSQL schema owned by the router (DESIGN §2: no service reads another's tables) and its migrations.
+DB_SCHEMA: Final = "router"
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+
+# Failures that never deserve another attempt, whatever the worker's `retryable` flag says: the request
+# itself is wrong, so another provider would refuse it too (DESIGN §6).
+NEVER_RETRY: Final = frozenset({ErrorType.INVALID_REQUEST, ErrorType.COMPLIANCE_VIOLATION})
+
+# Failures that count against a provider's circuit breaker: the provider is slow, overloaded or broken.
+# A refused request (400, compliance) says nothing about the provider's health and is not counted.
+BREAKER_FAILURES: Final = frozenset(
+    {
+        ErrorType.AZURE_TIMEOUT,
+        ErrorType.OPENAI_TIMEOUT,
+        ErrorType.PROVIDER_UNAVAILABLE,
+        ErrorType.RATE_LIMIT_EXCEEDED,
+    }
+)
+
+# An attempt that would get less time than this before the workflow's deadline is not worth starting:
+# the workflow fails with the reason instead of sending a request doomed to time out.
+MIN_ATTEMPT_S: Final = 1.0
+
+# A deadline timer delivered this much earlier than the deadline (clock skew between replicas, a broker's
+# coarse delays) is re-armed for the remainder instead of failing the workflow early.
+DEADLINE_TOLERANCE_S: Final = 0.5
+
+# The bus's delayed delivery is guaranteed up to 15 minutes on every transport (SQS's DelaySeconds limit),
+# so no workflow may ask for a longer deadline.
+MAX_DEADLINE_S: Final = 900.0
+
+# How often a handler reloads and retries when another handler moved the same workflow between its read
+# and its write (optimistic concurrency); after that the bus redelivers the message later.
+MAX_CONFLICT_RETRIES: Final = 5
+
+# Workflow ids this replica saw reach a terminal state: later timers and late results for them are dropped
+# without a database read. Terminal is forever, so the cache is never stale; it only bounds memory.
+TERMINAL_CACHE_SIZE: Final = 50_000
+
+# How often the processed-messages table is trimmed, and how many rows one trim deletes at most (short
+# transactions; the next run continues).
+PURGE_INTERVAL_S: Final = 3600.0
+PURGE_BATCH: Final = 10_000

@@ -1,0 +1,245 @@
+"""The router's message handlers: load the workflow, let the engine decide, store the change with the
+handled message id and its outbox in one write, then publish the outbox.
+
+    workflow.requested     → persists the workflow, replies WorkflowAccepted (after the commit: a status
+                             query right after the reply finds it)
+    generation.completed   → completed (issue 5: delivering), WorkflowCompleted
+    generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
+    workflow.timer         → the deadline: failed with the reason, unless already finished
+    workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin)
+    budget.status          → stored; later requests are refused or downgraded accordingly
+
+A message already handled (its id is recorded) changes nothing: its recorded outbox is published again,
+which is how a router killed between commit and publish still finishes the workflow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from contracts import Envelope, Message
+from contracts.enums import BudgetAction, ErrorType, WorkflowStatus
+from contracts.messages import (
+    BudgetStatus,
+    ErrorInfo,
+    GenerationCompleted,
+    GenerationFailed,
+    WorkflowAccepted,
+    WorkflowRequested,
+    WorkflowStatusQuery,
+    WorkflowStatusReply,
+    WorkflowTimer,
+)
+from libs.bus import Bus, Handler, Reject
+from libs.telemetry import get_logger, get_metrics
+from services.router.budget import BudgetBook
+from services.router.constants import BREAKER_FAILURES, MAX_CONFLICT_RETRIES, TERMINAL_CACHE_SIZE
+from services.router.engine import Engine
+from services.router.errors import ConcurrentUpdate
+from services.router.outbox import Outgoing, publish_all
+from services.router.selection import select_provider
+from services.router.state import Change, Workflow
+from services.router.store import BudgetRecord, WorkflowStore
+
+log = get_logger(__name__)
+
+Decide = Callable[[Workflow, datetime], Change | None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _refused(error_type: ErrorType, message: str) -> WorkflowAccepted:
+    return WorkflowAccepted(accepted=False, error=ErrorInfo(type=error_type, message=message, retryable=False))
+
+
+def _budget_message(record: BudgetRecord | None) -> str:
+    if record is None:
+        return "budget spent"
+    who = "the global" if record.scope == "*" else "the user's"
+    limit = f" of {record.limit_usd}" if record.limit_usd is not None else ""
+    return f"{who} {record.period.value} budget is spent ({record.spent_usd}{limit} USD)"
+
+
+class Router:
+    def __init__(
+        self,
+        bus: Bus,
+        store: WorkflowStore,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.engine = engine
+        self.budgets = BudgetBook(store, refresh_s=engine.settings.router_budget_refresh_s)
+        self.clock = clock
+        self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._metrics = get_metrics()
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            WorkflowRequested.TYPE: self.on_requested,
+            GenerationCompleted.TYPE: self.on_generation_result,
+            GenerationFailed.TYPE: self.on_generation_result,
+            WorkflowTimer.TYPE: self.on_timer,
+            WorkflowStatusQuery.TYPE: self.on_status_query,
+            BudgetStatus.TYPE: self.on_budget_status,
+        }
+
+    # --- handlers ----------------------------------------------------------------------------------------
+
+    async def on_requested(self, envelope: Envelope) -> Message | None:
+        request = envelope.payload
+        assert isinstance(request, WorkflowRequested)
+        if envelope.workflow_id is None or envelope.user_id is None:
+            return _refused(ErrorType.INVALID_REQUEST, "workflow.requested needs a workflow_id and a user_id")
+        action, budget = await self.budgets.action_for(envelope.user_id)
+        if action is BudgetAction.BLOCK:
+            existing = await self._existing(envelope)  # a retried request for a workflow accepted earlier
+            if existing is not None:
+                return existing
+            log.info("workflow.refused", reason="budget", scope=budget.scope if budget else None)
+            return _refused(ErrorType.COST_LIMIT_EXCEEDED, _budget_message(budget))
+        now = self.clock()
+        selection = select_provider(request.intent, self.engine.breakers, downgrade=action is BudgetAction.DOWNGRADE)
+        change = self.engine.start(envelope, request, selection, now)
+        if await self.store.create(change, envelope.id):
+            await self._committed(change, now)
+            return WorkflowAccepted(accepted=True, workflow=change.result().to_view())
+        existing = await self._existing(envelope)
+        if existing is None:
+            raise ConcurrentUpdate(f"workflow {envelope.workflow_id} neither created nor found")
+        return existing
+
+    async def on_generation_result(self, envelope: Envelope) -> Message | None:
+        result = envelope.payload
+        assert isinstance(result, GenerationCompleted | GenerationFailed)
+        if envelope.workflow_id in self._terminal:
+            log.info("generation.result_ignored", reason="workflow finished", provider=result.provider.value)
+            return None
+        fed = False
+
+        def decide(workflow: Workflow, now: datetime) -> Change | None:
+            nonlocal fed
+            if not fed:  # once per handled message, however many times a write conflict makes us re-decide
+                self._feed_breaker(result)
+                fed = True
+            reason = Engine.ignore_reason(workflow, envelope)
+            if reason is not None:
+                log.info(
+                    "generation.result_ignored",
+                    reason=reason,
+                    provider=result.provider.value,
+                    causation_id=str(envelope.causation_id),
+                    current_generation_id=str(workflow.generation_id),
+                )
+                return None
+            if isinstance(result, GenerationCompleted):
+                return self.engine.on_completed(workflow, envelope, now)
+            return self.engine.on_failed(workflow, envelope, now)
+
+        await self._apply(envelope, decide)
+        return None
+
+    async def on_timer(self, envelope: Envelope) -> Message | None:
+        timer = envelope.payload
+        assert isinstance(timer, WorkflowTimer)
+        if timer.purpose != "deadline":
+            # Retries travel as delayed generation requests (engine._dispatch); no router publishes these.
+            raise Reject(f"workflow.timer purpose {timer.purpose!r} is not scheduled by this router")
+        if envelope.workflow_id in self._terminal:
+            return None
+        await self._apply(envelope, lambda workflow, now: self.engine.on_deadline(workflow, envelope, now))
+        return None
+
+    async def on_status_query(self, envelope: Envelope) -> Message | None:
+        query = envelope.payload
+        assert isinstance(query, WorkflowStatusQuery)
+        workflow = await self.store.get(query.workflow_id)
+        # Someone else's workflow is reported as not found: its existence is not for them to learn.
+        if workflow is None or (workflow.user_id != query.requester_user_id and not query.requester_is_admin):
+            return WorkflowStatusReply(found=False)
+        return WorkflowStatusReply(found=True, workflow=workflow.to_view())
+
+    async def on_budget_status(self, envelope: Envelope) -> Message | None:
+        status = envelope.payload
+        assert isinstance(status, BudgetStatus)
+        record = await self.budgets.record(status, envelope.occurred_at)
+        log.info("budget.status", scope=record.scope, period=record.period.value, action=record.action.value)
+        return None
+
+    # --- the load / decide / store / publish cycle ---------------------------------------------------------
+
+    async def _apply(self, envelope: Envelope, decide: Decide) -> Workflow | None:
+        if envelope.workflow_id is None:
+            raise Reject(f"{envelope.type} without a workflow_id")
+        for _ in range(MAX_CONFLICT_RETRIES):
+            loaded = await self.store.load(envelope.workflow_id, envelope.id)
+            if loaded.outbox is not None:
+                log.info("message.duplicate", type=envelope.type, republished=len(loaded.outbox))
+                await self._republish(loaded.outbox)
+                return loaded.workflow
+            if loaded.workflow is None:
+                raise Reject(f"{envelope.type} for unknown workflow {envelope.workflow_id}")
+            now = self.clock()
+            change = decide(loaded.workflow, now)
+            if change is None:
+                if loaded.workflow.is_terminal:
+                    self._remember_terminal(loaded.workflow.workflow_id)
+                return loaded.workflow
+            if await self.store.save(change, envelope.id):
+                await self._committed(change, now)
+                return change.result()
+            log.info("workflow.write_conflict", type=envelope.type)
+        raise ConcurrentUpdate(f"workflow {envelope.workflow_id} kept changing; {envelope.type} will be redelivered")
+
+    async def _existing(self, envelope: Envelope) -> WorkflowAccepted | None:
+        """The reply to a workflow.requested whose workflow exists already (None: it does not)."""
+        assert envelope.workflow_id is not None
+        loaded = await self.store.load(envelope.workflow_id, envelope.id)
+        if loaded.outbox is not None:
+            await self._republish(loaded.outbox)
+        workflow = loaded.workflow
+        if workflow is None:
+            return None
+        if workflow.user_id != envelope.user_id:
+            return _refused(ErrorType.INVALID_REQUEST, "the workflow id belongs to another user")
+        log.info("workflow.duplicate_request", status=workflow.status.value)
+        return WorkflowAccepted(accepted=True, workflow=workflow.to_view())
+
+    async def _committed(self, change: Change, now: datetime) -> None:
+        """After the write: publish the outbox, then log and measure what happened."""
+        await publish_all(self.bus, tuple(change.outbox), now)
+        workflow = change.result()
+        for event in change.events:
+            log.info(f"workflow.{event.name}", status=event.to_status.value, **event.detail)
+        if workflow.is_terminal:
+            self._remember_terminal(workflow.workflow_id)
+            self._metrics.record_workflow(
+                provider=workflow.current_provider.value if workflow.current_provider else "none",
+                success=workflow.status is WorkflowStatus.COMPLETED,
+                duration_ms=workflow.duration_ms(now),
+            )
+
+    async def _republish(self, outbox: tuple[Outgoing, ...]) -> None:
+        if outbox:
+            await publish_all(self.bus, outbox, self.clock())
+
+    def _feed_breaker(self, result: GenerationCompleted | GenerationFailed) -> None:
+        breaker = self.engine.breakers[result.provider]
+        if isinstance(result, GenerationCompleted):
+            breaker.record_success()
+        elif result.error.type in BREAKER_FAILURES:
+            breaker.record_failure()
+
+    def _remember_terminal(self, workflow_id: uuid.UUID) -> None:
+        self._terminal[workflow_id] = None
+        self._terminal.move_to_end(workflow_id)
+        if len(self._terminal) > TERMINAL_CACHE_SIZE:
+            self._terminal.popitem(last=False)

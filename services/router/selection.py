@@ -1,0 +1,50 @@
+"""Which provider a new workflow's first attempt goes to (the seed's rules).
+
+1. a budget in `downgrade` sends it to openai, the cheaper provider — an operator's cost rule outranks the
+   requester's wish, and an open circuit does not lift it;
+2. `force_provider` wins over everything else, open circuit included (the requester asked for it);
+3. otherwise azure for content_planning and for multi-platform work (`requires_multi_platform` or more
+   than one platform), openai for everything else (message_generation, and content_validation /
+   campaign_execution on one platform);
+4. a provider whose circuit is open is avoided when the other's allows (breaker.Breakers.choose).
+
+These rules pick the first attempt only; later attempts follow the fallback matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.enums import IntentType, Provider
+from contracts.messages import Intent
+from services.router.breaker import Breakers
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    provider: Provider
+    reason: str  # recorded in the workflow's history
+
+
+def preferred_provider(intent: Intent) -> Selection:
+    """The provider the intent calls for, breakers and budgets aside."""
+    if intent.force_provider is not None:
+        return Selection(intent.force_provider, "force_provider")
+    if intent.type is IntentType.CONTENT_PLANNING:
+        return Selection(Provider.AZURE, "content_planning")
+    if intent.requires_multi_platform or len(intent.platforms) > 1:
+        return Selection(Provider.AZURE, "multi_platform")
+    return Selection(Provider.OPENAI, intent.type.value)
+
+
+def select_provider(intent: Intent, breakers: Breakers, *, downgrade: bool = False) -> Selection:
+    """The provider of a new workflow's first attempt."""
+    if downgrade:
+        return Selection(Provider.OPENAI, "budget_downgrade")
+    preferred = preferred_provider(intent)
+    if intent.force_provider is not None:
+        return preferred
+    chosen = breakers.choose(preferred.provider)
+    if chosen is preferred.provider:
+        return preferred
+    return Selection(chosen, f"circuit_open:{preferred.provider.value}")
