@@ -1,0 +1,80 @@
+"""`make run`: the whole system in one process — the embedded mode.
+
+All services on one bus (memory:// unless BUS_URL says otherwise), storage in memory unless DATABASE_URL /
+REDIS_URL are set, and in-process simulators for every provider whose URL is not configured, speaking the
+real wire formats so the real client code runs with no keys and no servers. This is the composition root:
+the one place that imports every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from typing import Any
+
+from libs.config import CommonSettings
+from libs.runtime import ServiceFactory, serve
+from libs.simulators import LLMSimulator
+from services.azure_worker.service import create as azure_worker
+from services.gateway.auth import make_token
+from services.gateway.service import create as gateway
+from services.openai_worker.service import create as openai_worker
+from services.router.service import create as router
+
+# The gateway starts last, so HTTP is served only once every consumer is subscribed.
+FACTORIES: tuple[ServiceFactory, ...] = (router, azure_worker, openai_worker, gateway)
+
+
+def _needs_llm_simulator() -> bool:
+    return not (os.environ.get("AZURE_OPENAI_ENDPOINT") and os.environ.get("OPENAI_BASE_URL"))
+
+
+async def run(*, stop: asyncio.Event | None = None, started: asyncio.Event | None = None) -> None:
+    # A development secret, fresh per run, unless one is configured: the printed token is signed with it.
+    os.environ.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
+    os.environ.setdefault("GATEWAY_PORT", "8080")
+    os.environ.setdefault("HEALTH_PORT", "0")
+    resources: dict[str, Any] = {}
+    simulator: LLMSimulator | None = None
+    if _needs_llm_simulator():
+        simulator = LLMSimulator()
+        resources["llm_simulator_url"] = await simulator.start()
+    ready = started or asyncio.Event()
+    banner = asyncio.create_task(_banner(ready, resources))
+    try:
+        await serve(FACTORIES, name="hybrid-orchestrator", settings=CommonSettings(), resources=resources,
+                    stop=stop, started=ready)
+    finally:
+        banner.cancel()
+        if simulator is not None:
+            await simulator.stop()
+
+
+async def _banner(ready: asyncio.Event, resources: dict[str, Any]) -> None:
+    await ready.wait()
+    url = resources.get("gateway_url", "http://127.0.0.1:8080")
+    token = make_token(os.environ["GATEWAY_JWT_SECRET"], sub="creator-1", ttl_s=24 * 3600)
+    body = '{"type": "message_generation", "data": {"fanName": "Alex", "topic": "weekend plans"}}'
+    print(
+        f"\nHybrid Orchestrator is running (embedded mode)\n"
+        f"  gateway:  {url}\n"
+        f"  openapi:  {url}/api/openapi.json\n"
+        f"  health:   {url}/api/health/hybrid-orchestrator\n"
+        f"  dev token (user creator-1, 24 h):\n    {token}\n\n"
+        f"  try:\n"
+        f"    curl -s -X POST '{url}/api/v2/campaigns/hybrid?wait=true' \\\n"
+        f"      -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        f"      -d '{body}'\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
