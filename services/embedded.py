@@ -31,21 +31,34 @@ def _needs_llm_simulator() -> bool:
     return not (os.environ.get("AZURE_OPENAI_ENDPOINT") and os.environ.get("OPENAI_BASE_URL"))
 
 
-async def run(*, stop: asyncio.Event | None = None, started: asyncio.Event | None = None) -> None:
+async def run(
+    *,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+    resources: dict[str, Any] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT or `stop`; `resources` (if given) receives what the services share,
+    e.g. "gateway_url" once `started` is set."""
     # A development secret, fresh per run, unless one is configured: the printed token is signed with it.
     os.environ.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
     os.environ.setdefault("GATEWAY_PORT", "8080")
     os.environ.setdefault("HEALTH_PORT", "0")
-    resources: dict[str, Any] = {}
+    resources = {} if resources is None else resources
     simulator: LLMSimulator | None = None
-    if _needs_llm_simulator():
+    if _needs_llm_simulator() and "llm_simulator_url" not in resources:
         simulator = LLMSimulator()
         resources["llm_simulator_url"] = await simulator.start()
     ready = started or asyncio.Event()
     banner = asyncio.create_task(_banner(ready, resources))
     try:
-        await serve(FACTORIES, name="hybrid-orchestrator", settings=CommonSettings(), resources=resources,
-                    stop=stop, started=ready)
+        await serve(
+            FACTORIES,
+            name="hybrid-orchestrator",
+            settings=CommonSettings(),
+            resources=resources,
+            stop=stop,
+            started=ready,
+        )
     finally:
         banner.cancel()
         if simulator is not None:

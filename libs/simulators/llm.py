@@ -74,6 +74,7 @@ class FaultKind(StrEnum):
     LATENCY = "latency"  # answer normally, late
     RATE_LIMIT = "rate_limit"  # 429 with Retry-After
     SERVER_ERROR = "server_error"  # 500
+    BAD_REQUEST = "bad_request"  # 400 invalid_request_error: permanent, never worth a retry
     HANG = "hang"  # never answer
     MALFORMED = "malformed"  # 200 application/json whose body is not JSON
     BAD_SHAPE = "bad_shape"  # 200 valid JSON without `choices`
@@ -248,6 +249,9 @@ class LLMSimulator:
         if fault.kind is FaultKind.SERVER_ERROR:
             message = "The server had an error while processing your request. Sorry about that!"
             return error_response(azure=azure, status=500, message=message, type_="server_error", code=None)
+        if fault.kind is FaultKind.BAD_REQUEST:
+            message = "Invalid 'messages': the request was rejected by the simulator's fault injection."
+            return error_response(azure=azure, status=400, message=message, type_="invalid_request_error", code=None)
         if fault.kind is FaultKind.HANG:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), HANG_SECONDS)
