@@ -95,6 +95,7 @@ class TestPipelineAcrossProcesses:
         """A 500 from Azure moves the workflow to OpenAI, recorded in fallbackHistory."""
         llm.add_fault(FaultKind.SERVER_ERROR, target="azure", count=1)
         code, answer = await client.submit({"type": "content_planning"})
+        assert code == 202
         view = await client.wait_terminal(answer["data"]["workflowId"])
         assert view["status"] == "completed"
         assert view["currentProvider"] == "openai"
