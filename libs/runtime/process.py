@@ -19,6 +19,7 @@ from libs.config import CommonSettings
 from libs.runtime.health import HealthServer
 from libs.runtime.service import Runtime, Service, ServiceFactory
 from libs.telemetry import configure_logging, setup_telemetry, shutdown_telemetry
+from libs.telemetry.instrumentation import instrument_libraries
 
 log = structlog.get_logger("libs.runtime")
 
@@ -36,6 +37,7 @@ async def serve(
     settings = settings or CommonSettings()
     setup_telemetry(name)
     configure_logging(name)
+    instrument_libraries()
     bus = create_bus(settings.bus_url, namespace=settings.bus_namespace)
     await bus.connect()
     runtime = Runtime(bus=bus, settings=settings, resources=resources or {})

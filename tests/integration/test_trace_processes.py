@@ -1,0 +1,93 @@
+"""One workflow is one trace across every service process, exported over OTLP and read back decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from libs.simulators import LLMSimulator
+from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan
+from tests.integration.client import GatewayClient
+from tests.integration.stack import Stack, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+SERVICES = {"router": "router", "azure_worker": "azure-worker", "openai_worker": "openai-worker", "gateway": "gateway"}
+
+
+@pytest_asyncio.fixture(
+    loop_scope="module", params=["tracecontext,baggage", "tracecontext,baggage,xray"], ids=["w3c", "xray"]
+)
+async def traced(
+    request: pytest.FixtureRequest,
+    amqp_url: str,
+    postgres_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
+    otlp_receiver: OtlpReceiver,
+) -> AsyncIterator[tuple[Stack, GatewayClient]]:
+    async with LLMSimulator() as llm:
+        env = {
+            "AZURE_OPENAI_ENDPOINT": llm.azure_endpoint,
+            "AZURE_OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": llm.openai_base_url,
+            "OPENAI_API_KEY": "test-key",
+            "GATEWAY_JWT_SECRET": secrets.token_urlsafe(32),
+            "GATEWAY_PORT": str(free_port()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_PROPAGATORS": request.param,
+        }
+        async with Stack(amqp_url, postgres_dsn, redis_url, tmp_path, env=env) as stack:
+            await asyncio.gather(*(stack.start(p) for p in SERVICES if p != "gateway"))
+            await stack.start("gateway")
+            client = GatewayClient(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env["GATEWAY_JWT_SECRET"])
+            yield stack, client
+            await client.close()
+
+
+async def spans_of(
+    receiver: OtlpReceiver, trace_id: str, services: set[str], timeout: float = 15
+) -> list[ReceivedSpan]:
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = receiver.trace(trace_id)
+        if {s.service for s in spans} >= services and sum(s.kind == "consumer" for s in spans) >= 3:
+            return spans
+        if time.monotonic() > deadline:
+            raise AssertionError(f"services seen: {sorted({s.service for s in spans})}")
+        await asyncio.sleep(0.2)
+
+
+class TestOneTracePerWorkflow:
+    async def test_every_service_joins_the_workflow_trace(
+        self, traced: tuple[Stack, GatewayClient], otlp_receiver: OtlpReceiver
+    ) -> None:
+        """The 202's traceId holds spans from every service, each consumer span the child of a producer span,
+        plus the HTTP server, database and HTTP client spans of the official instrumentations."""
+        stack, client = traced
+        code, answer = await client.submit({"type": "content_planning"}, wait=True)
+        assert code == 200, answer
+        code, status = await client.status(answer["data"]["workflowId"])
+        trace_id = status["data"]["traceId"]
+        expected = {"gateway", "router", "azure-worker"}
+        spans = await spans_of(otlp_receiver, trace_id, expected)
+        by_id = {s.span_id: s for s in spans}
+        consumers = [s for s in spans if s.kind == "consumer"]
+        assert consumers
+        for span in consumers:
+            parent = by_id.get(span.parent_span_id)
+            assert parent is not None and parent.kind == "producer", span
+        kinds = {(s.service, s.kind) for s in spans}
+        assert ("gateway", "server") in kinds
+        assert ("azure-worker", "client") in kinds  # the provider call, aiohttp-client instrumentation
+        assert any(s.service == "router" and s.attributes.get("db.system", "").startswith("postgres") for s in spans)
