@@ -51,7 +51,7 @@ class HealthServer:
         body = {"status": "ready" if ready else "not_ready", "draining": self.draining, "checks": results}
         return web.json_response(body, status=200 if ready else 503)
 
-    async def start(self, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104 - probes come from outside
+    async def start(self, port: int, host: str = "0.0.0.0") -> int:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)

@@ -74,7 +74,7 @@ class TestOneTracePerWorkflow:
     ) -> None:
         """The 202's traceId holds spans from every service, each consumer span the child of a producer span,
         plus the HTTP server, database and HTTP client spans of the official instrumentations."""
-        stack, client = traced
+        _, client = traced
         code, answer = await client.submit({"type": "content_planning"}, wait=True)
         assert code == 200, answer
         code, status = await client.status(answer["data"]["workflowId"])
