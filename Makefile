@@ -26,6 +26,11 @@ lint: setup
 run: setup
 	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python -m services.embedded
 
+# The distributed stack on this machine's RabbitMQ/PostgreSQL/Redis, driven through the gateway; prints a
+# table and, last, one JSON line. Options: BENCH_ARGS="-n 2000 -c 32".
+bench: setup
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
 contracts: setup
 	$(BIN)/python -m contracts.export
 
