@@ -21,4 +21,7 @@ class CommonSettings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     redis_url: str | None = Field(default=None, description="Redis; unset: in-process state")
     health_port: int = Field(default=8081, ge=0, le=65535, description="liveness/readiness HTTP port")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus /metrics port (libs.runtime.metrics_http); unset: off"
+    )
     shutdown_grace_s: float = Field(default=30.0, gt=0, description="drain time on SIGTERM")

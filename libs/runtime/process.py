@@ -17,6 +17,7 @@ import structlog
 from libs.bus import create_bus
 from libs.config import CommonSettings
 from libs.runtime.health import HealthServer
+from libs.runtime.metrics_http import MetricsEndpoint
 from libs.runtime.service import Runtime, Service, ServiceFactory
 from libs.telemetry import configure_logging, setup_telemetry, shutdown_telemetry
 from libs.telemetry.instrumentation import instrument_libraries
@@ -38,6 +39,10 @@ async def serve(
     setup_telemetry(name)
     configure_logging(name)
     instrument_libraries()
+    # Before anything records a measurement: a reader attached later misses what came before it.
+    metrics_endpoint = MetricsEndpoint() if settings.metrics_port is not None else None
+    if metrics_endpoint is not None and settings.metrics_port is not None:
+        await metrics_endpoint.start(settings.metrics_port)
     bus = create_bus(settings.bus_url, namespace=settings.bus_namespace)
     await bus.connect()
     runtime = Runtime(bus=bus, settings=settings, resources=resources or {})
@@ -63,6 +68,8 @@ async def serve(
         for service in reversed(services):
             await service.stop()
         await health.stop()
+        if metrics_endpoint is not None:
+            await metrics_endpoint.stop()
         log.info("service.stopped")
         shutdown_telemetry()
 
