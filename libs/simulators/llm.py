@@ -14,6 +14,9 @@ of a simple regex tokenizer that match the text; that wire format lives in ``llm
 429, 500, hang, malformed JSON, bad shape) are queued per target programmatically or through the
 ``/_sim/*`` admin routes, and every request is counted so tests can assert how many provider calls were
 made.
+
+As its own process (the compose demo profile): ``python -m libs.simulators.llm`` serves on
+LLM_SIMULATOR_HOST:LLM_SIMULATOR_PORT (default 127.0.0.1:8090) until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +47,7 @@ from libs.simulators.llm_wire import (
     json_response,
     parse_chat_request,
 )
+from libs.telemetry import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +64,11 @@ SHUTDOWN_TIMEOUT_S = 5.0
 DEFAULT_RETRY_AFTER_S = 1.0
 # A malformed reply is the first bytes of a real one: long enough to look like JSON, never a whole document.
 MALFORMED_BODY_BYTES = 40
+# `python -m libs.simulators.llm`: where it listens. Loopback by default; a container sets 0.0.0.0.
+ENV_HOST = "LLM_SIMULATOR_HOST"
+ENV_PORT = "LLM_SIMULATOR_PORT"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8090
 
 
 class FaultTarget(StrEnum):
@@ -376,3 +387,29 @@ def create_app(sim: LLMSimulator) -> web.Application:
     app.router.add_get(ADMIN_REQUESTS_PATH, _get_counts)
     app.router.add_delete(ADMIN_REQUESTS_PATH, _reset_counts)
     return app
+
+
+async def serve_forever(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, stop: asyncio.Event | None = None) -> None:
+    """Run one simulator on host:port until SIGTERM/SIGINT (or `stop` is set), then stop it."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    simulator = LLMSimulator()
+    try:
+        await simulator.start(host, port)
+        await stop.wait()
+    finally:
+        await simulator.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def main() -> None:
+    """Entry point of `python -m libs.simulators.llm` (host and port from the environment)."""
+    configure_logging("llm-simulator")
+    asyncio.run(serve_forever(os.environ.get(ENV_HOST, DEFAULT_HOST), int(os.environ.get(ENV_PORT, DEFAULT_PORT))))
+
+
+if __name__ == "__main__":
+    main()
