@@ -169,12 +169,16 @@ class DeliveryApproved(Message):
 
 @register
 class DeliveryScheduled(Message):
-    """The rate limiter's answer to the router: when the send is planned (`scheduledFor` in the status)."""
+    """When a delivery's send is planned (`scheduledFor` in the status): the rate limiter's slot, or a later
+    one the of-sender moved it to."""
 
     TYPE = "delivery.scheduled"
     delivery_id: uuid.UUID
     recipient_id: str
     slot_at: AwareDatetime
+    # Set when the delivery was pushed back by a failure (a platform 429 or 5xx, an unreachable limiter):
+    # the send is retried at `slot_at`. None: a plain (re)scheduled slot.
+    error: ErrorInfo | None = None
 
 
 @register
@@ -206,6 +210,10 @@ class CostAlert(Message):
     scope_user_id: str | None = None
     spent_usd: Decimal
     limit_usd: Decimal
+    # Optional additions: the stored alert this message announces, and what to tell people about it.
+    alert_id: uuid.UUID | None = None
+    severity: Literal["info", "warning", "critical"] | None = None
+    message: str | None = None
 
 
 @register
@@ -316,3 +324,5 @@ class CostReply(Message):
     ok: bool
     data: Any = None
     error: str | None = None
+    # Optional addition: why a request was refused (invalid_parameter, forbidden, not_found), for the gateway.
+    code: str | None = None

@@ -18,13 +18,14 @@ from libs.config import CommonSettings
 from libs.runtime import ServiceFactory, serve
 from libs.simulators import LLMSimulator
 from services.azure_worker.service import create as azure_worker
+from services.cost_tracker.service import create as cost_tracker
 from services.gateway.auth import make_token
 from services.gateway.service import create as gateway
 from services.openai_worker.service import create as openai_worker
 from services.router.service import create as router
 
 # The gateway starts last, so HTTP is served only once every consumer is subscribed.
-FACTORIES: tuple[ServiceFactory, ...] = (router, azure_worker, openai_worker, gateway)
+FACTORIES: tuple[ServiceFactory, ...] = (router, azure_worker, openai_worker, cost_tracker, gateway)
 
 
 def _needs_llm_simulator() -> bool:

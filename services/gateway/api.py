@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -57,6 +57,8 @@ from services.gateway.schemas import (
 log = get_logger(__name__)
 
 TERMINAL = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED})
+# A finished workflow's view with the cost-tracker's figure as its cost (costs.CostEndpoints.with_recorded_cost).
+RecordedCost = Callable[[WorkflowView, Principal], Awaitable[WorkflowView]]
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 _JSON_TYPES = frozenset({"application/json"})
 M = TypeVar("M", bound=Message)
@@ -65,11 +67,20 @@ M = TypeVar("M", bound=Message)
 class Api:
     """The handlers, bound to the bus and settings of one gateway."""
 
-    def __init__(self, bus: Bus, settings: GatewaySettings, verifier: TokenVerifier, health: HealthAggregator) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: GatewaySettings,
+        verifier: TokenVerifier,
+        health: HealthAggregator,
+        *,
+        recorded_cost: RecordedCost | None = None,
+    ) -> None:
         self._bus = bus
         self._settings = settings
         self._verifier = verifier
         self._health = health
+        self._recorded_cost = recorded_cost
         self._openapi: bytes = b"{}"
 
     def set_openapi(self, document: Mapping[str, Any]) -> None:
@@ -97,6 +108,8 @@ class Api:
             if wait_s is None:
                 return accepted(workflow_id, WorkflowStatus.ACCEPTED, trace_id)
             view = await self._wait(workflow_id, principal, view, deadline=started + wait_s)
+            if view is not None and view.status in TERMINAL and self._recorded_cost is not None:
+                view = await self._recorded_cost(view, principal)  # metrics.cost: what the cost-tracker recorded
         if view is None or view.status not in TERMINAL:
             return accepted(workflow_id, view.status if view else WorkflowStatus.ACCEPTED, trace_id)
         if view.status is WorkflowStatus.COMPLETED:

@@ -3,6 +3,7 @@
     ApiError                      an answer {"success": false, "error": {code, message, ...}}
     ├── BadRequest        400     invalid_json, invalid_body, validation_error, invalid_parameter
     ├── Unauthorized      401     missing_token, invalid_token, token_expired
+    ├── Forbidden         403     forbidden (authenticated, but not allowed: e.g. another user's costs)
     ├── NotFound          404     not_found (unknown, or another user's workflow: the same answer)
     ├── PayloadTooLarge   413     payload_too_large
     ├── UnsupportedMedia  415     unsupported_media_type
@@ -114,6 +115,10 @@ class Unauthorized(ApiError):
         if code != "missing_token":
             challenge += ', error="invalid_token"'
         super().__init__(code, message, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    status = 403
 
 
 class NotFound(ApiError):

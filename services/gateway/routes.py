@@ -4,6 +4,7 @@ these routes and openapi.py documents exactly these, so the two cannot drift apa
 from __future__ import annotations
 
 from services.gateway import constants as c
+from services.gateway.cost_routes import COST_ROUTES
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import (
     AcceptedResponse,
@@ -138,4 +139,4 @@ OPENAPI = RouteDoc(
     tags=("operations",),
 )
 
-ROUTES: tuple[RouteDoc, ...] = (CREATE_CAMPAIGN, GET_STATUS, HEALTH, OPENAPI)
+ROUTES: tuple[RouteDoc, ...] = (CREATE_CAMPAIGN, GET_STATUS, HEALTH, OPENAPI, *COST_ROUTES)

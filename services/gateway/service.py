@@ -7,9 +7,11 @@ passes one, else from the environment); the start hook binds the site and publis
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from contracts.routing import GATEWAY
 from libs.runtime import Runtime, Service
@@ -18,6 +20,7 @@ from services.gateway import constants as c
 from services.gateway.api import Api
 from services.gateway.auth import TokenVerifier
 from services.gateway.config import GatewaySettings
+from services.gateway.costs import CostEndpoints
 from services.gateway.errors import GatewayConfigError, error_middleware
 from services.gateway.health import HealthAggregator
 from services.gateway.openapi import build_document
@@ -45,7 +48,8 @@ class Gateway:
         self._runtime = runtime
         self._health = HealthAggregator(runtime.bus, runtime.resources, settings.health_urls())
         verifier = TokenVerifier(settings.gateway_jwt_secret.get_secret_value())
-        self.api = Api(runtime.bus, settings, verifier, self._health)
+        self.costs = CostEndpoints(runtime.bus, settings, verifier)
+        self.api = Api(runtime.bus, settings, verifier, self._health, recorded_cost=self.costs.with_recorded_cost)
         self.api.set_openapi(openapi_document())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -56,8 +60,13 @@ class Gateway:
             middlewares=[tracing_middleware, error_middleware], client_max_size=self.settings.gateway_max_body_bytes
         )
         for route in ROUTES:
-            app.router.add_route(route.method, route.path, getattr(self.api, route.handler))
+            app.router.add_route(route.method, route.path, self._handler(route.handler))
         return app
+
+    def _handler(self, name: str) -> Handler:
+        """A route's handler: an Api method by name, or a dotted path from here ("costs.get_stats")."""
+        handler: Handler = attrgetter(name)(self) if "." in name else getattr(self.api, name)
+        return handler
 
     @property
     def url(self) -> str:

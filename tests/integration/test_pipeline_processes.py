@@ -17,7 +17,7 @@ from tests.integration.stack import Stack, free_port
 # One stack for the module: starting four processes costs seconds, the tests don't interfere.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-PIPELINE = ("router", "azure_worker", "openai_worker")
+PIPELINE = ("router", "azure_worker", "openai_worker", "cost_tracker")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -18,7 +18,13 @@ from tests.integration.stack import Stack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-SERVICES = {"router": "router", "azure_worker": "azure-worker", "openai_worker": "openai-worker", "gateway": "gateway"}
+SERVICES = {
+    "router": "router",
+    "azure_worker": "azure-worker",
+    "openai_worker": "openai-worker",
+    "cost_tracker": "cost-tracker",
+    "gateway": "gateway",
+}
 
 
 @pytest_asyncio.fixture(
@@ -61,7 +67,14 @@ async def spans_of(
     deadline = time.monotonic() + timeout
     while True:
         spans = receiver.trace(trace_id)
-        if {s.service for s in spans} >= services and sum(s.kind == "consumer" for s in spans) >= 3:
+        ids = {s.span_id for s in spans}
+        # Spans arrive in batches per process: wait for every service, and for the parent of every span
+        # (the gateway's SERVER span, the root, ends last: after the wait=true answer).
+        if (
+            {s.service for s in spans} >= services
+            and all(s.parent_span_id in ids for s in spans if s.kind in ("consumer", "producer"))
+            and any(s.kind == "server" and s.service == "gateway" for s in spans)
+        ):
             return spans
         if time.monotonic() > deadline:
             raise AssertionError(f"services seen: {sorted({s.service for s in spans})}")
@@ -79,7 +92,7 @@ class TestOneTracePerWorkflow:
         assert code == 200, answer
         code, status = await client.status(answer["data"]["workflowId"])
         trace_id = status["data"]["traceId"]
-        expected = {"gateway", "router", "azure-worker"}
+        expected = {"gateway", "router", "azure-worker", "cost-tracker"}
         spans = await spans_of(otlp_receiver, trace_id, expected)
         by_id = {s.span_id: s for s in spans}
         consumers = [s for s in spans if s.kind == "consumer"]

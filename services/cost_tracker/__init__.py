@@ -1,0 +1,7 @@
+"""The cost-tracker: owner of the price table, the cost ledger, thresholds, alerts and budgets (DESIGN §8).
+
+It consumes usage.recorded (one priced cost entry per message, never counted twice), workflow.completed /
+failed (how each workflow ended), cost.query (the gateway's cost endpoints) and cost.alert (its own: alert
+delivery to Slack, SNS and email, off the accounting path); it publishes cost.alert once per threshold and
+period, and budget.status whenever a budget's action changes, so every router replica applies it.
+"""

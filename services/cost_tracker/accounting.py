@@ -1,0 +1,102 @@
+"""The accounting handlers: price each usage.recorded once, and note how each workflow ended.
+
+usage.recorded       → a priced cost entry (once per message id) and its running totals, then the
+                       thresholds and budgets those totals crossed (limits.py)
+workflow.completed   → the workflow's outcome (campaign costs; "settled" for the gateway's ?wait=true)
+workflow.failed        and the seed's WorkflowCost metric
+"""
+
+from __future__ import annotations
+
+from contracts import Envelope, Message
+from contracts.messages import UsageRecorded, WorkflowCompleted, WorkflowFailed
+from libs.bus import Reject
+from libs.telemetry import constants as tc
+from libs.telemetry import get_logger, get_metrics
+from services.cost_tracker.limits import Limits
+from services.cost_tracker.metrics import get_cost_metrics
+from services.cost_tracker.model import CostEntry, WorkflowOutcome
+from services.cost_tracker.prices import PriceTable
+from services.cost_tracker.store import CostStore
+
+log = get_logger(__name__)
+
+
+class Accounting:
+    def __init__(self, store: CostStore, prices: PriceTable, limits: Limits) -> None:
+        self._store = store
+        self._prices = prices
+        self._limits = limits
+
+    async def on_usage(self, envelope: Envelope) -> Message | None:
+        usage = envelope.payload
+        assert isinstance(usage, UsageRecorded)
+        if envelope.user_id is None:
+            # Without a user the cost cannot be attributed; the dead-letter queue keeps it for a replay.
+            raise Reject("usage.recorded without a user_id")
+        quote = self._prices.quote(usage.provider, usage.model)
+        tokens = usage.usage
+        entry = CostEntry(
+            message_id=envelope.id,
+            user_id=envelope.user_id,
+            workflow_id=envelope.workflow_id,
+            generation_id=usage.generation_id,
+            workflow_type=usage.workflow_type,
+            provider=usage.provider,
+            model=usage.model,
+            prompt_tokens=tokens.prompt_tokens,
+            completion_tokens=tokens.completion_tokens,
+            tokens_estimated=tokens.estimated,
+            price_estimated=not quote.known,
+            price_entry=quote.entry,
+            prompt_price_per_1k=quote.price.prompt_per_1k,
+            completion_price_per_1k=quote.price.completion_per_1k,
+            cost_usd=quote.price.cost(tokens.prompt_tokens, tokens.completion_tokens),
+            occurred_at=envelope.occurred_at,
+        )
+        totals = await self._store.record_usage(entry)
+        if totals is None:
+            log.info("cost.usage.duplicate", message_id=str(envelope.id))
+            return None
+        get_cost_metrics().record(
+            provider=usage.provider.value, model=usage.model, cost_usd=entry.cost_usd, priced=quote.known
+        )
+        if not quote.known:
+            log.warning("cost.model.unpriced", provider=usage.provider.value, model=usage.model, entry=quote.entry)
+        log.info(
+            "cost.usage.recorded",
+            provider=usage.provider.value,
+            model=usage.model,
+            prompt_tokens=entry.prompt_tokens,
+            completion_tokens=entry.completion_tokens,
+            cost_usd=str(entry.cost_usd),
+            price_estimated=entry.price_estimated,
+        )
+        await self._limits.on_totals(totals)
+        return None
+
+    async def on_workflow_end(self, envelope: Envelope) -> Message | None:
+        end = envelope.payload
+        assert isinstance(end, WorkflowCompleted | WorkflowFailed)
+        if envelope.workflow_id is None or envelope.user_id is None:
+            raise Reject(f"{envelope.type} without a workflow_id and user_id")
+        completed = isinstance(end, WorkflowCompleted)
+        usage = end.usage if isinstance(end, WorkflowCompleted) else None
+        outcome = WorkflowOutcome(
+            workflow_id=envelope.workflow_id,
+            user_id=envelope.user_id,
+            status="completed" if completed else "failed",
+            provider=end.provider if isinstance(end, WorkflowCompleted) else None,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            duration_ms=end.duration_ms,
+            finished_at=envelope.occurred_at,
+        )
+        if not await self._store.record_outcome(outcome):
+            return None
+        entries = await self._store.entries(envelope.workflow_id)
+        if entries:
+            provider = outcome.provider.value if outcome.provider else entries[-1].provider.value
+            cost = sum(e.cost_usd for e in entries)
+            get_metrics().workflow_cost.record(float(cost), {tc.METRIC_ATTR_PROVIDER: provider})
+        return None

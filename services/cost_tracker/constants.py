@@ -1,0 +1,76 @@
+"""Names and fixed tunables of the cost-tracker, in one place, each with the reason for its value.
+
+Everything an operator may want to change lives in config.CostTrackerSettings instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+SERVICE_NAME: Final = "cost-tracker"
+
+# PostgreSQL schema owned by the cost-tracker (DESIGN §2: no service reads another's tables) and its files.
+DB_SCHEMA: Final = "cost_tracker"
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+DEFAULT_PRICE_FILE: Final = Path(__file__).resolve().parent / "prices.toml"
+
+# Runtime.resources keys under which the embedded mode (or a test) may hand in a store or settings.
+RESOURCE_STORE: Final = "cost_tracker.store"
+RESOURCE_SETTINGS: Final = "cost_tracker_settings"
+
+# Scope of the global totals, thresholds and budgets (the router's budget_states use the same spelling).
+GLOBAL_SCOPE: Final = "*"
+
+# Prices are per 1,000 tokens (the seed's unit).
+TOKENS_PER_PRICE_UNIT: Final = Decimal(1000)
+
+# Alert ids are uuid5(ALERT_NAMESPACE, "<threshold id>|<period start>"): every replica that sees the same
+# crossing computes the same id, and the cost.alert envelope carries it, so duplicates meet in the database
+# and in consumers' de-duplication. Never change it: alerts of the current period would be raised again.
+ALERT_NAMESPACE: Final = uuid.UUID("3c8e2f4a-6d1b-5a7c-9e0f-2b4d6f8a1c3e")
+
+# Notification channels a threshold may name (the seed's names; "in_app" is the alert list itself).
+CHANNEL_SLACK: Final = "slack"
+CHANNEL_SNS: Final = "sns"
+CHANNEL_EMAIL: Final = "email"
+CHANNELS: Final = (CHANNEL_SLACK, CHANNEL_SNS, CHANNEL_EMAIL)
+
+# A delivery being sent is leased to one replica for this long beyond the channel timeout; a replica that
+# died mid-send leaves the lease to expire, and a later attempt (the bus's retry) takes the delivery over.
+DELIVERY_LEASE_MARGIN_S: Final = 15.0
+
+# An alert or budget change published by the handler that made it is confirmed in the database right after
+# the publish; the sweep re-publishes the ones left unconfirmed longer than this (a crash in between).
+UNPUBLISHED_GRACE_S: Final = 30.0
+
+# SNS subjects are limited to 100 characters (the API refuses longer ones).
+SNS_SUBJECT_MAX: Final = 100
+
+# Query limits: a breakdown or forecast over more days than this is refused (400), not run for minutes.
+MAX_RANGE_DAYS: Final = 366
+DEFAULT_LIST_LIMIT: Final = 50
+MAX_LIST_LIMIT: Final = 500
+
+# Forecast: the history it is fitted on by default, the horizons it answers, and the interval it gives.
+# The interval is the normal approximation of the ordinary-least-squares prediction interval: z = 1.96.
+FORECAST_LOOKBACK_DAYS: Final = 28
+FORECAST_HORIZONS: Final = (7, 30)
+FORECAST_LEVEL: Final = Decimal("0.95")
+FORECAST_Z: Final = Decimal("1.96")
+# Fewer days of history than this and a trend line is noise: the forecast falls back to the daily mean.
+FORECAST_MIN_TREND_DAYS: Final = 7
+# Forecast figures are estimates: 6 decimal places (a millionth of a dollar) is more than they are worth.
+FORECAST_QUANTUM: Final = Decimal("0.000001")
+
+# Optimization: the history recommendations are computed from, and the smallest saving worth a line.
+OPTIMIZATION_LOOKBACK_DAYS: Final = 30
+OPTIMIZATION_MIN_SAVING_USD: Final = Decimal("0.000001")
+
+# Percentages in answers (shares, savings) are rounded to this.
+PERCENT_QUANTUM: Final = Decimal("0.01")
+# Averages (a month's total / its workflows) may not terminate (0.01 / 3): rounded to 1e-10 USD, so the
+# figure keeps its exact digits as a JSON number (costs themselves are never rounded).
+AVERAGE_QUANTUM: Final = Decimal("0.0000000001")

@@ -1,0 +1,52 @@
+"""Exceptions raised by the cost-tracker.
+
+::
+
+    CostTrackerError             base of everything the cost-tracker raises on purpose
+    ├── PriceTableError          the price file or COST_PRICES is unreadable or incomplete (start-up)
+    ├── QueryRefused             a cost.query cannot be answered as asked; `code` goes back to the gateway
+    │   ├── InvalidParameter     code "invalid_parameter": a parameter is missing, malformed or out of range
+    │   ├── Forbidden            code "forbidden": the requester may not see or change that
+    │   └── NotFound             code "not_found": no such workflow, threshold or alert (or not theirs)
+    └── ChannelError             an alert could not be delivered to a channel; `retryable` says whether a
+                                 later attempt may succeed (timeouts, 5xx, throttling) or not (4xx, rejected)
+
+Database failures are libs.storage.DatabaseError, translated from asyncpg at the store's boundary
+(pg_store.py); the bus redelivers the message. aiohttp and botocore errors are translated into ChannelError
+in channels.py.
+"""
+
+from __future__ import annotations
+
+
+class CostTrackerError(Exception):
+    """Base class of the cost-tracker's own errors."""
+
+
+class PriceTableError(CostTrackerError, ValueError):
+    """The price table cannot be loaded."""
+
+
+class QueryRefused(CostTrackerError):
+    code = "invalid_parameter"
+
+
+class InvalidParameter(QueryRefused):
+    code = "invalid_parameter"
+
+
+class Forbidden(QueryRefused):
+    code = "forbidden"
+
+
+class NotFound(QueryRefused):
+    code = "not_found"
+
+
+class ChannelError(CostTrackerError):
+    """A notification channel refused or failed the send."""
+
+    def __init__(self, channel: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"{channel}: {message}")
+        self.channel = channel
+        self.retryable = retryable

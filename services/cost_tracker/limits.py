@@ -1,0 +1,270 @@
+"""Thresholds and budgets: which running totals crossed which thresholds, and what the routers must be told.
+
+A crossing raises one alert per threshold and period: the alert's row is the guard (UNIQUE threshold and
+period start), so however many replicas and messages see the same crossing, one of them stores it and that
+one publishes the cost.alert. Channels are not called here: cost.alert is consumed by this service's own
+queue (notify.py), so a slow or failing channel never holds up accounting.
+
+A threshold with an action (downgrade / block) is also a budget: the most severe action among a scope's
+crossed thresholds of a period is that scope's budget state, and a change of it is published as
+budget.status (again guarded by a conditional write, so one replica publishes each change). Spending only
+grows within a period; actions are lifted by the sweep (a new period, an edited or disabled threshold).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from contracts import Envelope
+from contracts.enums import BudgetAction, CostPeriod
+from contracts.messages import BudgetStatus, CostAlert
+from libs.bus import Bus
+from libs.telemetry import get_logger
+from services.cost_tracker.model import (
+    BUDGET_SEVERITY,
+    Alert,
+    BudgetState,
+    Delivery,
+    DeliveryStatus,
+    SpendKey,
+    Threshold,
+    ThresholdAction,
+    alert_id_for,
+    midnight,
+    period_start,
+    user_of,
+)
+from services.cost_tracker.store import CostStore
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ThresholdBook:
+    """The enabled thresholds by scope and period, cached: reloaded when older than `refresh_s` (so an edit
+    made on another replica applies here within that time) or when this replica edited one."""
+
+    def __init__(self, store: CostStore, *, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._by_key: dict[tuple[str, CostPeriod], list[Threshold]] = {}
+        self._loaded_at: float | None = None
+
+    def invalidate(self) -> None:
+        self._loaded_at = None
+
+    async def _current(self) -> dict[tuple[str, CostPeriod], list[Threshold]]:
+        now = self._clock()
+        if self._loaded_at is None or now - self._loaded_at >= self._refresh_s:
+            by_key: dict[tuple[str, CostPeriod], list[Threshold]] = {}
+            for threshold in await self._store.thresholds():
+                if threshold.enabled:
+                    by_key.setdefault((threshold.scope, threshold.period), []).append(threshold)
+            self._by_key, self._loaded_at = by_key, now
+        return self._by_key
+
+    async def matching(self, scope: str, period: CostPeriod) -> list[Threshold]:
+        return (await self._current()).get((scope, period), [])
+
+    async def scopes(self) -> set[str]:
+        return {scope for scope, _ in await self._current()}
+
+
+def decide_budget(spent: Decimal, thresholds: Sequence[Threshold]) -> tuple[BudgetAction, Decimal | None]:
+    """The budget action `spent` calls for, and the limit that decided it (or, when allowed, the nearest
+    limit with an action; None when the scope has no budget)."""
+    budgets = sorted((t for t in thresholds if t.action is not ThresholdAction.NONE), key=lambda t: t.limit_usd)
+    crossed = [t for t in budgets if t.limit_usd <= spent]
+    if not crossed:
+        return BudgetAction.ALLOW, budgets[0].limit_usd if budgets else None
+    deciding = max(crossed, key=lambda t: (BUDGET_SEVERITY[t.action.budget_action()], -t.limit_usd))
+    return deciding.action.budget_action(), deciding.limit_usd
+
+
+def describe_scope(scope_user_id: str | None) -> str:
+    return "Global" if scope_user_id is None else f"User {scope_user_id}'s"
+
+
+class Limits:
+    """Checks running totals against the thresholds; raises alerts and publishes budget changes."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: CostStore,
+        book: ThresholdBook,
+        *,
+        configured_channels: frozenset[str],
+        clock: Clock = utcnow,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self.book = book
+        self._configured = configured_channels
+        self._clock = clock
+        # Crossings this replica knows are stored: later messages of the period skip the INSERT round trip.
+        self._raised: set[tuple[uuid.UUID, date]] = set()
+        # The budget action stored per scope and period, as last seen here (reloaded by every sweep).
+        self._budgets: dict[tuple[str, CostPeriod], BudgetAction] = {}
+
+    async def load(self) -> None:
+        self._budgets = {(s.scope, s.period): s.action for s in await self._store.budget_states()}
+
+    async def on_totals(self, totals: Mapping[SpendKey, Decimal]) -> None:
+        """After a usage entry: alerts for crossed thresholds; budget changes for the current periods."""
+        now = self._clock()
+        for key, spent in totals.items():
+            thresholds = await self.book.matching(key.scope, key.period)
+            await self._raise_crossed(key, spent, thresholds, now)
+            if key.start == period_start(key.period, now):
+                await self._settle_budget(key, spent, thresholds)
+
+    async def evaluate(self, scopes: Iterable[str]) -> None:
+        """Check the current periods of `scopes` (a threshold changed, a period began, the sweep)."""
+        now = self._clock()
+        keys = [SpendKey(scope, period, period_start(period, now)) for scope in sorted(scopes) for period in CostPeriod]
+        if not keys:
+            return
+        totals = await self._store.totals(keys)
+        for key in keys:
+            thresholds = await self.book.matching(key.scope, key.period)
+            await self._raise_crossed(key, totals[key], thresholds, now)
+            await self._settle_budget(key, totals[key], thresholds)
+
+    async def sweep(self, *, unpublished_grace_s: float, republish_s: float) -> None:
+        """Re-check every scope with thresholds or a budget state, re-send what was never confirmed, and
+        re-send every budget state once per `republish_s` (a router that lost its state learns it again)."""
+        self.book.invalidate()
+        await self.load()
+        now = self._clock()
+        current = {period_start(period, now) for period in CostPeriod}
+        self._raised = {marker for marker in self._raised if marker[1] in current}
+        await self.evaluate(await self.book.scopes() | {scope for scope, _ in self._budgets})
+        grace = _seconds(unpublished_grace_s)
+        for state in await self._store.claim_budget_republish(now, now - grace, now - _seconds(republish_s)):
+            await self._send_budget(state, confirm=False)
+        for alert in await self._store.unpublished_alerts(now - grace):
+            await self.publish_alert(alert)
+
+    # --- alerts --------------------------------------------------------------------------------------------
+
+    async def _raise_crossed(
+        self, key: SpendKey, spent: Decimal, thresholds: Sequence[Threshold], now: datetime
+    ) -> None:
+        for threshold in thresholds:
+            marker = (threshold.id, key.start)
+            if spent < threshold.limit_usd or marker in self._raised:
+                continue
+            alert = self._alert_for(threshold, key, spent, now)
+            if await self._store.raise_alert(alert):
+                log.info(
+                    "cost.threshold.crossed",
+                    threshold_id=str(threshold.id),
+                    scope=key.scope,
+                    period=key.period.value,
+                    spent_usd=str(spent),
+                    limit_usd=str(threshold.limit_usd),
+                )
+                await self.publish_alert(alert)
+            self._raised.add(marker)
+
+    def _alert_for(self, threshold: Threshold, key: SpendKey, spent: Decimal, now: datetime) -> Alert:
+        budget = "" if threshold.action is ThresholdAction.NONE else f"; budget action: {threshold.action.value}"
+        message = (
+            f"{describe_scope(threshold.scope_user_id)} {key.period.value} spend reached ${spent} "
+            f"(threshold ${threshold.limit_usd}, {threshold.severity.value}){budget}"
+        )
+        return Alert(
+            id=alert_id_for(threshold.id, key.start),
+            kind="threshold",
+            threshold_id=str(threshold.id),
+            scope_user_id=threshold.scope_user_id,
+            period=key.period,
+            period_start=key.start,
+            spent_usd=spent,
+            limit_usd=threshold.limit_usd,
+            severity=threshold.severity,
+            message=message,
+            raised_at=now,
+            deliveries=self.deliveries(threshold.channels),
+        )
+
+    def deliveries(self, channels: Iterable[str]) -> tuple[Delivery, ...]:
+        """A delivery per named channel: pending, or skipped when the channel is not configured here."""
+        return tuple(
+            Delivery(name, DeliveryStatus.PENDING)
+            if name in self._configured
+            else Delivery(name, DeliveryStatus.SKIPPED, last_error="channel not configured")
+            for name in channels
+        )
+
+    async def publish_alert(self, alert: Alert) -> None:
+        """Publish the alert's cost.alert (its id is the alert's: consumers meet duplicates) and confirm it."""
+        payload = CostAlert(
+            threshold_id=alert.threshold_id,
+            period=alert.period,
+            period_start=midnight(alert.period_start),
+            scope_user_id=alert.scope_user_id,
+            spent_usd=alert.spent_usd,
+            limit_usd=alert.limit_usd,
+            alert_id=alert.id,
+            severity=alert.severity.value,
+            message=alert.message,
+        )
+        await self._bus.publish(Envelope.new(payload, id=alert.id, user_id=alert.scope_user_id))
+        await self._store.mark_published(alert.id, self._clock())
+
+    # --- budgets -------------------------------------------------------------------------------------------
+
+    async def _settle_budget(self, key: SpendKey, spent: Decimal, thresholds: Sequence[Threshold]) -> None:
+        action, limit = decide_budget(spent, thresholds)
+        known = self._budgets.get((key.scope, key.period))
+        if known is action or (known is None and action is BudgetAction.ALLOW):
+            return  # nothing changes (a scope never restricted needs no "allow")
+        wanted = BudgetState(key.scope, key.period, action, key.start, spent, limit, changed_at=self._clock())
+        changed = await self._store.change_budget_state(wanted)
+        # Unchanged means the stored action is this one already (another replica got there first).
+        self._budgets[(key.scope, key.period)] = action
+        if changed is not None:
+            log.info(
+                "cost.budget.changed",
+                scope=key.scope,
+                period=key.period.value,
+                action=action.value,
+                previous=known.value if known else None,
+                spent_usd=str(spent),
+                limit_usd=str(limit) if limit is not None else None,
+            )
+            await self._send_budget(changed, confirm=True)
+
+    async def _send_budget(self, state: BudgetState, *, confirm: bool) -> None:
+        """budget.status of `state`, timed at its change: a router keeps the newest state by that time, so a
+        late re-send of an older state never overrides a newer one."""
+        user_id = user_of(state.scope)
+        payload = BudgetStatus(
+            scope_user_id=user_id,
+            action=state.action,
+            period=state.period,
+            spent_usd=state.spent_usd,
+            limit_usd=state.limit_usd,
+        )
+        envelope = Envelope(
+            type=payload.TYPE, version=payload.VERSION, occurred_at=state.changed_at, user_id=user_id, payload=payload
+        )
+        await self._bus.publish(envelope)
+        if confirm:
+            await self._store.mark_budget_published(state, self._clock())
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)

@@ -1,0 +1,196 @@
+"""Threshold and alert management (the seed's phase-2 alert management), with its permissions.
+
+Thresholds: a user lists, creates and edits the thresholds of their own scope that they created; an admin
+any, including global ones and thresholds for other users. A threshold with an action (downgrade / block)
+is a budget. A created or edited threshold is checked against the current spend at once, so a budget set
+below what was already spent applies now, not at the next call.
+
+Alerts: a user lists and acknowledges the alerts of their own scope; an admin any, and may raise a manual
+alert (delivered to the channels like any other).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from contracts.enums import CostPeriod
+from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNELS
+from services.cost_tracker.errors import Forbidden, NotFound
+from services.cost_tracker.limits import Limits, describe_scope
+from services.cost_tracker.model import (
+    Alert,
+    AlertFilter,
+    Requester,
+    Severity,
+    SpendKey,
+    Threshold,
+    ThresholdAction,
+    period_start,
+    scope_of,
+)
+from services.cost_tracker.store import CostStore
+from services.cost_tracker.views import (
+    AlertSummary,
+    AlertsView,
+    AlertView,
+    ThresholdSummary,
+    ThresholdsView,
+    ThresholdView,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ThresholdSpec:
+    """A threshold's editable fields; None in an update: unchanged."""
+
+    period: CostPeriod | None = None
+    limit_usd: Decimal | None = None
+    severity: Severity | None = None
+    action: ThresholdAction | None = None
+    channels: Sequence[str] | None = None
+    enabled: bool | None = None
+    name: str | None = None
+
+
+class Management:
+    def __init__(self, store: CostStore, limits: Limits) -> None:
+        self._store = store
+        self._limits = limits
+
+    # --- thresholds ----------------------------------------------------------------------------------------
+
+    async def thresholds(
+        self, who: Requester, user_id: str | None, period: CostPeriod | None, enabled: bool | None
+    ) -> ThresholdsView:
+        found = [
+            t
+            for t in await self._store.thresholds()
+            if (user_id is None or t.scope_user_id == user_id)
+            and (period is None or t.period is period)
+            and (enabled is None or t.enabled is enabled)
+            and (who.is_admin or t.scope_user_id == who.user_id)
+        ]
+        summary = ThresholdSummary(
+            total=len(found),
+            enabled=sum(t.enabled for t in found),
+            by_period=dict(Counter(t.period for t in found)),
+            by_severity=dict(Counter(t.severity for t in found)),
+            by_action=dict(Counter(t.action for t in found)),
+        )
+        return ThresholdsView(thresholds=[ThresholdView.of(t) for t in found], summary=summary)
+
+    async def create_threshold(
+        self,
+        who: Requester,
+        threshold_id: uuid.UUID,
+        user_id: str | None,
+        is_global: bool,
+        spec: ThresholdSpec,
+        now: datetime,
+    ) -> ThresholdView:
+        if is_global and not who.is_admin:
+            raise Forbidden("only an admin may set global thresholds")
+        scope_user = None if is_global else (user_id or who.user_id)
+        if scope_user is not None and scope_user != who.user_id and not who.is_admin:
+            raise Forbidden("only an admin may set thresholds for other users")
+        assert spec.period is not None and spec.limit_usd is not None  # required by the create parameters
+        threshold = Threshold(
+            id=threshold_id,
+            scope_user_id=scope_user,
+            period=spec.period,
+            limit_usd=spec.limit_usd,
+            severity=spec.severity or Severity.WARNING,
+            action=spec.action or ThresholdAction.NONE,
+            channels=tuple(dict.fromkeys(spec.channels if spec.channels is not None else CHANNELS)),
+            enabled=True if spec.enabled is None else spec.enabled,
+            name=spec.name,
+            created_by=who.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = await self._store.create_threshold(threshold)
+        await self._apply(stored)
+        return ThresholdView.of(stored)
+
+    async def update_threshold(
+        self, who: Requester, threshold_id: uuid.UUID, spec: ThresholdSpec, now: datetime
+    ) -> ThresholdView:
+        current = next((t for t in await self._store.thresholds() if t.id == threshold_id), None)
+        if current is None or not (who.is_admin or current.scope_user_id == who.user_id):
+            raise NotFound(f"no threshold {threshold_id}")
+        if not who.is_admin and current.created_by != who.user_id:
+            raise Forbidden("this threshold was set by an admin; only an admin may change it")
+        changes = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
+        if "channels" in changes:
+            changes["channels"] = tuple(dict.fromkeys(changes["channels"]))
+        updated = await self._store.update_threshold(dataclasses.replace(current, **changes, updated_at=now))
+        if updated is None:
+            raise NotFound(f"no threshold {threshold_id}")
+        await self._apply(updated)
+        return ThresholdView.of(updated)
+
+    async def _apply(self, threshold: Threshold) -> None:
+        self._limits.book.invalidate()
+        await self._limits.evaluate({threshold.scope})
+
+    # --- alerts --------------------------------------------------------------------------------------------
+
+    async def alerts(self, who: Requester, where: AlertFilter) -> AlertsView:
+        if not who.is_admin:
+            where = dataclasses.replace(where, scope_user_id=who.user_id, only_scope=True)
+        found, counts = await self._store.alerts(where)
+        summary = AlertSummary(total=counts.total, unacknowledged=counts.unacknowledged, by_severity=counts.by_severity)
+        return AlertsView(alerts=[AlertView.of(a) for a in found], summary=summary)
+
+    async def raise_manual(
+        self,
+        who: Requester,
+        request_id: uuid.UUID,
+        user_id: str | None,
+        period: CostPeriod,
+        limit_usd: Decimal,
+        severity: Severity,
+        message: str,
+        channels: Sequence[str] | None,
+        now: datetime,
+    ) -> AlertView:
+        if not who.is_admin:
+            raise Forbidden("only an admin may raise alerts")
+        alert_id = uuid.uuid5(ALERT_NAMESPACE, f"manual|{request_id}")  # a redelivered request: the same alert
+        start = period_start(period, now)
+        key = SpendKey(scope_of(user_id), period, start)
+        spent = (await self._store.totals([key]))[key]
+        alert = Alert(
+            id=alert_id,
+            kind="manual",
+            threshold_id=f"manual:{alert_id}",
+            scope_user_id=user_id,
+            period=period,
+            period_start=start,
+            spent_usd=spent,
+            limit_usd=limit_usd,
+            severity=severity,
+            message=f"{message} ({describe_scope(user_id)} {period.value} spend: ${spent}; limit ${limit_usd})",
+            raised_at=now,
+            created_by=who.user_id,
+            deliveries=self._limits.deliveries(dict.fromkeys(channels if channels is not None else CHANNELS)),
+        )
+        if await self._store.raise_alert(alert):
+            await self._limits.publish_alert(alert)
+        stored = await self._store.get_alert(alert_id)
+        assert stored is not None
+        return AlertView.of(stored)
+
+    async def acknowledge(self, who: Requester, alert_id: uuid.UUID, acknowledged: bool, now: datetime) -> AlertView:
+        alert = await self._store.get_alert(alert_id)
+        if alert is None or not (who.is_admin or alert.scope_user_id == who.user_id):
+            raise NotFound(f"no alert {alert_id}")
+        updated = await self._store.acknowledge(alert_id, acknowledged, who.user_id, now)
+        if updated is None:
+            raise NotFound(f"no alert {alert_id}")
+        return AlertView.of(updated)

@@ -1,0 +1,56 @@
+"""The cost-tracker's instruments: money recorded and calls priced without a price of their own.
+
+Beside them it records the seed's WorkflowCost histogram (libs.telemetry) when a workflow completes. Money
+is converted to float only here: a metric is an approximation, the ledger is the database.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Counter, Meter
+
+from libs.telemetry import constants as tc
+
+METRIC_COST_RECORDED = "cost_recorded_usd"
+METRIC_UNPRICED_CALLS = "cost_unpriced_calls"
+METRIC_ATTR_MODEL = "model"  # a model name: bounded by the deployments in use
+
+
+@dataclass(frozen=True)
+class CostMetrics:
+    recorded: Counter  # USD; attrs: provider
+    unpriced: Counter  # calls of a model without a price; attrs: provider, model
+
+    @classmethod
+    def from_meter(cls, meter: Meter) -> CostMetrics:
+        return cls(
+            recorded=meter.create_counter(METRIC_COST_RECORDED, unit="{USD}", description="LLM cost recorded"),
+            unpriced=meter.create_counter(
+                METRIC_UNPRICED_CALLS,
+                unit="{call}",
+                description="Calls of a model without a price, priced at their provider's rate",
+            ),
+        )
+
+    def record(self, *, provider: str, model: str, cost_usd: Decimal, priced: bool) -> None:
+        self.recorded.add(float(cost_usd), {tc.METRIC_ATTR_PROVIDER: provider})
+        if not priced:
+            self.unpriced.add(1, {tc.METRIC_ATTR_PROVIDER: provider, METRIC_ATTR_MODEL: model})
+
+
+_lock = threading.Lock()
+_metrics: CostMetrics | None = None
+
+
+def get_cost_metrics() -> CostMetrics:
+    """The process's cost instruments, created on first use from the global meter."""
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = CostMetrics.from_meter(metrics.get_meter(tc.INSTRUMENTATION_NAME))
+    return _metrics

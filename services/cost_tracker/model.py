@@ -1,0 +1,244 @@
+"""The cost-tracker's records, as plain frozen data, and the calendar they are summed by.
+
+Periods are calendar days and months in UTC: a daily threshold of $50 means "$50 between 00:00 and 24:00
+UTC". Every amount is a Decimal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+
+from contracts.enums import BudgetAction, CostPeriod, IntentType, Provider
+from services.cost_tracker.constants import ALERT_NAMESPACE, GLOBAL_SCOPE
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class ThresholdAction(StrEnum):
+    """What crossing a threshold does besides alerting: nothing, or a budget action for the router."""
+
+    NONE = "none"
+    DOWNGRADE = "downgrade"
+    BLOCK = "block"
+
+    def budget_action(self) -> BudgetAction:
+        if self is ThresholdAction.BLOCK:
+            return BudgetAction.BLOCK
+        return BudgetAction.DOWNGRADE if self is ThresholdAction.DOWNGRADE else BudgetAction.ALLOW
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # not tried yet
+    SENDING = "sending"  # leased to one replica until `claimed_until`
+    RETRYING = "retrying"  # failed, another attempt is scheduled
+    SENT = "sent"
+    FAILED = "failed"  # permanently (refused, or out of attempts)
+    SKIPPED = "skipped"  # the channel is not configured
+
+    @property
+    def final(self) -> bool:
+        return self in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+
+
+BUDGET_SEVERITY = {BudgetAction.ALLOW: 0, BudgetAction.DOWNGRADE: 1, BudgetAction.BLOCK: 2}
+
+
+# --- the calendar ------------------------------------------------------------------------------------------
+
+
+def period_start(period: CostPeriod, at: datetime) -> date:
+    """The first day of the UTC day or month `at` falls in."""
+    day = at.astimezone(UTC).date()
+    return day if period is CostPeriod.DAILY else day.replace(day=1)
+
+
+def midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def scope_of(user_id: str | None) -> str:
+    return GLOBAL_SCOPE if user_id is None else user_id
+
+
+def user_of(scope: str) -> str | None:
+    return None if scope == GLOBAL_SCOPE else scope
+
+
+@dataclass(frozen=True, slots=True)
+class SpendKey:
+    """One running total: a scope (user id or GLOBAL_SCOPE), a period and the period's first day."""
+
+    scope: str
+    period: CostPeriod
+    start: date
+
+
+def spend_keys(user_id: str, at: datetime) -> tuple[SpendKey, ...]:
+    """The four totals one call of `user_id` at `at` adds to, in the order rows are locked (no deadlocks:
+    every writer locks the global rows last, and in the same order)."""
+    keys = [
+        SpendKey(scope, period, period_start(period, at)) for scope in (user_id, GLOBAL_SCOPE) for period in CostPeriod
+    ]
+    return tuple(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked (from the cost.query): a user sees and changes only their own; an admin everyone's."""
+
+    user_id: str
+    is_admin: bool = False
+
+
+# --- records -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CostEntry:
+    """One billed provider call, priced (one per usage.recorded message)."""
+
+    message_id: uuid.UUID  # the usage.recorded envelope id: the de-duplication key
+    user_id: str
+    workflow_id: uuid.UUID | None
+    generation_id: uuid.UUID | None
+    workflow_type: IntentType
+    provider: Provider
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_estimated: bool  # the provider gave no usage; the worker counted the tokens itself
+    price_estimated: bool  # the model has no price; priced at its provider's rate
+    price_entry: str
+    prompt_price_per_1k: Decimal
+    completion_price_per_1k: Decimal
+    cost_usd: Decimal
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowOutcome:
+    """How a workflow ended (workflow.completed / workflow.failed), for campaign costs and settling."""
+
+    workflow_id: uuid.UUID
+    user_id: str
+    status: str  # "completed" | "failed"
+    provider: Provider | None
+    prompt_tokens: int | None  # the final generation's usage, as the router reported it
+    completion_tokens: int | None
+    duration_ms: float
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    id: uuid.UUID
+    scope_user_id: str | None  # None: global
+    period: CostPeriod
+    limit_usd: Decimal
+    severity: Severity
+    action: ThresholdAction
+    channels: tuple[str, ...]
+    enabled: bool
+    name: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def scope(self) -> str:
+        return scope_of(self.scope_user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    channel: str
+    status: DeliveryStatus
+    attempts: int = 0
+    last_error: str | None = None
+    sent_at: datetime | None = None
+    claimed_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: uuid.UUID
+    kind: str  # "threshold" | "manual"
+    threshold_id: str  # a threshold's id, or "manual:<alert id>"
+    scope_user_id: str | None
+    period: CostPeriod
+    period_start: date
+    spent_usd: Decimal
+    limit_usd: Decimal
+    severity: Severity
+    message: str
+    raised_at: datetime
+    created_by: str | None = None
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    published_at: datetime | None = None
+    deliveries: tuple[Delivery, ...] = field(default_factory=tuple)
+
+
+def alert_id_for(threshold_id: uuid.UUID | str, start: date) -> uuid.UUID:
+    return uuid.uuid5(ALERT_NAMESPACE, f"{threshold_id}|{start.isoformat()}")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """The budget action last decided for a scope and period (what the routers were told)."""
+
+    scope: str
+    period: CostPeriod
+    action: BudgetAction
+    period_start: date
+    spent_usd: Decimal
+    limit_usd: Decimal | None
+    changed_at: datetime
+
+
+Dim = Literal["provider", "model", "day", "type", "workflow", "user"]
+"""A dimension cost entries can be grouped by ("day": the UTC date, as YYYY-MM-DD)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    user_id: str | None = None  # None: everyone's
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    workflow_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Cost entries summed over one combination of dimension values (`keys`, in the order asked)."""
+
+    keys: tuple[str, ...]
+    cost_usd: Decimal
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    workflows: int
+    estimated_cost_usd: Decimal  # the part priced at a provider's rate (model without a price)
+    first_at: datetime
+    last_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    scope_user_id: str | None = None
+    only_scope: bool = False  # True: exactly scope_user_id's alerts (None: the global ones)
+    severity: Severity | None = None
+    acknowledged: bool | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: int = 50

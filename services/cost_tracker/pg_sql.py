@@ -1,0 +1,271 @@
+"""The cost store's SQL on PostgreSQL: statements, dimension expressions, filters, and row mapping.
+
+Statements interpolate only names from this module (column lists, the DIMS whitelist); every value is a
+bind parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from contracts.enums import BudgetAction, CostPeriod, IntentType, Provider
+from services.cost_tracker.model import (
+    Alert,
+    AlertFilter,
+    BudgetState,
+    CostEntry,
+    Delivery,
+    EntryFilter,
+    Severity,
+    SpendKey,
+    Threshold,
+    ThresholdAction,
+    WorkflowOutcome,
+)
+
+ENTRY_COLUMNS = (
+    "message_id, user_id, workflow_id, generation_id, workflow_type, provider, model, prompt_tokens,"
+    " completion_tokens, tokens_estimated, price_estimated, price_entry, prompt_price_per_1k,"
+    " completion_price_per_1k, cost_usd, occurred_at"
+)
+
+# The totals are added to only when the entry is new (e is empty for a duplicate), in spend_keys order.
+RECORD_USAGE = f"""
+WITH e AS (
+    INSERT INTO cost_entries ({ENTRY_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING cost_usd
+)
+INSERT INTO spend_totals AS s (scope, period, period_start, spent_usd)
+SELECT k.scope, k.period, k.period_start, e.cost_usd
+FROM e CROSS JOIN unnest($17::text[], $18::text[], $19::date[]) WITH ORDINALITY AS k(scope, period, period_start, n)
+ORDER BY k.n
+ON CONFLICT (scope, period, period_start) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd
+RETURNING scope, period, period_start, spent_usd
+"""
+
+TOTALS = """
+SELECT k.scope, k.period, k.period_start, coalesce(s.spent_usd, 0) AS spent_usd
+FROM unnest($1::text[], $2::text[], $3::date[]) AS k(scope, period, period_start)
+LEFT JOIN spend_totals s USING (scope, period, period_start)
+"""
+
+RECORD_OUTCOME = """
+INSERT INTO workflow_outcomes
+    (workflow_id, user_id, status, provider, prompt_tokens, completion_tokens, duration_ms, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (workflow_id) DO NOTHING
+"""
+
+# A dimension's SQL expression; the whitelist is also what keeps user input out of the statement text.
+DIMS: dict[str, str] = {
+    "provider": "provider",
+    "model": "model",
+    "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "type": "workflow_type",
+    "workflow": "coalesce(workflow_id::text, '')",
+    "user": "user_id",
+}
+
+THRESHOLD_COLUMNS = (
+    "id, scope_user_id, period, limit_usd, severity, action, channels, enabled, name, created_by, created_at,"
+    " updated_at"
+)
+
+ALERT_COLUMNS = (
+    "id, kind, threshold_id, scope_user_id, period, period_start, spent_usd, limit_usd, severity, message,"
+    " raised_at, created_by, acknowledged, acknowledged_by, acknowledged_at, published_at"
+)
+
+RAISE_ALERT = """
+WITH a AS (
+    INSERT INTO alerts (id, kind, threshold_id, scope_user_id, period, period_start, spent_usd, limit_usd,
+                        severity, message, raised_at, created_by)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), d AS (
+    INSERT INTO alert_deliveries (alert_id, channel, status, last_error)
+    SELECT a.id, ch.channel, ch.status, ch.error
+    FROM a CROSS JOIN unnest($13::text[], $14::text[], $15::text[]) AS ch(channel, status, error)
+)
+SELECT count(*) FROM a
+"""
+
+CLAIM_DELIVERY = """
+UPDATE alert_deliveries SET status = 'sending', claimed_until = $4
+WHERE alert_id = $1 AND channel = $2
+  AND (status IN ('pending', 'retrying') OR (status = 'sending' AND claimed_until <= $3))
+RETURNING 1
+"""
+
+FINISH_DELIVERY = """
+UPDATE alert_deliveries
+SET status = $3, attempts = attempts + 1, last_error = $4, claimed_until = NULL,
+    sent_at = CASE WHEN $3 = 'sent' THEN $5 ELSE sent_at END
+WHERE alert_id = $1 AND channel = $2
+"""
+
+BUDGET_COLUMNS = "scope, period, action, period_start, spent_usd, limit_usd, changed_at"
+
+# changed_at always moves forward (the routers keep the newest state by it), even on a skewed clock.
+CHANGE_BUDGET = f"""
+INSERT INTO budget_states AS b ({BUDGET_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())
+ON CONFLICT (scope, period) DO UPDATE
+SET action = EXCLUDED.action, period_start = EXCLUDED.period_start, spent_usd = EXCLUDED.spent_usd,
+    limit_usd = EXCLUDED.limit_usd, published_at = NULL,
+    changed_at = greatest(EXCLUDED.changed_at, b.changed_at + interval '1 microsecond')
+WHERE b.action <> EXCLUDED.action AND b.period_start <= EXCLUDED.period_start
+RETURNING {BUDGET_COLUMNS}
+"""
+
+CLAIM_REPUBLISH = f"""
+UPDATE budget_states SET published_at = $1
+WHERE (published_at IS NULL AND changed_at < $2) OR published_at < $3
+RETURNING {BUDGET_COLUMNS}
+"""
+
+
+# --- rows and filters ------------------------------------------------------------------------------------------------
+
+
+def key_arrays(keys: Sequence[SpendKey]) -> tuple[list[str], list[str], list[date]]:
+    return [k.scope for k in keys], [k.period.value for k in keys], [k.start for k in keys]
+
+
+def spend_key(row: asyncpg.Record) -> SpendKey:
+    return SpendKey(row["scope"], CostPeriod(row["period"]), row["period_start"])
+
+
+def entry_conditions(where: EntryFilter) -> tuple[list[str], list[Any]]:
+    conditions: list[str] = []
+    args: list[Any] = []
+    for column, op, value in (
+        ("user_id", "=", where.user_id),
+        ("occurred_at", ">=", where.start),
+        ("occurred_at", "<", where.end),
+        ("workflow_id", "=", where.workflow_id),
+    ):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{column} {op} ${len(args)}")
+    return conditions, args
+
+
+def alert_conditions(where: AlertFilter) -> tuple[list[str], list[Any]]:
+    conditions: list[str] = []
+    args: list[Any] = []
+    if where.only_scope:
+        if where.scope_user_id is None:
+            conditions.append("scope_user_id IS NULL")
+        else:
+            args.append(where.scope_user_id)
+            conditions.append(f"scope_user_id = ${len(args)}")
+    for column, op, value in (
+        ("severity", "=", where.severity.value if where.severity else None),
+        ("acknowledged", "=", where.acknowledged),
+        ("raised_at", ">=", where.start),
+        ("raised_at", "<", where.end),
+    ):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{column} {op} ${len(args)}")
+    return conditions, args
+
+
+def entry(row: asyncpg.Record) -> CostEntry:
+    return CostEntry(
+        message_id=row["message_id"],
+        user_id=row["user_id"],
+        workflow_id=row["workflow_id"],
+        generation_id=row["generation_id"],
+        workflow_type=IntentType(row["workflow_type"]),
+        provider=Provider(row["provider"]),
+        model=row["model"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        tokens_estimated=row["tokens_estimated"],
+        price_estimated=row["price_estimated"],
+        price_entry=row["price_entry"],
+        prompt_price_per_1k=row["prompt_price_per_1k"],
+        completion_price_per_1k=row["completion_price_per_1k"],
+        cost_usd=row["cost_usd"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+def outcome(row: asyncpg.Record) -> WorkflowOutcome:
+    return WorkflowOutcome(
+        workflow_id=row["workflow_id"],
+        user_id=row["user_id"],
+        status=row["status"],
+        provider=Provider(row["provider"]) if row["provider"] else None,
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        duration_ms=row["duration_ms"],
+        finished_at=row["finished_at"],
+    )
+
+
+def threshold_values(t: Threshold) -> tuple[Any, ...]:
+    return (
+        t.id, t.scope_user_id, t.period.value, t.limit_usd, t.severity.value, t.action.value, list(t.channels),
+        t.enabled, t.name, t.created_by, t.created_at, t.updated_at,
+    )  # fmt: skip
+
+
+def threshold(row: asyncpg.Record) -> Threshold:
+    return Threshold(
+        id=row["id"],
+        scope_user_id=row["scope_user_id"],
+        period=CostPeriod(row["period"]),
+        limit_usd=row["limit_usd"],
+        severity=Severity(row["severity"]),
+        action=ThresholdAction(row["action"]),
+        channels=tuple(row["channels"]),
+        enabled=row["enabled"],
+        name=row["name"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def alert(row: asyncpg.Record, deliveries: Sequence[Delivery]) -> Alert:
+    return Alert(
+        id=row["id"],
+        kind=row["kind"],
+        threshold_id=row["threshold_id"],
+        scope_user_id=row["scope_user_id"],
+        period=CostPeriod(row["period"]),
+        period_start=row["period_start"],
+        spent_usd=row["spent_usd"],
+        limit_usd=row["limit_usd"],
+        severity=Severity(row["severity"]),
+        message=row["message"],
+        raised_at=row["raised_at"],
+        created_by=row["created_by"],
+        acknowledged=row["acknowledged"],
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=row["acknowledged_at"],
+        published_at=row["published_at"],
+        deliveries=tuple(deliveries),
+    )
+
+
+def budget(row: asyncpg.Record) -> BudgetState:
+    return BudgetState(
+        scope=row["scope"],
+        period=CostPeriod(row["period"]),
+        action=BudgetAction(row["action"]),
+        period_start=row["period_start"],
+        spent_usd=row["spent_usd"],
+        limit_usd=row["limit_usd"],
+        changed_at=row["changed_at"],
+    )

@@ -1,0 +1,137 @@
+"""The cost-tracker as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), price
+table, thresholds, alert channels and handlers, declared for libs.runtime (own process or embedded).
+
+`create(runtime)` reads CostTrackerSettings from `runtime.resources["cost_tracker_settings"]`, else the
+runtime's settings when they are CostTrackerSettings, else the environment; a store may be handed in as
+`runtime.resources["cost_tracker.store"]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from contracts.messages import CostAlert, CostQuery, UsageRecorded, WorkflowCompleted, WorkflowFailed
+from contracts.routing import COST_TRACKER
+from libs.bus import Bus, Handler
+from libs.runtime import Runtime, Service
+from libs.telemetry import get_logger
+from services.cost_tracker.accounting import Accounting
+from services.cost_tracker.channels import Channels, configured_channels
+from services.cost_tracker.config import CostTrackerSettings
+from services.cost_tracker.constants import RESOURCE_SETTINGS, RESOURCE_STORE, UNPUBLISHED_GRACE_S
+from services.cost_tracker.limits import Clock, Limits, ThresholdBook, utcnow
+from services.cost_tracker.manage import Management
+from services.cost_tracker.notify import Notifier
+from services.cost_tracker.pg_store import PostgresStore
+from services.cost_tracker.prices import PriceTable, load_price_table
+from services.cost_tracker.queries import Queries
+from services.cost_tracker.reports import Reports
+from services.cost_tracker.store import CostStore, MemoryStore
+
+log = get_logger(__name__)
+
+
+def settings_for(runtime: Runtime) -> CostTrackerSettings:
+    given = runtime.resources.get(RESOURCE_SETTINGS)
+    if isinstance(given, CostTrackerSettings):
+        return given
+    if isinstance(runtime.settings, CostTrackerSettings):
+        return runtime.settings
+    return CostTrackerSettings()
+
+
+def build_store(settings: CostTrackerSettings) -> CostStore:
+    if settings.database_url:
+        return PostgresStore(settings.database_url, pool_size=settings.database_pool_size)
+    return MemoryStore()
+
+
+@dataclass
+class CostTracker:
+    """Every part of one cost-tracker, wired together."""
+
+    settings: CostTrackerSettings
+    store: CostStore
+    prices: PriceTable
+    limits: Limits
+    accounting: Accounting
+    queries: Queries
+    channels: Channels
+    notifier: Notifier
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, bus: Bus, settings: CostTrackerSettings, store: CostStore, *, clock: Clock = utcnow) -> CostTracker:
+        """A cost-tracker on `bus` and `store`; `clock` (UTC now) decides periods and timestamps."""
+        prices = load_price_table(settings.cost_price_file, settings.cost_prices)
+        book = ThresholdBook(store, refresh_s=settings.cost_threshold_refresh_s)
+        limits = Limits(bus, store, book, configured_channels=configured_channels(settings), clock=clock)
+        channels = Channels()
+        return cls(
+            settings=settings,
+            store=store,
+            prices=prices,
+            limits=limits,
+            accounting=Accounting(store, prices, limits),
+            queries=Queries(Reports(store, prices), Management(store, limits), clock=clock),
+            channels=channels,
+            notifier=Notifier(bus, store, channels, settings, clock=clock),
+        )
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            UsageRecorded.TYPE: self.accounting.on_usage,
+            WorkflowCompleted.TYPE: self.accounting.on_workflow_end,
+            WorkflowFailed.TYPE: self.accounting.on_workflow_end,
+            CostQuery.TYPE: self.queries.on_query,
+            CostAlert.TYPE: self.notifier.on_alert,
+        }
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.limits.load()
+        await self.channels.open(self.settings)
+        await self._sweep_once()  # a period may have begun, or a publish been lost, while nothing ran
+        self._tasks.append(asyncio.create_task(self._sweep_forever(), name="cost-tracker.sweep"))
+        log.info("cost_tracker.started", channels=sorted(self.channels), store=type(self.store).__name__)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.channels.close()
+        await self.store.close()
+
+    async def sweep(self) -> None:
+        await self.limits.sweep(
+            unpublished_grace_s=UNPUBLISHED_GRACE_S, republish_s=self.settings.cost_budget_republish_s
+        )
+
+    async def _sweep_once(self) -> None:
+        try:
+            await self.sweep()
+        except Exception as exc:  # the next sweep retries; a failed one must not stop the service
+            log.warning("cost.sweep.failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cost_sweep_interval_s)
+            await self._sweep_once()
+
+
+async def create(runtime: Runtime) -> Service:
+    settings = settings_for(runtime)
+    store: CostStore = runtime.resources.get(RESOURCE_STORE) or build_store(settings)
+    tracker = CostTracker.build(runtime.bus, settings, store)
+    runtime.resources.setdefault("cost_tracker", tracker)
+    return Service(
+        name=COST_TRACKER,
+        handlers=tracker.handlers(),
+        on_start=[tracker.start],
+        on_stop=[tracker.stop],
+        checks={"database": store.ping},
+    )

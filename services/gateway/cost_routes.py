@@ -1,0 +1,245 @@
+"""The cost endpoints' entries in the route table (routes.ROUTES includes COST_ROUTES): how each is served
+(handler "costs.<method>" of services.gateway.costs.CostEndpoints) and documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.gateway import constants as c
+from services.gateway import cost_schemas as s
+from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.schemas import ErrorResponse
+
+_BAD_QUERY = Reply("invalid_parameter: a query parameter is unknown, malformed or out of range", ErrorResponse)
+_BAD_BODY = Reply(
+    "invalid_json, invalid_body, validation_error (naming the fields) or invalid_parameter", ErrorResponse
+)
+_UNAUTHORIZED = Reply(
+    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
+    ErrorResponse,
+    ("WWW-Authenticate",),
+)
+_FORBIDDEN = Reply("forbidden: userId names another user and the token is not an admin's", ErrorResponse)
+_BAD_GATEWAY = Reply("bad_gateway: the cost-tracker answered something unexpected", ErrorResponse)
+_UNAVAILABLE = Reply("unavailable: the bus or the cost-tracker did not answer", ErrorResponse, ("Retry-After",))
+_TAGS = ("costs",)
+
+_DAY_OR_TIME: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$",
+}
+USER_ID = Param(
+    "userId",
+    "query",
+    "admin: whose costs (default: everyone's); others: only their own id",
+    {"type": "string", "minLength": 1, "maxLength": c.MAX_ID_LENGTH},
+)
+FROM = Param("from", "query", "UTC day (YYYY-MM-DD) or ISO time with offset; default: 1st of this month", _DAY_OR_TIME)
+TO = Param("to", "query", "UTC day, included (YYYY-MM-DD), or ISO time, excluded; default: now", _DAY_OR_TIME)
+LIMIT = Param("limit", "query", "at most this many items", {"type": "integer", "minimum": 1, "maximum": 500})
+LOOKBACK = Param("lookbackDays", "query", "days of history used", {"type": "integer", "minimum": 1, "maximum": 366})
+
+
+def _read(replies: dict[int, Reply], *, not_found: str | None = None) -> dict[int, Reply]:
+    common = {400: _BAD_QUERY, 401: _UNAUTHORIZED, 403: _FORBIDDEN, 502: _BAD_GATEWAY, 503: _UNAVAILABLE}
+    if not_found:
+        common[404] = Reply(not_found, ErrorResponse)
+    return {**replies, **common}
+
+
+def _write(replies: dict[int, Reply], *, forbidden: str, not_found: str | None = None) -> dict[int, Reply]:
+    common = {
+        400: _BAD_BODY,
+        401: _UNAUTHORIZED,
+        403: Reply(forbidden, ErrorResponse),
+        413: Reply("payload_too_large: the body exceeds GATEWAY_MAX_BODY_BYTES", ErrorResponse),
+        415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
+        502: _BAD_GATEWAY,
+        503: _UNAVAILABLE,
+    }
+    if not_found:
+        common[404] = Reply(not_found, ErrorResponse)
+    return {**replies, **common}
+
+
+COST_STATS = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_STATS,
+    handler="costs.get_stats",
+    operation_id="getCostStats",
+    summary="Today's and this month's costs, by provider, with requests and the average per workflow",
+    params=(USER_ID,),
+    replies=_read({200: Reply("the figures (UTC days and months)", s.CostStatsResponse)}),
+    tags=_TAGS,
+)
+
+COST_BREAKDOWN = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_BREAKDOWN,
+    handler="costs.get_breakdown",
+    operation_id="getCostBreakdown",
+    summary="Costs over a range, grouped by provider, model, day or workflow type",
+    description="Every provider (groupBy=provider) and every day of the range (groupBy=day) is listed.",
+    params=(
+        FROM,
+        TO,
+        Param(
+            "groupBy", "query", "default: provider", {"type": "string", "enum": ["provider", "model", "day", "type"]}
+        ),
+        USER_ID,
+    ),
+    replies=_read({200: Reply("the groups and their totals", s.CostBreakdownResponse)}),
+    tags=_TAGS,
+)
+
+CAMPAIGN_COSTS = RouteDoc(
+    method="GET",
+    path=c.PATH_CAMPAIGN_COSTS,
+    handler="costs.get_campaign_costs",
+    operation_id="getCampaignCosts",
+    summary="Costs per workflow: one with its calls (workflowId), or the workflows of a range",
+    params=(
+        Param("workflowId", "query", "one workflow, with every billed call", {"type": "string", "format": "uuid"}),
+        FROM,
+        TO,
+        LIMIT,
+        USER_ID,
+    ),
+    replies=_read(
+        {200: Reply("a WorkflowCost (workflowId) or the range's workflows, latest first", s.CampaignCostsResponse)},
+        not_found="not_found: no costs recorded for that workflow, or not yours",
+    ),
+    tags=_TAGS,
+)
+
+GET_THRESHOLDS = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_THRESHOLDS,
+    handler="costs.get_thresholds",
+    operation_id="getCostThresholds",
+    summary="Alert thresholds and budgets (yours; an admin: everyone's)",
+    params=(
+        Param("type", "query", "daily or monthly", {"type": "string", "enum": ["daily", "monthly"]}),
+        Param("enabled", "query", "only enabled (true) or disabled (false) ones", {"type": "boolean"}),
+        USER_ID,
+    ),
+    replies=_read({200: Reply("the thresholds, with counts", s.ThresholdsResponse)}),
+    tags=_TAGS,
+)
+
+CREATE_THRESHOLD = RouteDoc(
+    method="POST",
+    path=c.PATH_COST_THRESHOLDS,
+    handler="costs.create_threshold",
+    operation_id="createCostThreshold",
+    summary="Create a threshold: an alert once per period when spend reaches it, and a budget with an action",
+    description=(
+        "Checked against the period's spend at once: a budget set below what was spent applies now. action "
+        "block refuses new workflows with cost_limit_exceeded (402); downgrade sends them to openai."
+    ),
+    request=s.ThresholdCreateRequest,
+    replies=_write(
+        {201: Reply("created", s.ThresholdResponse)},
+        forbidden="forbidden: global thresholds and other users' are for admins",
+    ),
+    tags=_TAGS,
+)
+
+UPDATE_THRESHOLD = RouteDoc(
+    method="PUT",
+    path=c.PATH_COST_THRESHOLDS,
+    handler="costs.update_threshold",
+    operation_id="updateCostThreshold",
+    summary="Change a threshold (the fields given); enabled=false retires it",
+    request=s.ThresholdUpdateRequest,
+    replies=_write(
+        {200: Reply("the threshold as changed", s.ThresholdResponse)},
+        forbidden="forbidden: the threshold was set by an admin",
+        not_found="not_found: no such threshold, or not yours",
+    ),
+    tags=_TAGS,
+)
+
+GET_ALERTS = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_ALERTS,
+    handler="costs.get_alerts",
+    operation_id="getCostAlerts",
+    summary="Raised alerts, newest first, with their deliveries (yours; an admin: everyone's)",
+    params=(
+        Param("severity", "query", "only this severity", {"type": "string", "enum": ["info", "warning", "critical"]}),
+        Param("acknowledged", "query", "only acknowledged (true) or open (false) ones", {"type": "boolean"}),
+        FROM,
+        TO,
+        LIMIT,
+        USER_ID,
+    ),
+    replies=_read({200: Reply("the alerts, with counts over all that match", s.AlertsResponse)}),
+    tags=_TAGS,
+)
+
+CREATE_ALERT = RouteDoc(
+    method="POST",
+    path=c.PATH_COST_ALERTS,
+    handler="costs.create_alert",
+    operation_id="createCostAlert",
+    summary="Raise an alert now (admin): stored and delivered to the channels like any other",
+    request=s.AlertCreateRequest,
+    replies=_write({201: Reply("raised", s.AlertResponse)}, forbidden="forbidden: admins only"),
+    tags=_TAGS,
+)
+
+UPDATE_ALERT = RouteDoc(
+    method="PUT",
+    path=c.PATH_COST_ALERTS,
+    handler="costs.update_alert",
+    operation_id="updateCostAlert",
+    summary="Acknowledge (or reopen) an alert",
+    request=s.AlertUpdateRequest,
+    replies=_write(
+        {200: Reply("the alert as changed", s.AlertResponse)},
+        forbidden="forbidden",
+        not_found="not_found: no such alert, or not yours",
+    ),
+    tags=_TAGS,
+)
+
+COST_FORECAST = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_FORECAST,
+    handler="costs.get_forecast",
+    operation_id="getCostForecast",
+    summary="The next 7 and 30 days' cost from the daily history, with the method and a 95% interval",
+    description=(
+        "linear_trend: least squares over the days since the first cost in the lookback (at least 7), the "
+        "interval its prediction interval for the window's sum; daily_mean with fewer days; no_history without."
+    ),
+    params=(LOOKBACK, USER_ID),
+    replies=_read({200: Reply("the forecast", s.ForecastResponse)}),
+    tags=_TAGS,
+)
+
+COST_OPTIMIZATION = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_OPTIMIZATION,
+    handler="costs.get_optimization",
+    operation_id="getCostOptimization",
+    summary="Recommendations from the recorded history: savings of moving a workflow type, models without a price",
+    params=(LOOKBACK, USER_ID),
+    replies=_read({200: Reply("the recommendations, largest saving first", s.OptimizationResponse)}),
+    tags=_TAGS,
+)
+
+COST_ROUTES: tuple[RouteDoc, ...] = (
+    COST_STATS,
+    COST_BREAKDOWN,
+    CAMPAIGN_COSTS,
+    GET_THRESHOLDS,
+    CREATE_THRESHOLD,
+    UPDATE_THRESHOLD,
+    GET_ALERTS,
+    CREATE_ALERT,
+    UPDATE_ALERT,
+    COST_FORECAST,
+    COST_OPTIMIZATION,
+)

@@ -1,0 +1,156 @@
+"""Fixtures of the cost-tracker tests: a store of each kind, and a running cost-tracker on the memory bus with
+a recorder standing in for the router (budget.status), a settable clock and helpers to send usage and ask."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from contracts import Envelope, Message
+from contracts.enums import IntentType, Provider
+from contracts.messages import BudgetStatus, CostQuery, CostReply, Usage, UsageRecorded
+from contracts.routing import COST_TRACKER, ROUTER
+from libs.bus import RedeliveryPolicy
+from libs.bus.memory import MemoryBus
+from services.cost_tracker.config import CostTrackerSettings
+from services.cost_tracker.pg_store import PostgresStore
+from services.cost_tracker.service import CostTracker
+from services.cost_tracker.store import CostStore, MemoryStore
+
+STORES = [pytest.param("memory"), pytest.param("postgres", marks=pytest.mark.integration)]
+FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.01, cap_s=0.05)
+WAIT_S = 5.0
+ALICE, BOB, ADMIN = "alice", "bob", "admin"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = WAIT_S) -> None:
+    """Wait until `check()` is true (fails the test after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def tracker_settings(**overrides: Any) -> CostTrackerSettings:
+    values: dict[str, Any] = {
+        "database_url": None,
+        "cost_sweep_interval_s": 3600.0,  # tests sweep by hand
+        "cost_threshold_refresh_s": 0.0,
+        "cost_alert_retry_base_s": 0.05,
+        "cost_alert_retry_cap_s": 0.2,
+        "cost_alert_channel_timeout_s": 2.0,
+        **overrides,
+    }
+    return CostTrackerSettings(**values)
+
+
+def usage(
+    user_id: str = ALICE,
+    provider: Provider = Provider.AZURE,
+    model: str = "gpt-4",
+    prompt: int = 1000,
+    completion: int = 500,
+    *,
+    workflow_id: uuid.UUID | None = None,
+    workflow_type: IntentType = IntentType.CONTENT_PLANNING,
+    estimated: bool = False,
+    at: datetime | None = None,
+) -> Envelope:
+    """A usage.recorded as a worker publishes it (a child of its generation request)."""
+    payload = UsageRecorded(
+        provider=provider,
+        model=model,
+        usage=Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, estimated=estimated
+        ),
+        workflow_type=workflow_type,
+        generation_id=uuid.uuid4(),
+    )
+    envelope = Envelope.new(payload, workflow_id=workflow_id or uuid.uuid4(), user_id=user_id)
+    return envelope.model_copy(update={"occurred_at": at}) if at is not None else envelope
+
+
+@dataclass
+class Clock:
+    """A settable UTC clock (None: the real time)."""
+
+    at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.at or datetime.now(UTC)
+
+
+@dataclass
+class Harness:
+    bus: MemoryBus
+    tracker: CostTracker
+    clock: Clock
+    budgets: list[BudgetStatus] = field(default_factory=list)
+    budget_envelopes: list[Envelope] = field(default_factory=list)
+
+    async def on_budget(self, envelope: Envelope) -> Message | None:
+        assert isinstance(envelope.payload, BudgetStatus)
+        self.budgets.append(envelope.payload)
+        self.budget_envelopes.append(envelope)
+        return None
+
+    async def record(self, *envelopes: Envelope) -> None:
+        """Hand usage messages to the handler (as the bus does) and wait for nothing else."""
+        for envelope in envelopes:
+            await self.tracker.accounting.on_usage(envelope)
+
+    async def ask(self, kind: str, params: dict[str, Any] | None = None, *, user: str = ALICE) -> CostReply:
+        query = CostQuery(kind=kind, params=params or {}, requester_user_id=user, requester_is_admin=user == ADMIN)  # type: ignore[arg-type]
+        reply = await self.bus.request(Envelope.new(query, user_id=user), timeout=WAIT_S)
+        assert isinstance(reply.payload, CostReply)
+        return reply.payload
+
+    async def data(self, kind: str, params: dict[str, Any] | None = None, *, user: str = ALICE) -> Any:
+        reply = await self.ask(kind, params, user=user)
+        assert reply.ok, reply.error
+        return reply.data
+
+
+async def start_harness(
+    store: CostStore, settings: CostTrackerSettings, *, bus: MemoryBus | None = None, clock: Clock | None = None
+) -> Harness:
+    bus = bus or MemoryBus(policy=FAST)
+    await bus.connect()
+    clock = clock or Clock()
+    tracker = CostTracker.build(bus, settings, store, clock=clock)
+    harness = Harness(bus, tracker, clock)
+    await tracker.start()
+    await bus.subscribe(COST_TRACKER, tracker.handlers())
+    return harness
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[CostStore]:
+    """A not yet started store: in memory, or on PostgreSQL in a throw-away schema."""
+    if request.param == "memory":
+        yield MemoryStore()
+    else:
+        yield PostgresStore(request.getfixturevalue("postgres_dsn"), schema=request.getfixturevalue("pg_schema"))
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change the cost-tracker's settings."""
+    return {}
+
+
+@pytest.fixture
+async def harness(store: CostStore, settings_overrides: dict[str, Any]) -> AsyncIterator[Harness]:
+    running = await start_harness(store, tracker_settings(**settings_overrides))
+    await running.bus.subscribe(ROUTER, {BudgetStatus.TYPE: running.on_budget})
+    yield running
+    await running.bus.close(grace_s=1)
+    await running.tracker.stop()

@@ -1,0 +1,144 @@
+"""cost.query: parameter validation, who may see and change what, and threshold / alert management."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from contracts import Envelope
+from contracts.messages import CostQuery
+from tests.cost_tracker.conftest import ADMIN, ALICE, BOB, Harness, usage
+
+NOON = datetime(2026, 5, 20, 12, tzinfo=UTC)
+
+
+class TestParameters:
+    @pytest.mark.parametrize(
+        ("kind", "params", "complaint"),
+        [
+            ("breakdown", {"group_by": "color"}, "group_by"),
+            ("breakdown", {"start": "2026-05-02T00:00:00Z", "end": "2026-05-01T00:00:00Z"}, "start must be before end"),
+            ("breakdown", {"start": "2024-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "at most 366 days"),
+            ("breakdown", {"start": "2026-05-01T00:00:00"}, "timezone"),
+            ("campaign", {"workflow_id": "not-a-uuid"}, "workflow_id"),
+            ("campaign", {"limit": 0}, "limit"),
+            ("stats", {"colour": "red"}, "unknown parameter"),
+            ("forecast", {"lookback_days": 1000}, "lookback_days"),
+            ("thresholds", {"op": "create", "period": "weekly", "limit_usd": "1"}, "period"),
+            ("thresholds", {"op": "create", "period": "daily", "limit_usd": "-1"}, "limit_usd"),
+            (
+                "thresholds",
+                {"op": "create", "period": "daily", "limit_usd": "1", "notification_channels": ["fax"]},
+                "notification_channels",
+            ),
+            ("thresholds", {"op": "delete"}, "op"),
+            ("alerts", {"op": "update", "alert_id": str(uuid.uuid4())}, "acknowledged"),
+        ],
+    )
+    async def test_bad_parameters_are_refused_with_the_reason(
+        self, harness: Harness, kind: str, params: dict[str, Any], complaint: str
+    ) -> None:
+        """Every malformed, unknown or out-of-range parameter answers invalid_parameter naming it."""
+        reply = await harness.ask(kind, params, user=ADMIN)
+        assert (reply.ok, reply.code) == (False, "invalid_parameter")
+        assert complaint in (reply.error or ""), reply.error
+
+
+async def create(harness: Harness, user: str, **fields: Any) -> Any:
+    return await harness.ask("thresholds", {"op": "create", "period": "daily", "limit_usd": "5", **fields}, user=user)
+
+
+class TestThresholds:
+    async def test_a_user_manages_their_own_thresholds(self, harness: Harness) -> None:
+        """Alice creates one for herself (default channels: all), sees it, edits it; Bob sees nothing of it."""
+        created = await create(harness, ALICE, severity="critical", name="daily cap")
+        assert created.ok, created.error
+        data = created.data
+        assert (data["user_id"], data["created_by"], data["action"]) == (ALICE, ALICE, "none")
+        assert data["notification_channels"] == ["slack", "sns", "email"] and Decimal(data["limit_usd"]) == 5
+        updated = await harness.data(
+            "thresholds", {"op": "update", "threshold_id": data["id"], "limit_usd": "7.5", "enabled": False}
+        )
+        assert (Decimal(updated["limit_usd"]), updated["enabled"], updated["name"]) == (
+            Decimal("7.5"),
+            False,
+            "daily cap",
+        )
+        listed = await harness.data("thresholds", {})
+        assert [t["id"] for t in listed["thresholds"]] == [data["id"]]
+        assert listed["summary"] == {
+            "total": 1,
+            "enabled": 0,
+            "by_period": {"daily": 1},
+            "by_severity": {"critical": 1},
+            "by_action": {"none": 1},
+        }
+        assert (await harness.data("thresholds", {}, user=BOB))["thresholds"] == []
+        hidden = await harness.ask(
+            "thresholds", {"op": "update", "threshold_id": data["id"], "enabled": True}, user=BOB
+        )
+        assert (hidden.ok, hidden.code) == (False, "not_found")
+
+    async def test_global_and_other_users_thresholds_are_for_admins(self, harness: Harness) -> None:
+        """A user may not set a global threshold or one for someone else; an admin may, and lists them all."""
+        assert (await create(harness, ALICE, is_global=True)).code == "forbidden"
+        assert (await create(harness, ALICE, user_id=BOB)).code == "forbidden"
+        assert (await create(harness, ADMIN, is_global=True)).ok
+        assert (await create(harness, ADMIN, user_id=BOB, action="block")).ok
+        assert len((await harness.data("thresholds", {}, user=ADMIN))["thresholds"]) == 2
+        assert [
+            t["user_id"] for t in (await harness.data("thresholds", {"user_id": BOB}, user=ADMIN))["thresholds"]
+        ] == [BOB]
+
+    async def test_a_budget_set_by_an_admin_cannot_be_lifted_by_its_user(self, harness: Harness) -> None:
+        """Bob sees the block budget an admin set on him, but may not disable it."""
+        created = (await create(harness, ADMIN, user_id=BOB, action="block")).data
+        [seen] = (await harness.data("thresholds", {}, user=BOB))["thresholds"]
+        assert seen["id"] == created["id"]
+        refused = await harness.ask(
+            "thresholds", {"op": "update", "threshold_id": created["id"], "enabled": False}, user=BOB
+        )
+        assert (refused.ok, refused.code) == (False, "forbidden")
+
+    async def test_a_redelivered_create_makes_one_threshold(self, harness: Harness) -> None:
+        """The same request handled twice (a redelivery) stores one threshold and answers it both times."""
+        query = CostQuery(
+            kind="thresholds", params={"op": "create", "period": "daily", "limit_usd": "3"}, requester_user_id=ALICE
+        )
+        envelope = Envelope.new(query, user_id=ALICE)
+        first = await harness.tracker.queries.on_query(envelope)
+        second = await harness.tracker.queries.on_query(envelope)
+        assert first == second
+        assert len((await harness.data("thresholds", {}))["thresholds"]) == 1
+
+
+class TestAlerts:
+    async def test_an_admin_raises_an_alert_and_its_user_acknowledges_it(self, harness: Harness) -> None:
+        """A manual alert about Alice carries her current spend; she sees and acknowledges it; Bob cannot."""
+        harness.clock.at = NOON
+        await harness.record(usage(ALICE, prompt=150_000, completion=0, at=NOON))
+        assert (
+            await harness.ask("alerts", {"op": "create", "limit_usd": "1", "message": "x"}, user=ALICE)
+        ).code == "forbidden"
+        raised = await harness.data(
+            "alerts",
+            {"op": "create", "user_id": ALICE, "limit_usd": "1", "message": "Spending spike", "severity": "critical"},
+            user=ADMIN,
+        )
+        assert (raised["kind"], raised["user_id"], Decimal(raised["spent_usd"])) == ("manual", ALICE, Decimal("1.5"))
+        assert raised["message"].startswith("Spending spike") and raised["created_by"] == ADMIN
+        assert {d["status"] for d in raised["deliveries"]} == {"skipped"}  # no channel configured
+        assert (
+            await harness.ask("alerts", {"op": "update", "alert_id": raised["id"], "acknowledged": True}, user=BOB)
+        ).code == "not_found"
+        acked = await harness.data("alerts", {"op": "update", "alert_id": raised["id"], "acknowledged": True})
+        assert (acked["acknowledged"], acked["acknowledged_by"]) == (True, ALICE)
+        listed = await harness.data("alerts", {"acknowledged": False})
+        assert listed["alerts"] == [] and listed["summary"]["total"] == 0
+        everything = await harness.data("alerts", {})
+        assert everything["summary"] == {"total": 1, "unacknowledged": 0, "by_severity": {"critical": 1}}
+        assert (await harness.data("alerts", {}, user=BOB))["alerts"] == []
