@@ -104,8 +104,8 @@ async def _migrate_locked(
     key = _lock_key(schema)
     # A session lock (not a transaction lock) because it must cover several transactions, including the
     # CREATE SCHEMA/TABLE IF NOT EXISTS below, which race with a unique violation when run concurrently.
-    # Should we die holding it, the server drops it with the session; the pool's reset on release
-    # (pg_advisory_unlock_all) covers the paths where the unlock below does not run.
+    # Should we die holding it, the server drops it with the session; should the unlock below fail, the
+    # connection is terminated rather than returned to the pool still holding the lock.
     await conn.execute("SELECT pg_advisory_lock($1)", key)
     try:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
@@ -127,7 +127,11 @@ async def _migrate_locked(
         return done
     finally:
         if not conn.is_closed():
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except BaseException:
+                conn.terminate()
+                raise
 
 
 def _pending(

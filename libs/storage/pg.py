@@ -37,6 +37,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _light_reset(connection: asyncpg.Connection) -> None:
+    """What a released connection needs here: no transaction left open.
+
+    asyncpg's default reset sends `RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()` on
+    every release — a round trip per use (~10 % of the router's CPU under load). Our code never leaves
+    session state behind: settings are per transaction (`set_config(..., true)`), and the migrator
+    unlocks its advisory lock itself.
+    """
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, schema: str | None = None
 ) -> asyncpg.Pool:
@@ -55,6 +67,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_light_reset,
             server_settings=server_settings,
             timeout=CONNECT_TIMEOUT_S,
         )
