@@ -16,16 +16,26 @@ from typing import Any
 
 from libs.config import CommonSettings
 from libs.runtime import ServiceFactory, serve
-from libs.simulators import LLMSimulator
+from libs.simulators import LLMSimulator, PlatformSimulator
 from services.azure_worker.service import create as azure_worker
 from services.cost_tracker.service import create as cost_tracker
 from services.gateway.auth import make_token
 from services.gateway.service import create as gateway
+from services.of_sender.service import create as of_sender
 from services.openai_worker.service import create as openai_worker
+from services.rate_limiter.service import create as rate_limiter
 from services.router.service import create as router
 
 # The gateway starts last, so HTTP is served only once every consumer is subscribed.
-FACTORIES: tuple[ServiceFactory, ...] = (router, azure_worker, openai_worker, cost_tracker, gateway)
+FACTORIES: tuple[ServiceFactory, ...] = (
+    router,
+    azure_worker,
+    openai_worker,
+    rate_limiter,
+    of_sender,
+    cost_tracker,
+    gateway,
+)
 
 
 def _needs_llm_simulator() -> bool:
@@ -49,6 +59,10 @@ async def run(
     if _needs_llm_simulator() and "llm_simulator_url" not in resources:
         simulator = LLMSimulator()
         resources["llm_simulator_url"] = await simulator.start()
+    platform: PlatformSimulator | None = None
+    if not os.environ.get("ONLYFANS_API_URL") and "platform_simulator_url" not in resources:
+        platform = PlatformSimulator()  # the platform's default limits: 10 per 60 s, 45 s per fan
+        resources["platform_simulator_url"] = await platform.start()
     ready = started or asyncio.Event()
     banner = asyncio.create_task(_banner(ready, resources))
     try:
@@ -64,6 +78,8 @@ async def run(
         banner.cancel()
         if simulator is not None:
             await simulator.stop()
+        if platform is not None:
+            await platform.stop()
 
 
 async def _banner(ready: asyncio.Event, resources: dict[str, Any]) -> None:

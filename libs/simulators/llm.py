@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import signal
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,6 +36,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from libs.simulators import serve
 from libs.simulators.errors import InvalidFaultError, SimulatorStartError
 from libs.simulators.llm_wire import (
     ChatRequest,
@@ -391,18 +391,7 @@ def create_app(sim: LLMSimulator) -> web.Application:
 
 async def serve_forever(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, stop: asyncio.Event | None = None) -> None:
     """Run one simulator on host:port until SIGTERM/SIGINT (or `stop` is set), then stop it."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    simulator = LLMSimulator()
-    try:
-        await simulator.start(host, port)
-        await stop.wait()
-    finally:
-        await simulator.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    await serve.serve_forever(LLMSimulator(), host, port, stop)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ AZURE_TIMEOUT_S=45  OPENAI_TIMEOUT_S=30                      per call, sent to t
 ROUTER_BREAKER_FAILURE_THRESHOLD=5  ROUTER_BREAKER_OPEN_S=30  ROUTER_BREAKER_PROBE_TIMEOUT_S=120
 ROUTER_BUDGET_REFRESH_S=5             how stale another replica's budget decisions may be seen here
 ROUTER_PROCESSED_RETENTION_H=72       how long handled message ids are kept for de-duplication
+ROUTER_DELIVERY_GRACE_S=300           a delivering workflow fails when a delivery is not finished this long
+                                      after its scheduled slot (retries and a 429's re-queue fit inside)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RouterSettings(CommonSettings):
     router_breaker_probe_timeout_s: float = Field(default=120.0, gt=0)
     router_budget_refresh_s: float = Field(default=5.0, ge=0)
     router_processed_retention_h: float = Field(default=72.0, gt=0)
+    router_delivery_grace_s: float = Field(default=300.0, gt=0, description="after a delivery's slot, s")
 
     @field_validator("router_fallback_matrix")
     @classmethod

@@ -1,4 +1,5 @@
-"""What each message does to a workflow, as decisions on in-memory state: no I/O here.
+"""What each message does to a workflow, as decisions on in-memory state: no I/O here (delivery's part
+lives in delivery.py).
 
 Each method takes the workflow as stored and returns a `Change` (new state, history events, messages to
 publish) for handlers.py to store and publish, or None when the message changes nothing. The only side
@@ -26,6 +27,7 @@ from contracts.messages import (
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.constants import DEADLINE_TOLERANCE_S, MAX_DEADLINE_S, MIN_ATTEMPT_S
+from services.router.delivery import DeliveryDecisions, generation_recipient, unfinished_summary
 from services.router.fallback import FallbackMatrix, GiveUp, Retry
 from services.router.selection import Selection
 from services.router.state import Change, Workflow
@@ -43,6 +45,7 @@ class Engine:
         self.settings = settings
         self.matrix = matrix
         self.breakers = breakers
+        self.delivery = DeliveryDecisions(settings.router_delivery_grace_s, dispatch=self._next_text, fail=self._fail)
 
     # --- workflow.requested ------------------------------------------------------------------------------
 
@@ -80,17 +83,18 @@ class Engine:
         result = envelope.payload
         assert isinstance(result, GenerationCompleted)
         change = Change(workflow, envelope, now)
-        change.move(
-            S.GENERATED,
-            "generation_completed",
-            {"provider": result.provider.value, "model": result.model, "latency_ms": result.latency_ms},
-            provider_states=_with_state(workflow.provider_states, result.provider, ProviderState.COMPLETED),
-            current_provider=result.provider,
-            result=result.content,
-            model=result.model,
-            usage=result.usage,
-        )
-        # Issue 5 branches here: intent.send_to_onlyfans → delivering, with delivery.requested per recipient.
+        detail = {"provider": result.provider.value, "model": result.model, "latency_ms": result.latency_ms}
+        generated = {
+            "provider_states": _with_state(workflow.provider_states, result.provider, ProviderState.COMPLETED),
+            "current_provider": result.provider,
+            "result": result.content,
+            "model": result.model,
+            "usage": result.usage,
+        }
+        if workflow.intent.send_to_onlyfans:
+            self.delivery.on_generated(change, result, detail, **generated)
+            return change
+        change.move(S.GENERATED, "generation_completed", detail, **generated)
         change.move(S.COMPLETED, "completed", completed_at=now)
         change.emit(
             WorkflowCompleted(
@@ -132,6 +136,11 @@ class Engine:
         self._dispatch(change, decision.provider, delay_s=decision.delay_s, event=event, reason=reason)
         return change
 
+    # --- delivery reports (delivery.scheduled / completed / failed) ---------------------------------------
+
+    def on_delivery(self, workflow: Workflow, envelope: Envelope, now: datetime) -> Change | None:
+        return self.delivery.on_report(workflow, envelope, now)
+
     # --- workflow.timer (deadline) -----------------------------------------------------------------------
 
     def on_deadline(self, workflow: Workflow, envelope: Envelope, now: datetime) -> Change | None:
@@ -141,8 +150,9 @@ class Engine:
         left = (workflow.deadline_at - now).total_seconds()
         if left > DEADLINE_TOLERANCE_S:
             # Delivered early (a broker's coarse delays, clock skew between replicas): wait for the rest.
+            # Also how a deadline the deliveries extended is reached: in steps no longer than any bus delays.
             change = Change(workflow, envelope, now)
-            change.emit(WorkflowTimer(purpose="deadline"), delay_s=left)
+            change.emit(WorkflowTimer(purpose="deadline"), delay_s=min(left, MAX_DEADLINE_S))
             return change
         provider = workflow.current_provider
         waiting = f"; waiting for {provider.value} (attempt {workflow.attempts})" if provider else ""
@@ -151,6 +161,9 @@ class Engine:
         message = f"deadline of {seconds:g}s passed while {workflow.status.value}{waiting}{last}"
         states = workflow.provider_states
         error_type = ErrorType.PROVIDER_UNAVAILABLE
+        if workflow.status is S.DELIVERING:
+            message = f"deadline passed while delivering: {unfinished_summary(workflow)}"
+            error_type = ErrorType.ONLYFANS_API_ERROR
         if provider is not None and workflow.status is S.GENERATING:
             error_type = _TIMEOUTS[provider]
             if getattr(states, provider.value) in (ProviderState.EXECUTING, ProviderState.PENDING):
@@ -176,7 +189,8 @@ class Engine:
         """The matrix's decision, unless the workflow's own bounds (attempts, deadline) forbid it."""
         if isinstance(decision, GiveUp):
             return decision
-        limit = self.settings.router_max_attempts
+        # Each personalized text already generated earned its own attempts: the budget is per text.
+        limit = self.settings.router_max_attempts + len(workflow.deliveries)
         if workflow.attempts >= limit:
             return GiveUp(f"{decision.scenario}: all {limit} attempts spent (ROUTER_MAX_ATTEMPTS)")
         left = (workflow.deadline_at - now).total_seconds() - decision.delay_s
@@ -187,19 +201,30 @@ class Engine:
             )
         return decision
 
-    def _dispatch(self, change: Change, provider: Provider, *, delay_s: float, event: str, reason: str) -> None:
-        """Send the next generation request to `provider`, `delay_s` from now, bounded by the deadline."""
+    def _next_text(self, change: Change, provider: Provider) -> None:
+        """A personalized campaign's next text, on the provider that wrote the last one (unless its circuit
+        opened meanwhile)."""
+        recipient = generation_recipient(change.workflow)
+        target = self.breakers.choose(provider)
+        reason = f"personalized text for {recipient}"
+        self._dispatch(change, target, delay_s=0.0, event="generation_requested", reason=reason, fresh=True)
+
+    def _dispatch(
+        self, change: Change, provider: Provider, *, delay_s: float, event: str, reason: str, fresh: bool = False
+    ) -> None:
+        """Send the next generation request to `provider`, `delay_s` from now, bounded by the deadline
+        (`fresh`: a new text of a personalized campaign, not a retry)."""
         workflow = change.workflow
         left = (workflow.deadline_at - change.at).total_seconds() - delay_s
         attempt = workflow.attempts + 1
         retries = workflow.retry_attempts
-        if workflow.attempts > 0:
+        if workflow.attempts > 0 and not fresh:
             retries = retries.model_copy(update={provider.value: getattr(retries, provider.value) + 1})
         request = GenerationRequested(
             provider=provider,
             intent=workflow.intent,
             timeout_s=max(min(self.settings.timeout_for(provider), left), MIN_ATTEMPT_S),
-            recipient_id=workflow.intent.recipient_id,
+            recipient_id=generation_recipient(workflow),
         )
         sent = change.emit(request, delay_s=delay_s, attempt=attempt)
         state = ProviderState.PENDING if delay_s > 0 else ProviderState.EXECUTING

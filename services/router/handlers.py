@@ -3,11 +3,14 @@ handled message id and its outbox in one write, then publish the outbox.
 
     workflow.requested     → persists the workflow, replies WorkflowAccepted (after the commit: a status
                              query right after the reply finds it)
-    generation.completed   → completed (issue 5: delivering), WorkflowCompleted
+    generation.completed   → completed with WorkflowCompleted, or (send_to_onlyfans) delivering with one
+                             delivery.requested per recipient (delivery.py)
     generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
     workflow.timer         → the deadline: failed with the reason, unless already finished
     workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin)
     budget.status          → stored; later requests are refused or downgraded accordingly
+    delivery.scheduled / delivery.completed / delivery.failed
+                           → the delivery's view; completed/failed once every delivery is finished
 
 A message already handled (its id is recorded) changes nothing: its recorded outbox is published again,
 which is how a router killed between commit and publish still finishes the workflow.
@@ -24,6 +27,9 @@ from contracts import Envelope, Message
 from contracts.enums import BudgetAction, ErrorType, WorkflowStatus
 from contracts.messages import (
     BudgetStatus,
+    DeliveryCompleted,
+    DeliveryFailed,
+    DeliveryScheduled,
     ErrorInfo,
     GenerationCompleted,
     GenerationFailed,
@@ -37,6 +43,7 @@ from libs.bus import Bus, Handler, Reject
 from libs.telemetry import get_logger, get_metrics
 from services.router.budget import BudgetBook
 from services.router.constants import BREAKER_FAILURES, MAX_CONFLICT_RETRIES, TERMINAL_CACHE_SIZE
+from services.router.delivery import recipients_of
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
 from services.router.outbox import Outgoing, publish_all
@@ -90,6 +97,9 @@ class Router:
             WorkflowTimer.TYPE: self.on_timer,
             WorkflowStatusQuery.TYPE: self.on_status_query,
             BudgetStatus.TYPE: self.on_budget_status,
+            DeliveryScheduled.TYPE: self.on_delivery_report,
+            DeliveryCompleted.TYPE: self.on_delivery_report,
+            DeliveryFailed.TYPE: self.on_delivery_report,
         }
 
     # --- handlers ----------------------------------------------------------------------------------------
@@ -99,6 +109,8 @@ class Router:
         assert isinstance(request, WorkflowRequested)
         if envelope.workflow_id is None or envelope.user_id is None:
             return _refused(ErrorType.INVALID_REQUEST, "workflow.requested needs a workflow_id and a user_id")
+        if request.intent.send_to_onlyfans and not recipients_of(request.intent):
+            return _refused(ErrorType.INVALID_REQUEST, "send_to_onlyfans needs recipient_id or recipient_ids")
         action, budget = await self.budgets.action_for(envelope.user_id)
         if action is BudgetAction.BLOCK:
             existing = await self._existing(envelope)  # a retried request for a workflow accepted earlier
@@ -156,6 +168,11 @@ class Router:
         if envelope.workflow_id in self._terminal:
             return None
         await self._apply(envelope, lambda workflow, now: self.engine.on_deadline(workflow, envelope, now))
+        return None
+
+    async def on_delivery_report(self, envelope: Envelope) -> Message | None:
+        # Not short-cut by the terminal cache: a report on a finished workflow is still recorded.
+        await self._apply(envelope, lambda workflow, now: self.engine.on_delivery(workflow, envelope, now))
         return None
 
     async def on_status_query(self, envelope: Envelope) -> Message | None:

@@ -6,8 +6,9 @@ changes to it (`Change`: the new state, the history events, the outbox).
         │            └─┘            │  └───────────┼─┼──────► completed (nothing to deliver)
         └────────────┴──────────────┴──────────────┴─┴──────► failed
 
-generating → generating records a new attempt (a fallback or a queued retry), delivering → delivering a
-delivery's progress. completed and failed are final. Anything else raises IllegalTransition.
+generating → generating records a new attempt (a fallback or a queued retry, or a personalized campaign's
+next text), delivering → delivering a delivery's progress. completed and failed are final (a late delivery
+report on them is a `note`: recorded, no transition). Anything else raises IllegalTransition.
 """
 
 from __future__ import annotations
@@ -157,6 +158,13 @@ class Change:
             raise IllegalTransition(self.workflow.workflow_id, current.value, to.value, event)
         self.workflow = replace(self.workflow, status=to, updated_at=self.at, **changes)
         self.events.append(Event(event, current, to, self.at, detail or {}))
+
+    def note(self, event: str, detail: Mapping[str, Any] | None = None, **changes: Any) -> None:
+        """Apply `changes` without a status transition, recorded as an event (a delivery's report on a
+        workflow that already finished: the fact is kept, the final status is not touched)."""
+        current = self.workflow.status
+        self.workflow = replace(self.workflow, updated_at=self.at, **changes)
+        self.events.append(Event(event, current, current, self.at, detail or {}))
 
     def emit(self, payload: Message, *, delay_s: float = 0.0, attempt: int = 1) -> Envelope:
         """Publish `payload` (as a child of the cause) after the commit, `delay_s` from now."""

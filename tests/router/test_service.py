@@ -36,6 +36,9 @@ class TestService:
             "workflow.timer",
             "workflow.status.query",
             "budget.status",
+            "delivery.scheduled",
+            "delivery.completed",
+            "delivery.failed",
         }
         await service.start(runtime)
         workers, sink = FakeWorkers(bus), Sink(bus)

@@ -1,0 +1,38 @@
+"""Delivery rate limits shared by the rate-limiter (planning slots) and of-sender (the last check).
+
+    limits = settings.limits()                       # from OF_ACCOUNT_LIMIT, OF_ACCOUNT_WINDOW_S, ...
+    planner = open_planner(redis_url, limits, prefix="ho:rl:")
+    reservation = await planner.reserve(account, recipient, delivery_id)   # the earliest compliant slot
+    log = open_send_log(redis_url, limits, prefix="ho:of:")
+    check = await log.check(account, recipient, token)                    # allowed now, or when
+
+Both keep their state in Redis (one Lua script per operation, Redis server time, safe with any number of
+replicas) or, without REDIS_URL, in this process. window.py holds the arithmetic both implement.
+"""
+
+from libs.ratelimit.errors import LimiterUnavailable, RateLimitError
+from libs.ratelimit.planner import MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
+from libs.ratelimit.sendlog import Check, MemorySendLog, RedisSendLog, SendLog, SentRecord, open_send_log
+from libs.ratelimit.settings import DeliveryLimitSettings, DownPolicy, Limits
+from libs.ratelimit.window import earliest_slot, fits
+
+__all__ = [
+    "Check",
+    "DeliveryLimitSettings",
+    "DownPolicy",
+    "LimiterUnavailable",
+    "Limits",
+    "MemoryPlanner",
+    "MemorySendLog",
+    "RateLimitError",
+    "RedisPlanner",
+    "RedisSendLog",
+    "Reservation",
+    "SendLog",
+    "SentRecord",
+    "SlotPlanner",
+    "earliest_slot",
+    "fits",
+    "open_planner",
+    "open_send_log",
+]

@@ -1,0 +1,150 @@
+"""Slot planning (the rate-limiter): reserve the earliest time a delivery may be sent.
+
+A reservation is idempotent per delivery id (a redelivered request gets the slot it already has) and
+respects both limits against every slot planned so far, past and future. `RedisPlanner` is shared by
+every replica (one Lua script, Redis server time); `MemoryPlanner` is the same rule in this process (the
+embedded mode, and each replica's own bounded limit under bypass_with_warning).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from libs.ratelimit import constants as c
+from libs.ratelimit.errors import LimiterUnavailable
+from libs.ratelimit.scripts import PLAN
+from libs.ratelimit.settings import Limits
+from libs.ratelimit.window import earliest_slot
+
+Clock = Callable[[], int]
+"""Now, in epoch milliseconds."""
+
+REASONS = ("none", "hold", "recipient", "account", "existing")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A planned slot. `reason` says what pushed it past `now_ms`: none, hold (state was lost),
+    recipient (the fan's spacing), account (the window), existing (planned before, by an earlier call)."""
+
+    slot_ms: int
+    now_ms: int
+    reason: str = "none"
+    data_lost: bool = False  # this call found the shared state lost and started a one-window hold
+
+    @property
+    def delay_s(self) -> float:
+        return max(0, self.slot_ms - self.now_ms) / 1000
+
+
+class SlotPlanner(ABC):
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    @abstractmethod
+    async def reserve(self, account: str, recipient: str, delivery_id: str) -> Reservation:
+        """Plan `delivery_id`'s send to `recipient` on `account` (raises LimiterUnavailable)."""
+
+    async def ping(self) -> None:
+        """Raise LimiterUnavailable when the planner cannot be used (readiness)."""
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryPlanner(SlotPlanner):
+    """The planner in this process's memory (nothing is shared, nothing survives the process)."""
+
+    def __init__(self, limits: Limits, *, clock: Clock = wall_clock_ms) -> None:
+        super().__init__(limits)
+        self._clock = clock
+        self._slots: dict[str, list[int]] = {}
+        self._planned: dict[str, int] = {}  # delivery id -> slot, while the slot can still matter
+        self._last: dict[tuple[str, str], int] = {}
+
+    async def reserve(self, account: str, recipient: str, delivery_id: str) -> Reservation:
+        now, limits = self._clock(), self.limits
+        known = self._planned.get(delivery_id)
+        if known is not None:
+            return Reservation(known, now, "existing")
+        self._forget_before(now - limits.horizon_ms)
+        not_before, reason = now, "none"
+        last = self._last.get((account, recipient))
+        if last is not None and last + limits.recipient_gap_ms > not_before:
+            not_before, reason = last + limits.recipient_gap_ms, "recipient"
+        slots = self._slots.setdefault(account, [])
+        slot = earliest_slot(slots, not_before, limits.account_limit, limits.window_ms)
+        if slot > not_before:
+            reason = "account"
+        bisect.insort(slots, slot)
+        self._planned[delivery_id] = slot
+        self._last[(account, recipient)] = max(slot, last or slot)
+        return Reservation(slot, now, reason)
+
+    def _forget_before(self, cutoff: int) -> None:
+        for account, slots in list(self._slots.items()):
+            del slots[: bisect.bisect_right(slots, cutoff)]
+            if not slots:
+                del self._slots[account]
+        self._planned = {d: s for d, s in self._planned.items() if s > cutoff}
+        self._last = {k: s for k, s in self._last.items() if s > cutoff}
+
+
+class RedisPlanner(SlotPlanner):
+    """Shared by every rate-limiter replica; detects lost Redis data and then holds for one window."""
+
+    def __init__(self, client: aioredis.Redis, limits: Limits, *, prefix: str = c.PLANNER_PREFIX) -> None:
+        super().__init__(limits)
+        self._redis = client
+        self._prefix = prefix
+        self._plan = client.register_script(PLAN)
+
+    async def reserve(self, account: str, recipient: str, delivery_id: str) -> Reservation:
+        p, limits = self._prefix, self.limits
+        keys = [f"{p}epoch", f"{p}hold", f"{p}a:{account}", c.recipient_key(p, account, recipient)]
+        args: list[str | int] = [delivery_id, limits.account_limit, limits.window_ms, limits.recipient_gap_ms]
+        try:
+            slot, now, lost, reason = await self._plan(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"slot reservation failed: {type(exc).__name__}: {exc}") from exc
+        return Reservation(int(slot), int(now), REASONS[int(reason)], bool(lost))
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"redis unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A client that fails fast when Redis is down (the down policy decides what happens then)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=c.REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=c.REDIS_SOCKET_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=c.REDIS_RETRY_CAP_S, base=c.REDIS_RETRY_BASE_S), c.REDIS_RETRIES),
+    )
+
+
+def open_planner(redis_url: str | None, limits: Limits, *, prefix: str = c.PLANNER_PREFIX) -> SlotPlanner:
+    """Redis when REDIS_URL is set (shared by replicas), else in this process."""
+    if not redis_url:
+        return MemoryPlanner(limits)
+    return RedisPlanner(redis_client(redis_url), limits, prefix=prefix)

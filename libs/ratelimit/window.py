@@ -1,0 +1,49 @@
+"""The arithmetic of a rolling window, shared by the in-process limiters and mirrored by the Lua scripts.
+
+A schedule of sends respects "at most `limit` sends in any window of `window` ms" exactly when every run of
+`limit` + 1 consecutive sends (sorted by time) spans at least `window` ms: a half-open window [x, x+window)
+then never holds more than `limit` of them. A slot may be planned between slots planned earlier (another
+recipient's delivery may go before a delivery held back by its recipient's spacing), so a candidate is
+checked against every run it would join, not only against the past.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+
+
+def fits(slots: Sequence[int], candidate: int, limit: int, window: int) -> bool:
+    """Whether adding `candidate` to the sorted `slots` keeps every run of limit+1 sends `window` apart."""
+    k = bisect_right(slots, candidate)  # candidate goes after the slots at the same time
+    merged = [*slots[:k], candidate, *slots[k:]]
+    for first in range(max(0, k - limit), k + 1):
+        last = first + limit
+        if last < len(merged) and merged[last] - merged[first] < window:
+            return False
+    return True
+
+
+def earliest_slot(slots: Sequence[int], not_before: int, limit: int, window: int) -> int:
+    """The earliest time ≥ `not_before` at which one more send fits among the sorted `slots`.
+
+    A time is infeasible only inside some interval (run_end - window, run_start + window) of `limit`
+    existing slots spanning less than `window`, so the earliest feasible time is `not_before` itself or
+    a slot + `window`; the last slot + `window` always fits.
+    """
+    relevant = [s for s in slots if s > not_before - window]
+    if fits(relevant, not_before, limit, window):
+        return not_before
+    for slot in relevant:
+        candidate = slot + window
+        if candidate > not_before and fits(relevant, candidate, limit, window):
+            return candidate
+    raise AssertionError("unreachable: the last slot + window always fits")  # pragma: no cover
+
+
+def retry_at(sent: Sequence[int], now: int, limit: int, window: int) -> int | None:
+    """When one more send fits after the sorted past `sent` times (None: it fits at `now`)."""
+    recent = [s for s in sent if s > now - window]
+    if len(recent) < limit:
+        return None
+    return recent[len(recent) - limit] + window

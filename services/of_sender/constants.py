@@ -1,0 +1,31 @@
+"""Names and fixed tunables of the of-sender, in one place, each with the reason for its value.
+
+Everything an operator may want to change lives in config.OfSenderSettings instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+# PostgreSQL schema owned by the of-sender (DESIGN §2: no service reads another's tables) and its migrations.
+DB_SCHEMA: Final = "of_sender"
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+
+# The embedded mode passes the platform simulator's URL under this runtime resource when ONLYFANS_API_URL
+# is not configured; the simulator accepts any bearer token, this one is sent.
+SIMULATOR_RESOURCE: Final = "platform_simulator_url"
+SIMULATOR_TOKEN: Final = "simulator-token"
+
+# Attempt rows (the durable record the send log is rebuilt from) matter for one window; they are kept a
+# day for operations and trimmed once an hour, at most PURGE_BATCH rows per statement.
+ATTEMPT_RETENTION_S: Final = 24 * 3600.0
+PURGE_INTERVAL_S: Final = 3600.0
+PURGE_BATCH: Final = 10_000
+
+# A last check refused for less than this is re-checked by a re-published approval anyway; the margin
+# keeps the re-check from landing a hair before the slot frees up (clock resolution, rounding).
+RECHECK_SLACK_S: Final = 0.005
+
+# Error texts from the platform are cut to this length before they are stored and reported.
+MAX_ERROR_TEXT: Final = 300

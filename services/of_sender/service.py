@@ -1,0 +1,118 @@
+"""The of-sender as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), the send
+log (Redis when REDIS_URL is set, else in memory), the platform client, declared for libs.runtime.
+
+The platform is ONLYFANS_API_URL; without it, the platform simulator the runner passed in
+`runtime.resources["platform_simulator_url"]` (the embedded mode); with neither, `create` raises
+PlatformConfigError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from contracts.routing import OF_SENDER
+from libs.ratelimit import MemorySendLog, open_send_log
+from libs.runtime import Runtime, Service
+from libs.telemetry import get_logger
+from services.of_sender.client import PlatformClient
+from services.of_sender.config import OfSenderSettings, PlatformConfigError
+from services.of_sender.constants import (
+    ATTEMPT_RETENTION_S,
+    PURGE_BATCH,
+    PURGE_INTERVAL_S,
+    SIMULATOR_RESOURCE,
+    SIMULATOR_TOKEN,
+)
+from services.of_sender.pg_store import PostgresMessageStore
+from services.of_sender.sender import Sender
+from services.of_sender.store import MemoryMessageStore, MessageStore
+
+log = get_logger(__name__)
+
+STORE_RESOURCE = "of_sender.store"  # Runtime.resources key under which a caller may hand in a store
+
+
+def settings_for(runtime: Runtime) -> OfSenderSettings:
+    if isinstance(runtime.settings, OfSenderSettings):
+        return runtime.settings
+    return OfSenderSettings()
+
+
+def build_store(settings: OfSenderSettings) -> MessageStore:
+    if settings.database_url:
+        return PostgresMessageStore(
+            settings.database_url, pool_size=settings.database_pool_size, schema=settings.of_sender_db_schema
+        )
+    return MemoryMessageStore()
+
+
+def platform_endpoint(settings: OfSenderSettings, resources: dict[str, Any]) -> tuple[str, str, bool]:
+    """(base URL, bearer token, simulated?) of the platform API."""
+    token = settings.onlyfans_api_token.get_secret_value() if settings.onlyfans_api_token else None
+    if settings.onlyfans_api_url:
+        if not token:
+            raise PlatformConfigError("ONLYFANS_API_URL is set but ONLYFANS_API_TOKEN is not")
+        return settings.onlyfans_api_url, token, False
+    simulator = resources.get(SIMULATOR_RESOURCE)
+    if not simulator:
+        raise PlatformConfigError("set ONLYFANS_API_URL and ONLYFANS_API_TOKEN (or run embedded with the simulator)")
+    return str(simulator), token or SIMULATOR_TOKEN, True
+
+
+async def _purge_forever(store: MessageStore) -> None:
+    """Trim old send attempts once per interval, in short batches."""
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL_S)
+        try:
+            while await store.purge_attempts(ATTEMPT_RETENTION_S, PURGE_BATCH) == PURGE_BATCH:
+                pass
+        except Exception as exc:  # the next run retries; a failed purge must not stop the sender
+            log.warning("attempts.purge_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+async def create(runtime: Runtime) -> Service:
+    settings = settings_for(runtime)
+    store: MessageStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
+    url, token, simulated = platform_endpoint(settings, runtime.resources)
+    send_log = open_send_log(settings.redis_url, settings.limits(), prefix=settings.of_sender_key_prefix)
+    client = PlatformClient(url, token, timeout_s=settings.onlyfans_timeout_s)
+    sender = Sender(runtime.bus, store, send_log, client, settings, bypass_log=MemorySendLog(settings.bypass_limits()))
+    limits = settings.limits()
+    log.info(
+        "of_sender.configured",
+        simulated=simulated,
+        account_limit=limits.account_limit,
+        window_ms=limits.window_ms,
+        recipient_gap_ms=limits.recipient_gap_ms,
+        send_log="redis" if settings.redis_url else "memory",
+        down_policy=settings.rate_limiter_down_policy.value,
+    )
+    purge: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await store.start()
+        await client.start()
+        purge.append(asyncio.create_task(_purge_forever(store), name="of_sender.purge"))
+
+    async def stop() -> None:
+        for task in purge:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.close()
+        await send_log.close()
+        await store.close()
+
+    async def client_open() -> None:
+        if client.closed:
+            raise PlatformConfigError("the platform client is closed")
+
+    return Service(
+        name=OF_SENDER,
+        handlers=sender.handlers(),
+        on_start=[start],
+        on_stop=[stop],
+        checks={"database": store.ping, "send_log": send_log.ping, "platform_client": client_open},
+    )

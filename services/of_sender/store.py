@@ -1,0 +1,198 @@
+"""Where the of-sender keeps its deliveries (the seed's onlyfans_messages) and its send attempts: the
+repository interface and its in-memory implementation (embedded mode, unit tests). pg_store.py is the same
+interface on PostgreSQL.
+
+The attempts are the durable record of actual send times: one per request, written before the request
+goes out, at the time its last check passed. The Redis send log is rebuilt from them (`recent_sends`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from contracts import Envelope
+from contracts.messages import DeliveryApproved, ErrorInfo
+from libs.ratelimit import SentRecord
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"  # approved, not tried yet
+    QUEUED = "queued"  # waiting for a later slot (throttled, rate limited, a retry, limiter down)
+    SENDING = "sending"  # the request is out (or was, when the sender died)
+    SENT = "sent"
+    FAILED = "failed"
+
+
+FINAL = frozenset({MessageStatus.SENT, MessageStatus.FAILED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def to_ms(at: datetime) -> int:
+    return round(at.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    delivery_id: uuid.UUID
+    workflow_id: uuid.UUID | None
+    account_id: str
+    recipient_id: str
+    status: MessageStatus
+    max_retries: int
+    bus_message_id: uuid.UUID
+    attempts: int = 0
+    rate_limited: int = 0
+    scheduled_for: datetime | None = None
+    held_since: datetime | None = None
+    attempted_at: datetime | None = None
+    sent_at: datetime | None = None
+    platform_message_id: str | None = None
+    last_error: ErrorInfo | None = None
+
+    @property
+    def failures(self) -> int:
+        """Attempts that failed with a retryable error other than a 429 (the OF_MAX_RETRIES budget)."""
+        return self.attempts - self.rate_limited - (1 if self.status is MessageStatus.SENT else 0)
+
+
+def new_record(envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
+    return MessageRecord(
+        delivery_id=approval.delivery_id,
+        workflow_id=envelope.workflow_id,
+        account_id=approval.account_id,
+        recipient_id=approval.recipient_id,
+        status=MessageStatus.PENDING,
+        max_retries=max_retries,
+        bus_message_id=envelope.id,
+        scheduled_for=approval.slot_at,
+    )
+
+
+class MessageStore(ABC):
+    async def start(self) -> None:
+        """Open connections and bring the schema up to date."""
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        """Raise when the store is not usable (readiness)."""
+        return None
+
+    @abstractmethod
+    async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
+        """The delivery's record, created (pending) on its first approval."""
+
+    @abstractmethod
+    async def queue(
+        self,
+        delivery_id: uuid.UUID,
+        *,
+        scheduled_for: datetime,
+        bus_message_id: uuid.UUID,
+        error: ErrorInfo | None = None,
+        rate_limited: bool = False,
+        held: bool = False,
+    ) -> MessageRecord:
+        """Waiting for `scheduled_for`: a 429 counts in `rate_limited`; `held` starts (or continues) the
+        time held while the limiter is unreachable; `error`, when given, becomes the last error."""
+
+    @abstractmethod
+    async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
+        """The last check passed at `checked_at`: record the attempt (durably) before the request goes out."""
+
+    @abstractmethod
+    async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord: ...
+
+    @abstractmethod
+    async def failed(self, delivery_id: uuid.UUID, error: ErrorInfo) -> MessageRecord: ...
+
+    @abstractmethod
+    async def recent_sends(self, account_id: str, horizon_s: float) -> list[SentRecord]:
+        """The account's send attempts of the last `horizon_s` seconds (by the store's clock)."""
+
+    @abstractmethod
+    async def purge_attempts(self, older_than_s: float, limit: int) -> int:
+        """Forget up to `limit` attempts older than `older_than_s`; how many were forgotten."""
+
+
+class MemoryMessageStore(MessageStore):
+    """The store in this process's memory: same semantics, nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._records: dict[uuid.UUID, MessageRecord] = {}
+        self._attempts: dict[str, tuple[str, SentRecord]] = {}  # token -> (account, attempt)
+
+    def get(self, delivery_id: uuid.UUID) -> MessageRecord | None:
+        return self._records.get(delivery_id)
+
+    def _update(self, delivery_id: uuid.UUID, **changes: object) -> MessageRecord:
+        record = replace(self._records[delivery_id], **changes)  # type: ignore[arg-type]
+        self._records[delivery_id] = record
+        return record
+
+    async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
+        return self._records.setdefault(approval.delivery_id, new_record(envelope, approval, max_retries))
+
+    async def queue(
+        self,
+        delivery_id: uuid.UUID,
+        *,
+        scheduled_for: datetime,
+        bus_message_id: uuid.UUID,
+        error: ErrorInfo | None = None,
+        rate_limited: bool = False,
+        held: bool = False,
+    ) -> MessageRecord:
+        record = self._records[delivery_id]
+        return self._update(
+            delivery_id,
+            status=MessageStatus.QUEUED,
+            scheduled_for=scheduled_for,
+            bus_message_id=bus_message_id,
+            last_error=error or record.last_error,
+            rate_limited=record.rate_limited + int(rate_limited),
+            held_since=(record.held_since or utcnow()) if held else None,
+        )
+
+    async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
+        self._attempts[token] = (record.account_id, SentRecord(token, record.recipient_id, to_ms(checked_at)))
+        current = self._records[record.delivery_id]
+        return self._update(
+            record.delivery_id,
+            status=MessageStatus.SENDING,
+            attempts=current.attempts + 1,
+            attempted_at=checked_at,
+            held_since=None,
+        )
+
+    async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord:
+        return self._update(
+            delivery_id, status=MessageStatus.SENT, platform_message_id=platform_message_id, sent_at=sent_at
+        )
+
+    async def failed(self, delivery_id: uuid.UUID, error: ErrorInfo) -> MessageRecord:
+        return self._update(delivery_id, status=MessageStatus.FAILED, last_error=error)
+
+    async def recent_sends(self, account_id: str, horizon_s: float) -> list[SentRecord]:
+        since = to_ms(utcnow() - timedelta(seconds=horizon_s))
+        return [a for account, a in self._attempts.values() if account == account_id and a.at_ms > since]
+
+    async def purge_attempts(self, older_than_s: float, limit: int) -> int:
+        before = to_ms(utcnow() - timedelta(seconds=older_than_s))
+        old = [token for token, (_, a) in self._attempts.items() if a.at_ms < before][:limit]
+        for token in old:
+            del self._attempts[token]
+        return len(old)

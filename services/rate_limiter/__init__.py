@@ -1,0 +1,6 @@
+"""rate-limiter: plans each delivery's send at the earliest slot within the platform's limits.
+
+It consumes delivery.requested, reserves the slot atomically (libs.ratelimit: Redis, shared by every
+replica), tells the router the slot (delivery.scheduled → `scheduledFor`), and publishes delivery.approved
+delayed to that slot for the of-sender. Nothing waits unacknowledged: the bus holds the delayed message.
+"""

@@ -1,0 +1,100 @@
+"""The of-sender's store, in memory and on PostgreSQL: same semantics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts import Envelope
+from contracts.enums import ErrorType
+from contracts.messages import DeliveryApproved, ErrorInfo
+from services.of_sender.pg_store import PostgresMessageStore
+from services.of_sender.store import MemoryMessageStore, MessageStatus, MessageStore, to_ms
+
+STORES = [pytest.param("memory"), pytest.param("postgres", marks=pytest.mark.integration)]
+ERROR = ErrorInfo(type=ErrorType.ONLYFANS_API_ERROR, message="platform error (503)", retryable=True, status_code=503)
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[MessageStore]:
+    instance: MessageStore
+    if request.param == "memory":
+        instance = MemoryMessageStore()
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        instance = PostgresMessageStore(dsn, schema=request.getfixturevalue("pg_schema"), pool_size=2)
+    await instance.start()
+    yield instance
+    await instance.close()
+
+
+def approval(account: str = "acct", fan: str = "fan") -> Envelope:
+    payload = DeliveryApproved(
+        delivery_id=uuid.uuid4(), account_id=account, recipient_id=fan, text="hi", slot_at=datetime.now(UTC)
+    )
+    return Envelope.new(payload, workflow_id=uuid.uuid4(), user_id=account)
+
+
+class TestMessageStore:
+    async def test_open_creates_once(self, store: MessageStore) -> None:
+        """The first approval creates the record (pending); later ones get the same record back."""
+        envelope = approval()
+        first = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        assert first.status is MessageStatus.PENDING and first.max_retries == 3 and first.attempts == 0
+        again = await store.open(approval(), envelope.payload, 5)  # type: ignore[arg-type]
+        assert again == first
+
+    async def test_a_delivery_goes_through_its_states(self, store: MessageStore) -> None:
+        """sending (an attempt) → queued after a 429 (with the error and the count) → sending → sent with
+        the platform's id; the 429 does not count against the retry budget."""
+        envelope = approval()
+        record = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        first = await store.sending(record, "tok-1", datetime.now(UTC))
+        assert first.status is MessageStatus.SENDING and first.attempts == 1
+        later, moved = datetime.now(UTC) + timedelta(seconds=5), uuid.uuid4()
+        queued = await store.queue(
+            record.delivery_id, scheduled_for=later, bus_message_id=moved, error=ERROR, rate_limited=True
+        )
+        assert (queued.status, queued.last_error, queued.rate_limited) == (MessageStatus.QUEUED, ERROR, 1)
+        assert queued.bus_message_id == moved and queued.scheduled_for == later
+        checked = datetime.now(UTC)
+        second = await store.sending(queued, "tok-2", checked)
+        sent = await store.sent(record.delivery_id, "msg_1", checked)
+        assert (second.attempts, sent.status, sent.platform_message_id) == (2, MessageStatus.SENT, "msg_1")
+        assert sent.failures == 0 and sent.sent_at == checked
+
+    async def test_hold_time_is_kept_until_a_check_passes(self, store: MessageStore) -> None:
+        """held_since is set by the first hold, kept by the next ones, cleared by a send attempt."""
+        envelope = approval()
+        record = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        now = datetime.now(UTC)
+        first = await store.queue(record.delivery_id, scheduled_for=now, bus_message_id=uuid.uuid4(), held=True)
+        second = await store.queue(record.delivery_id, scheduled_for=now, bus_message_id=uuid.uuid4(), held=True)
+        assert first.held_since is not None and second.held_since == first.held_since
+        assert (await store.sending(second, "tok", now)).held_since is None
+
+    async def test_attempts_are_the_durable_send_record(self, store: MessageStore) -> None:
+        """recent_sends returns an account's attempts in the horizon (every attempt, with its token and
+        check time); purge forgets old ones."""
+        envelope = approval("acct-a", "fan1")
+        record = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        now = datetime.now(UTC)
+        await store.sending(record, "tok-1", now - timedelta(seconds=120))
+        await store.sending(record, "tok-2", now)
+        other = approval("acct-b", "fan1")
+        await store.sending(await store.open(other, other.payload, 3), "tok-3", now)  # type: ignore[arg-type]
+        recent = await store.recent_sends("acct-a", 60)
+        assert [(r.token, r.recipient_id) for r in recent] == [("tok-2", "fan1")]
+        assert abs(recent[0].at_ms - to_ms(now)) <= 1
+        assert await store.purge_attempts(60, 100) == 1
+        assert len(await store.recent_sends("acct-a", 3600)) == 1
+
+    async def test_failed_keeps_the_error(self, store: MessageStore) -> None:
+        """A failed delivery keeps the error it failed with."""
+        envelope = approval()
+        record = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        failed = await store.failed(record.delivery_id, ERROR)
+        assert failed.status is MessageStatus.FAILED and failed.last_error == ERROR

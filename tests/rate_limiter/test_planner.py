@@ -1,0 +1,150 @@
+"""Slot planning: the earliest compliant slot, per account and per fan, idempotent, shared by replicas,
+and held for a window when Redis lost its data."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import redis.asyncio as aioredis
+
+from libs.ratelimit import Limits, MemoryPlanner, RedisPlanner, SlotPlanner
+from libs.ratelimit.window import earliest_slot
+from tests.delivery.compliance import spacing_violations, window_violations
+from tests.rate_limiter.conftest import flush_prefix
+
+LIMITS = Limits(account_limit=3, window_ms=1000, recipient_gap_ms=400)
+
+
+class FakeClock:
+    def __init__(self, now: int = 1_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class TestMemoryPlanner:
+    async def test_a_burst_fills_the_window_then_waits_for_the_next(self) -> None:
+        """`limit` deliveries to different fans go now; the next ones a whole window later."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        slots = [(await planner.reserve("a", f"fan{i}", f"d{i}")).slot_ms - clock.now for i in range(7)]
+        assert slots == [0, 0, 0, 1000, 1000, 1000, 2000]
+
+    async def test_a_fan_waits_its_spacing_without_holding_up_the_others(self) -> None:
+        """A second message to one fan waits the spacing; another fan's message still goes now."""
+        clock = FakeClock()
+        planner = MemoryPlanner(Limits(account_limit=10, window_ms=1000, recipient_gap_ms=400), clock=clock)
+        first = await planner.reserve("a", "fan", "d1")
+        second = await planner.reserve("a", "fan", "d2")
+        other = await planner.reserve("a", "other", "d3")
+        assert (first.slot_ms - clock.now, first.reason) == (0, "none")
+        assert (second.slot_ms - clock.now, second.reason) == (400, "recipient")
+        assert other.slot_ms == clock.now
+
+    async def test_accounts_are_independent(self) -> None:
+        """One account's full window does not delay another account."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        for i in range(3):
+            await planner.reserve("a", f"fan{i}", f"a{i}")
+        assert (await planner.reserve("b", "fan0", "b0")).slot_ms == clock.now
+
+    async def test_the_same_delivery_keeps_its_slot(self) -> None:
+        """A redelivered request gets the slot it already has and reserves nothing more."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        for i in range(3):
+            await planner.reserve("a", f"fan{i}", f"d{i}")
+        again = await planner.reserve("a", "fan0", "d0")
+        assert (again.slot_ms, again.reason) == (clock.now, "existing")
+        assert (await planner.reserve("a", "fan9", "d9")).slot_ms == clock.now + 1000
+
+    async def test_old_slots_stop_counting(self) -> None:
+        """Once a window has passed, the account may send a full burst again."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        for i in range(3):
+            await planner.reserve("a", f"fan{i}", f"d{i}")
+        clock.now += 1000
+        assert (await planner.reserve("a", "fan7", "d7")).slot_ms == clock.now
+
+
+@pytest.mark.integration
+class TestRedisPlanner:
+    async def test_fresh_state_is_held_for_one_window(self, redis_client: aioredis.Redis, prefix: str) -> None:
+        """With no trace of earlier plans (first use, or lost data), nothing is planned before a window."""
+        planner = RedisPlanner(redis_client, LIMITS, prefix=prefix)
+        first = await planner.reserve("a", "fan", "d1")
+        assert first.data_lost and first.reason == "hold"
+        assert first.slot_ms - first.now_ms == LIMITS.window_ms
+        second = await planner.reserve("a", "fan2", "d2")
+        assert not second.data_lost and second.slot_ms == first.slot_ms
+
+    async def test_a_flush_is_detected_and_held(self, redis_client: aioredis.Redis, prefix: str) -> None:
+        """After FLUSHDB (here: the keys of this test) the next reservation starts a new one-window hold,
+        whatever the lost plan said."""
+        planner = RedisPlanner(redis_client, LIMITS, prefix=prefix)
+        await planner.reserve("a", "fan", "d1")
+        assert await flush_prefix(redis_client, prefix) > 0
+        after = await planner.reserve("a", "fan2", "d2")
+        assert after.data_lost and after.slot_ms - after.now_ms == LIMITS.window_ms
+
+    async def test_a_restart_is_detected_by_the_server_run_id(self, redis_client: aioredis.Redis, prefix: str) -> None:
+        """State written by another Redis server (a restart from a snapshot, a failover) is not trusted."""
+        planner = RedisPlanner(redis_client, LIMITS, prefix=prefix)
+        await planner.reserve("a", "fan", "d1")
+        await redis_client.set(f"{prefix}epoch", "run-id-of-a-server-that-is-gone")
+        assert (await planner.reserve("a", "fan2", "d2")).data_lost
+
+    async def test_lua_plans_exactly_what_the_python_rule_plans(
+        self, redis_client: aioredis.Redis, prefix: str
+    ) -> None:
+        """Each slot the script returns equals earliest_slot() given the slots before it, the fan's spacing
+        and the hold — on a random stream of reservations."""
+        limits = Limits(account_limit=3, window_ms=500, recipient_gap_ms=300)
+        planner = RedisPlanner(redis_client, limits, prefix=prefix)
+        rng = random.Random(7)
+        slots: list[int] = []
+        last: dict[str, int] = {}
+        hold = 0
+        for i in range(40):
+            fan = f"fan{rng.randint(0, 4)}"
+            got = await planner.reserve("acct", fan, f"d{i}")
+            if got.data_lost:
+                hold = got.now_ms + limits.window_ms
+            not_before = max(got.now_ms, hold, last.get(fan, -(10**12)) + limits.recipient_gap_ms)
+            assert got.slot_ms == earliest_slot(sorted(slots), not_before, limits.account_limit, limits.window_ms)
+            slots.append(got.slot_ms)
+            last[fan] = got.slot_ms
+        assert window_violations(slots, limits.account_limit, limits.window_ms) == []
+
+    async def test_replicas_reserving_at_once_never_overbook(self, redis_client: aioredis.Redis, prefix: str) -> None:
+        """Three planners on their own connections, 60 concurrent reservations over 3 accounts: every
+        account's plan respects the window and every fan's spacing."""
+        clients = [aioredis.Redis(connection_pool=redis_client.connection_pool) for _ in range(3)]
+        planners: list[SlotPlanner] = [RedisPlanner(c, LIMITS, prefix=prefix) for c in clients]
+        jobs = [(f"acct{i % 3}", f"fan{i % 5}", f"d{i}") for i in range(60)]
+        results = await asyncio.gather(*(planners[i % 3].reserve(*job) for i, job in enumerate(jobs)))
+        per_account: dict[str, list[int]] = {}
+        per_fan: dict[tuple[str, str], list[int]] = {}
+        for (account, fan, _), got in zip(jobs, results, strict=True):
+            per_account.setdefault(account, []).append(got.slot_ms)
+            per_fan.setdefault((account, fan), []).append(got.slot_ms)
+        for slots in per_account.values():
+            assert window_violations(slots, LIMITS.account_limit, LIMITS.window_ms) == []
+        for slots in per_fan.values():
+            assert spacing_violations(slots, LIMITS.recipient_gap_ms) == []
+
+    async def test_unreachable_redis_raises_limiter_unavailable(self) -> None:
+        """A Redis that is down is reported as LimiterUnavailable (the caller's down policy applies)."""
+        from libs.ratelimit import LimiterUnavailable, open_planner
+
+        planner = open_planner("redis://127.0.0.1:1/0", LIMITS)
+        with pytest.raises(LimiterUnavailable):
+            await planner.reserve("a", "fan", "d1")
+        with pytest.raises(LimiterUnavailable):
+            await planner.ping()
+        await planner.close()
