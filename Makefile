@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint contracts run bench clean
+.PHONY: setup test lint contracts run bench chaos clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ run: setup
 # table and, last, one JSON line. Options: BENCH_ARGS="-n 2000 -c 32".
 bench: setup
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# Faults under steady load (service kills, broker/database/Redis restarts, platform outage, provider hang),
+# then the invariants: nothing lost or stuck, nothing sent twice, no rate window exceeded, costs add up.
+chaos: setup
+	CHAOS_RESTART_SERVERS=1 $(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 contracts: setup
 	$(BIN)/python -m contracts.export
