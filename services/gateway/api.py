@@ -1,6 +1,6 @@
 """The HTTP handlers: authenticate, validate, ask the owning service over the bus, answer in camelCase.
 
-Nothing is published before the request is fully validated (auth, kill switch, query, headers, body), so a
+Nothing is published before the request is fully validated (auth, feature flags, query, headers, body), so a
 bad request never creates half a workflow. The gateway keeps no state: a workflow's id comes from the
 Idempotency-Key (or is random), and everything it answers about a workflow comes from the router's reply.
 """
@@ -30,6 +30,7 @@ from contracts.messages import (
     WorkflowView,
 )
 from libs.bus import Bus, BusError, RequestTimeout
+from libs.flags import FlagClient, Flags
 from libs.telemetry import current_trace_id, get_logger
 from services.gateway import constants as c
 from services.gateway.auth import Principal, TokenVerifier
@@ -74,9 +75,11 @@ class Api:
         verifier: TokenVerifier,
         health: HealthAggregator,
         *,
+        flags: FlagClient,
         recorded_cost: RecordedCost | None = None,
     ) -> None:
         self._bus = bus
+        self._flags = flags
         self._settings = settings
         self._verifier = verifier
         self._health = health
@@ -91,8 +94,8 @@ class Api:
     async def create_campaign(self, request: web.Request) -> web.Response:
         started = time.monotonic()
         principal = self._principal(request)
-        if not self._settings.hybrid_orchestrator_enabled:
-            raise Unavailable("disabled", "the hybrid orchestrator is disabled (HYBRID_ORCHESTRATOR_ENABLED=false)")
+        if not self._flags.admits(principal.user_id):
+            raise Unavailable("disabled", disabled_message(self._flags.flags))
         wait_s = self._wait_seconds(request.query)
         key = idempotency_key(request.headers)
         campaign = parse_campaign(await read_json_object(request, self._settings.gateway_max_body_bytes))
@@ -225,6 +228,13 @@ class Api:
             if not math.isfinite(timeout) or timeout <= 0:
                 raise BadRequest("invalid_parameter", "timeout must be a positive number of seconds")
         return min(timeout, cap) if wait in _TRUE else None
+
+
+def disabled_message(flags: Flags) -> str:
+    """Why new workflows of this user are refused (the kill switch first: it overrides the rollout)."""
+    if not flags.hybrid_orchestrator_enabled:
+        return "the hybrid orchestrator is disabled (kill switch hybridOrchestratorEnabled=false)"
+    return f"the hybrid orchestrator is not enabled for this user yet (rollout at {flags.rollout_percentage}%)"
 
 
 def accepted(workflow_id: uuid.UUID, status: WorkflowStatus, trace_id: str | None) -> web.Response:

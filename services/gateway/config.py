@@ -3,23 +3,24 @@
 GATEWAY_JWT_SECRET has no default: a gateway without it refuses to start, so a deployment can never run
 with a guessable key. The embedded mode (`make run`) passes a development secret instead, through
 `runtime.resources["gateway_settings"]` (a GatewaySettings), and prints a token signed with it.
+
+The feature flags' defaults and refresh (HYBRID_ORCHESTRATOR_ENABLED, FLAGS_*) come from libs.flags.FlagSettings.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from libs.config import CommonSettings
+from libs.flags import FlagSettings
 from services.gateway import constants as c
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(FlagSettings):
     gateway_host: str = Field(default=c.DEFAULT_HOST, description="interface the HTTP API listens on")
     gateway_port: int = Field(default=c.DEFAULT_PORT, ge=0, le=65535, description="0: any free port")
     gateway_jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 key of the bearer tokens; required (at least 32 bytes)"
     )
-    hybrid_orchestrator_enabled: bool = Field(default=True, description="false: new workflows answer 503")
     gateway_wait_timeout_s: float = Field(
         default=c.DEFAULT_WAIT_TIMEOUT_S, gt=0, description="longest ?wait=true; &timeout= is capped by it"
     )

@@ -10,6 +10,7 @@ PATH_CAMPAIGN: Final = "/api/v2/campaigns/hybrid"
 PATH_STATUS: Final = "/api/v2/campaigns/status"
 PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
 PATH_OPENAPI: Final = "/api/openapi.json"
+PATH_FEATURE_FLAGS: Final = "/api/admin/feature-flags"
 
 # --- Settings defaults (GATEWAY_* environment variables; see config.py).
 DEFAULT_PORT: Final = 8080
@@ -55,6 +56,9 @@ HEALTH_CHECK_TIMEOUT_S: Final = 2.0
 RESOURCE_HEALTH_CHECKS: Final = "health_checks"
 RESOURCE_GATEWAY_URL: Final = "gateway_url"
 RESOURCE_SETTINGS: Final = "gateway_settings"
+# A libs.flags FlagStore to use instead of opening one from REDIS_URL (the embedded mode, tests: several
+# gateways in one process sharing one in-memory store). The gateway does not close a store it is given.
+RESOURCE_FLAG_STORE: Final = "flag_store"
 
 # --- Cost endpoints (issue 6): the cost-tracker answers them over the bus (cost.query).
 PATH_COST_STATS: Final = "/api/v2/costs/stats"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from services.gateway import constants as c
 from services.gateway.cost_routes import COST_ROUTES
+from services.gateway.flag_routes import FLAG_ROUTES
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import (
     AcceptedResponse,
@@ -81,8 +82,8 @@ CREATE_CAMPAIGN = RouteDoc(
             ErrorResponse,
         ),
         503: Reply(
-            "disabled (HYBRID_ORCHESTRATOR_ENABLED=false), unavailable (the bus failed), or the workflow was "
-            "refused or failed on database_error / sqs_error",
+            "disabled (the kill switch is off, or the user is outside the rollout: see /api/admin/feature-flags), "
+            "unavailable (the bus failed), or the workflow was refused or failed on database_error / sqs_error",
             ErrorResponse,
             ("Retry-After",),
         ),
@@ -139,4 +140,4 @@ OPENAPI = RouteDoc(
     tags=("operations",),
 )
 
-ROUTES: tuple[RouteDoc, ...] = (CREATE_CAMPAIGN, GET_STATUS, HEALTH, OPENAPI, *COST_ROUTES)
+ROUTES: tuple[RouteDoc, ...] = (CREATE_CAMPAIGN, GET_STATUS, HEALTH, OPENAPI, *COST_ROUTES, *FLAG_ROUTES)

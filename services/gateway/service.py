@@ -2,7 +2,8 @@
 
 `create(runtime)` reads GatewaySettings (from `runtime.resources["gateway_settings"]` when the embedded mode
 passes one, else from the environment); the start hook binds the site and publishes its URL in
-`runtime.resources["gateway_url"]` (GATEWAY_PORT=0 picks a free port).
+`runtime.resources["gateway_url"]` (GATEWAY_PORT=0 picks a free port). The feature flags (libs.flags) come
+from Redis when REDIS_URL is set, else from this process, unless `runtime.resources["flag_store"]` gives a store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from contracts.routing import GATEWAY
+from libs.flags import FlagStore, open_flag_client
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
 from services.gateway import constants as c
@@ -22,6 +24,7 @@ from services.gateway.auth import TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.costs import CostEndpoints
 from services.gateway.errors import GatewayConfigError, error_middleware
+from services.gateway.feature_flags import FeatureFlagEndpoints
 from services.gateway.health import HealthAggregator
 from services.gateway.openapi import build_document
 from services.gateway.routes import ROUTES
@@ -49,7 +52,17 @@ class Gateway:
         self._health = HealthAggregator(runtime.bus, runtime.resources, settings.health_urls())
         verifier = TokenVerifier(settings.gateway_jwt_secret.get_secret_value())
         self.costs = CostEndpoints(runtime.bus, settings, verifier)
-        self.api = Api(runtime.bus, settings, verifier, self._health, recorded_cost=self.costs.with_recorded_cost)
+        store = runtime.resources.get(c.RESOURCE_FLAG_STORE)
+        self.flags = open_flag_client(settings, store=store if isinstance(store, FlagStore) else None)
+        self.feature_flags = FeatureFlagEndpoints(self.flags, settings, verifier)
+        self.api = Api(
+            runtime.bus,
+            settings,
+            verifier,
+            self._health,
+            flags=self.flags,
+            recorded_cost=self.costs.with_recorded_cost,
+        )
         self.api.set_openapi(openapi_document())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -76,6 +89,7 @@ class Gateway:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
+        await self.flags.start()  # before serving: the first request already sees the stored flags
         self._runner = web.AppRunner(self.app(), access_log=None)  # tracing_middleware logs each request
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
@@ -83,13 +97,14 @@ class Gateway:
         sockets = getattr(site._server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.gateway_port
         self._runtime.resources[c.RESOURCE_GATEWAY_URL] = self.url
-        log.info("gateway.listening", url=self.url, enabled=self.settings.hybrid_orchestrator_enabled)
+        log.info("gateway.listening", url=self.url, enabled=self.flags.flags.hybrid_orchestrator_enabled)
 
     async def stop(self) -> None:
         await self._health.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.flags.stop()
 
     async def check(self) -> None:
         """Readiness: the site is bound."""

@@ -1,0 +1,78 @@
+"""The feature-flag admin endpoints: GET and PUT /api/admin/feature-flags (admin token only).
+
+GET reads the store (not this replica's cache), so it shows what every replica converges to; PUT writes
+through this replica's FlagClient, which applies the change here at once and announces it to the others
+(libs.flags). Who changed what is logged (`flags.updated`) and kept as updatedBy/updatedAt.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from libs.flags import FlagClient, FlagsError, FlagsInvalid, VersionConflict
+from libs.telemetry import get_logger
+from services.gateway.api import read_json_object
+from services.gateway.auth import Principal, TokenVerifier
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import ApiError, BadRequest, Forbidden, Unavailable, json_response
+from services.gateway.flag_schemas import FeatureFlagsData, FeatureFlagsResponse, FeatureFlagsUpdate
+
+log = get_logger(__name__)
+
+
+class Conflict(ApiError):
+    """409: the write named a version the flags have moved past."""
+
+    status = 409
+
+
+class FeatureFlagEndpoints:
+    """The admin handlers, bound to one gateway's flag client."""
+
+    def __init__(self, client: FlagClient, settings: GatewaySettings, verifier: TokenVerifier) -> None:
+        self._client = client
+        self._settings = settings
+        self._verifier = verifier
+
+    async def get(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        try:
+            state = await self._client.refresh()
+        except FlagsError as exc:
+            raise _unavailable(exc) from exc
+        return self._answer(FeatureFlagsData.of(state, self._client.store.kind))
+
+    async def put(self, request: web.Request) -> web.Response:
+        principal = self._admin(request)
+        raw = await read_json_object(request, self._settings.gateway_max_body_bytes)
+        try:
+            body = FeatureFlagsUpdate.model_validate(raw)
+        except ValidationError as exc:
+            raise BadRequest.from_validation(exc) from exc
+        try:
+            state = await self._client.update(
+                body.to_update(), updated_by=principal.user_id, expected_version=body.expected_version
+            )
+        except VersionConflict as exc:
+            raise Conflict("version_conflict", f"{exc}; read the flags again and retry") from exc
+        except FlagsError as exc:
+            raise _unavailable(exc) from exc
+        return self._answer(FeatureFlagsData.of(state, self._client.store.kind))
+
+    def _admin(self, request: web.Request) -> Principal:
+        principal = self._verifier.verify(request.headers.get("Authorization"))
+        if not principal.is_admin:
+            raise Forbidden("forbidden", "feature flags need an admin token")
+        return principal
+
+    @staticmethod
+    def _answer(data: FeatureFlagsData) -> web.Response:
+        return json_response(FeatureFlagsResponse(data=data).dump())
+
+
+def _unavailable(exc: FlagsError) -> Unavailable:
+    if isinstance(exc, FlagsInvalid):
+        # Someone wrote the hash by hand (or a newer release did): say which value, so a PUT can fix it.
+        return Unavailable("flags_invalid", f"the flag store holds an invalid value: {exc}")
+    return Unavailable("unavailable", "the flag store is unavailable; try again", headers={"Retry-After": "1"})
