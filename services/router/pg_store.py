@@ -58,7 +58,7 @@ _SAVE = (
     "WITH w AS (UPDATE hybrid_workflows SET status = $5, current_provider = $6, provider_states = $7,"
     " fallback_history = $8, retry_attempts = $9, recoveries = $10, attempts = $11, generation_id = $12,"
     " result = $13, model = $14, usage = $15, error = $16, deliveries = $17, version = $18,"
-    " updated_at = $19, completed_at = $20"
+    " updated_at = $19, completed_at = $20, deadline_at = $21"
     " WHERE workflow_id = $1 AND version = $18 - 1 RETURNING workflow_id, version)" + _EVENTS_AND_PROCESSED
 )
 
@@ -101,7 +101,7 @@ def _dump(value: Any) -> Any:
 
 
 def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$5 … $20 of a save: what a transition may change."""
+    """$5 … $21 of a save: what a transition may change (deliveries move the deadline)."""
     return (
         workflow.status.value,
         workflow.current_provider.value if workflow.current_provider else None,
@@ -119,13 +119,14 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
         workflow.version,
         workflow.updated_at,
         workflow.completed_at,
+        workflow.deadline_at,
     )
 
 
 def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
     """$5 … $25 of a create, in _COLUMNS order after workflow_id."""
     (status, provider, states, history, retries, recoveries, attempts, generation, result, model, usage, error,
-     deliveries, version, updated_at, completed_at) = _mutable_columns(workflow)  # fmt: skip
+     deliveries, version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
     return (
         workflow.user_id,
         status,

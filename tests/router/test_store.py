@@ -89,6 +89,7 @@ def rich_change(stored: Workflow) -> Change:
         model="gpt-4o-mini",
         usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7, estimated=True),
         deliveries=(DeliveryView(delivery_id=uuid.uuid4(), recipient_id="r1", status=DeliveryState.PENDING),),
+        deadline_at=stored.deadline_at + timedelta(minutes=5),  # a delivery's slot extends the deadline
     )
     change.move(
         S.FAILED,
