@@ -36,7 +36,7 @@ async def serve(
 ) -> None:
     """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit."""
     settings = settings or CommonSettings()
-    setup_telemetry(name)
+    owns_telemetry = setup_telemetry(name)
     configure_logging(name)
     instrument_libraries()
     # Before anything records a measurement: a reader attached later misses what came before it.
@@ -71,7 +71,8 @@ async def serve(
         if metrics_endpoint is not None:
             await metrics_endpoint.stop()
         log.info("service.stopped")
-        shutdown_telemetry()
+        if owns_telemetry:
+            shutdown_telemetry()
 
 
 async def _until_stopped(stop: asyncio.Event | None) -> None:

@@ -74,8 +74,9 @@ def setup_telemetry(
     service_version: str = "0.1.0",
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
-) -> None:
-    """Install tracer and meter providers and propagators for this process, once.
+) -> bool:
+    """Install tracer and meter providers and propagators for this process, once; True when this call did
+    (so only the installer shuts them down: a service embedded in a test must not end the test's tracing).
 
     `service_name` becomes the Resource's service.name unless OTEL_SERVICE_NAME overrides it.
     `span_exporter` / `metric_reader` are extra sinks (tests); they are attached even when telemetry was
@@ -83,12 +84,14 @@ def setup_telemetry(
     """
     global _state
     with _lock:
+        installed = _state is None
         if _state is None:
             _state = _install(service_name, service_version)
         if span_exporter is not None and _state.tracer_provider is not None:
             _state.tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
         if metric_reader is not None and _state.meter_provider is not None:
             _state.meter_provider.add_metric_reader(metric_reader)
+        return installed
 
 
 def shutdown_telemetry() -> None:
