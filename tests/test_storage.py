@@ -43,8 +43,7 @@ ORDERED_FILES = {
         "INSERT INTO applied_log (name) VALUES ('2_add_items');\n"
     ),
     "10_seed_items.sql": (
-        "INSERT INTO items VALUES (1, '{\"a\": 1}');\n"
-        "INSERT INTO applied_log (name) VALUES ('10_seed_items');\n"
+        "INSERT INTO items VALUES (1, '{\"a\": 1}');\nINSERT INTO applied_log (name) VALUES ('10_seed_items');\n"
     ),
 }
 ORDERED_NAMES = ["1_create_log.sql", "2_add_items.sql", "10_seed_items.sql"]
@@ -102,9 +101,7 @@ def uninstrument() -> Iterator[None]:
 
 
 class TestCreatePool:
-    async def test_jsonb_round_trip(
-        self, postgres_dsn: str, pg_schema: str, admin: asyncpg.Connection
-    ) -> None:
+    async def test_jsonb_round_trip(self, postgres_dsn: str, pg_schema: str, admin: asyncpg.Connection) -> None:
         """A JSONB column takes a Python object and returns an equal one, stored as JSON, not as a string."""
         await admin.execute(f"CREATE SCHEMA {pg_schema}; CREATE TABLE {pg_schema}.docs (id int, doc jsonb)")
         doc = {"text": "héllo ✓", "n": 3, "f": 1.5, "ok": True, "none": None, "list": [1, {"x": []}]}
@@ -117,14 +114,10 @@ class TestCreatePool:
         finally:
             await pool.close()
         # Seen without our codec: real JSON structure on the server side.
-        assert (
-            await admin.fetchval(f"SELECT jsonb_typeof(doc) FROM {pg_schema}.docs WHERE id = 1") == "object"
-        )
+        assert await admin.fetchval(f"SELECT jsonb_typeof(doc) FROM {pg_schema}.docs WHERE id = 1") == "object"
         assert await admin.fetchval(f"SELECT doc ->> 'text' FROM {pg_schema}.docs WHERE id = 1") == "héllo ✓"
 
-    async def test_search_path_isolation(
-        self, postgres_dsn: str, pg_schema: str, admin: asyncpg.Connection
-    ) -> None:
+    async def test_search_path_isolation(self, postgres_dsn: str, pg_schema: str, admin: asyncpg.Connection) -> None:
         """Pools on different schemas resolve the same unqualified table name to their own schema."""
         first, second = pg_schema, f"{pg_schema}_b"
         await admin.execute(f"CREATE SCHEMA {first}; CREATE SCHEMA {second}")
@@ -214,16 +207,12 @@ class TestMigrate:
         """Files apply in numeric order, inside the schema, and are recorded with their checksums."""
         directory = write_files(tmp_path, {**ORDERED_FILES, "README.txt": "not a migration"})
         assert await migrate(pool, schema=pg_schema, directory=directory) == ORDERED_NAMES
-        assert [
-            r["name"] for r in await admin.fetch(f"SELECT name FROM {pg_schema}.applied_log ORDER BY id")
-        ] == [
+        assert [r["name"] for r in await admin.fetch(f"SELECT name FROM {pg_schema}.applied_log ORDER BY id")] == [
             "1_create_log",
             "2_add_items",
             "10_seed_items",
         ]
-        recorded = await admin.fetch(
-            f"SELECT version, name, checksum FROM {pg_schema}.schema_migrations ORDER BY 1"
-        )
+        recorded = await admin.fetch(f"SELECT version, name, checksum FROM {pg_schema}.schema_migrations ORDER BY 1")
         assert [tuple(r) for r in recorded] == [
             (int(name.split("_")[0]), name, hashlib.sha256(ORDERED_FILES[name].encode()).hexdigest())
             for name in ORDERED_NAMES
@@ -259,9 +248,7 @@ class TestMigrate:
         directory = write_files(tmp_path, files)
         pools = [await create_pool(postgres_dsn, max_size=1) for _ in range(5)]
         try:
-            results = await asyncio.gather(
-                *(migrate(p, schema=pg_schema, directory=directory) for p in pools)
-            )
+            results = await asyncio.gather(*(migrate(p, schema=pg_schema, directory=directory) for p in pools))
         finally:
             await asyncio.gather(*(p.close() for p in pools))
         assert sorted(name for result in results for name in result) == sorted(ORDERED_NAMES)
@@ -291,9 +278,7 @@ class TestMigrate:
     ) -> None:
         """A failing file rolls back whole and stays unrecorded, earlier ones stay; once fixed it applies."""
         broken = "CREATE TABLE half (id int);\nINSERT INTO applied_log (name) VALUES ('2');\nSELECT 1 / 0;\n"
-        directory = write_files(
-            tmp_path, {"1_create_log.sql": ORDERED_FILES["1_create_log.sql"], "2_x.sql": broken}
-        )
+        directory = write_files(tmp_path, {"1_create_log.sql": ORDERED_FILES["1_create_log.sql"], "2_x.sql": broken})
         with pytest.raises(MigrationError, match=r"2_x\.sql failed: DivisionByZeroError") as caught:
             await migrate(pool, schema=pg_schema, directory=directory)
         assert isinstance(caught.value.__cause__, asyncpg.DivisionByZeroError)
@@ -331,9 +316,7 @@ class TestMigrate:
         with pytest.raises(MigrationError, match=r"applied as 3_c\.sql"):
             await migrate(pool, schema=pg_schema, directory=directory)
 
-    async def test_missing_directory_is_refused(
-        self, pool: asyncpg.Pool, pg_schema: str, tmp_path: Path
-    ) -> None:
+    async def test_missing_directory_is_refused(self, pool: asyncpg.Pool, pg_schema: str, tmp_path: Path) -> None:
         """Pointing at a directory that does not exist raises MigrationError."""
         with pytest.raises(MigrationError, match="does not exist"):
             await migrate(pool, schema=pg_schema, directory=tmp_path / "nope")

@@ -98,9 +98,7 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def _migrate_locked(
-    conn: asyncpg.Connection, schema: str, quoted: str, migrations: list[Migration]
-) -> list[str]:
+async def _migrate_locked(conn: asyncpg.Connection, schema: str, quoted: str, migrations: list[Migration]) -> list[str]:
     key = _lock_key(schema)
     # A session lock (not a transaction lock) because it must cover several transactions, including the
     # CREATE SCHEMA/TABLE IF NOT EXISTS below, which race with a unique violation when run concurrently.
@@ -134,9 +132,7 @@ async def _migrate_locked(
                 raise
 
 
-def _pending(
-    schema: str, migrations: list[Migration], applied: dict[int, tuple[str, str]]
-) -> list[Migration]:
+def _pending(schema: str, migrations: list[Migration], applied: dict[int, tuple[str, str]]) -> list[Migration]:
     """The migrations still to apply, after checking the recorded history against the files."""
     by_version = {migration.version: migration for migration in migrations}
     for version, (name, checksum) in sorted(applied.items()):
@@ -146,9 +142,7 @@ def _pending(
             # newer schema, which is why migrations stay backwards compatible. Not an error.
             log.warning("migrations.unknown_applied", schema=schema, version=version, migration=name)
         elif migration.name != name:
-            raise MigrationError(
-                f"{schema}: migration {version} was applied as {name}, file is now {migration.name}"
-            )
+            raise MigrationError(f"{schema}: migration {version} was applied as {name}, file is now {migration.name}")
         elif migration.checksum != checksum:
             raise MigrationError(
                 f"{schema}: {name} was edited after it was applied (sha256 {checksum[:12]}… recorded, "

@@ -49,9 +49,7 @@ async def _light_reset(connection: asyncpg.Connection) -> None:
         await connection.execute("ROLLBACK")
 
 
-async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, schema: str | None = None
-) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, schema: str | None = None) -> asyncpg.Pool:
     """An open asyncpg pool on ``dsn``.
 
     Every connection exchanges JSONB values as Python objects (orjson: dicts, lists, str, int, float,

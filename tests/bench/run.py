@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
