@@ -101,26 +101,28 @@ class Consumer:
         handler = self.handlers.get(envelope.type)
         if handler is None:
             return Outcome(Verdict.DEAD, f"service {self.service} has no handler for {envelope.type}")
+        workflow_id = str(envelope.workflow_id) if envelope.workflow_id else None
         token = current_service.set(self.service)
         try:
-            with (
-                structlog.contextvars.bound_contextvars(
-                    workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None
-                ),
-                consumer_span(
+            # bind/reset rather than `bound_contextvars`, which copies the whole context on every message to
+            # save what it replaces; the logs of the outcome below are made without it, as before.
+            log_context = structlog.contextvars.bind_contextvars(workflow_id=workflow_id)
+            try:
+                with consumer_span(
                     system=self.bus.system,
                     destination=c.queue_name(self.bus.namespace, self.service),
                     message_type=envelope.type,
                     message_id=str(envelope.id),
-                    workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None,
+                    workflow_id=workflow_id,
                     component=self.service,
                     headers=headers,
-                ),
-            ):
-                result = await handler(envelope)
-                reply_to = headers.get(c.H_REPLY_TO)
-                if result is not None and reply_to:
-                    await self.bus.reply(reply_to, headers.get(c.H_CORRELATION, ""), envelope.child(result))
+                ):
+                    result = await handler(envelope)
+                    reply_to = headers.get(c.H_REPLY_TO)
+                    if result is not None and reply_to:
+                        await self.bus.reply(reply_to, headers.get(c.H_CORRELATION, ""), envelope.child(result))
+            finally:
+                structlog.contextvars.reset_contextvars(**log_context)
         except Reject as exc:
             log.warning("bus.message.rejected", service=self.service, type=envelope.type, reason=str(exc))
             return Outcome(Verdict.DEAD, f"rejected: {exc}")

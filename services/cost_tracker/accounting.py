@@ -92,11 +92,9 @@ class Accounting:
             duration_ms=end.duration_ms,
             finished_at=envelope.occurred_at,
         )
-        if not await self._store.record_outcome(outcome):
-            return None
-        entries = await self._store.entries(envelope.workflow_id)
-        if entries:
-            provider = outcome.provider.value if outcome.provider else entries[-1].provider.value
-            cost = sum(e.cost_usd for e in entries)
-            get_metrics().workflow_cost.record(float(cost), {tc.METRIC_ATTR_PROVIDER: provider})
+        spend = await self._store.record_outcome(outcome)
+        if spend is not None and spend.calls:
+            provider = outcome.provider or spend.last_provider
+            assert provider is not None  # calls > 0: the latest entry has one
+            get_metrics().workflow_cost.record(float(spend.cost_usd), {tc.METRIC_ATTR_PROVIDER: provider.value})
         return None

@@ -139,6 +139,15 @@ class WorkflowOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowSpend:
+    """What a workflow's recorded calls cost, read when its end is stored (the WorkflowCost metric)."""
+
+    calls: int
+    cost_usd: Decimal
+    last_provider: Provider | None  # the provider of the latest entry (None: no entries)
+
+
+@dataclass(frozen=True, slots=True)
 class Threshold:
     id: uuid.UUID
     scope_user_id: str | None  # None: global

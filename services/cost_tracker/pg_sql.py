@@ -55,11 +55,19 @@ FROM unnest($1::text[], $2::text[], $3::date[]) AS k(scope, period, period_start
 LEFT JOIN spend_totals s USING (scope, period, period_start)
 """
 
+# One row (the workflow's spend) when the outcome is new; no row when it was stored already (o is empty).
 RECORD_OUTCOME = """
-INSERT INTO workflow_outcomes
-    (workflow_id, user_id, status, provider, prompt_tokens, completion_tokens, duration_ms, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (workflow_id) DO NOTHING
+WITH o AS (
+    INSERT INTO workflow_outcomes
+        (workflow_id, user_id, status, provider, prompt_tokens, completion_tokens, duration_ms, finished_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id
+)
+SELECT count(e.message_id) AS calls, coalesce(sum(e.cost_usd), 0) AS cost_usd,
+       (array_agg(e.provider ORDER BY e.occurred_at DESC, e.message_id DESC))[1] AS last_provider
+FROM o LEFT JOIN cost_entries e ON e.workflow_id = o.workflow_id
+GROUP BY o.workflow_id
 """
 
 # A dimension's SQL expression; the whitelist is also what keeps user input out of the statement text.

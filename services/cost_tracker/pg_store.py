@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from contracts.enums import Provider
 from libs.storage import create_pool, migrate, to_database_error
 from services.cost_tracker import pg_sql
 from services.cost_tracker.constants import DB_SCHEMA, MIGRATIONS_DIR
@@ -33,6 +34,7 @@ from services.cost_tracker.model import (
     SpendKey,
     Threshold,
     WorkflowOutcome,
+    WorkflowSpend,
     spend_keys,
 )
 from services.cost_tracker.store import AlertCounts, CostStore
@@ -102,9 +104,9 @@ class PostgresStore(CostStore):
             rows = await conn.fetch(pg_sql.TOTALS, *pg_sql.key_arrays(keys))
         return {pg_sql.spend_key(row): row["spent_usd"] for row in rows}
 
-    async def record_outcome(self, outcome: WorkflowOutcome) -> bool:
+    async def record_outcome(self, outcome: WorkflowOutcome) -> WorkflowSpend | None:
         async with self._connection("record outcome") as conn:
-            status = await conn.execute(
+            row = await conn.fetchrow(
                 pg_sql.RECORD_OUTCOME,
                 outcome.workflow_id,
                 outcome.user_id,
@@ -115,7 +117,10 @@ class PostgresStore(CostStore):
                 outcome.duration_ms,
                 outcome.finished_at,
             )
-        return bool(status == "INSERT 0 1")
+        if row is None:
+            return None
+        provider = row["last_provider"]
+        return WorkflowSpend(row["calls"], row["cost_usd"], Provider(provider) if provider else None)
 
     async def outcomes(self, workflow_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, WorkflowOutcome]:
         async with self._connection("read outcomes") as conn:

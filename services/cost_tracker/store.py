@@ -33,6 +33,7 @@ from services.cost_tracker.model import (
     SpendKey,
     Threshold,
     WorkflowOutcome,
+    WorkflowSpend,
     spend_keys,
 )
 
@@ -70,8 +71,9 @@ class CostStore(ABC):
         """The running totals of `keys` (zero where nothing was spent)."""
 
     @abstractmethod
-    async def record_outcome(self, outcome: WorkflowOutcome) -> bool:
-        """Store how a workflow ended; False (nothing written) when its end is stored already."""
+    async def record_outcome(self, outcome: WorkflowOutcome) -> WorkflowSpend | None:
+        """Store how a workflow ended and return what its recorded calls cost, in one step (one round trip
+        per workflow end); None — nothing written — when its end is stored already."""
 
     @abstractmethod
     async def outcomes(self, workflow_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, WorkflowOutcome]: ...
@@ -182,11 +184,16 @@ class MemoryStore(CostStore):
     async def totals(self, keys: Sequence[SpendKey]) -> dict[SpendKey, Decimal]:
         return {key: self._totals.get(key, Decimal(0)) for key in keys}
 
-    async def record_outcome(self, outcome: WorkflowOutcome) -> bool:
+    async def record_outcome(self, outcome: WorkflowOutcome) -> WorkflowSpend | None:
         if outcome.workflow_id in self._outcomes:
-            return False
+            return None
         self._outcomes[outcome.workflow_id] = outcome
-        return True
+        entries = await self.entries(outcome.workflow_id)
+        return WorkflowSpend(
+            calls=len(entries),
+            cost_usd=sum((e.cost_usd for e in entries), Decimal(0)),
+            last_provider=entries[-1].provider if entries else None,
+        )
 
     async def outcomes(self, workflow_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, WorkflowOutcome]:
         return {wid: self._outcomes[wid] for wid in workflow_ids if wid in self._outcomes}

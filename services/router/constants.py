@@ -51,6 +51,13 @@ MAX_CONFLICT_RETRIES: Final = 5
 # without a database read. Terminal is forever, so the cache is never stale; it only bounds memory.
 TERMINAL_CACHE_SIZE: Final = 50_000
 
+# Workflows this replica wrote last, as it wrote them: a generation result they wait for is decided on that
+# copy and saved under the version check without reading the row first (one round trip instead of two). A
+# copy gone stale (another replica wrote since) or a message handled before makes the save write nothing,
+# and the handler reads the database as usual. Only workflows in flight are kept (at 60 workflows/s and a
+# few seconds each, a few hundred); the size bounds memory when others finish them (a copy is a few KiB).
+WRITTEN_CACHE_SIZE: Final = 2_000
+
 # How often the processed-messages table is trimmed, and how many rows one trim deletes at most (short
 # transactions; the next run continues).
 PURGE_INTERVAL_S: Final = 3600.0

@@ -42,7 +42,12 @@ from contracts.messages import (
 from libs.bus import Bus, Handler, Reject
 from libs.telemetry import get_logger, get_metrics
 from services.router.budget import BudgetBook
-from services.router.constants import BREAKER_FAILURES, MAX_CONFLICT_RETRIES, TERMINAL_CACHE_SIZE
+from services.router.constants import (
+    BREAKER_FAILURES,
+    MAX_CONFLICT_RETRIES,
+    TERMINAL_CACHE_SIZE,
+    WRITTEN_CACHE_SIZE,
+)
 from services.router.delivery import recipients_of
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
@@ -87,6 +92,7 @@ class Router:
         self.budgets = BudgetBook(store, refresh_s=engine.settings.router_budget_refresh_s)
         self.clock = clock
         self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
         self._metrics = get_metrics()
 
     def handlers(self) -> dict[str, Handler]:
@@ -156,7 +162,10 @@ class Router:
                 return self.engine.on_completed(workflow, envelope, now)
             return self.engine.on_failed(workflow, envelope, now)
 
-        await self._apply(envelope, decide)
+        # Only a completed generation takes the shortcut: deciding a failure may claim a circuit's probe, which
+        # a stale copy must not do.
+        written = self._written_copy(envelope) if isinstance(result, GenerationCompleted) else None
+        await self._apply(envelope, decide, written=written)
         return None
 
     async def on_timer(self, envelope: Envelope) -> Message | None:
@@ -193,9 +202,18 @@ class Router:
 
     # --- the load / decide / store / publish cycle ---------------------------------------------------------
 
-    async def _apply(self, envelope: Envelope, decide: Decide) -> Workflow | None:
+    async def _apply(self, envelope: Envelope, decide: Decide, *, written: Workflow | None = None) -> Workflow | None:
+        """Decide on the stored workflow and save the change. `written` (this replica's copy of the workflow as
+        it last wrote it) is tried first, without reading the database (WRITTEN_CACHE_SIZE)."""
         if envelope.workflow_id is None:
             raise Reject(f"{envelope.type} without a workflow_id")
+        if written is not None:
+            now = self.clock()
+            change = decide(written, now)
+            if change is not None and await self.store.save(change, envelope.id):
+                await self._committed(change, now)
+                return change.result()
+            # The copy was stale or the message was handled before: nothing was written; read and decide again.
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(envelope.workflow_id, envelope.id)
             if loaded.outbox is not None:
@@ -236,7 +254,10 @@ class Router:
         workflow = change.result()
         for event in change.events:
             log.info(f"workflow.{event.name}", status=event.to_status.value, **event.detail)
-        if workflow.is_terminal:
+        if not workflow.is_terminal:
+            self._remember_written(workflow)
+        else:
+            self._written.pop(workflow.workflow_id, None)
             self._remember_terminal(workflow.workflow_id)
             self._metrics.record_workflow(
                 provider=workflow.current_provider.value if workflow.current_provider else "none",
@@ -254,6 +275,17 @@ class Router:
             breaker.record_success()
         elif result.error.type in BREAKER_FAILURES:
             breaker.record_failure()
+
+    def _written_copy(self, envelope: Envelope) -> Workflow | None:
+        """This replica's copy of the workflow as it last wrote it, if that state waits for this result."""
+        written = self._written.pop(envelope.workflow_id, None) if envelope.workflow_id else None
+        return written if written is not None and Engine.ignore_reason(written, envelope) is None else None
+
+    def _remember_written(self, workflow: Workflow) -> None:
+        self._written[workflow.workflow_id] = workflow
+        self._written.move_to_end(workflow.workflow_id)
+        if len(self._written) > WRITTEN_CACHE_SIZE:
+            self._written.popitem(last=False)
 
     def _remember_terminal(self, workflow_id: uuid.UUID) -> None:
         self._terminal[workflow_id] = None

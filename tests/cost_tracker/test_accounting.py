@@ -8,12 +8,14 @@ from decimal import Decimal
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from contracts import Envelope
 from contracts.enums import IntentType, Provider
 from contracts.messages import Usage, WorkflowCompleted, WorkflowFailed
 from contracts.routing import COST_TRACKER
+from libs.telemetry.constants import METRIC_WORKFLOW_COST
+from libs.telemetry.metrics import Metrics
 from services.cost_tracker import accounting
 from services.cost_tracker.metrics import METRIC_UNPRICED_CALLS, CostMetrics
 from tests.cost_tracker.conftest import ALICE, BOB, Harness, eventually, usage
@@ -178,6 +180,36 @@ class TestOutcomes:
         await harness.tracker.accounting.on_workflow_end(Envelope.new(failed, workflow_id=workflow, user_id=ALICE))
         view = await harness.data("campaign", {"workflow_id": str(workflow)})
         assert (view["status"], view["settled"], D(view["total_cost"])) == ("failed", True, D("0.001"))
+
+    async def test_the_end_records_the_workflow_cost_once_with_the_latest_provider(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failed workflow's WorkflowCost is the sum of its entries under the provider of the latest one;
+        a redelivered end records nothing more."""
+        reader = InMemoryMetricReader()
+        meters = MeterProvider(metric_readers=[reader])
+        monkeypatch.setattr(accounting, "get_metrics", lambda: Metrics.from_meter(meters.get_meter("t")))
+        workflow = uuid.uuid4()
+        early, late = datetime(2030, 1, 1, 10, tzinfo=UTC), datetime(2030, 1, 1, 11, tzinfo=UTC)
+        await harness.record(usage(workflow_id=workflow, prompt=100, completion=0, at=early))
+        await harness.record(usage(provider=Provider.OPENAI, model="gpt-4o-mini", workflow_id=workflow, at=late))
+        error = {"type": "openai_timeout", "message": "t", "retryable": True}
+        failed = WorkflowFailed.model_validate({"error": error, "duration_ms": 5.0})
+        end = Envelope.new(failed, workflow_id=workflow, user_id=ALICE)
+        await harness.tracker.accounting.on_workflow_end(end)
+        await harness.tracker.accounting.on_workflow_end(end)
+        data = reader.get_metrics_data()
+        assert data is not None
+        [cost] = [
+            point
+            for metric in data.resource_metrics[0].scope_metrics[0].metrics
+            if metric.name == METRIC_WORKFLOW_COST
+            for point in metric.data.data_points
+        ]
+        assert isinstance(cost, HistogramDataPoint)
+        total = D((await harness.data("campaign", {"workflow_id": str(workflow)}))["total_cost"])
+        assert (cost.attributes, cost.count) == ({"provider": "openai"}, 1)
+        assert cost.sum == pytest.approx(float(total)) and total > 0
 
 
 class TestVisibility:

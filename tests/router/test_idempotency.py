@@ -14,6 +14,7 @@ from contracts.messages import GenerationCompleted, Usage, WorkflowCompleted, Wo
 from libs.bus import DeadLetter, PublishError
 from libs.bus.base import current_service
 from services.router.state import Change
+from services.router.store import Loaded
 from tests.router.harness import Harness, eventually, fail, hang, intent, ok
 
 
@@ -273,3 +274,43 @@ class TestRaces:
 async def _stored_status(harness: Harness, workflow_id: uuid.UUID, status: WorkflowStatus) -> bool:
     stored = await harness.store.get(workflow_id)
     return stored is not None and stored.status is status
+
+
+class TestWrittenCopy:
+    async def test_completion_of_a_workflow_this_replica_wrote_skips_the_read(self, harness: Harness) -> None:
+        """A generation.completed for a workflow this router wrote last is decided on its own copy: the
+        workflow completes without a single store.load."""
+        load, loads = harness.store.load, list[uuid.UUID]()
+
+        async def counting_load(workflow_id: uuid.UUID, message_id: uuid.UUID) -> Loaded:
+            loads.append(message_id)
+            return await load(workflow_id, message_id)
+
+        harness.store.load = counting_load  # type: ignore[method-assign]
+        view, finished = await harness.run(intent())
+        assert view.status is WorkflowStatus.COMPLETED and finished.type == WorkflowCompleted.TYPE
+        assert loads == []
+
+    async def test_completion_on_a_stale_copy_rereads_and_is_ignored(self, harness: Harness) -> None:
+        """When another replica moved the workflow after this router wrote it (here: failed it at the
+        deadline), the completion's save on the stale copy writes nothing; the router re-reads the workflow,
+        finds it failed and changes nothing."""
+        harness.workers.script(Provider.OPENAI, ok(after_s=0.2))
+        accepted = await harness.request(intent())
+        assert accepted.workflow is not None
+        workflow_id = accepted.workflow.workflow_id
+        stored = await harness.store.get(workflow_id)
+        assert stored is not None
+        timer = Envelope.new(WorkflowTimer(purpose="deadline"), workflow_id=workflow_id)
+        deadline = harness.router.engine.on_deadline(stored, timer, stored.deadline_at)
+        assert deadline is not None and await harness.store.save(deadline, timer.id)  # not through this router
+        await eventually(lambda: _answered(harness, 1))
+        await asyncio.sleep(0.2)
+        stored = await harness.store.get(workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.FAILED and stored.result is None
+        assert not harness.sink.finished[workflow_id]
+        assert [e.name for e in await harness.store.history(workflow_id)][-1] == "failed"
+
+
+async def _answered(harness: Harness, n: int) -> bool:
+    return len(harness.workers.answered) >= n
