@@ -33,7 +33,7 @@ from aio_pika.abc import (
 
 from contracts.routing import ROUTES
 from libs.bus import constants as c
-from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, new_instance_id
+from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
 from libs.bus.errors import BusConnectionError, PublishError, Unroutable
 
 log = structlog.get_logger("libs.bus.amqp")
@@ -223,7 +223,7 @@ class AmqpBus(Bus):
 
     async def _process(self, consumer: Consumer, message: AbstractIncomingMessage) -> None:
         headers = _text_headers(message.headers)
-        due = int(headers.get(c.H_DELIVER_AT, "0"))
+        due = int_header(headers, c.H_DELIVER_AT)
         remaining = due - int(time.time() * 1000)
         if tier_for(remaining) is not None:
             await self._send_one(consumer.service, message.body, headers, remaining)
@@ -231,11 +231,11 @@ class AmqpBus(Bus):
             return
         if remaining > 0:
             await asyncio.sleep(remaining / 1000)  # below the smallest tier: never early
-        broker_deliveries = int(headers.get("x-delivery-count", "0"))
+        broker_deliveries = int_header(headers, "x-delivery-count")
         outcome = await consumer.handle(message.body, headers, broker_deliveries)
         if outcome.verdict is Verdict.RETRY:
             retry = {k: v for k, v in headers.items() if k != "x-delivery-count"}
-            retry[c.H_DELIVERIES] = str(int(headers.get(c.H_DELIVERIES, "0")) + broker_deliveries + 1)
+            retry[c.H_DELIVERIES] = str(int_header(headers, c.H_DELIVERIES) + broker_deliveries + 1)
             retry[c.H_DELIVER_AT] = str(int((time.time() + outcome.delay_s) * 1000))
             await self._send_one(consumer.service, message.body, retry, int(outcome.delay_s * 1000))
         elif outcome.verdict is Verdict.DEAD:

@@ -36,6 +36,17 @@ log = structlog.get_logger("libs.bus")
 current_service: ContextVar[str | None] = ContextVar("current_service", default=None)
 
 
+def int_header(headers: Mapping[str, str], key: str) -> int:
+    """A bus counter or timestamp header as an int; a missing or garbled one counts as 0.
+
+    Headers come from the wire: garbage in one must never make a message undeliverable (an exception
+    here, outside the handler's try, would leave it unacknowledged and jam a prefetch slot for good)."""
+    try:
+        return int(headers.get(key) or 0)
+    except ValueError:
+        return 0
+
+
 @dataclass(frozen=True)
 class RedeliveryPolicy:
     max_deliveries: int = c.MAX_DELIVERIES
@@ -92,7 +103,7 @@ class Consumer:
         return outcome
 
     async def _handle(self, body: bytes, headers: Mapping[str, str], broker_deliveries: int) -> Outcome:
-        deliveries = int(headers.get(c.H_DELIVERIES, "0")) + broker_deliveries + 1
+        deliveries = int_header(headers, c.H_DELIVERIES) + broker_deliveries + 1
         try:
             envelope = Envelope.decode(body)
         except ContractError as exc:

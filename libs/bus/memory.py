@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from libs.bus import constants as c
-from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, new_instance_id
+from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
 from libs.bus.errors import Unroutable
 
 Item = tuple[bytes, dict[str, str]]
@@ -76,7 +76,7 @@ class MemoryBus(Bus):
     async def _process(self, consumer: Consumer, body: bytes, headers: Mapping[str, str]) -> None:
         outcome = await consumer.handle(body, headers)
         if outcome.verdict is Verdict.RETRY:
-            retry_headers = {**headers, c.H_DELIVERIES: str(int(headers.get(c.H_DELIVERIES, "0")) + 1)}
+            retry_headers = {**headers, c.H_DELIVERIES: str(int_header(headers, c.H_DELIVERIES) + 1)}
             self._put(consumer.service, body, retry_headers, outcome.delay_s)
         elif outcome.verdict is Verdict.DEAD:
             self._dead[consumer.service].append(DeadLetter(body, outcome.reason, dict(headers)))

@@ -27,7 +27,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from libs.bus import constants as c
-from libs.bus.base import Consumer, Verdict
+from libs.bus.base import Consumer, Verdict, int_header
 from libs.bus.errors import BusError
 from libs.bus.sqs_config import (
     LOCAL_WAIT_S,
@@ -160,7 +160,7 @@ class Subscription:
             outcome = await self.consumer.handle(message.body, message.headers, message.receive_count - 1)
             headers = message.headers
             if outcome.verdict is Verdict.RETRY:
-                deliveries = int(headers.get(c.H_DELIVERIES, "0") or 0) + message.receive_count
+                deliveries = int_header(headers, c.H_DELIVERIES) + message.receive_count
                 retry = {
                     **headers,
                     c.H_DELIVERIES: str(deliveries),
@@ -180,7 +180,7 @@ class Subscription:
     async def _early(self, message: Incoming) -> bool:
         """Handle a message that is not due yet: send it on (True), or sleep until it is due (False)."""
         try:
-            due_ms = int(message.headers.get(c.H_DELIVER_AT, "0") or 0)
+            due_ms = int_header(message.headers, c.H_DELIVER_AT)
         except ValueError:
             return False
         # +1 ms: the header holds whole milliseconds, rounded down from the time the publisher asked for.

@@ -144,6 +144,18 @@ class BusConformance:
         assert dead[0].body == body
         await eventually(lambda: rec.finished == 1)
 
+    async def test_garbled_bus_headers_neither_lose_nor_jam_a_message(self, make_bus: MakeBus) -> None:
+        """A valid message whose bus headers are garbage is still handled, and the consumer keeps serving."""
+        bus = await make_bus()
+        rec = Recorder()
+        await bus.subscribe(ROUTER, {"workflow.requested": rec}, prefetch=1)
+        garbled = requested(1)
+        headers = {"x-ho-deliveries": "x", "x-ho-deliver-at": "soon"}
+        await bus.publish_raw(ROUTER, garbled.encode(), headers)
+        await bus.publish(requested(2))
+        await eventually(lambda: rec.finished == 2)
+        assert rec.seen[0].id == garbled.id
+
     async def test_delayed_delivery_fires_on_time(self, make_bus: MakeBus) -> None:
         """A delayed message is handled no earlier than asked and within one second after."""
         bus = await make_bus()
