@@ -9,15 +9,14 @@ libs.storage.DatabaseError.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
 from contracts.enums import Provider
-from libs.storage import create_pool, migrate, to_database_error
+from libs.storage.schema_store import SchemaStore
 from services.cost_tracker import pg_sql
 from services.cost_tracker.constants import DB_SCHEMA, MIGRATIONS_DIR
 from services.cost_tracker.model import (
@@ -39,38 +38,10 @@ from services.cost_tracker.model import (
 )
 from services.cost_tracker.store import AlertCounts, CostStore
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
-
-class PostgresStore(CostStore):
-    def __init__(self, dsn: str, *, pool_size: int = 10, schema: str = DB_SCHEMA) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._schema = schema
-        self._pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self._pool = await create_pool(self._dsn, min_size=1, max_size=self._pool_size, schema=self._schema)
-        await migrate(self._pool, schema=self._schema, directory=MIGRATIONS_DIR)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    @asynccontextmanager
-    async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
-        if self._pool is None:
-            raise RuntimeError("PostgresStore.start() was not called")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except _DRIVER_ERRORS as exc:
-            raise to_database_error(exc, action=action) from exc
-
-    async def ping(self) -> None:
-        async with self._connection("ping") as conn:
-            await conn.fetchval("SELECT 1")
+class PostgresStore(SchemaStore, CostStore):
+    SCHEMA = DB_SCHEMA
+    MIGRATIONS = MIGRATIONS_DIR
 
     # --- accounting ----------------------------------------------------------------------------------------
 

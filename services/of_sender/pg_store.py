@@ -6,8 +6,6 @@ asyncpg's errors leave this module as libs.storage.DatabaseError.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +14,9 @@ import asyncpg
 from contracts import Envelope
 from contracts.messages import DeliveryApproved, ErrorInfo
 from libs.ratelimit import SentRecord
-from libs.storage import create_pool, migrate, to_database_error
+from libs.storage.schema_store import SchemaStore
 from services.of_sender.constants import DB_SCHEMA, MIGRATIONS_DIR
 from services.of_sender.store import MessageRecord, MessageStatus, MessageStore, to_ms
-
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 _COLUMNS = (
     "delivery_id, workflow_id, account_id, recipient_id, status, attempts, max_retries, rate_limited,"
@@ -105,31 +101,9 @@ def _record(row: asyncpg.Record) -> MessageRecord:
     )
 
 
-class PostgresMessageStore(MessageStore):
-    def __init__(self, dsn: str, *, pool_size: int = 10, schema: str = DB_SCHEMA) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._schema = schema
-        self._pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self._pool = await create_pool(self._dsn, min_size=1, max_size=self._pool_size, schema=self._schema)
-        await migrate(self._pool, schema=self._schema, directory=MIGRATIONS_DIR)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    @asynccontextmanager
-    async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
-        if self._pool is None:
-            raise RuntimeError("PostgresMessageStore.start() was not called")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except _DRIVER_ERRORS as exc:
-            raise to_database_error(exc, action=action) from exc
+class PostgresMessageStore(SchemaStore, MessageStore):
+    SCHEMA = DB_SCHEMA
+    MIGRATIONS = MIGRATIONS_DIR
 
     async def _one(self, action: str, sql: str, *args: Any) -> MessageRecord:
         async with self._connection(action) as conn:
@@ -137,10 +111,6 @@ class PostgresMessageStore(MessageStore):
         if row is None:
             raise LookupError(f"{action}: delivery {args[0]} is not stored")
         return _record(row)
-
-    async def ping(self) -> None:
-        async with self._connection("ping") as conn:
-            await conn.fetchval("SELECT 1")
 
     async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
         return await self._one(

@@ -10,8 +10,6 @@ asyncpg's errors leave this module as libs.storage.DatabaseError.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -19,13 +17,11 @@ import asyncpg
 
 from contracts.enums import BudgetAction, CostPeriod, Provider, WorkflowStatus
 from contracts.messages import DeliveryView, ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
-from libs.storage import create_pool, migrate, to_database_error
+from libs.storage.schema_store import SchemaStore
 from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR
 from services.router.outbox import Outgoing
 from services.router.state import Change, Event, Workflow
 from services.router.store import BudgetRecord, Loaded, WorkflowStore
-
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 _COLUMNS = (
     "workflow_id, user_id, status, intent, trace_id, current_provider, provider_states, fallback_history,"
@@ -194,35 +190,9 @@ def _workflow(row: asyncpg.Record) -> Workflow:
     )
 
 
-class PostgresStore(WorkflowStore):
-    def __init__(self, dsn: str, *, pool_size: int = 10, schema: str = DB_SCHEMA) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._schema = schema
-        self._pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self._pool = await create_pool(self._dsn, min_size=1, max_size=self._pool_size, schema=self._schema)
-        await migrate(self._pool, schema=self._schema, directory=MIGRATIONS_DIR)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    @asynccontextmanager
-    async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
-        if self._pool is None:
-            raise RuntimeError("PostgresStore.start() was not called")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except _DRIVER_ERRORS as exc:
-            raise to_database_error(exc, action=action) from exc
-
-    async def ping(self) -> None:
-        async with self._connection("ping") as conn:
-            await conn.fetchval("SELECT 1")
+class PostgresStore(SchemaStore, WorkflowStore):
+    SCHEMA = DB_SCHEMA
+    MIGRATIONS = MIGRATIONS_DIR
 
     async def create(self, change: Change, message_id: uuid.UUID) -> bool:
         workflow = change.result()
