@@ -24,15 +24,25 @@ _BAD_GATEWAY = Reply("bad_gateway: the cost-tracker answered something unexpecte
 _UNAVAILABLE = Reply("unavailable: the bus or the cost-tracker did not answer", ErrorResponse, ("Retry-After",))
 _TAGS = ("costs",)
 
+# A calendar day, or a time with its offset (costs._instant parses them with date/datetime.fromisoformat):
+# formats, not a digit pattern, so an impossible day (2026-02-30) is outside the document as it is refused.
+# The time's pattern keeps out what RFC 3339 allows and fromisoformat refuses (leap second, lower-case t/z).
 _DAY_OR_TIME: dict[str, Any] = {
     "type": "string",
-    "pattern": r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$",
+    "anyOf": [
+        {"format": "date"},
+        {
+            "format": "date-time",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$",
+        },
+    ],
 }
 USER_ID = Param(
     "userId",
     "query",
     "admin: whose costs (default: everyone's); others: only their own id",
-    {"type": "string", "minLength": 1, "maxLength": c.MAX_ID_LENGTH},
+    # \S: the id is trimmed before it is checked, so a whitespace-only one is as empty as "".
+    {"type": "string", "minLength": 1, "maxLength": c.MAX_ID_LENGTH, "pattern": r"\S"},
 )
 FROM = Param("from", "query", "UTC day (YYYY-MM-DD) or ISO time with offset; default: 1st of this month", _DAY_OR_TIME)
 TO = Param("to", "query", "UTC day, included (YYYY-MM-DD), or ISO time, excluded; default: now", _DAY_OR_TIME)

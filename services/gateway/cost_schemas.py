@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from contracts.enums import CostPeriod, IntentType, Provider
@@ -22,7 +22,24 @@ Severity = Literal["info", "warning", "critical"]
 Action = Literal["none", "downgrade", "block"]
 Channel = Literal["slack", "sns", "email"]
 # Money in a request: a positive JSON number (or a decimal string), read exactly (0.1 is one tenth).
-Amount = Annotated[Money, Field(gt=0, allow_inf_nan=False, max_digits=20, decimal_places=10)]
+# Pydantic documents a Decimal as any string; the document says what is accepted instead: a positive
+# amount with at most 10 digits before the point and 10 after (max_digits=20, decimal_places=10).
+AMOUNT_MAX: Final = 10**10
+AMOUNT_STEP: Final = 1e-10
+AMOUNT_PATTERN: Final = r"^0*([1-9]\d{0,9}(\.\d{0,10}0*)?|\.\d{0,9}[1-9]0*)$"
+Amount = Annotated[
+    Money,
+    Field(gt=0, allow_inf_nan=False, max_digits=20, decimal_places=10),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": AMOUNT_MAX, "multipleOf": AMOUNT_STEP},
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+            ]
+        },
+        mode="validation",
+    ),
+]
 Percent = Annotated[Money, Field(description="percent")]
 
 # --- requests ------------------------------------------------------------------------------------------
@@ -38,6 +55,16 @@ class CostRequest(BaseModel):
 
 class ThresholdCreateRequest(CostRequest):
     """POST /api/v2/costs/thresholds. A threshold with an action other than "none" is also a budget."""
+
+    # The handler's rule "a global threshold has no userId", in the document too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["global", "userId"],
+                "properties": {"global": {"const": True}, "userId": {"type": "string"}},
+            }
+        }
+    )
 
     period: CostPeriod = Field(alias="type", description="daily or monthly (UTC calendar days and months)")
     limit_usd: Amount = Field(alias="threshold", description="USD")

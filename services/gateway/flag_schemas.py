@@ -20,8 +20,19 @@ class FeatureFlagsUpdate(BaseModel):
 
     # camelCase only, unknown fields refused: a misspelt "hybridOrchestratorEnable" must not be a no-op
     # that the admin believes switched the orchestrator off.
+    # json_schema_extra: _changes_something's rule (at least one flag, not null) in the document too.
     model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_name=False, validate_by_alias=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        validate_by_name=False,
+        validate_by_alias=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("hybridOrchestratorEnabled", "rolloutPercentage", "allowList")
+            ]
+        },
     )
 
     hybrid_orchestrator_enabled: StrictBool | None = Field(

@@ -26,8 +26,11 @@ _UNAVAILABLE_BUS = Reply("unavailable: the bus or the router did not answer", Er
 TRACEPARENT = Param(
     "traceparent",
     "header",
-    "W3C trace context: the workflow joins the caller's trace and `traceId` is that trace's id",
-    {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+    # No pattern: W3C Trace Context says a malformed traceparent is ignored (a new trace starts), not refused.
+    "W3C trace context, `version-traceid-parentid-flags` in lower-case hex (2-32-16-2 digits, e.g. "
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01): the workflow joins the caller's trace and "
+    "`traceId` is that trace's id; a malformed value is ignored (the workflow starts a new trace)",
+    {"type": "string"},
 )
 
 CREATE_CAMPAIGN = RouteDoc(

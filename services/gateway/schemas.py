@@ -38,7 +38,8 @@ from contracts.enums import (
 from contracts.messages import Intent, WorkflowView
 from services.gateway import constants as c
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_LENGTH, strip_whitespace=True)]
+# pattern \S: documents that an id is trimmed first, so a whitespace-only one is as empty as "".
+Id = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_LENGTH, strip_whitespace=True, pattern=r"\S")]
 # Money is a Decimal everywhere inside; on the wire it is a JSON number, as in the seed's answers.
 # float() of a Decimal with up to 15 significant digits prints back the same digits, which covers costs.
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
@@ -64,8 +65,20 @@ class CampaignRequest(BaseModel):
 
     # Only camelCase names are accepted and anything unknown is an error naming the field: a typo such as
     # "sendToOnlyfans" must not silently become "don't send".
+    # json_schema_extra: _recipient_when_sending's rule, in the document too.
     model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_name=False, validate_by_alias=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        validate_by_name=False,
+        validate_by_alias=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"sendToOnlyFans": {"const": False}}},
+                {"required": ["recipientId"], "properties": {"recipientId": {"type": "string"}}},
+                {"required": ["recipientIds"], "properties": {"recipientIds": {"minItems": 1}}},
+            ]
+        },
     )
 
     type: IntentType = Field(description="what to do")

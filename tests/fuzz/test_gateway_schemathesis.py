@@ -76,6 +76,20 @@ CONFORMANCE: list[schemathesis.CheckFunction] = [
 ]
 EXACTNESS: list[schemathesis.CheckFunction] = [positive_data_acceptance, negative_data_rejection]
 AUTH_ERRORS = {"missing_token", "invalid_token", "token_expired"}
+# Rules JSON Schema cannot state, so a request the document allows may still be refused there: from/to span
+# at most 366 days (breakdown, campaign costs, alerts); StrictInt refuses 3.0, which JSON Schema calls an
+# integer (feature flags' expectedVersion, rolloutPercentage). Forbidden requests are still checked.
+UNSTATABLE_RULES = {
+    "GET /api/v2/costs/breakdown",
+    "GET /api/v2/campaigns/costs",
+    "GET /api/v2/costs/alerts",
+    "PUT /api/admin/feature-flags",
+}
+
+
+def exactness(case: schemathesis.Case[Any]) -> list[schemathesis.CheckFunction]:
+    """The exactness checks for `case`'s operation."""
+    return [negative_data_rejection] if case.operation.label in UNSTATABLE_RULES else EXACTNESS
 
 
 def requires_auth(case: schemathesis.Case[Any]) -> bool:
@@ -251,7 +265,9 @@ class TestTheDocumentIsExact:
     ) -> None:
         """An admin's request the document allows is not refused with a 400/422, and one it forbids (wrong
         type, pattern, bound, enum, missing field) is not accepted. (An admin may pass every parameter.)"""
-        case.call_and_validate(base_url=system.url, session=session, headers=bearer(system, "admin"), checks=EXACTNESS)
+        case.call_and_validate(
+            base_url=system.url, session=session, headers=bearer(system, "admin"), checks=exactness(case)
+        )
 
     @ISOLATED.parametrize()
     def test_admin_operations_accept_what_is_allowed_and_refuse_the_rest(
@@ -259,4 +275,4 @@ class TestTheDocumentIsExact:
     ) -> None:
         """The same for the admin operations, on their own system."""
         headers = bearer(isolated_system, "admin")
-        case.call_and_validate(base_url=isolated_system.url, session=session, headers=headers, checks=EXACTNESS)
+        case.call_and_validate(base_url=isolated_system.url, session=session, headers=headers, checks=exactness(case))
