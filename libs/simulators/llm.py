@@ -37,7 +37,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from libs.simulators import serve
-from libs.simulators.errors import InvalidFaultError, SimulatorStartError
+from libs.simulators.errors import InvalidFaultError
 from libs.simulators.llm_wire import (
     ChatRequest,
     RequestRejected,
@@ -59,8 +59,6 @@ ADMIN_REQUESTS_PATH = "/_sim/requests"
 # Far beyond every client timeout (Azure 45 s, OpenAI 30 s): a hung request only ends when the client gives
 # up (handler cancellation is on) or the simulator stops.
 HANG_SECONDS = 3600.0
-# stop() releases hung handlers first, so this only bounds genuinely slow (latency-faulted) ones.
-SHUTDOWN_TIMEOUT_S = 5.0
 DEFAULT_RETRY_AFTER_S = 1.0
 # A malformed reply is the first bytes of a real one: long enough to look like JSON, never a whole document.
 MALFORMED_BODY_BYTES = 40
@@ -135,17 +133,18 @@ def _parse_target(value: FaultTarget | str) -> FaultTarget:
         raise InvalidFaultError(f"unknown fault target {value!r}") from exc
 
 
-class LLMSimulator:
+class LLMSimulator(serve.HttpSimulator):
     """Fault and counter state of the simulated providers, plus the server that serves them."""
 
+    EVENT_PREFIX = "llm_sim"
+
     def __init__(self) -> None:
+        super().__init__()
         self._faults: list[_ActiveFault] = []
         self._by_target: Counter[str] = Counter()
         self._by_path: Counter[str] = Counter()
         self._by_outcome: Counter[str] = Counter()
         self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
     # --- faults ------------------------------------------------------------------------------------------
     def add_fault(
@@ -277,50 +276,17 @@ class LLMSimulator:
         return json_response(completion_body(chat))  # LATENCY: late but correct
 
     # --- lifecycle ---------------------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        return create_app(self)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on host:port (0: a free port) and return the base URL, e.g. ``http://127.0.0.1:41234``."""
-        if self._runner is not None:
-            raise SimulatorStartError(f"already listening on {self._url}")
         self._stopping.clear()
-        # Handler cancellation: a client that times out on a hung request frees its handler at once.
-        runner = web.AppRunner(
-            create_app(self), handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise SimulatorStartError(f"cannot listen on {host}:{port}") from exc
-        bound_port = runner.addresses[0][1]
-        self._runner = runner
-        self._url = f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
-        log.info("llm_sim.started", url=self._url)
-        return self._url
+        return await super().start(host, port)
 
     async def stop(self) -> None:
         """Release hung requests and stop listening (only the former when not started by start())."""
         self._stopping.set()
-        if self._runner is None:
-            return
-        runner, self._runner = self._runner, None
-        await runner.cleanup()
-        log.info("llm_sim.stopped", url=self._url)
-        self._url = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running simulator."""
-        if self._url is None:
-            raise SimulatorStartError("the simulator is not running")
-        return self._url
+        await super().stop()
 
     @property
     def openai_base_url(self) -> str:

@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
 import orjson
 import pydantic
@@ -32,7 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from libs.simulators import serve
-from libs.simulators.errors import InvalidFaultError, SimulatorStartError
+from libs.simulators.errors import InvalidFaultError
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,6 @@ MESSAGES_PATH = "/accounts/{account_id}/chats/{recipient_id}/messages"
 ADMIN_FAULTS_PATH = "/_sim/faults"
 ADMIN_ARRIVALS_PATH = "/_sim/arrivals"
 MAX_TEXT_LENGTH = 10_000  # longer texts are refused with 400, as a chat API would
-SHUTDOWN_TIMEOUT_S = 5.0
 DEFAULT_RETRY_AFTER_S = 1.0
 
 
@@ -112,10 +111,13 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-class PlatformSimulator:
+class PlatformSimulator(serve.HttpSimulator):
     """The platform's state (accepted messages, arrival log, limits, faults) and the server serving it."""
 
+    EVENT_PREFIX = "platform_sim"
+
     def __init__(self, limits: PlatformLimits | None = None, *, token: str | None = None) -> None:
+        super().__init__()
         self.limits = limits or PlatformLimits()
         self.token = token  # None: any bearer token is accepted
         self._arrivals: list[Arrival] = []
@@ -123,8 +125,6 @@ class PlatformSimulator:
         self._sent_at: dict[str, deque[float]] = defaultdict(deque)  # account -> accepted times in the window
         self._last_to: dict[tuple[str, str], float] = {}
         self._faults: list[_ActiveFault] = []
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
     # --- faults ------------------------------------------------------------------------------------------
     def add_fault(self, kind: PlatformFaultKind | str, **fields: Any) -> PlatformFault:
@@ -247,45 +247,8 @@ class PlatformSimulator:
             self._accepted[(account, key)] = _Accepted((account, recipient, text), body)
         return body
 
-    # --- lifecycle ---------------------------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on host:port (0: a free port) and return the base URL (ONLYFANS_API_URL)."""
-        if self._runner is not None:
-            raise SimulatorStartError(f"already listening on {self._url}")
-        runner = web.AppRunner(
-            create_platform_app(self), handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise SimulatorStartError(f"cannot listen on {host}:{port}") from exc
-        self._runner = runner
-        self._url = f"http://{host}:{runner.addresses[0][1]}"
-        log.info("platform_sim.started", url=self._url)
-        return self._url
-
-    async def stop(self) -> None:
-        if self._runner is None:
-            return
-        runner, self._runner = self._runner, None
-        await runner.cleanup()
-        log.info("platform_sim.stopped", url=self._url)
-        self._url = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise SimulatorStartError("the simulator is not running")
-        return self._url
+    def _app(self) -> web.Application:
+        return create_platform_app(self)
 
 
 async def _read_text(request: web.Request) -> str | None:
