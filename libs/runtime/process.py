@@ -20,7 +20,7 @@ from libs.runtime.health import HealthServer
 from libs.runtime.metrics_http import MetricsEndpoint
 from libs.runtime.service import Runtime, Service, ServiceFactory
 from libs.telemetry import configure_logging, setup_telemetry, shutdown_telemetry
-from libs.telemetry.instrumentation import instrument_libraries
+from libs.telemetry.instrumentation import instrument_libraries, uninstrument_libraries
 
 log = structlog.get_logger("libs.runtime")
 
@@ -38,7 +38,7 @@ async def serve(
     settings = settings or CommonSettings()
     owns_telemetry = setup_telemetry(name)
     configure_logging(name)
-    instrument_libraries()
+    instrumented = instrument_libraries()
     # Before anything records a measurement: a reader attached later misses what came before it.
     metrics_endpoint = MetricsEndpoint() if settings.metrics_port is not None else None
     if metrics_endpoint is not None and settings.metrics_port is not None:
@@ -71,6 +71,7 @@ async def serve(
         if metrics_endpoint is not None:
             await metrics_endpoint.stop()
         log.info("service.stopped")
+        uninstrument_libraries(instrumented)
         if owns_telemetry:
             shutdown_telemetry()
 

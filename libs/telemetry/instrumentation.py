@@ -26,15 +26,24 @@ _lock = threading.Lock()
 
 
 def instrument_libraries() -> list[str]:
-    """Instrument every library not disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS; returns their names."""
+    """Instrument every library not disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS and not instrumented
+    yet; returns the names this call instrumented (for `uninstrument_libraries`)."""
     disabled = {n.strip() for n in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
     enabled: list[str] = []
     with _lock:
         for name, cls in _INSTRUMENTORS.items():
-            if name in disabled:
-                continue
             instrumentor = cls()
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument()
+            if name in disabled or instrumentor.is_instrumented_by_opentelemetry:
+                continue
+            instrumentor.instrument()
             enabled.append(name)
     return enabled
+
+
+def uninstrument_libraries(names: list[str]) -> None:
+    """Undo `instrument_libraries` (a service run inside another program, e.g. a test, leaves it as it was)."""
+    with _lock:
+        for name in names:
+            instrumentor = _INSTRUMENTORS[name]()
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
