@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from libs.simulators import LLMSimulator
+from libs.simulators import LLMSimulator, PlatformSimulator
+from libs.simulators.llm import FaultKind
 from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan
 from tests.integration.client import GatewayClient
 from tests.integration.stack import Stack, free_port
@@ -23,6 +24,8 @@ SERVICES = {
     "azure_worker": "azure-worker",
     "openai_worker": "openai-worker",
     "cost_tracker": "cost-tracker",
+    "rate_limiter": "rate-limiter",
+    "of_sender": "of-sender",
     "gateway": "gateway",
 }
 
@@ -37,9 +40,15 @@ async def traced(
     redis_url: str,
     tmp_path: Path,
     otlp_receiver: OtlpReceiver,
-) -> AsyncIterator[tuple[Stack, GatewayClient]]:
-    async with LLMSimulator() as llm:
+) -> AsyncIterator[tuple[GatewayClient, LLMSimulator]]:
+    async with LLMSimulator() as llm, PlatformSimulator() as platform:
         env = {
+            "ONLYFANS_API_URL": platform.url,
+            "ONLYFANS_API_TOKEN": "test-token",
+            # A fresh Redis looks like one that lost its data: the limiter holds one window. Keep it short.
+            "OF_ACCOUNT_WINDOW_S": "1",
+            "OF_RECIPIENT_MIN_INTERVAL_S": "0.2",
+            "OF_SAFETY_MARGIN_S": "0.1",
             "AZURE_OPENAI_ENDPOINT": llm.azure_endpoint,
             "AZURE_OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": llm.openai_base_url,
@@ -57,7 +66,7 @@ async def traced(
             await asyncio.gather(*(stack.start(p) for p in SERVICES if p != "gateway"))
             await stack.start("gateway")
             client = GatewayClient(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env["GATEWAY_JWT_SECRET"])
-            yield stack, client
+            yield client, llm
             await client.close()
 
 
@@ -83,16 +92,20 @@ async def spans_of(
 
 class TestOneTracePerWorkflow:
     async def test_every_service_joins_the_workflow_trace(
-        self, traced: tuple[Stack, GatewayClient], otlp_receiver: OtlpReceiver
+        self, traced: tuple[GatewayClient, LLMSimulator], otlp_receiver: OtlpReceiver
     ) -> None:
-        """The 202's traceId holds spans from every service, each consumer span the child of a producer span,
+        """A planning workflow that falls back from Azure to OpenAI and is delivered to a fan is one trace
+        holding spans from all seven services, each consumer span the child of a producer span,
         plus the HTTP server, database and HTTP client spans of the official instrumentations."""
-        _, client = traced
-        code, answer = await client.submit({"type": "content_planning"}, wait=True)
+        client, llm = traced
+        llm.add_fault(FaultKind.SERVER_ERROR, target="azure", count=1)  # Azure fails once: OpenAI answers
+        body = {"type": "content_planning", "sendToOnlyFans": True, "recipientId": "fan-1"}
+        code, answer = await client.submit(body, wait=True)
         assert code == 200, answer
         code, status = await client.status(answer["data"]["workflowId"])
         trace_id = status["data"]["traceId"]
-        expected = {"gateway", "router", "azure-worker", "cost-tracker"}
+        assert status["data"]["deliveries"][0]["status"] == "sent", status
+        expected = set(SERVICES.values())  # all seven
         spans = await spans_of(otlp_receiver, trace_id, expected)
         by_id = {s.span_id: s for s in spans}
         consumers = [s for s in spans if s.kind == "consumer"]
@@ -104,3 +117,4 @@ class TestOneTracePerWorkflow:
         assert ("gateway", "server") in kinds
         assert ("azure-worker", "client") in kinds  # the provider call, aiohttp-client instrumentation
         assert any(s.service == "router" and s.attributes.get("db.system", "").startswith("postgres") for s in spans)
+        assert any(s.attributes.get("db.system") == "redis" for s in spans)  # the limiter's / workers' Redis
