@@ -8,10 +8,9 @@ environment. Without AZURE_OPENAI_ENDPOINT the worker talks to the LLM simulator
 from __future__ import annotations
 
 from contracts.enums import Provider
-from contracts.messages import GenerationRequested
 from contracts.routing import AZURE_WORKER
-from libs.llm import azure_endpoint, build_azure_client, make_generation_handler, open_cache
-from libs.llm.errors import LLMConfigError
+from libs.llm import azure_endpoint, build_azure_client, open_cache
+from libs.llm.worker import worker_service
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
 from services.azure_worker.config import RESOURCE_SETTINGS, AzureWorkerSettings
@@ -41,9 +40,6 @@ async def create(runtime: Runtime) -> Service:
         deployment=settings.azure_openai_deployment,
         timeout_s=settings.azure_timeout_s,
     )
-    handler = make_generation_handler(
-        Provider.AZURE, client, settings.azure_openai_deployment, runtime.bus, cache, settings.azure_timeout_s
-    )
     log.info(
         "azure_worker.configured",
         simulated=endpoint.simulated,
@@ -53,14 +49,12 @@ async def create(runtime: Runtime) -> Service:
         cache="redis" if settings.redis_url else "memory",
     )
 
-    async def client_configured() -> None:
-        # Calling the provider on every probe would cost money and rate limit; a usable client is enough.
-        if client.is_closed():
-            raise LLMConfigError("the Azure OpenAI client is closed")
-
-    return Service(
-        name=AZURE_WORKER,
-        handlers={GenerationRequested.TYPE: handler},
-        on_stop=[client.close, cache.close],
-        checks={"azure_client": client_configured, "idempotency_cache": cache.ping},
+    return worker_service(
+        AZURE_WORKER,
+        Provider.AZURE,
+        client,
+        model=settings.azure_openai_deployment,
+        cache=cache,
+        timeout_s=settings.azure_timeout_s,
+        runtime=runtime,
     )

@@ -8,10 +8,9 @@ runner passed in `runtime.resources["llm_simulator_url"]`; with none of them, `c
 from __future__ import annotations
 
 from contracts.enums import Provider
-from contracts.messages import GenerationRequested
 from contracts.routing import OPENAI_WORKER
-from libs.llm import build_openai_client, make_generation_handler, open_cache, openai_endpoint
-from libs.llm.errors import LLMConfigError
+from libs.llm import build_openai_client, open_cache, openai_endpoint
+from libs.llm.worker import worker_service
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
 from services.openai_worker.config import RESOURCE_SETTINGS, OpenAIWorkerSettings
@@ -34,9 +33,6 @@ async def create(runtime: Runtime) -> Service:
     endpoint = openai_endpoint(settings.openai_base_url, key.get_secret_value() if key else None, runtime.resources)
     cache = open_cache(settings.redis_url)
     client = build_openai_client(endpoint, timeout_s=settings.openai_timeout_s)
-    handler = make_generation_handler(
-        Provider.OPENAI, client, settings.openai_model, runtime.bus, cache, settings.openai_timeout_s
-    )
     log.info(
         "openai_worker.configured",
         simulated=endpoint.simulated,
@@ -45,14 +41,12 @@ async def create(runtime: Runtime) -> Service:
         cache="redis" if settings.redis_url else "memory",
     )
 
-    async def client_configured() -> None:
-        # Calling the provider on every probe would cost money and rate limit; a usable client is enough.
-        if client.is_closed():
-            raise LLMConfigError("the OpenAI client is closed")
-
-    return Service(
-        name=OPENAI_WORKER,
-        handlers={GenerationRequested.TYPE: handler},
-        on_stop=[client.close, cache.close],
-        checks={"openai_client": client_configured, "idempotency_cache": cache.ping},
+    return worker_service(
+        OPENAI_WORKER,
+        Provider.OPENAI,
+        client,
+        model=settings.openai_model,
+        cache=cache,
+        timeout_s=settings.openai_timeout_s,
+        runtime=runtime,
     )
