@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from libs.bus import Bus, Handler
 from libs.config import CommonSettings
@@ -17,6 +17,8 @@ Check = Callable[[], Awaitable[None]]
 """A readiness check: returns when the dependency is usable, raises (with a reason) when not."""
 
 Hook = Callable[[], Awaitable[None]]
+
+S = TypeVar("S", bound=CommonSettings)
 
 
 @dataclass
@@ -27,6 +29,16 @@ class Runtime:
     bus: Bus
     settings: CommonSettings
     resources: dict[str, Any] = field(default_factory=dict)
+
+    def settings_as(self, cls: type[S], resource: str | None = None) -> S:
+        """A service's own settings: those the runner put in `resources[resource]`, else the shared settings
+        when they are of that class, else read from the environment."""
+        given = self.resources.get(resource) if resource else None
+        if isinstance(given, cls):
+            return given
+        if isinstance(self.settings, cls):
+            return self.settings
+        return cls()
 
 
 @dataclass

@@ -18,17 +18,8 @@ from services.azure_worker.config import RESOURCE_SETTINGS, AzureWorkerSettings
 log = get_logger(__name__)
 
 
-def settings_for(runtime: Runtime) -> AzureWorkerSettings:
-    given = runtime.resources.get(RESOURCE_SETTINGS)
-    if isinstance(given, AzureWorkerSettings):
-        return given
-    if isinstance(runtime.settings, AzureWorkerSettings):
-        return runtime.settings
-    return AzureWorkerSettings()
-
-
 async def create(runtime: Runtime) -> Service:
-    settings = settings_for(runtime)
+    settings = runtime.settings_as(AzureWorkerSettings, RESOURCE_SETTINGS)
     key = settings.azure_openai_api_key
     endpoint = azure_endpoint(
         settings.azure_openai_endpoint, key.get_secret_value() if key else None, runtime.resources

@@ -33,15 +33,6 @@ from services.cost_tracker.store import CostStore, MemoryStore
 log = get_logger(__name__)
 
 
-def settings_for(runtime: Runtime) -> CostTrackerSettings:
-    given = runtime.resources.get(RESOURCE_SETTINGS)
-    if isinstance(given, CostTrackerSettings):
-        return given
-    if isinstance(runtime.settings, CostTrackerSettings):
-        return runtime.settings
-    return CostTrackerSettings()
-
-
 def build_store(settings: CostTrackerSettings) -> CostStore:
     if settings.database_url:
         return PostgresStore(settings.database_url, pool_size=settings.database_pool_size)
@@ -124,7 +115,7 @@ class CostTracker:
 
 
 async def create(runtime: Runtime) -> Service:
-    settings = settings_for(runtime)
+    settings = runtime.settings_as(CostTrackerSettings, RESOURCE_SETTINGS)
     store: CostStore = runtime.resources.get(RESOURCE_STORE) or build_store(settings)
     tracker = CostTracker.build(runtime.bus, settings, store)
     runtime.resources.setdefault("cost_tracker", tracker)

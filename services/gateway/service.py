@@ -113,12 +113,7 @@ class Gateway:
 
 
 def settings_for(runtime: Runtime) -> GatewaySettings:
-    given = runtime.resources.get(c.RESOURCE_SETTINGS)
-    if isinstance(given, GatewaySettings):
-        return given
-    if isinstance(runtime.settings, GatewaySettings):
-        return runtime.settings
-    return GatewaySettings()
+    return runtime.settings_as(GatewaySettings, c.RESOURCE_SETTINGS)
 
 
 async def create(runtime: Runtime) -> Service:

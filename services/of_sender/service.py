@@ -34,12 +34,6 @@ log = get_logger(__name__)
 STORE_RESOURCE = "of_sender.store"  # Runtime.resources key under which a caller may hand in a store
 
 
-def settings_for(runtime: Runtime) -> OfSenderSettings:
-    if isinstance(runtime.settings, OfSenderSettings):
-        return runtime.settings
-    return OfSenderSettings()
-
-
 def build_store(settings: OfSenderSettings) -> MessageStore:
     if settings.database_url:
         return PostgresMessageStore(
@@ -73,7 +67,7 @@ async def _purge_forever(store: MessageStore) -> None:
 
 
 async def create(runtime: Runtime) -> Service:
-    settings = settings_for(runtime)
+    settings = runtime.settings_as(OfSenderSettings)
     store: MessageStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
     url, token, simulated = platform_endpoint(settings, runtime.resources)
     send_log = open_send_log(settings.redis_url, settings.limits(), prefix=settings.of_sender_key_prefix)

@@ -18,17 +18,8 @@ from services.openai_worker.config import RESOURCE_SETTINGS, OpenAIWorkerSetting
 log = get_logger(__name__)
 
 
-def settings_for(runtime: Runtime) -> OpenAIWorkerSettings:
-    given = runtime.resources.get(RESOURCE_SETTINGS)
-    if isinstance(given, OpenAIWorkerSettings):
-        return given
-    if isinstance(runtime.settings, OpenAIWorkerSettings):
-        return runtime.settings
-    return OpenAIWorkerSettings()
-
-
 async def create(runtime: Runtime) -> Service:
-    settings = settings_for(runtime)
+    settings = runtime.settings_as(OpenAIWorkerSettings, RESOURCE_SETTINGS)
     key = settings.openai_api_key
     endpoint = openai_endpoint(settings.openai_base_url, key.get_secret_value() if key else None, runtime.resources)
     cache = open_cache(settings.redis_url)

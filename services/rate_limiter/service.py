@@ -13,14 +13,8 @@ from services.rate_limiter.limiter import Limiter
 log = get_logger(__name__)
 
 
-def settings_for(runtime: Runtime) -> RateLimiterSettings:
-    if isinstance(runtime.settings, RateLimiterSettings):
-        return runtime.settings
-    return RateLimiterSettings()
-
-
 async def create(runtime: Runtime) -> Service:
-    settings = settings_for(runtime)
+    settings = runtime.settings_as(RateLimiterSettings)
     limits = settings.limits()
     planner = open_planner(settings.redis_url, limits, prefix=settings.rate_limiter_key_prefix)
     limiter = Limiter(runtime.bus, planner, settings, bypass_planner=MemoryPlanner(settings.bypass_limits()))

@@ -52,7 +52,7 @@ async def _purge_forever(store: WorkflowStore, retention: timedelta) -> None:
 
 
 async def create(runtime: Runtime) -> Service:
-    settings = runtime.settings if isinstance(runtime.settings, RouterSettings) else RouterSettings()
+    settings = runtime.settings_as(RouterSettings)
     store: WorkflowStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
     router = build_router(runtime, settings, store)
     purge: list[asyncio.Task[None]] = []
