@@ -40,6 +40,7 @@ from libs.telemetry import (
     redact,
     setup_telemetry,
     trace_headers,
+    workflow_span,
 )
 from libs.telemetry.constants import DEFAULT_PROPAGATORS, REDACTED
 
@@ -132,6 +133,29 @@ class TestMessagingSpans:
         producer = _by_kind(spans, SpanKind.PRODUCER)
         assert producer.parent is not None
         assert producer.parent.span_id == outer.get_span_context().span_id
+
+    def test_workflow_span_joins_the_workflows_trace(self, spans: InMemorySpanExporter) -> None:
+        """Work no message started (the deadline sweep) is traced in the workflow's trace, and what it
+        publishes carries that trace on."""
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        with (
+            workflow_span("router.deadline", trace_id=trace_id, workflow_id="wf-1", component="router"),
+            producer_span(**_message(), headers={}),
+        ):
+            pass
+        internal = _by_kind(spans, SpanKind.INTERNAL)
+        assert trace.format_trace_id(internal.context.trace_id) == trace_id
+        assert internal.parent is not None and internal.parent.trace_id == internal.context.trace_id
+        assert internal.attributes is not None and internal.attributes["workflow.id"] == "wf-1"
+        producer = _by_kind(spans, SpanKind.PRODUCER)
+        assert producer.parent is not None and producer.parent.span_id == internal.context.span_id
+
+    def test_workflow_span_without_a_usable_trace_id_starts_a_trace(self, spans: InMemorySpanExporter) -> None:
+        """A missing or garbled stored trace id still gives a span (a new trace), never an error."""
+        for stored in (None, "not-hex", "0" * 32):
+            with workflow_span("router.deadline", trace_id=stored, workflow_id="wf-1", component="router"):
+                pass
+        assert [s.parent for s in spans.get_finished_spans()] == [None, None, None]
 
     def test_consumer_without_trace_headers_starts_a_new_trace(self, spans: InMemorySpanExporter) -> None:
         """No headers: a root span, not a child of whatever context the consumer loop happens to have."""

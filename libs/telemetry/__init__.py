@@ -11,7 +11,7 @@ shutdown_telemetry()                 # flush on the way out
 from libs.telemetry.constants import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, REDACTED_KEYS
 from libs.telemetry.errors import TelemetryConfigError, TelemetryError
 from libs.telemetry.logging import configure_logging, get_logger, redact
-from libs.telemetry.messaging import consumer_span, current_trace_id, producer_span, trace_headers
+from libs.telemetry.messaging import consumer_span, current_trace_id, producer_span, trace_headers, workflow_span
 from libs.telemetry.metrics import CircuitStateCallback, Metrics, get_metrics, register_circuit_state
 from libs.telemetry.setup import (
     build_propagator,
@@ -42,4 +42,5 @@ __all__ = [
     "setup_telemetry",
     "shutdown_telemetry",
     "trace_headers",
+    "workflow_span",
 ]

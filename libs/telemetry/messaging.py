@@ -115,6 +115,28 @@ def consumer_span(
     yield from _span_scope(f"{c.OPERATION_PROCESS} {destination}", SpanKind.CONSUMER, parent, attributes)
 
 
+@contextmanager
+def workflow_span(name: str, *, trace_id: str | None, workflow_id: str, component: str) -> Iterator[Span]:
+    """An INTERNAL span for work on a workflow that no message started (e.g. the router's deadline sweep),
+    current for the block: in the workflow's trace when its `trace_id` (32 hex digits) is known.
+
+    The span that started the trace is not stored, so the parent is a placeholder in the same trace (span id
+    = the trace id's low 64 bits); tracing backends show this span in the workflow's trace under a parent
+    they did not receive. Messages published inside the block carry this trace on.
+    """
+    attributes: dict[str, AttributeValue] = {c.ATTR_WORKFLOW_ID: workflow_id, c.ATTR_SERVICE_COMPONENT: component}
+    parent = context.Context()
+    try:
+        trace_int = int(trace_id or "", 16)
+    except ValueError:
+        trace_int = 0
+    if 0 < trace_int < 1 << 128 and trace_int & ((1 << 64) - 1):
+        placeholder = trace.SpanContext(trace_int, trace_int & ((1 << 64) - 1), is_remote=True,
+                                        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))  # fmt: skip
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(placeholder), parent)
+    yield from _span_scope(name, SpanKind.INTERNAL, parent, attributes)
+
+
 def current_trace_id() -> str | None:
     """The current span's trace id as 32 lower-case hex digits, or None outside a valid span."""
     span_context = trace.get_current_span().get_span_context()

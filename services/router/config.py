@@ -9,6 +9,8 @@ ROUTER_BUDGET_REFRESH_S=5             how stale another replica's budget decisio
 ROUTER_PROCESSED_RETENTION_H=72       how long handled message ids are kept for de-duplication
 ROUTER_DELIVERY_GRACE_S=300           a delivering workflow fails when a delivery is not finished this long
                                       after its scheduled slot (retries and a 429's re-queue fit inside)
+ROUTER_DEADLINE_SWEEP_S=1             how often each replica looks for running workflows past their deadline
+                                      (a workflow fails at most this long after its deadline)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class RouterSettings(CommonSettings):
     router_budget_refresh_s: float = Field(default=5.0, ge=0)
     router_processed_retention_h: float = Field(default=72.0, gt=0)
     router_delivery_grace_s: float = Field(default=300.0, gt=0, description="after a delivery's slot, s")
+    router_deadline_sweep_s: float = Field(default=1.0, gt=0, le=60, description="overdue workflows scan, s")
 
     @field_validator("router_fallback_matrix")
     @classmethod

@@ -5,6 +5,7 @@ Everything an operator may want to change lives in config.RouterSettings instead
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Final
 
@@ -35,13 +36,19 @@ BREAKER_FAILURES: Final = frozenset(
 # the workflow fails with the reason instead of sending a request doomed to time out.
 MIN_ATTEMPT_S: Final = 1.0
 
-# A deadline timer delivered this much earlier than the deadline (clock skew between replicas, a broker's
-# coarse delays) is re-armed for the remainder instead of failing the workflow early.
+# A deadline message (a workflow.timer published by an older router, or the sweep's own) this much earlier
+# than the deadline (clock skew between replicas) changes nothing: the sweep handles the workflow when due.
 DEADLINE_TOLERANCE_S: Final = 0.5
 
-# The bus's delayed delivery is guaranteed up to 15 minutes on every transport (SQS's DelaySeconds limit),
-# so no workflow may ask for a longer deadline.
+# The longest deadline a workflow may ask for: retries and delivery slots travel as delayed bus messages,
+# guaranteed up to 15 minutes on every transport (SQS's DelaySeconds limit), and none may outlive it.
 MAX_DEADLINE_S: Final = 900.0
+
+# The deadline sweep (Router.fail_overdue) handles at most this many overdue workflows per pass; a full
+# batch is followed at once by the next pass.
+DEADLINE_SWEEP_BATCH: Final = 200
+# Namespace of the sweep's deadline message ids (uuid5 of workflow id and deadline).
+DEADLINE_NAMESPACE: Final = uuid.UUID("3a1c9e52-7d4b-5f60-8e21-94b7c0d5a6f3")
 
 # How often a handler reloads and retries when another handler moved the same workflow between its read
 # and its write (optimistic concurrency); after that the bus redelivers the message later.

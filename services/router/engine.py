@@ -22,7 +22,6 @@ from contracts.messages import (
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRequested,
-    WorkflowTimer,
 )
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
@@ -50,7 +49,8 @@ class Engine:
     # --- workflow.requested ------------------------------------------------------------------------------
 
     def start(self, envelope: Envelope, request: WorkflowRequested, selection: Selection, now: datetime) -> Change:
-        """A new workflow: accepted, then generating on `selection`'s provider, its deadline armed."""
+        """A new workflow: accepted, then generating on `selection`'s provider, until its deadline (which the
+        router's sweep enforces: Router.fail_overdue)."""
         assert envelope.workflow_id is not None and envelope.user_id is not None  # checked by the handler
         deadline_s = min(request.deadline_s or self.settings.router_workflow_deadline_s, MAX_DEADLINE_S)
         workflow = Workflow(
@@ -65,7 +65,6 @@ class Engine:
         )
         change = Change(workflow, envelope, now, created=True)
         self._dispatch(change, selection.provider, delay_s=0.0, event="generation_requested", reason=selection.reason)
-        change.emit(WorkflowTimer(purpose="deadline"), delay_s=deadline_s)
         return change
 
     # --- generation results ------------------------------------------------------------------------------
@@ -147,13 +146,9 @@ class Engine:
         """Fail a workflow still running at its deadline, saying where it was stuck."""
         if workflow.is_terminal:
             return None
-        left = (workflow.deadline_at - now).total_seconds()
-        if left > DEADLINE_TOLERANCE_S:
-            # Delivered early (a broker's coarse delays, clock skew between replicas): wait for the rest.
-            # Also how a deadline the deliveries extended is reached: in steps no longer than any bus delays.
-            change = Change(workflow, envelope, now)
-            change.emit(WorkflowTimer(purpose="deadline"), delay_s=min(left, MAX_DEADLINE_S))
-            return change
+        if (workflow.deadline_at - now).total_seconds() > DEADLINE_TOLERANCE_S:
+            # Not due (yet, or any more: deliveries extended it): the sweep finds the workflow when it is.
+            return None
         provider = workflow.current_provider
         waiting = f"; waiting for {provider.value} (attempt {workflow.attempts})" if provider else ""
         last = f"; last fallback: {workflow.fallback_history[-1].reason}" if workflow.fallback_history else ""

@@ -6,11 +6,17 @@ handled message id and its outbox in one write, then publish the outbox.
     generation.completed   → completed with WorkflowCompleted, or (send_to_onlyfans) delivering with one
                              delivery.requested per recipient (delivery.py)
     generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
-    workflow.timer         → the deadline: failed with the reason, unless already finished
+    workflow.timer         → the deadline: failed with the reason, unless already finished (published by
+                             routers before the sweep; `fail_overdue` makes the same message itself)
     workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin)
     budget.status          → stored; later requests are refused or downgraded accordingly
     delivery.scheduled / delivery.completed / delivery.failed
                            → the delivery's view; completed/failed once every delivery is finished
+
+Deadlines are enforced by a sweep (`fail_overdue`, every ROUTER_DEADLINE_SWEEP_S on each replica): the
+running workflows past their deadline are read from the store, and each is handled like a deadline timer
+whose id is derived from the workflow and its deadline — replicas sweeping at the same time de-duplicate
+like any redelivered message. No per-workflow timer travels the bus.
 
 A message already handled (its id is recorded) changes nothing: its recorded outbox is published again,
 which is how a router killed between commit and publish still finishes the workflow.
@@ -40,11 +46,14 @@ from contracts.messages import (
     WorkflowTimer,
 )
 from libs.bus import Bus, Handler, Reject
-from libs.telemetry import get_logger, get_metrics
+from libs.telemetry import get_logger, get_metrics, workflow_span
 from services.router.budget import BudgetBook
 from services.router.constants import (
     BREAKER_FAILURES,
+    DEADLINE_NAMESPACE,
+    DEADLINE_SWEEP_BATCH,
     MAX_CONFLICT_RETRIES,
+    SERVICE_NAME,
     TERMINAL_CACHE_SIZE,
     WRITTEN_CACHE_SIZE,
 )
@@ -199,6 +208,24 @@ class Router:
         record = await self.budgets.record(status, envelope.occurred_at)
         log.info("budget.status", scope=record.scope, period=record.period.value, action=record.action.value)
         return None
+
+    # --- the deadline sweep ------------------------------------------------------------------------------
+
+    async def fail_overdue(self) -> int:
+        """One pass of the deadline sweep: fail up to DEADLINE_SWEEP_BATCH running workflows whose deadline
+        has passed; how many were found."""
+        overdue = await self.store.overdue(self.clock(), DEADLINE_SWEEP_BATCH)
+        for workflow in overdue:
+            timer = Envelope.new(
+                WorkflowTimer(purpose="deadline"),
+                workflow_id=workflow.workflow_id,
+                user_id=workflow.user_id,
+                id=uuid.uuid5(DEADLINE_NAMESPACE, f"{workflow.workflow_id}/{workflow.deadline_at.isoformat()}"),
+            )
+            with workflow_span("router.deadline", trace_id=workflow.trace_id,
+                               workflow_id=str(workflow.workflow_id), component=SERVICE_NAME):  # fmt: skip
+                await self.on_timer(timer)
+        return len(overdue)
 
     # --- the load / decide / store / publish cycle ---------------------------------------------------------
 

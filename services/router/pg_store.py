@@ -67,6 +67,12 @@ _LOAD = (
 
 _GET = f"SELECT {_COLUMNS} FROM hybrid_workflows WHERE workflow_id = $1"
 
+# Served by the partial index hybrid_workflows_running (deadline_at WHERE not terminal).
+_OVERDUE = (
+    f"SELECT {_COLUMNS} FROM hybrid_workflows"
+    " WHERE status NOT IN ('completed', 'failed') AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
+)
+
 _HISTORY = (
     "SELECT event, from_status, to_status, occurred_at, detail FROM workflow_events"
     " WHERE workflow_id = $1 ORDER BY version, seq"
@@ -231,6 +237,11 @@ class PostgresStore(SchemaStore, WorkflowStore):
         async with self._connection("get workflow") as conn:
             row = await conn.fetchrow(_GET, workflow_id)
         return None if row is None else _workflow(row)
+
+    async def overdue(self, now: datetime, limit: int) -> list[Workflow]:
+        async with self._connection("find overdue workflows") as conn:
+            rows = await conn.fetch(_OVERDUE, now, limit)
+        return [_workflow(row) for row in rows]
 
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         async with self._connection("read history") as conn:

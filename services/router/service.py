@@ -11,7 +11,7 @@ from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger, register_circuit_state
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
-from services.router.constants import PURGE_BATCH, PURGE_INTERVAL_S, SERVICE_NAME
+from services.router.constants import DEADLINE_SWEEP_BATCH, PURGE_BATCH, PURGE_INTERVAL_S, SERVICE_NAME
 from services.router.engine import Engine
 from services.router.fallback import FallbackMatrix
 from services.router.handlers import Router, utcnow
@@ -51,19 +51,32 @@ async def _purge_forever(store: WorkflowStore, retention: timedelta) -> None:
             log.warning("processed.purge_failed", error=f"{type(exc).__name__}: {exc}")
 
 
+async def sweep_deadlines_forever(router: Router, interval_s: float) -> None:
+    """Fail the workflows past their deadline, once per interval (at once again after a full batch)."""
+    while True:
+        try:
+            if await router.fail_overdue() == DEADLINE_SWEEP_BATCH:
+                continue
+        except Exception as exc:  # the next pass retries; a failed pass must not stop the router
+            log.warning("deadline.sweep_failed", error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(interval_s)
+
+
 async def create(runtime: Runtime) -> Service:
     settings = runtime.settings_as(RouterSettings)
     store: WorkflowStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
     router = build_router(runtime, settings, store)
-    purge: list[asyncio.Task[None]] = []
+    background: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         await store.start()
         retention = timedelta(hours=settings.router_processed_retention_h)
-        purge.append(asyncio.create_task(_purge_forever(store, retention), name="router.purge"))
+        background.append(asyncio.create_task(_purge_forever(store, retention), name="router.purge"))
+        sweep = sweep_deadlines_forever(router, settings.router_deadline_sweep_s)
+        background.append(asyncio.create_task(sweep, name="router.deadline_sweep"))
 
     async def stop() -> None:
-        for task in purge:
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

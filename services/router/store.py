@@ -72,6 +72,10 @@ class WorkflowStore(ABC):
     async def get(self, workflow_id: uuid.UUID) -> Workflow | None: ...
 
     @abstractmethod
+    async def overdue(self, now: datetime, limit: int) -> list[Workflow]:
+        """Up to `limit` workflows not yet terminal whose deadline is `now` or earlier, earliest first."""
+
+    @abstractmethod
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         """The workflow's events, oldest first."""
 
@@ -122,6 +126,10 @@ class MemoryStore(WorkflowStore):
 
     async def get(self, workflow_id: uuid.UUID) -> Workflow | None:
         return self._workflows.get(workflow_id)
+
+    async def overdue(self, now: datetime, limit: int) -> list[Workflow]:
+        running = (w for w in self._workflows.values() if not w.is_terminal and w.deadline_at <= now)
+        return sorted(running, key=lambda w: w.deadline_at)[:limit]
 
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         return list(self._events.get(workflow_id, ()))

@@ -91,7 +91,9 @@ class DeliveryHarness:
             service = await factory(runtime)
             await service.start(runtime)
             services.append(service)
-        return cls(Harness(bus, store, router_, workers, sink), sim, services)
+        pipeline = Harness(bus, store, router_, workers, sink)
+        pipeline.start_sweep()
+        return cls(pipeline, sim, services)
 
     async def close(self) -> None:
         await self.pipeline.close()

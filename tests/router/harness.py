@@ -9,6 +9,7 @@ from that cache and counts as one provider call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -38,11 +39,12 @@ from libs.runtime import Runtime
 from services.router.config import RouterSettings
 from services.router.fallback import RuleOverride
 from services.router.handlers import Router
-from services.router.service import build_router
+from services.router.service import build_router, sweep_deadlines_forever
 from services.router.store import WorkflowStore
 
 FAST_REDELIVERY = RedeliveryPolicy(max_deliveries=5, base_s=0.01, cap_s=0.05)
 WAIT_S = 10.0
+SWEEP_S = 0.02  # the deadline sweep's interval: deadlines of a fraction of a second are tested
 
 # Short delays so that every matrix row runs in well under a second.
 TEST_MATRIX = {
@@ -191,6 +193,11 @@ class Harness:
     router: Router
     workers: FakeWorkers
     sink: Sink
+    sweep: asyncio.Task[None] | None = None
+
+    def start_sweep(self) -> None:
+        """The router's deadline sweep, as the service runs it, at SWEEP_S."""
+        self.sweep = asyncio.create_task(sweep_deadlines_forever(self.router, SWEEP_S))
 
     @classmethod
     async def start(cls, store: WorkflowStore, settings: RouterSettings) -> Harness:
@@ -201,9 +208,18 @@ class Harness:
         workers, sink = FakeWorkers(bus), Sink(bus)
         await workers.start()
         await sink.start()
-        return cls(bus, store, router, workers, sink)
+        harness = cls(bus, store, router, workers, sink)
+        harness.start_sweep()
+        return harness
+
+    async def stop_sweep(self) -> None:
+        if self.sweep is not None:
+            self.sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweep
 
     async def close(self) -> None:
+        await self.stop_sweep()
         await self.bus.close(grace_s=1.0)
 
     async def request(

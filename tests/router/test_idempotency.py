@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -13,7 +14,9 @@ from contracts.enums import ErrorType, IntentType, Provider, ProviderState, Work
 from contracts.messages import GenerationCompleted, Usage, WorkflowCompleted, WorkflowFailed, WorkflowTimer
 from libs.bus import DeadLetter, PublishError
 from libs.bus.base import current_service
-from services.router.state import Change
+from libs.runtime import Runtime
+from services.router.service import build_router
+from services.router.state import Change, Workflow
 from services.router.store import Loaded
 from tests.router.harness import Harness, eventually, fail, hang, intent, ok
 
@@ -165,8 +168,9 @@ class TestDeadline:
         assert stored is not None and stored.status is WorkflowStatus.COMPLETED
         assert len(harness.sink.finished[view.workflow_id]) == 1
 
-    async def test_early_deadline_timer_is_rearmed(self, harness: Harness) -> None:
-        """A deadline timer delivered long before the deadline waits for the rest instead of failing."""
+    async def test_early_deadline_timer_changes_nothing(self, harness: Harness) -> None:
+        """A deadline message long before the deadline (an older router's timer, a skewed clock) leaves the
+        workflow running; it completes normally."""
         harness.workers.script(Provider.OPENAI, ok(after_s=0.4))
         accepted = await harness.request(intent(), deadline_s=3)
         assert accepted.workflow is not None
@@ -175,6 +179,49 @@ class TestDeadline:
         await harness.bus.publish(early)
         finished = await harness.sink.wait(workflow_id)
         assert isinstance(finished.payload, WorkflowCompleted)
+
+    async def test_no_timer_travels_the_bus(self, harness: Harness) -> None:
+        """Deadlines are the sweep's: a workflow start publishes its generation request and nothing else."""
+        sent: list[str] = []
+        publish = harness.bus.publish
+
+        async def recording(envelope: Envelope, *, delay: float = 0.0) -> None:
+            if current_service.get() == "router":
+                sent.append(envelope.type)
+            await publish(envelope, delay=delay)
+
+        harness.bus.publish = recording  # type: ignore[method-assign]
+        await harness.run(intent())
+        assert sent == ["generation.requested", "workflow.completed"]
+
+    async def test_replicas_sweeping_together_fail_a_workflow_once(self, harness: Harness) -> None:
+        """Two routers sweeping the same store at once: one failure, one history event, and every
+        workflow.failed published is the same message (consumers de-duplicate by its id)."""
+        await harness.stop_sweep()  # the two sweeps below are the only ones
+        harness.workers.script(Provider.OPENAI, hang())
+        other = build_router(
+            Runtime(bus=harness.bus, settings=harness.router.engine.settings),
+            harness.router.engine.settings,
+            harness.store,
+        )
+        accepted = await harness.request(intent(), deadline_s=0.2)
+        assert accepted.workflow is not None
+        workflow_id = accepted.workflow.workflow_id
+        await asyncio.sleep(0.25)
+        overdue, both_read = harness.store.overdue, asyncio.Barrier(2)
+
+        async def read_together(now: datetime, limit: int) -> list[Workflow]:
+            found = await overdue(now, limit)
+            await both_read.wait()  # neither writes before both have read: a true race
+            return found
+
+        harness.store.overdue = read_together  # type: ignore[method-assign]
+        assert await asyncio.gather(harness.router.fail_overdue(), other.fail_overdue()) == [1, 1]
+        await harness.sink.wait(workflow_id)
+        await asyncio.sleep(0.1)
+        assert len({e.id for e in harness.sink.finished[workflow_id]}) == 1
+        events = [e.name for e in await harness.store.history(workflow_id)]
+        assert events.count("failed") == 1 and (await harness.view(workflow_id)).status is WorkflowStatus.FAILED
 
 
 class TestStatusQuery:

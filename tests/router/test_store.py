@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -134,6 +135,25 @@ class TestWorkflowStore:
         assert loaded.outbox[0].envelope.payload == WorkflowTimer(purpose="deadline")
         fresh = await store.load(change.workflow.workflow_id, uuid.uuid4())
         assert fresh.outbox is None and fresh.workflow == change.result()
+
+    async def test_overdue_lists_running_workflows_past_their_deadline_earliest_first(
+        self, store: WorkflowStore
+    ) -> None:
+        """overdue: the running workflows whose deadline is now or earlier, earliest first, up to the limit;
+        not a finished one, not one still in time."""
+        deadlines = {"late": -30, "later": -5, "due_now": 0, "in_time": 5, "finished": -60}
+        ids = {}
+        for name, offset in deadlines.items():
+            workflow = replace(new_workflow(), deadline_at=NOW + timedelta(seconds=offset))
+            change, message_id = creation(workflow)
+            if name == "finished":
+                change.move(S.FAILED, "failed", completed_at=NOW)
+            assert await store.create(change, message_id)
+            ids[name] = workflow.workflow_id
+        found = await store.overdue(NOW, limit=10)
+        assert [w.workflow_id for w in found] == [ids["late"], ids["later"], ids["due_now"]]
+        assert found[0] == await store.get(ids["late"])
+        assert [w.workflow_id for w in await store.overdue(NOW, limit=2)] == [ids["late"], ids["later"]]
 
     async def test_load_of_an_unknown_workflow(self, store: WorkflowStore) -> None:
         """An unknown workflow loads as None."""
