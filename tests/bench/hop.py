@@ -16,6 +16,7 @@ import uuid
 from contracts import Envelope
 from contracts import messages as m
 from libs.bus import create_bus
+from tests.integration.stack import destroy_namespace
 
 
 async def measure(url: str, n: int, concurrency: int) -> dict[str, float]:
@@ -46,12 +47,7 @@ async def measure(url: str, n: int, concurrency: int) -> dict[str, float]:
     await asyncio.wait_for(done.wait(), 300)
     consumed = time.perf_counter() - consume_start
     await bus.close(grace_s=1)
-    destroy = getattr(bus, "destroy", None)
-    if destroy is not None:
-        cleaner = create_bus(url, namespace=bus.namespace)
-        await cleaner.connect()
-        await cleaner.destroy()  # type: ignore[attr-defined]
-        await cleaner.close(grace_s=1)
+    await destroy_namespace(url, bus.namespace)
     return {"publish_per_s": round(n / published), "consume_per_s": round(n / consumed)}
 
 

@@ -2,8 +2,9 @@
 
 `Stack` starts `python -m services.<package>` processes with the environment a deployment would give them
 (a fresh PostgreSQL database, a private bus namespace, the simulators' URLs), waits for each one's /readyz,
-and can SIGKILL and restart any of them — what the crash, compliance, trace and chaos tests need. Each
-process writes its log to the stack's directory; `logs()` shows them when a test fails.
+and can SIGKILL and restart any of them — what the crash, compliance, trace and chaos tests and the bench
+need. The bus is whatever `bus_url` names (amqp:// or sqs://); closing deletes the namespace's queues there.
+Each process writes its log to the stack's directory; `logs()` shows them when a test fails.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from libs.bus import create_bus
 from libs.bus.amqp import AmqpBus
+from libs.bus.sqs import SqsBus
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30.0
@@ -33,6 +36,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def destroy_namespace(bus_url: str, namespace: str) -> None:
+    """Delete a bus namespace's queues (and exchanges) on the broker: what a test or bench run leaves behind."""
+    bus = create_bus(bus_url, namespace=namespace)
+    if not isinstance(bus, AmqpBus | SqsBus):  # memory://: nothing outlives the process
+        return
+    await bus.connect()
+    try:
+        await bus.destroy()
+    finally:
+        await bus.close(grace_s=1)
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -58,7 +73,7 @@ class Proc:
 
 @dataclass
 class Stack:
-    amqp_url: str
+    bus_url: str  # every service's BUS_URL: amqp://… or sqs://…
     postgres_dsn: str
     redis_url: str
     workdir: Path
@@ -85,7 +100,7 @@ class Stack:
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BUS_", "ROUTER_"))}
         env.update(
-            BUS_URL=self.amqp_url,
+            BUS_URL=self.bus_url,
             BUS_NAMESPACE=self.namespace,
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
@@ -179,10 +194,7 @@ class Stack:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(n) for n in self.procs), return_exceptions=True)
-        bus = AmqpBus(self.amqp_url, namespace=self.namespace)
-        await bus.connect()
-        await bus.destroy()
-        await bus.close(grace_s=1)
+        await destroy_namespace(self.bus_url, self.namespace)
         conn = await asyncpg.connect(self.postgres_dsn)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
