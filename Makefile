@@ -26,8 +26,9 @@ lint: setup
 run: setup
 	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python -m services.embedded
 
-# The distributed stack on this machine's RabbitMQ/PostgreSQL/Redis, driven through the gateway; prints a
-# table and, last, one JSON line. Options: BENCH_ARGS="-n 2000 -c 32".
+# The distributed stack on this machine's RabbitMQ (or moto's SQS)/PostgreSQL/Redis, driven through the gateway;
+# prints a table and, last, one JSON line (phases and numbers: `python -m tests.bench.run --help`).
+# Options: BENCH_ARGS="-n 2000 -c 32 --transport amqp|sqs --mode generation|delivery" (sqs: -n 200 by default).
 bench: setup
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 

@@ -1,10 +1,31 @@
 """`make bench`: the distributed stack on this machine, driven through the gateway, with the numbers printed.
 
-Every service is its own process on RabbitMQ (or SQS on moto's server), PostgreSQL and Redis; the LLM
-simulator runs in its own process with zero latency. Two phases at a fixed concurrency: fire-and-forget
-(POST, then completion read from the router's table: accepted → completed latency) and `?wait=true`
-(client-side latency). Then the same number of bus hops per workflow with empty handlers, on the same broker
-in the same run (`raw_chain_per_s`), for the ratio. The last line printed is one JSON object.
+Every service is its own process on PostgreSQL, Redis and the bus: RabbitMQ (--transport amqp) or SQS
+(--transport sqs: moto's server, started for the run). The LLM simulator (zero latency) runs in its own
+process. --mode generation makes the text only; --mode delivery also delivers it to a fan (router → worker
+→ rate-limiter → of-sender → platform simulator, its own process), with the rate limits lifted so the
+rate-limiter runs for every delivery but never throttles (tests/bench/workload.py).
+
+After a warm-up (POSTs with ?wait=true; in delivery mode it also outlasts the rate-limiter's one-window hold
+on Redis state it has never seen), three phases with -c as the concurrency:
+
+1. burst, for throughput: n POSTs fire-and-forget with c requests in flight, then wait until every one is
+   terminal. The bench submits faster than the system completes, so a backlog builds up.
+   workflows_per_s = n / (last completed_at - first created_at); cpu_s and cpu_ms/workflow per service are
+   over this phase. burst_p50_ms / burst_p99_ms: accepted -> completed of these workflows, backlog included
+   (it grows with n): the queueing delay of an overloaded system, not a latency figure.
+2. fixed concurrency, for latency: c slots; each POSTs one workflow fire-and-forget, waits until it is
+   terminal, then POSTs the next, so exactly c workflows are in the system at any time. Completion is read
+   from the router's table by one shared poller (every 15 ms, all ids in flight in one query), so watching
+   does not load the gateway. p50_ms / p95_ms / p99_ms: accepted -> completed (completed_at - created_at,
+   both stamped by the router); fixed_workflows_per_s: what this phase completed per second.
+3. ?wait=true, client side: n/2 POSTs that answer when the workflow has ended, c in flight.
+   wait_p50_ms / wait_p95_ms / wait_p99_ms: the HTTP round trip, including the gateway's status polling.
+
+Then raw_chain_per_s: n chains of the same number of bus hops as one workflow (`hops`) with empty handlers,
+on the same broker in the same run; ratio = workflows_per_s / raw_chain_per_s. In delivery mode the platform
+simulator's arrival log is checked: every fan got its message, exactly once (`delivered`). The last line
+printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -18,226 +39,229 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import asyncpg
+import redis.asyncio as aioredis
 
-from contracts import Envelope
-from contracts import messages as m
-from libs.bus import create_bus
-from tests.integration.client import GatewayClient
-from tests.integration.stack import ROOT, Stack, free_port
+from tests.bench.phases import at_fixed_concurrency, raw_chains, submit_all, wait_terminal
+from tests.bench.system import machine, proc_usage
+from tests.bench.workload import (
+    DELIVERY,
+    GENERATION,
+    HOPS,
+    MODES,
+    SERVICES,
+    Workload,
+    check_deliveries,
+    delivery_env,
+    platform_simulator_env,
+)
+from tests.chaos.servers import SimulatorProcess
+from tests.fixtures.moto import DUMMY_CREDENTIALS, MotoServer
+from tests.integration.stack import Stack, free_port
 
-SERVICES = ("router", "azure_worker", "openai_worker", "cost_tracker")
-# Messages published per generation-only workflow: workflow.requested, its reply, generation.requested,
-# generation.completed, usage.recorded, workflow.completed, and the router's deadline timer.
-HOPS = 7
+TRANSPORTS = ("amqp", "sqs")
+# moto answers one request in ~7-12 ms and a workflow makes dozens (send, receive, delete per hop, the
+# gateway's reply): 2000 workflows per phase would take many minutes there.
+DEFAULT_N = {"amqp": 2000, "sqs": 200}
+WARMUP = 100  # at most; never more than half of n
+SQS_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Broker:
+    url: str  # what every service gets as BUS_URL
+    pid: int | None = None  # moto's server, when the bench runs it
+
+
+@asynccontextmanager
+async def open_broker(transport: str, workdir: Path) -> AsyncIterator[Broker]:
+    """The machine's RabbitMQ, or moto's server for the run (with dummy credentials the services inherit)."""
+    if transport == "amqp":
+        yield Broker(os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+        return
+    os.environ.update(DUMMY_CREDENTIALS, AWS_DEFAULT_REGION=SQS_REGION)
+    os.environ.pop("AWS_PROFILE", None)
+    with (workdir / "moto.log").open("w+b") as log:
+        server = MotoServer(log)
+        try:
+            endpoint = await asyncio.to_thread(server.start)
+            assert server.process is not None
+            yield Broker(f"sqs://?region={SQS_REGION}&endpoint_url={endpoint}", server.process.pid)
+        finally:
+            server.stop()
+
+
+@asynccontextmanager
+async def running(simulator: SimulatorProcess) -> AsyncIterator[SimulatorProcess]:
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+async def drop_keys(redis_url: str, prefix: str) -> None:
+    """The delivery limiters' Redis keys of this run (they expire anyway, except the planner's epoch)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.unlink(key)
+    finally:
+        await client.aclose()
 
 
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def proc_usage(pid: int) -> tuple[float, float]:
-    """(CPU seconds, peak RSS MiB) of a live process, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    peak = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    return cpu, peak
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, help="workflows per phase (default: 2000 on amqp, 200 on sqs)")
+    parser.add_argument("-c", "--concurrency", type=int, default=32, help="in flight (default: 32)")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="amqp", help="the bus (default: amqp)")
+    parser.add_argument("--mode", choices=MODES, default=GENERATION, help="what a workflow does (default: generation)")
+    args = parser.parse_args()
+    if args.n is None:
+        args.n = DEFAULT_N[args.transport]
+        if args.transport != "amqp":
+            print(f"note: -n {args.n} by default on {args.transport} (moto is slow); -n overrides", file=sys.stderr)
+    return args
 
 
-async def start_llm_simulator(workdir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    env = {**os.environ, "LLM_SIMULATOR_PORT": str(port), "LOG_LEVEL": "warning"}
-    log = (workdir / "llm-simulator.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "libs.simulators.llm", cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"{url}/_sim/requests") as response:
-                    if response.status == 200:
-                        return proc, url
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("LLM simulator did not start")
+async def measure(stack: Stack, workload: Workload, args: argparse.Namespace, broker: Broker) -> dict[str, Any]:
+    """The three phases (see the module docstring) on a running stack."""
+    n, c, dsn = args.n, args.concurrency, stack.database_url
+    warm_ids, _ = await submit_all(workload, min(WARMUP, n // 2), c, wait=True)
+    pids = {name: p.pid for name, p in stack.procs.items()}
+    before = {name: proc_usage(pid) for name, pid in pids.items()}
+    broker_before = proc_usage(broker.pid)[0] if broker.pid else 0.0
+
+    t0 = time.perf_counter()
+    ids, _ = await submit_all(workload, n, c, wait=False)
+    burst = await wait_terminal(dsn, ids)
+    wall = time.perf_counter() - t0
+    after = {name: proc_usage(pid) for name, pid in pids.items()}
+    broker_cpu = proc_usage(broker.pid)[0] - broker_before if broker.pid else None
+    workflows_per_s = len(burst) / (max(f.completed for f in burst) - min(f.created for f in burst))
+
+    t0 = time.perf_counter()
+    fixed = await at_fixed_concurrency(workload, dsn, n, c)
+    fixed_per_s = len(fixed) / (time.perf_counter() - t0)
+
+    wait_ids, wait_lat = await submit_all(workload, n // 2, c, wait=True)
+    # A ?wait=true that timed out answered 202: its workflow may still be delivering.
+    late = await wait_terminal(dsn, warm_ids + wait_ids)
+    failed = sum(f.status == "failed" for f in burst + fixed + late)
+    if failed:
+        print(f"warning: {failed} workflows failed", file=sys.stderr)
+
+    latencies = [f.latency_ms for f in fixed]
+    burst_latencies = [f.latency_ms for f in burst]
+    result: dict[str, Any] = {
+        "workflows_per_s": round(workflows_per_s, 1),
+        "wall_s": round(wall, 2),
+        "p50_ms": pct(latencies, 0.50),
+        "p95_ms": pct(latencies, 0.95),
+        "p99_ms": pct(latencies, 0.99),
+        "fixed_workflows_per_s": round(fixed_per_s, 1),
+        "burst_p50_ms": pct(burst_latencies, 0.50),
+        "burst_p99_ms": pct(burst_latencies, 0.99),
+        "wait_p50_ms": pct(wait_lat, 0.50),
+        "wait_p95_ms": pct(wait_lat, 0.95),
+        "wait_p99_ms": pct(wait_lat, 0.99),
+        "failed": failed,
+        "cpu_s": {k: round(after[k][0] - before[k][0], 2) for k in after},
+        "peak_rss_mib": {k: round(after[k][1], 1) for k in after},
+    }
+    if broker_cpu is not None:
+        result["moto_cpu_s"] = round(broker_cpu, 2)
+    return result
 
 
-async def submit_all(client: GatewayClient, n: int, concurrency: int, *, wait: bool) -> tuple[list[str], list[float]]:
-    """POST n workflows with `concurrency` in flight; returns their ids and client-side latencies (ms)."""
-    ids: list[str] = []
-    latencies: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
-
-    async def worker() -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            body = {"type": "message_generation", "data": {"fanName": f"fan{i}", "topic": "bench"}}
-            started = time.perf_counter()
-            code, answer = await client.submit(body, wait=wait)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if code not in (200, 202):
-                raise RuntimeError(f"POST answered {code}: {answer}")
-            ids.append(answer["data"]["workflowId"])
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return ids, latencies
-
-
-async def wait_completed(dsn: str, ids: list[str], timeout: float = 300) -> list[tuple[float, float]]:
-    """Poll the router's table until every workflow is terminal; (created, completed) epoch seconds each."""
-    uids = [uuid.UUID(i) for i in ids]
-    conn = await asyncpg.connect(dsn)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = await conn.fetch(
-                "SELECT status, extract(epoch FROM created_at) AS c, extract(epoch FROM completed_at) AS d"
-                " FROM router.hybrid_workflows WHERE workflow_id = ANY($1::uuid[])",
-                uids,
-            )
-            done = [r for r in rows if r["status"] in ("completed", "failed")]
-            if len(done) == len(ids):
-                failed = sum(r["status"] == "failed" for r in done)
-                if failed:
-                    print(f"warning: {failed} workflows failed", file=sys.stderr)
-                return [(float(r["c"]), float(r["d"])) for r in done]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(ids) - len(done)} workflows not terminal after {timeout}s")
-            await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
-
-
-async def raw_chains(bus_url: str, n: int, concurrency: int, hops: int) -> float:
-    """Chains of `hops` bus hops with empty handlers (consume, publish the next, ack), chains per second."""
-    bus = create_bus(bus_url, namespace=f"raw{uuid.uuid4().hex[:8]}")
-    await bus.connect()
-    done: dict[uuid.UUID, asyncio.Future[None]] = {}
-
-    async def hop(envelope: Envelope) -> None:
-        if envelope.attempt >= hops:
-            future = done.get(envelope.workflow_id)  # type: ignore[arg-type]
-            if future is not None and not future.done():
-                future.set_result(None)
-            return
-        await bus.publish(envelope.child(envelope.payload, attempt=envelope.attempt + 1))
-
-    await bus.subscribe("router", {"workflow.requested": hop}, prefetch=concurrency)
-    sem = asyncio.Semaphore(concurrency)
-    loop = asyncio.get_running_loop()
-
-    async def chain() -> None:
-        async with sem:
-            wid = uuid.uuid4()
-            done[wid] = loop.create_future()
-            intent = m.Intent(type="message_generation")
-            await bus.publish(Envelope.new(m.WorkflowRequested(intent=intent), workflow_id=wid, user_id="raw"))
-            await done[wid]
-
-    started = time.perf_counter()
-    await asyncio.gather(*(chain() for _ in range(n)))
-    elapsed = time.perf_counter() - started
-    await bus.close(grace_s=1)
-    destroy = getattr(bus, "destroy", None)
-    if destroy is not None:
-        cleaner = create_bus(bus_url, namespace=bus.namespace)
-        await cleaner.connect()
-        await cleaner.destroy()  # type: ignore[attr-defined]
-        await cleaner.close(grace_s=1)
-    return n / elapsed
+def report(result: dict[str, Any]) -> None:
+    print(f"\n{'metric':<22} value")
+    for key, value in result.items():
+        if not isinstance(value, dict):
+            print(f"{key:<22} {value}")
+    for key in ("platform_outcomes", "machine"):
+        if key in result:
+            print(f"{key:<22} {result[key]}")
+    print(f"{'service':<22} {'cpu_s':>8} {'peak_rss_mib':>13} {'cpu_ms/workflow':>16}")
+    for name, cpu in result["cpu_s"].items():
+        print(f"{name:<22} {cpu:>8} {result['peak_rss_mib'][name]:>13} {cpu * 1000 / result['n']:>16.2f}")
+    print(json.dumps(result))
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=2000, help="workflows per phase")
-    parser.add_argument("-c", "--concurrency", type=int, default=32)
-    args = parser.parse_args()
-    amqp = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    args = parse_args()
     dsn = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
     workdir = Path(tempfile.mkdtemp(prefix="ho-bench-"))
-    llm, llm_url = await start_llm_simulator(workdir)
+    run_tag = uuid.uuid4().hex[:6]
     secret = secrets.token_urlsafe(32)
     env = {
-        "AZURE_OPENAI_ENDPOINT": llm_url,
-        "AZURE_OPENAI_API_KEY": "bench",
-        "OPENAI_BASE_URL": f"{llm_url}/v1",
-        "OPENAI_API_KEY": "bench",
         "GATEWAY_JWT_SECRET": secret,
         "GATEWAY_PORT": str(free_port()),
         "LOG_LEVEL": "warning",
         "BUS_PREFETCH": "64",
     }
-    available = [s for s in SERVICES if (ROOT / "services" / s / "__main__.py").exists()]
-    try:
-        async with Stack(amqp, dsn, redis_url, workdir, env=env) as stack:
-            await asyncio.gather(*(stack.start(s) for s in available))
-            await stack.start("gateway")
-            client = GatewayClient(
-                f"http://127.0.0.1:{env['GATEWAY_PORT']}", secret, user=f"bench-{uuid.uuid4().hex[:6]}"
-            )
-            await submit_all(client, 100, args.concurrency, wait=True)  # warm-up
-            before = {name: proc_usage(p.pid) for name, p in stack.procs.items()}
-
-            t0 = time.perf_counter()
-            ids, _ = await submit_all(client, args.n, args.concurrency, wait=False)
-            times = await wait_completed(stack.database_url, ids)
-            wall = time.perf_counter() - t0
-            span = max(d for _, d in times) - min(c for c, _ in times)
-            lat = [(d - c) * 1000 for c, d in times]
-            after = {name: proc_usage(p.pid) for name, p in stack.procs.items()}
-
-            wait_ids, wait_lat = await submit_all(client, args.n // 2, args.concurrency, wait=True)
-            await client.close()
-        raw = await raw_chains(amqp, args.n, args.concurrency, HOPS)
-    finally:
-        llm.terminate()
-        await llm.wait()
-
-    workflows_per_s = len(times) / span
     result: dict[str, Any] = {
-        "transport": "amqp",
-        "mode": "generation",
+        "transport": args.transport,
+        "mode": args.mode,
         "n": args.n,
         "concurrency": args.concurrency,
-        "workflows_per_s": round(workflows_per_s, 1),
-        "wall_s": round(wall, 2),
-        "p50_ms": round(pct(lat, 0.50), 1),
-        "p95_ms": round(pct(lat, 0.95), 1),
-        "p99_ms": round(pct(lat, 0.99), 1),
-        "wait_p50_ms": round(pct(wait_lat, 0.50), 1),
-        "wait_p99_ms": round(pct(wait_lat, 0.99), 1),
-        "hops": HOPS,
-        "raw_chain_per_s": round(raw, 1),
-        "ratio": round(workflows_per_s / raw, 3),
-        "cpu_s": {k: round(after[k][0] - before[k][0], 2) for k in after},
-        "peak_rss_mib": {k: round(after[k][1], 1) for k in after},
     }
-    print(f"\n{'metric':<22} value")
-    for key, value in result.items():
-        if not isinstance(value, dict):
-            print(f"{key:<22} {value}")
-    print(f"{'service':<22} {'cpu_s':>8} {'peak_rss_mib':>13} {'cpu_ms/workflow':>16}")
-    for name in result["cpu_s"]:
-        cpu = result["cpu_s"][name]
-        print(f"{name:<22} {cpu:>8} {result['peak_rss_mib'][name]:>13} {cpu * 1000 / args.n:>16.2f}")
-    print(f"(wait=true phase: {len(wait_ids)} workflows; logs in {workdir})")
-    print(json.dumps(result))
+    async with AsyncExitStack() as resources:
+        broker = await resources.enter_async_context(open_broker(args.transport, workdir))
+        llm = SimulatorProcess("llm", free_port(), workdir / "llm-simulator.log")
+        await resources.enter_async_context(running(llm))
+        env.update(
+            AZURE_OPENAI_ENDPOINT=llm.url,
+            AZURE_OPENAI_API_KEY="bench",
+            OPENAI_BASE_URL=f"{llm.url}/v1",
+            OPENAI_API_KEY="bench",
+        )
+        platform: SimulatorProcess | None = None
+        if args.mode == DELIVERY:
+            platform = SimulatorProcess(
+                "platform", free_port(), workdir / "platform-simulator.log", platform_simulator_env()
+            )
+            await resources.enter_async_context(running(platform))
+            key_prefix = f"bench:{run_tag}:"
+            env.update(delivery_env(platform, key_prefix))
+            resources.push_async_callback(drop_keys, redis_url, key_prefix)
+        async with Stack(broker.url, dsn, redis_url, workdir, env=env) as stack:
+            await asyncio.gather(*(stack.start(s) for s in SERVICES[args.mode]))
+            await stack.start("gateway")
+            workload = Workload.create(args.mode, f"http://127.0.0.1:{env['GATEWAY_PORT']}", secret, run_tag)
+            try:
+                measured = await measure(stack, workload, args, broker)
+            finally:
+                await workload.close()
+            if platform is not None:
+                check = await check_deliveries(platform, workload.fans)
+                if not check.exactly_once:
+                    print(f"warning: deliveries not exactly once: {check}", file=sys.stderr)
+                measured.update(
+                    delivered=check.delivered,
+                    deliveries_expected=check.expected,
+                    delivered_twice=check.twice,
+                    platform_outcomes=check.outcomes,
+                )
+        raw = await raw_chains(broker.url, args.n, args.concurrency, HOPS[args.mode])
+    result.update(measured)
+    result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(result["workflows_per_s"] / raw, 3))
+    result["machine"] = machine()
+    print(f"(logs in {workdir})")
+    report(result)
 
 
 if __name__ == "__main__":
