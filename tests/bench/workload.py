@@ -26,13 +26,13 @@ SERVICES = {
     DELIVERY: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
 }
 # Messages published per workflow (what the raw chain repeats with empty handlers).
-# generation, 7: workflow.requested, its reply, generation.requested, generation.completed, usage.recorded,
-#   workflow.completed, and the router's deadline timer (published delayed at the start, handled much later).
-# delivery, 11: the same but workflow.completed now comes after the delivery, plus delivery.requested
-#   (router → rate-limiter), delivery.scheduled (rate-limiter → router: the slot), delivery.approved
-#   (rate-limiter → of-sender, delayed to the slot: no delay with the limits lifted) and delivery.completed
-#   (of-sender → router). No re-queue (no delivery.scheduled from the of-sender) while nothing is throttled.
-HOPS = {GENERATION: 7, DELIVERY: 11}
+# generation, 6: workflow.requested, its reply, generation.requested, generation.completed, usage.recorded,
+#   workflow.completed. (No deadline timer: the router's sweep reads overdue workflows from its table.)
+# delivery, 10: the same, workflow.completed now after the delivery, plus delivery.requested (router →
+#   rate-limiter), delivery.scheduled (rate-limiter → router: the slot), delivery.approved (rate-limiter →
+#   of-sender, delayed to the slot: no delay with the limits lifted) and delivery.completed (of-sender →
+#   router). No re-queue (no delivery.scheduled from the of-sender) while nothing is throttled.
+HOPS = {GENERATION: 6, DELIVERY: 10}
 
 ACCOUNTS = 4
 PLATFORM_TOKEN = "bench-platform-token"
