@@ -300,6 +300,9 @@ class WorkflowStatusQuery(Message):
     workflow_id: uuid.UUID
     requester_user_id: str
     requester_is_admin: bool = False
+    # Answer when the workflow is terminal, or after this many seconds with its state then (the router may
+    # hold for less); None: answer at once. What ?wait=true asks instead of polling.
+    wait_s: float | None = Field(default=None, gt=0, le=300)
 
 
 @register

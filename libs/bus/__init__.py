@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from libs.bus.base import Bus, DeadLetter, Handler, RedeliveryPolicy
+from libs.bus.base import Bus, DeadLetter, Handler, RedeliveryPolicy, ReplyAddress, reply_address
 from libs.bus.errors import BusConnectionError, BusError, PublishError, Reject, RequestTimeout, Unroutable
 
 
@@ -35,7 +35,9 @@ __all__ = [
     "PublishError",
     "RedeliveryPolicy",
     "Reject",
+    "ReplyAddress",
     "RequestTimeout",
     "Unroutable",
     "create_bus",
+    "reply_address",
 ]

@@ -36,6 +36,26 @@ log = structlog.get_logger("libs.bus")
 current_service: ContextVar[str | None] = ContextVar("current_service", default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyAddress:
+    """Where the reply to a request goes: for a handler that answers after it returned (`Bus.reply_later`)."""
+
+    reply_to: str
+    correlation_id: str
+    request: Envelope
+
+
+# The request being handled, if the running handler's message is one (set by Consumer around the handler).
+_current_request: ContextVar[ReplyAddress | None] = ContextVar("current_request", default=None)
+
+
+def reply_address() -> ReplyAddress | None:
+    """Inside a handler: where its message's reply goes (None: the message is not a request). A handler
+    that returns None sends no reply; it may keep the address and answer later with `Bus.reply_later`,
+    which is how a request can wait for an event without holding a prefetch slot."""
+    return _current_request.get()
+
+
 def int_header(headers: Mapping[str, str], key: str) -> int:
     """A bus counter or timestamp header as an int; a missing or garbled one counts as 0.
 
@@ -128,10 +148,15 @@ class Consumer:
                     component=self.service,
                     headers=headers,
                 ):
-                    result = await handler(envelope)
                     reply_to = headers.get(c.H_REPLY_TO)
-                    if result is not None and reply_to:
-                        await self.bus.reply(reply_to, headers.get(c.H_CORRELATION, ""), envelope.child(result))
+                    address = ReplyAddress(reply_to, headers.get(c.H_CORRELATION, ""), envelope) if reply_to else None
+                    request_token = _current_request.set(address)
+                    try:
+                        result = await handler(envelope)
+                    finally:
+                        _current_request.reset(request_token)
+                    if result is not None and address is not None:
+                        await self.bus.reply_later(address, result)
             finally:
                 structlog.contextvars.reset_contextvars(**log_context)
         except Reject as exc:
@@ -232,6 +257,11 @@ class Bus(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise when the broker is not reachable (readiness checks)."""
+
+    async def reply_later(self, address: ReplyAddress, payload: Message) -> None:
+        """Send `payload` as the reply to the request at `address` (see `reply_address`). A requester that
+        gave up waiting simply never reads it."""
+        await self.reply(address.reply_to, address.correlation_id, address.request.child(payload))
 
     # --- used by Consumer --------------------------------------------------------------------------------
 

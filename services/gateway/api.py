@@ -168,13 +168,19 @@ class Api:
         log.info("gateway.workflow.accepted", user_id=envelope.user_id)
         return answer.workflow
 
-    async def _query(self, workflow_id: uuid.UUID, principal: Principal, *, timeout: float) -> WorkflowView | None:
-        """The workflow's view if it exists and `principal` may see it (raises BusError subclasses)."""
+    async def _query(
+        self, workflow_id: uuid.UUID, principal: Principal, *, timeout: float, wait_s: float | None = None
+    ) -> WorkflowView | None:
+        """The workflow's view if it exists and `principal` may see it (raises BusError subclasses). With
+        `wait_s`, the router answers when the workflow is terminal or after that long."""
         query = WorkflowStatusQuery(
-            workflow_id=workflow_id, requester_user_id=principal.user_id, requester_is_admin=principal.is_admin
+            workflow_id=workflow_id,
+            requester_user_id=principal.user_id,
+            requester_is_admin=principal.is_admin,
+            wait_s=wait_s,
         )
         reply = await self._bus.request(
-            Envelope.new(query, workflow_id=workflow_id, user_id=principal.user_id), timeout=timeout
+            Envelope.new(query, workflow_id=workflow_id, user_id=principal.user_id), timeout=timeout + (wait_s or 0)
         )
         answer = _expect(reply, WorkflowStatusReply)
         view = answer.workflow if answer.found else None
@@ -186,25 +192,30 @@ class Api:
     async def _wait(
         self, workflow_id: uuid.UUID, principal: Principal, view: WorkflowView | None, *, deadline: float
     ) -> WorkflowView | None:
-        """Poll the status (backoff: POLL_INITIAL_S, times POLL_FACTOR, up to POLL_MAX_S) until terminal or
-        `deadline`."""
-        delay = c.POLL_INITIAL_S
+        """Ask the router to answer when the workflow is terminal (in holds of at most WAIT_HOLD_S) until it is
+        or `deadline` passes. An answer that comes back early and not terminal (a router that does not hold,
+        or one shutting down) is followed by a pause (POLL_INITIAL_S, times POLL_FACTOR, up to POLL_MAX_S)."""
+        pause = c.POLL_INITIAL_S
         while view is None or view.status not in TERMINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * c.POLL_FACTOR, c.POLL_MAX_S)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            hold = min(remaining, c.WAIT_HOLD_S)
+            asked = time.monotonic()
             try:
-                timeout = min(self._settings.gateway_request_timeout_s, remaining)
-                view = await self._query(workflow_id, principal, timeout=timeout) or view
+                view = (
+                    await self._query(
+                        workflow_id, principal, timeout=self._settings.gateway_request_timeout_s, wait_s=hold
+                    )
+                    or view
+                )
             except RequestTimeout:
                 continue
             except BusError as exc:
                 raise _unavailable(exc) from exc
+            if view is not None and view.status not in TERMINAL and time.monotonic() - asked < hold / 2:
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * c.POLL_FACTOR, c.POLL_MAX_S)
         return view
 
     # --- request parsing ---------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ DEFAULT_TOKEN_TTL_S: Final = 24 * 3600
 IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("6f1d3c2e-4b7a-5e8f-9a0b-1c2d3e4f5a6b")
 IDEMPOTENCY_KEY_MAX_LENGTH: Final = 255
 
-# --- ?wait=true polls the router's status with this backoff until the workflow is terminal (pipeline brief).
+# --- ?wait=true asks the router to answer when the workflow is terminal, holding at most WAIT_HOLD_S per ask
+# (then asks again). A router answering early and not terminal is asked again after the POLL_* backoff.
+WAIT_HOLD_S: Final = 5.0
 POLL_INITIAL_S: Final = 0.05
 POLL_FACTOR: Final = 1.5
 POLL_MAX_S: Final = 0.5

@@ -50,6 +50,11 @@ DEADLINE_SWEEP_BATCH: Final = 200
 # Namespace of the sweep's deadline message ids (uuid5 of workflow id and deadline).
 DEADLINE_NAMESPACE: Final = uuid.UUID("3a1c9e52-7d4b-5f60-8e21-94b7c0d5a6f3")
 
+# A status query with wait_s (the gateway's ?wait=true) is answered when this replica finishes the workflow;
+# when another replica finishes it, a re-read of the store every RECHECK finds it. MAX bounds the hold.
+STATUS_WAIT_RECHECK_S: Final = 0.25
+STATUS_WAIT_MAX_S: Final = 30.0
+
 # How often a handler reloads and retries when another handler moved the same workflow between its read
 # and its write (optimistic concurrency); after that the bus redelivers the message later.
 MAX_CONFLICT_RETRIES: Final = 5

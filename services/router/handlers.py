@@ -8,7 +8,9 @@ handled message id and its outbox in one write, then publish the outbox.
     generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
     workflow.timer         → the deadline: failed with the reason, unless already finished (published by
                              routers before the sweep; `fail_overdue` makes the same message itself)
-    workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin)
+    workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin); with wait_s, the
+                             reply is sent when the workflow is terminal (or wait_s passed), from a task:
+                             the handler returns at once, holding no prefetch slot (`_answer_when_finished`)
     budget.status          → stored; later requests are refused or downgraded accordingly
     delivery.scheduled / delivery.completed / delivery.failed
                            → the delivery's view; completed/failed once every delivery is finished
@@ -24,8 +26,9 @@ which is how a router killed between commit and publish still finishes the workf
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -45,7 +48,7 @@ from contracts.messages import (
     WorkflowStatusReply,
     WorkflowTimer,
 )
-from libs.bus import Bus, Handler, Reject
+from libs.bus import Bus, Handler, Reject, ReplyAddress, reply_address
 from libs.telemetry import get_logger, get_metrics, workflow_span
 from services.router.budget import BudgetBook
 from services.router.constants import (
@@ -54,6 +57,8 @@ from services.router.constants import (
     DEADLINE_SWEEP_BATCH,
     MAX_CONFLICT_RETRIES,
     SERVICE_NAME,
+    STATUS_WAIT_MAX_S,
+    STATUS_WAIT_RECHECK_S,
     TERMINAL_CACHE_SIZE,
     WRITTEN_CACHE_SIZE,
 )
@@ -102,6 +107,8 @@ class Router:
         self.clock = clock
         self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
+        self._waiting: dict[uuid.UUID, list[asyncio.Future[Workflow]]] = defaultdict(list)
+        self._answering: set[asyncio.Task[None]] = set()
         self._metrics = get_metrics()
 
     def handlers(self) -> dict[str, Handler]:
@@ -196,11 +203,65 @@ class Router:
     async def on_status_query(self, envelope: Envelope) -> Message | None:
         query = envelope.payload
         assert isinstance(query, WorkflowStatusQuery)
+        address = reply_address() if query.wait_s else None
+        finished: asyncio.Future[Workflow] | None = None
+        if address is not None:  # registered before the read: a terminal write after it resolves this
+            finished = asyncio.get_running_loop().create_future()
+            self._waiting[query.workflow_id].append(finished)
         workflow = await self.store.get(query.workflow_id)
         # Someone else's workflow is reported as not found: its existence is not for them to learn.
         if workflow is None or (workflow.user_id != query.requester_user_id and not query.requester_is_admin):
+            self._stop_waiting(query.workflow_id, finished)
             return WorkflowStatusReply(found=False)
-        return WorkflowStatusReply(found=True, workflow=workflow.to_view())
+        if finished is None or address is None or workflow.is_terminal:
+            self._stop_waiting(query.workflow_id, finished)
+            return WorkflowStatusReply(found=True, workflow=workflow.to_view())
+        task = asyncio.create_task(self._answer_when_finished(query, address, finished))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+        return None
+
+    async def _answer_when_finished(
+        self, query: WorkflowStatusQuery, address: ReplyAddress, finished: asyncio.Future[Workflow]
+    ) -> None:
+        """Reply to a waiting status query when this replica finishes the workflow, or when a re-read finds
+        another replica did (every STATUS_WAIT_RECHECK_S), or with the state then after the wait."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + min(query.wait_s or 0.0, STATUS_WAIT_MAX_S)
+        workflow: Workflow | None = None
+        try:
+            while workflow is None or not workflow.is_terminal:
+                left = until - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    workflow = await asyncio.wait_for(asyncio.shield(finished), min(left, STATUS_WAIT_RECHECK_S))
+                except TimeoutError:
+                    workflow = await self.store.get(query.workflow_id)
+        except Exception as exc:  # the requester times out and asks again
+            log.warning("status.wait_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._stop_waiting(query.workflow_id, finished)
+        if workflow is None:
+            workflow = await self.store.get(query.workflow_id)
+        reply = WorkflowStatusReply(found=workflow is not None, workflow=workflow.to_view() if workflow else None)
+        await self.bus.reply_later(address, reply)
+
+    def _stop_waiting(self, workflow_id: uuid.UUID, finished: asyncio.Future[Workflow] | None) -> None:
+        if finished is None:
+            return
+        waiting = self._waiting.get(workflow_id)
+        if waiting is not None and finished in waiting:
+            waiting.remove(finished)
+            if not waiting:
+                del self._waiting[workflow_id]
+
+    async def close(self) -> None:
+        """Stop answering waiting status queries (their requesters time out and ask another replica)."""
+        for task in list(self._answering):
+            task.cancel()
+        await asyncio.gather(*self._answering, return_exceptions=True)
 
     async def on_budget_status(self, envelope: Envelope) -> Message | None:
         status = envelope.payload
@@ -286,6 +347,9 @@ class Router:
         else:
             self._written.pop(workflow.workflow_id, None)
             self._remember_terminal(workflow.workflow_id)
+            for finished in self._waiting.pop(workflow.workflow_id, ()):
+                if not finished.done():
+                    finished.set_result(workflow)
             self._metrics.record_workflow(
                 provider=workflow.current_provider.value if workflow.current_provider else "none",
                 success=workflow.status is WorkflowStatus.COMPLETED,

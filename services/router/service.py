@@ -76,6 +76,7 @@ async def create(runtime: Runtime) -> Service:
         background.append(asyncio.create_task(sweep, name="router.deadline_sweep"))
 
     async def stop() -> None:
+        await router.close()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

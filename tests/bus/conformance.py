@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from contracts import Envelope, Message
 from contracts import messages as m
-from libs.bus import Bus, RequestTimeout, Unroutable
+from libs.bus import Bus, RequestTimeout, Unroutable, reply_address
 from libs.bus.errors import Reject
 
 MakeBus = Callable[..., Awaitable[Bus]]
@@ -231,6 +231,35 @@ class BusConformance:
         assert isinstance(reply.payload, m.WorkflowStatusReply)
         assert reply.payload.found is False
         assert reply.causation_id == query.id
+
+    async def test_reply_sent_after_the_handler_returned(self, make_bus: MakeBus) -> None:
+        """A handler may keep its request's reply address, return None (the message is settled, its prefetch
+        slot free), and answer later; a message that is not a request has no address."""
+        bus = await make_bus()
+        later: list[asyncio.Task[None]] = []
+        addresses: list[object] = []
+
+        async def status(envelope: Envelope) -> None:
+            address = reply_address()
+            assert address is not None and address.request.id == envelope.id
+
+            async def answer() -> None:
+                await asyncio.sleep(0.3)
+                await bus.reply_later(address, m.WorkflowStatusReply(found=False))
+
+            later.append(asyncio.create_task(answer()))
+
+        async def plain(envelope: Envelope) -> None:
+            addresses.append(reply_address())
+
+        await bus.subscribe(ROUTER, {"workflow.status.query": status, "workflow.requested": plain}, prefetch=1)
+        query = Envelope.new(m.WorkflowStatusQuery(workflow_id=uuid.uuid4(), requester_user_id="u1"), user_id="u1")
+        asked = asyncio.create_task(bus.request(query, timeout=5))
+        await bus.publish(requested())  # handled while the request waits: the slot was given back
+        await eventually(lambda: addresses == [None], timeout=3)
+        assert not asked.done()
+        reply = await asked
+        assert isinstance(reply.payload, m.WorkflowStatusReply) and reply.causation_id == query.id
 
     async def test_request_times_out_without_a_responder(self, make_bus: MakeBus) -> None:
         """A request nobody answers raises RequestTimeout after the timeout, not later."""

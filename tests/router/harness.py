@@ -247,9 +247,13 @@ class Harness:
         view = await self.view(accepted.workflow.workflow_id)
         return view, finished
 
-    async def status(self, workflow_id: uuid.UUID, user: str, *, admin: bool = False) -> WorkflowStatusReply:
-        query = WorkflowStatusQuery(workflow_id=workflow_id, requester_user_id=user, requester_is_admin=admin)
-        reply = await self.bus.request(Envelope.new(query, user_id=user), timeout=WAIT_S)
+    async def status(
+        self, workflow_id: uuid.UUID, user: str, *, admin: bool = False, wait_s: float | None = None
+    ) -> WorkflowStatusReply:
+        query = WorkflowStatusQuery(
+            workflow_id=workflow_id, requester_user_id=user, requester_is_admin=admin, wait_s=wait_s
+        )
+        reply = await self.bus.request(Envelope.new(query, user_id=user), timeout=WAIT_S + (wait_s or 0))
         assert isinstance(reply.payload, WorkflowStatusReply)
         return reply.payload
 

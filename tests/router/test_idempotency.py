@@ -4,6 +4,7 @@ status query — on the memory bus, against each store."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from contracts.messages import GenerationCompleted, Usage, WorkflowCompleted, Wo
 from libs.bus import DeadLetter, PublishError
 from libs.bus.base import current_service
 from libs.runtime import Runtime
+from services.router.constants import STATUS_WAIT_RECHECK_S
 from services.router.service import build_router
 from services.router.state import Change, Workflow
 from services.router.store import Loaded
@@ -248,6 +250,58 @@ class TestStatusQuery:
         workflow_id = accepted.workflow.workflow_id if asker else uuid.uuid4()
         reply = await harness.status(workflow_id, asker or "alice")
         assert not reply.found and reply.workflow is None
+
+
+class TestWaitingStatusQuery:
+    async def test_answered_when_the_workflow_finishes(self, harness: Harness) -> None:
+        """A query with wait_s on a running workflow is answered as soon as it completes, not after wait_s."""
+        harness.workers.script(Provider.OPENAI, ok(after_s=0.4))
+        accepted = await harness.request(intent(), user="alice")
+        assert accepted.workflow is not None
+        started = time.monotonic()
+        reply = await harness.status(accepted.workflow.workflow_id, "alice", wait_s=10)
+        assert reply.workflow is not None and reply.workflow.status is WorkflowStatus.COMPLETED
+        assert 0.2 < time.monotonic() - started < 2
+        assert reply.workflow.result == "generated text"
+
+    async def test_answered_with_the_state_then_when_the_wait_ends(self, harness: Harness) -> None:
+        """A workflow still running when wait_s ends: the answer is its state then."""
+        harness.workers.script(Provider.OPENAI, hang())
+        accepted = await harness.request(intent(), user="alice")
+        assert accepted.workflow is not None
+        started = time.monotonic()
+        reply = await harness.status(accepted.workflow.workflow_id, "alice", wait_s=0.6)
+        assert reply.workflow is not None and reply.workflow.status is WorkflowStatus.GENERATING
+        assert 0.55 < time.monotonic() - started < 2
+
+    async def test_finished_by_another_replica_is_seen_on_a_re_read(self, harness: Harness) -> None:
+        """When another replica finishes the workflow (this one's waiters never hear of it), the held query
+        re-reads the store and answers within STATUS_WAIT_RECHECK_S."""
+        harness.workers.script(Provider.OPENAI, hang())
+        accepted = await harness.request(intent(), user="alice")
+        assert accepted.workflow is not None
+        workflow_id = accepted.workflow.workflow_id
+        asked = asyncio.create_task(harness.status(workflow_id, "alice", wait_s=10))
+        await asyncio.sleep(0.1)
+        stored = await harness.store.get(workflow_id)
+        assert stored is not None
+        timer = Envelope.new(WorkflowTimer(purpose="deadline"), workflow_id=workflow_id)
+        failed = harness.router.engine.on_deadline(stored, timer, stored.deadline_at)
+        assert failed is not None and await harness.store.save(failed, timer.id)  # not through this router
+        finished_at = time.monotonic()
+        reply = await asked
+        assert reply.workflow is not None and reply.workflow.status is WorkflowStatus.FAILED
+        assert time.monotonic() - finished_at < STATUS_WAIT_RECHECK_S + 0.5
+
+    async def test_others_workflow_is_not_found_at_once(self, harness: Harness) -> None:
+        """Waiting does not change who may see what: another user's workflow is not found, without a wait."""
+        harness.workers.script(Provider.OPENAI, hang())
+        accepted = await harness.request(intent(), user="alice")
+        assert accepted.workflow is not None
+        started = time.monotonic()
+        reply = await harness.status(accepted.workflow.workflow_id, "mallory", wait_s=10)
+        assert not reply.found and time.monotonic() - started < 1
+        assert not harness.router._waiting  # nothing left registered
 
 
 class TestBadMessages:
