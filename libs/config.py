@@ -7,6 +7,8 @@ libs.telemetry directly.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,3 +27,6 @@ class CommonSettings(BaseSettings):
         default=None, ge=0, le=65535, description="Prometheus /metrics port (libs.runtime.metrics_http); unset: off"
     )
     shutdown_grace_s: float = Field(default=30.0, gt=0, description="drain time on SIGTERM")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop (libuv, less CPU per message) or the standard library's loop"
+    )

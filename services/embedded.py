@@ -16,6 +16,7 @@ from typing import Any
 
 from libs.config import CommonSettings
 from libs.runtime import ServiceFactory, serve
+from libs.runtime.process import run_loop
 from libs.simulators import LLMSimulator, PlatformSimulator
 from services.azure_worker.service import create as azure_worker
 from services.cost_tracker.service import create as cost_tracker
@@ -103,7 +104,7 @@ async def _banner(ready: asyncio.Event, resources: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    asyncio.run(run())
+    run_loop(run())
 
 
 if __name__ == "__main__":
