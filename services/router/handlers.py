@@ -283,9 +283,12 @@ class Router:
                 user_id=workflow.user_id,
                 id=uuid.uuid5(DEADLINE_NAMESPACE, f"{workflow.workflow_id}/{workflow.deadline_at.isoformat()}"),
             )
-            with workflow_span("router.deadline", trace_id=workflow.trace_id,
-                               workflow_id=str(workflow.workflow_id), component=SERVICE_NAME):  # fmt: skip
-                await self.on_timer(timer)
+            try:
+                with workflow_span("router.deadline", trace_id=workflow.trace_id,
+                                   workflow_id=str(workflow.workflow_id), component=SERVICE_NAME):  # fmt: skip
+                    await self.on_timer(timer)
+            except Exception as exc:  # one workflow's trouble (a write conflict) must not hold up the others
+                log.warning("deadline.not_applied", workflow_id=str(workflow.workflow_id), error=repr(exc))
         return len(overdue)
 
     # --- the load / decide / store / publish cycle ---------------------------------------------------------
