@@ -193,8 +193,9 @@ class Api:
         self, workflow_id: uuid.UUID, principal: Principal, view: WorkflowView | None, *, deadline: float
     ) -> WorkflowView | None:
         """Ask the router to answer when the workflow is terminal (in holds of at most WAIT_HOLD_S) until it is
-        or `deadline` passes. An answer that comes back early and not terminal (a router that does not hold,
-        or one shutting down) is followed by a pause (POLL_INITIAL_S, times POLL_FACTOR, up to POLL_MAX_S)."""
+        or `deadline` passes. An early answer that is not terminal (not found yet, after an unconfirmed accept;
+        a router that does not hold; one shutting down) is followed by a pause: POLL_INITIAL_S, times
+        POLL_FACTOR, up to POLL_MAX_S."""
         pause = c.POLL_INITIAL_S
         while view is None or view.status not in TERMINAL:
             remaining = deadline - time.monotonic()
@@ -213,7 +214,7 @@ class Api:
                 continue
             except BusError as exc:
                 raise _unavailable(exc) from exc
-            if view is not None and view.status not in TERMINAL and time.monotonic() - asked < hold / 2:
+            if (view is None or view.status not in TERMINAL) and time.monotonic() - asked < hold / 2:
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * c.POLL_FACTOR, c.POLL_MAX_S)
         return view

@@ -9,7 +9,14 @@ import pytest
 
 from contracts import Envelope
 from contracts.enums import ErrorType, IntentType, Priority, Provider, WorkflowStatus
-from contracts.messages import ErrorInfo, WorkflowAccepted, WorkflowRequested, WorkflowStatusReply, WorkflowView
+from contracts.messages import (
+    ErrorInfo,
+    WorkflowAccepted,
+    WorkflowRequested,
+    WorkflowStatusQuery,
+    WorkflowStatusReply,
+    WorkflowView,
+)
 from contracts.routing import ROUTER
 from libs.bus import PublishError
 from libs.bus.memory import MemoryBus
@@ -177,6 +184,16 @@ class TestWait:
         answer = await gw.client.post(PLAN, params={"wait": "true", "timeout": "0.3"})
         assert answer.status == 202
         assert answer.body["data"]["status"] == "generating"
+
+    async def test_wait_asks_the_router_to_hold_and_backs_off_when_it_does_not(self, gw: Harness) -> None:
+        """The status queries of ?wait=true ask the router to hold (wait_s); a router that answers at once
+        anyway (this fake, like a router older than wait_s) is asked again only after a growing pause."""
+        gw.router.finish_after_s = 30
+        answer = await gw.client.post(PLAN, params={"wait": "true", "timeout": "1"})
+        assert answer.status == 202
+        queries = [e.payload for e in gw.router.seen if isinstance(e.payload, WorkflowStatusQuery)]
+        assert all(q.wait_s is not None and 0 < q.wait_s <= 1 for q in queries)
+        assert 3 <= len(queries) <= 9  # pauses of 50, 75, 112, 169, 253 ms … within 1 s, not a busy loop
 
     async def test_replay_of_a_finished_workflow_answers_at_once(self, gw: Harness) -> None:
         """wait=true with the Idempotency-Key of a completed workflow answers its result without polling."""
