@@ -15,6 +15,7 @@ from typing import Any
 from contracts.routing import OF_SENDER
 from libs.ratelimit import MemorySendLog, open_send_log
 from libs.runtime import Runtime, Service
+from libs.runtime.periodic import in_batches_forever
 from libs.telemetry import get_logger
 from services.of_sender.client import PlatformClient
 from services.of_sender.config import OfSenderSettings, PlatformConfigError
@@ -55,17 +56,6 @@ def platform_endpoint(settings: OfSenderSettings, resources: dict[str, Any]) -> 
     return str(simulator), token or SIMULATOR_TOKEN, True
 
 
-async def _purge_forever(store: MessageStore) -> None:
-    """Trim old send attempts once per interval, in short batches."""
-    while True:
-        await asyncio.sleep(PURGE_INTERVAL_S)
-        try:
-            while await store.purge_attempts(ATTEMPT_RETENTION_S, PURGE_BATCH) == PURGE_BATCH:
-                pass
-        except Exception as exc:  # the next run retries; a failed purge must not stop the sender
-            log.warning("attempts.purge_failed", error=f"{type(exc).__name__}: {exc}")
-
-
 async def create(runtime: Runtime) -> Service:
     settings = runtime.settings_as(OfSenderSettings)
     store: MessageStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
@@ -88,7 +78,12 @@ async def create(runtime: Runtime) -> Service:
     async def start() -> None:
         await store.start()
         await client.start()
-        purge.append(asyncio.create_task(_purge_forever(store), name="of_sender.purge"))
+
+        async def purge_attempts() -> int:  # send attempts older than the retention
+            return await store.purge_attempts(ATTEMPT_RETENTION_S, PURGE_BATCH)
+
+        purging = in_batches_forever(purge_attempts, PURGE_BATCH, PURGE_INTERVAL_S, "attempts.purge_failed")
+        purge.append(asyncio.create_task(purging, name="of_sender.purge"))
 
     async def stop() -> None:
         for task in purge:

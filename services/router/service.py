@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 from libs.runtime import Runtime, Service
-from libs.telemetry import get_logger, register_circuit_state
+from libs.runtime.periodic import in_batches_forever
+from libs.telemetry import register_circuit_state
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.constants import DEADLINE_SWEEP_BATCH, PURGE_BATCH, PURGE_INTERVAL_S, SERVICE_NAME
@@ -17,8 +20,6 @@ from services.router.fallback import FallbackMatrix
 from services.router.handlers import Router, utcnow
 from services.router.pg_store import PostgresStore
 from services.router.store import MemoryStore, WorkflowStore
-
-log = get_logger(__name__)
 
 STORE_RESOURCE = "router.store"  # Runtime.resources key under which a caller may hand in a store
 
@@ -40,26 +41,9 @@ def build_router(runtime: Runtime, settings: RouterSettings, store: WorkflowStor
     return Router(runtime.bus, store, engine)
 
 
-async def _purge_forever(store: WorkflowStore, retention: timedelta) -> None:
-    """Forget handled message ids older than the retention, in short batches, once per interval."""
-    while True:
-        await asyncio.sleep(PURGE_INTERVAL_S)
-        try:
-            while await store.purge_processed(utcnow() - retention, PURGE_BATCH) == PURGE_BATCH:
-                pass
-        except Exception as exc:  # the next run retries; a failed purge must not stop the router
-            log.warning("processed.purge_failed", error=f"{type(exc).__name__}: {exc}")
-
-
-async def sweep_deadlines_forever(router: Router, interval_s: float) -> None:
-    """Fail the workflows past their deadline, once per interval (at once again after a full batch)."""
-    while True:
-        try:
-            if await router.fail_overdue() == DEADLINE_SWEEP_BATCH:
-                continue
-        except Exception as exc:  # the next pass retries; a failed pass must not stop the router
-            log.warning("deadline.sweep_failed", error=f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(interval_s)
+def sweep_deadlines_forever(router: Router, interval_s: float) -> Coroutine[Any, Any, None]:
+    """The deadline sweep: fail the workflows past their deadline (Router.fail_overdue), every `interval_s`."""
+    return in_batches_forever(router.fail_overdue, DEADLINE_SWEEP_BATCH, interval_s, "deadline.sweep_failed")
 
 
 async def create(runtime: Runtime) -> Service:
@@ -71,7 +55,12 @@ async def create(runtime: Runtime) -> Service:
     async def start() -> None:
         await store.start()
         retention = timedelta(hours=settings.router_processed_retention_h)
-        background.append(asyncio.create_task(_purge_forever(store, retention), name="router.purge"))
+
+        async def purge() -> int:  # handled message ids older than the retention
+            return await store.purge_processed(utcnow() - retention, PURGE_BATCH)
+
+        purging = in_batches_forever(purge, PURGE_BATCH, PURGE_INTERVAL_S, "processed.purge_failed")
+        background.append(asyncio.create_task(purging, name="router.purge"))
         sweep = sweep_deadlines_forever(router, settings.router_deadline_sweep_s)
         background.append(asyncio.create_task(sweep, name="router.deadline_sweep"))
 
