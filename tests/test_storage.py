@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import logging
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -26,10 +25,11 @@ from libs.storage import (
     quote_schema,
     to_database_error,
 )
+from tests.fixtures.commands import run_module
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+MIGRATIONS_MODULE = "libs.storage.migrations"
 
 # Three files whose numeric order (1, 2, 10) differs from their lexical order (1, 10, 2). The first one
 # creates the log table without IF NOT EXISTS, so running it twice fails loudly.
@@ -328,34 +328,26 @@ class TestMigrate:
 
 
 class TestMigrationCommand:
-    async def run(self, *args: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "libs.storage.migrations",
-            *args,
-            cwd=REPO_ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-        assert process.returncode is not None
-        return process.returncode, output.decode()
-
     async def test_command_migrates_and_reports_failure(
         self, postgres_dsn: str, pg_schema: str, tmp_path: Path, admin: asyncpg.Connection
     ) -> None:
         """The command exits 0 after migrating, 1 when a file fails, 2 for a bad schema name."""
         directory = write_files(tmp_path, ORDERED_FILES)
-        code, output = await self.run("--dsn", postgres_dsn, "--schema", pg_schema, "--dir", str(directory))
+        code, output = await run_module(
+            MIGRATIONS_MODULE, "--dsn", postgres_dsn, "--schema", pg_schema, "--dir", str(directory)
+        )
         assert code == 0, output
         assert "RuntimeWarning" not in output
         assert await admin.fetchval(f"SELECT count(*) FROM {pg_schema}.schema_migrations") == 3
 
         write_files(directory, {"11_bad.sql": "SELECT * FROM no_such_table"})
-        code, output = await self.run("--dsn", postgres_dsn, "--schema", pg_schema, "--dir", str(directory))
+        code, output = await run_module(
+            MIGRATIONS_MODULE, "--dsn", postgres_dsn, "--schema", pg_schema, "--dir", str(directory)
+        )
         assert code == 1, output
         assert "11_bad.sql failed" in output
 
-        code, output = await self.run("--dsn", postgres_dsn, "--schema", "Bad-Name", "--dir", str(directory))
+        code, output = await run_module(
+            MIGRATIONS_MODULE, "--dsn", postgres_dsn, "--schema", "Bad-Name", "--dir", str(directory)
+        )
         assert code == 2, output

@@ -3,8 +3,6 @@ a recorder standing in for the router (budget.status), a settable clock and help
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from services.cost_tracker.config import CostTrackerSettings
 from services.cost_tracker.pg_store import PostgresStore
 from services.cost_tracker.service import CostTracker
 from services.cost_tracker.store import CostStore, MemoryStore
+from tests.fixtures import waiting
 
 STORES = [pytest.param("memory"), pytest.param("postgres", marks=pytest.mark.integration)]
 FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.01, cap_s=0.05)
@@ -32,11 +31,7 @@ ALICE, BOB, ADMIN = "alice", "bob", "admin"
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = WAIT_S) -> None:
     """Wait until `check()` is true (fails the test after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+    await waiting.eventually(check, timeout)
 
 
 def tracker_settings(**overrides: Any) -> CostTrackerSettings:

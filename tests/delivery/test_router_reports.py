@@ -13,7 +13,7 @@ from contracts.enums import DeliveryState, ErrorType, IntentType, WorkflowStatus
 from contracts.messages import DeliveryCompleted, DeliveryScheduled, Intent, WorkflowView
 from libs.simulators import PlatformSimulator
 from tests.delivery.harness import DeliveryHarness, campaign, platform
-from tests.router.harness import eventually
+from tests.fixtures.waiting import eventually
 
 D = DeliveryState
 

@@ -4,9 +4,7 @@ as a process against a real PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +13,9 @@ import pytest
 
 from libs.storage.migrate_all import default_services_dir, plan
 from tests.deploy.support import REPO_ROOT
+from tests.fixtures.commands import run_module
+
+MIGRATE_ALL = "libs.storage.migrate_all"
 
 
 @pytest.fixture
@@ -34,21 +35,6 @@ def service_tree(root: Path, packages: dict[str, dict[str, str]]) -> Path:
         for name, sql in files.items():
             (root / package / "migrations" / name).write_text(sql)
     return root
-
-
-async def run(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "libs.storage.migrate_all",
-        *args,
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 async def applied(admin: asyncpg.Connection, schema: str) -> list[str]:
@@ -98,14 +84,14 @@ class TestMigrateAllCommand:
                 f"{pg_schema}_gamma": {},
             },
         )
-        code, output = await run("--dsn", postgres_dsn, "--services-dir", str(root))
+        code, output = await run_module(MIGRATE_ALL, "--dsn", postgres_dsn, "--services-dir", str(root))
         assert code == 0, output
         assert "RuntimeWarning" not in output
         assert await applied(admin, alpha) == ["001_t.sql", "002_u.sql"]
         assert await applied(admin, beta) == ["001_v.sql"]
         assert await admin.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", f"{pg_schema}_gamma") == 0
 
-        code, output = await run("--dsn", postgres_dsn, "--services-dir", str(root))
+        code, output = await run_module(MIGRATE_ALL, "--dsn", postgres_dsn, "--services-dir", str(root))
         assert code == 0, output
         assert await applied(admin, alpha) == ["001_t.sql", "002_u.sql"]
 
@@ -118,7 +104,7 @@ class TestMigrateAllCommand:
             tmp_path,
             {alpha: {"001_bad.sql": "SELECT * FROM no_such_table;"}, beta: {"001_v.sql": "CREATE TABLE v (id int);"}},
         )
-        code, output = await run("--dsn", postgres_dsn, "--services-dir", str(root))
+        code, output = await run_module(MIGRATE_ALL, "--dsn", postgres_dsn, "--services-dir", str(root))
         assert code == 1, output
         assert "001_bad.sql failed" in output
         assert await applied(admin, beta) == ["001_v.sql"]
@@ -126,7 +112,9 @@ class TestMigrateAllCommand:
     async def test_unreachable_database_exits_1(self, tmp_path: Path) -> None:
         """A database that cannot be reached is a failure (1), reported in the log, not a traceback."""
         root = service_tree(tmp_path, {"alpha": {"001_t.sql": "SELECT 1"}})
-        code, output = await run("--dsn", "postgresql://postgres@127.0.0.1:1/none", "--services-dir", str(root))
+        code, output = await run_module(
+            "libs.storage.migrate_all", "--dsn", "postgresql://postgres@127.0.0.1:1/none", "--services-dir", str(root)
+        )
         assert code == 1, output
         assert "migrations.failed" in output
         assert "Traceback" not in output
@@ -134,11 +122,13 @@ class TestMigrateAllCommand:
     async def test_list_and_bad_arguments(self, tmp_path: Path) -> None:
         """--list prints the plan without a database; a missing DSN or services folder exits 2."""
         root = service_tree(tmp_path, {"alpha": {"001_t.sql": "SELECT 1"}})
-        code, output = await run("--list", "--services-dir", str(root))
+        code, output = await run_module(MIGRATE_ALL, "--list", "--services-dir", str(root))
         assert code == 0, output
         assert output.strip() == f"alpha\t{root / 'alpha' / 'migrations'}"
 
-        code, output = await run("--dsn", "", "--services-dir", str(root))
+        code, output = await run_module(MIGRATE_ALL, "--dsn", "", "--services-dir", str(root))
         assert code == 2, output
-        code, output = await run("--dsn", "postgresql://x", "--services-dir", str(tmp_path / "missing"))
+        code, output = await run_module(
+            "libs.storage.migrate_all", "--dsn", "postgresql://x", "--services-dir", str(tmp_path / "missing")
+        )
         assert code == 2, output

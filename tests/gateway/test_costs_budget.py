@@ -4,10 +4,8 @@ has their next content_planning workflow sent to openai, and everyone else is un
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,18 +24,11 @@ from services.router.service import STORE_RESOURCE
 from services.router.service import create as create_router
 from services.router.store import MemoryStore
 from tests.cost_tracker.conftest import tracker_settings
+from tests.fixtures.waiting import eventually
 from tests.gateway.conftest import ALICE, BOB, PLAN, Answer, Harness, MakeGateway
 
 THRESHOLDS = "/api/v2/costs/thresholds"
 WAIT_S = 10.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import contextlib
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from contracts import Envelope, Message
@@ -69,15 +69,6 @@ def router_settings(**overrides: object) -> RouterSettings:
     }
     values.update(overrides)
     return RouterSettings(**values)  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = WAIT_S) -> None:
-    """Wait until `check()` is true (fails the test after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 Outcome = Callable[[Envelope], Message | None]

@@ -20,7 +20,8 @@ from services.router.constants import STATUS_WAIT_RECHECK_S
 from services.router.service import build_router
 from services.router.state import Change, Workflow
 from services.router.store import Loaded
-from tests.router.harness import Harness, eventually, fail, hang, intent, ok
+from tests.fixtures.waiting import eventually
+from tests.router.harness import Harness, fail, hang, intent, ok
 
 
 def fail_router_publish_once(harness: Harness, message_type: str) -> list[Envelope]:
