@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from contracts.enums import CostPeriod
+from libs.storage.store import Store
 from services.cost_tracker.model import (
     Alert,
     AlertFilter,
@@ -47,18 +48,7 @@ class AlertCounts:
     by_severity: dict[Severity, int] = field(default_factory=dict)
 
 
-class CostStore(ABC):
-    async def start(self) -> None:
-        """Open connections and bring the schema up to date (called before any message is handled)."""
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        """Raise when the store is not usable (readiness)."""
-        return None
-
+class CostStore(Store):
     # --- accounting ----------------------------------------------------------------------------------------
 
     @abstractmethod

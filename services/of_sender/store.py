@@ -9,7 +9,7 @@ goes out, at the time its last check passed. The Redis send log is rebuilt from 
 from __future__ import annotations
 
 import uuid
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -17,6 +17,7 @@ from enum import StrEnum
 from contracts import Envelope
 from contracts.messages import DeliveryApproved, ErrorInfo
 from libs.ratelimit import SentRecord
+from libs.storage.store import Store
 
 
 class MessageStatus(StrEnum):
@@ -79,18 +80,7 @@ def new_record(envelope: Envelope, approval: DeliveryApproved, max_retries: int)
     )
 
 
-class MessageStore(ABC):
-    async def start(self) -> None:
-        """Open connections and bring the schema up to date."""
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
-        """Raise when the store is not usable (readiness)."""
-        return None
-
+class MessageStore(Store):
     @abstractmethod
     async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
         """The delivery's record, created (pending) on its first approval."""

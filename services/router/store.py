@@ -11,12 +11,13 @@ was already handled (de-duplication and re-publish after a crash).
 from __future__ import annotations
 
 import uuid
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from contracts.enums import BudgetAction, CostPeriod
+from libs.storage.store import Store
 from services.router.outbox import Outgoing
 from services.router.state import Change, Event, Workflow
 
@@ -41,19 +42,7 @@ class BudgetRecord:
     observed_at: datetime
 
 
-class WorkflowStore(ABC):
-    async def start(self) -> None:
-        """Open connections and bring the schema up to date (called before any message is handled)."""
-        return None
-
-    async def close(self) -> None:
-        """Release connections."""
-        return None
-
-    async def ping(self) -> None:
-        """Raise when the store is not usable (readiness)."""
-        return None
-
+class WorkflowStore(Store):
     @abstractmethod
     async def create(self, change: Change, message_id: uuid.UUID) -> bool:
         """Store a new workflow with its events, `message_id` and the outbox; False (nothing written)
