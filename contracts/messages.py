@@ -58,6 +58,22 @@ class ErrorInfo(Part):
     status_code: int | None = None
 
 
+class Recipient(Part):
+    """One fan of a campaign: the platform id, and (with `data.personalize`) what to say to that fan."""
+
+    id: str
+    vars: dict[str, str] = Field(default_factory=dict)
+
+
+class DeliveryCounts(Part):
+    """How a workflow's deliveries ended (or stand): the terminal state's summary."""
+
+    total: int = Field(default=0, ge=0)
+    sent: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    cancelled: int = Field(default=0, ge=0)
+
+
 class Usage(Part):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
@@ -75,6 +91,10 @@ class WorkflowRequested(Message):
     trace_id: str | None = None
     idempotency_key: str | None = None
     deadline_s: float | None = Field(default=None, gt=0)
+    # Optional additions (issue 12): the campaign's fans with their personalisation (instead of, or besides,
+    # intent.recipient_ids), and where to POST the summary when the workflow ends.
+    recipients: list[Recipient] = Field(default_factory=list)
+    callback_url: str | None = None
 
 
 @register
@@ -85,6 +105,7 @@ class WorkflowCompleted(Message):
     duration_ms: float = Field(ge=0)
     usage: Usage | None = None
     cost_usd: Decimal | None = None
+    deliveries: DeliveryCounts | None = None  # optional addition: a delivering workflow's outcome
 
 
 @register
@@ -101,6 +122,16 @@ class WorkflowFailed(Message):
     TYPE = "workflow.failed"
     error: ErrorInfo
     duration_ms: float = Field(ge=0)
+    deliveries: DeliveryCounts | None = None  # optional addition: a delivering workflow's outcome
+
+
+@register
+class WorkflowFanout(Message):
+    """A router-to-router step of a campaign's fan-out: request the deliveries from `from_seq` on, one chunk
+    per message, so no handler publishes (or holds) a whole campaign at once."""
+
+    TYPE = "workflow.fanout"
+    from_seq: int = Field(ge=0)
 
 
 # --- generation -----------------------------------------------------------------------------------------
@@ -114,6 +145,8 @@ class GenerationRequested(Message):
     timeout_s: float = Field(gt=0)
     model: str | None = None
     recipient_id: str | None = None
+    # Optional addition: the recipient's personalisation (name, last purchase, ...) for this text's prompt.
+    recipient_vars: dict[str, str] = Field(default_factory=dict)
 
 
 @register
@@ -257,6 +290,22 @@ class DeliveryView(Part):
     sent_at: AwareDatetime | None = None
     platform_message_id: str | None = None
     error: ErrorInfo | None = None
+    # Optional additions: the delivery's position in its campaign (the page cursor) and its own text.
+    seq: int | None = None
+    text: str | None = None
+
+
+class Progress(Part):
+    """Where a delivering workflow stands: counts by stage, the next reserved slot, and the expected end."""
+
+    total: int = Field(ge=0)
+    generated: int = Field(ge=0)
+    scheduled: int = Field(ge=0)
+    sent: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    cancelled: int = Field(default=0, ge=0)
+    next_slot_at: AwareDatetime | None = None
+    estimated_completion_at: AwareDatetime | None = None
 
 
 class WorkflowView(Part):
@@ -282,6 +331,9 @@ class WorkflowView(Part):
     updated_at: AwareDatetime
     deadline_at: AwareDatetime
     completed_at: AwareDatetime | None = None
+    # Optional addition: a workflow with deliveries. `deliveries` above lists them only for a small workflow
+    # (delivery.list.query pages through any).
+    progress: Progress | None = None
 
 
 @register
@@ -310,6 +362,52 @@ class WorkflowStatusReply(Message):
     TYPE = "workflow.status.reply"
     found: bool
     workflow: WorkflowView | None = None
+
+
+@register
+class DeliveryListQuery(Message):
+    """A page of a workflow's deliveries, in campaign order (keyset: the deliveries after `after_seq`)."""
+
+    TYPE = "delivery.list.query"
+    workflow_id: uuid.UUID
+    requester_user_id: str
+    requester_is_admin: bool = False
+    status: DeliveryState | None = None
+    after_seq: int | None = Field(default=None, ge=0)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+@register
+class DeliveryListReply(Message):
+    TYPE = "delivery.list.reply"
+    found: bool
+    deliveries: list[DeliveryView] = Field(default_factory=list)
+    next_cursor: int | None = None  # the after_seq of the next page; None: this was the last
+
+
+class WorkflowSummary(Part):
+    """What a completion webhook tells: how the workflow ended (the body is its camelCase form)."""
+
+    workflow_id: uuid.UUID
+    user_id: str
+    status: WorkflowStatus
+    intent_type: IntentType
+    deliveries: DeliveryCounts | None = None
+    error: ErrorInfo | None = None
+    trace_id: str | None = None
+    created_at: AwareDatetime
+    completed_at: AwareDatetime
+
+
+@register
+class WebhookRequested(Message):
+    """POST `summary` to the requester's callback URL, signed; retried with backoff until it is accepted."""
+
+    TYPE = "webhook.requested"
+    url: str
+    event_id: uuid.UUID  # stable across retries: the receiver's de-duplication key
+    event: Literal["workflow.completed", "workflow.failed"]
+    summary: WorkflowSummary
 
 
 @register

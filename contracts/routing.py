@@ -42,6 +42,10 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         m.BudgetStatus.TYPE: (ROUTER,),
         m.WorkflowStatusQuery.TYPE: (ROUTER,),
         m.WorkflowTimer.TYPE: (ROUTER,),
+        m.WorkflowFanout.TYPE: (ROUTER,),
+        m.DeliveryListQuery.TYPE: (ROUTER,),
+        # The router POSTs completion webhooks from its own queue: a retry waits on the bus, not in a handler.
+        m.WebhookRequested.TYPE: (ROUTER,),
         f"{m.GenerationRequested.TYPE}.azure": (AZURE_WORKER,),
         f"{m.GenerationRequested.TYPE}.openai": (OPENAI_WORKER,),
         m.DeliveryRequested.TYPE: (RATE_LIMITER,),
