@@ -1,0 +1,54 @@
+"""Which callback URLs the system agrees to POST to: one rule for the gateway (refusing a request's
+`callbackUrl` up front) and the router's webhook sender (checking again right before each POST).
+
+    callback_url_problem("https://hooks.example.com/done", allow_local_http=False)  -> None (acceptable)
+    callback_url_problem("http://hooks.example.com/done", allow_local_http=False)   -> "… must use https"
+
+The problem is a short sentence fit for an API error or a dead-letter reason; it never repeats the URL,
+which may carry the receiver's own token in its query string.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import urlsplit
+
+# Long enough for any real endpoint with a token in its query; short enough that a URL cannot be used to
+# smuggle a payload into every retry of a webhook (browsers and proxies commonly stop near 2 KiB too).
+MAX_CALLBACK_URL_LENGTH: Final = 2048
+
+# Plain http is accepted only to these hosts, and only where the caller allows it (the embedded mode, where
+# a developer's receiver runs on the same machine): anywhere else the signed summary would cross a network
+# in clear text.
+LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def callback_url_problem(url: str, *, allow_local_http: bool) -> str | None:
+    """Why `url` is not an acceptable callback URL, or None when it is: https with a host, no user info
+    (credentials in a URL end up in logs and proxies), at most MAX_CALLBACK_URL_LENGTH characters, no
+    whitespace or control characters; plain http only to localhost/127.0.0.1/::1 when `allow_local_http`."""
+    if not url:
+        return "the callback URL is empty"
+    if len(url) > MAX_CALLBACK_URL_LENGTH:
+        return f"the callback URL is longer than {MAX_CALLBACK_URL_LENGTH} characters"
+    # urlsplit silently drops some of these (tabs, newlines), so the URL sent would not be the one checked.
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "the callback URL contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        return "the callback URL is not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        return "the callback URL must use https"
+    if "@" in parts.netloc:
+        return "the callback URL must not contain user info (user:password@)"
+    host = parts.hostname or ""
+    if not host:
+        return "the callback URL has no host"
+    if scheme == "http" and not (allow_local_http and host in LOCAL_HOSTS):
+        if allow_local_http:
+            return "the callback URL must use https (http only to localhost, 127.0.0.1 or ::1)"
+        return "the callback URL must use https"
+    return None
