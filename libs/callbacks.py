@@ -1,15 +1,20 @@
-"""Which callback URLs the system agrees to POST to: one rule for the gateway (refusing a request's
-`callbackUrl` up front) and the router's webhook sender (checking again right before each POST).
+"""Callback URLs and how what is POSTed to them is signed: one rule for the gateway (refusing a request's
+`callbackUrl` up front) and the router's webhook sender (checking again right before each POST), and the
+signature scheme both the sender and any receiver (or test) compute the same way.
 
     callback_url_problem("https://hooks.example.com/done", allow_local_http=False)  -> None (acceptable)
     callback_url_problem("http://hooks.example.com/done", allow_local_http=False)   -> "… must use https"
+    sign(secret, body)                       -> "sha256=<hex HMAC-SHA256 of the exact body bytes>"
+    signature_matches(secret, body, header)  -> bool (constant-time)
 
-The problem is a short sentence fit for an API error or a dead-letter reason; it never repeats the URL,
+A problem is a short sentence fit for an API error or a dead-letter reason; it never repeats the URL,
 which may carry the receiver's own token in its query string.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -21,6 +26,27 @@ MAX_CALLBACK_URL_LENGTH: Final = 2048
 # a developer's receiver runs on the same machine): anywhere else the signed summary would cross a network
 # in clear text.
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+# The headers of a webhook POST. The signature covers the body only; the body carries its own eventId and
+# sentAt, so they are signed too (the X-Event-* headers repeat them for routing without parsing).
+H_SIGNATURE: Final = "X-Signature"
+H_EVENT_ID: Final = "X-Event-Id"
+H_EVENT_TYPE: Final = "X-Event-Type"
+SIGNATURE_PREFIX: Final = "sha256="
+
+# As for the gateway's JWT key: shorter HMAC keys can be guessed offline from one signed body.
+MIN_WEBHOOK_SECRET_BYTES: Final = 32
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The X-Signature value of `body`: "sha256=" and the hex HMAC-SHA256 of its exact bytes."""
+    return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def signature_matches(secret: bytes, body: bytes, signature: str) -> bool:
+    """Whether `signature` (an X-Signature value) is `body`'s, compared in constant time."""
+    return hmac.compare_digest(sign(secret, body).encode(), signature.encode())
 
 
 def callback_url_problem(url: str, *, allow_local_http: bool) -> str | None:
