@@ -11,13 +11,25 @@ ROUTER_DELIVERY_GRACE_S=300           a delivering workflow fails when a deliver
                                       after its scheduled slot (retries and a 429's re-queue fit inside)
 ROUTER_DEADLINE_SWEEP_S=1             how often each replica looks for running workflows past their deadline
                                       (a workflow fails at most this long after its deadline)
+CAMPAIGN_GENERATION_CONCURRENCY=8     a personalized campaign's texts being generated at once
+
+Completion webhooks (services/router/webhooks.py):
+WEBHOOK_SECRET=<at least 32 bytes>    HMAC-SHA256 key of X-Signature. Unset: no webhook is sent (an unsigned
+                                      one is unverifiable); each is dead-lettered with the reason instead, to
+                                      be replayed once a secret is configured
+WEBHOOK_TIMEOUT_S=10                  one POST, connection to last byte of the answer
+WEBHOOK_MAX_ATTEMPTS=12               POSTs per webhook before it is dead-lettered (~1 h with the defaults)
+WEBHOOK_RETRY_BASE_S=5                delay before the 2nd POST, doubling per attempt (jittered, capped)
+WEBHOOK_ALLOW_LOCAL_HTTP=false        accept http:// callback URLs to localhost/127.0.0.1/::1 (the embedded
+                                      mode turns it on); otherwise https only
 """
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from contracts.enums import Provider
+from libs.callbacks import MIN_WEBHOOK_SECRET_BYTES
 from libs.config import CommonSettings
 from services.router.constants import MAX_DEADLINE_S
 from services.router.fallback import RuleOverride, check_scenarios
@@ -40,6 +52,7 @@ class RouterSettings(CommonSettings):
     router_processed_retention_h: float = Field(default=72.0, gt=0)
     router_delivery_grace_s: float = Field(default=300.0, gt=0, description="after a delivery's slot, s")
     router_deadline_sweep_s: float = Field(default=1.0, gt=0, le=60, description="overdue workflows scan, s")
+    campaign_generation_concurrency: int = Field(default=8, ge=1, le=1000, description="texts in flight")
 
     @field_validator("router_fallback_matrix")
     @classmethod
@@ -50,3 +63,26 @@ class RouterSettings(CommonSettings):
     def timeout_for(self, provider: Provider) -> float:
         """The per-call timeout the worker of `provider` gets."""
         return self.azure_timeout_s if provider is Provider.AZURE else self.openai_timeout_s
+
+    # --- completion webhooks (services/router/webhooks.py) ---------------------------------------------------
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of X-Signature (at least 32 bytes); unset: webhooks not sent"
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60, description="one POST, s")
+    webhook_max_attempts: int = Field(default=12, ge=1, le=50, description="POSTs before the dead-letter queue")
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="delay before the 2nd POST, doubling, s")
+    webhook_allow_local_http: bool = Field(default=False, description="http:// to localhost only (embedded mode)")
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_webhook_secret_is_unset(cls, value: object) -> object:
+        # `WEBHOOK_SECRET=` (an empty variable, a template's empty default) means "not configured".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short key is guessable offline from one signed body; refusing to start beats signing weakly.
+        if value is not None and len(value.get_secret_value().encode()) < MIN_WEBHOOK_SECRET_BYTES:
+            raise ValueError(f"WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
+        return value

@@ -1,5 +1,6 @@
 """The router as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), breakers,
-fallback matrix and handlers, declared for libs.runtime (own process or embedded)."""
+fallback matrix and handlers, and the completion-webhook sender on the same queue, declared for
+libs.runtime (own process or embedded)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from services.router.fallback import FallbackMatrix
 from services.router.handlers import Router, utcnow
 from services.router.pg_store import PostgresStore
 from services.router.store import MemoryStore, WorkflowStore
+from services.router.webhooks import WebhookSender
 
 STORE_RESOURCE = "router.store"  # Runtime.resources key under which a caller may hand in a store
 
@@ -50,10 +52,12 @@ async def create(runtime: Runtime) -> Service:
     settings = runtime.settings_as(RouterSettings)
     store: WorkflowStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
     router = build_router(runtime, settings, store)
+    webhooks = WebhookSender(runtime.bus, settings)
     background: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         await store.start()
+        await webhooks.start()
         retention = timedelta(hours=settings.router_processed_retention_h)
 
         async def purge() -> int:  # handled message ids older than the retention
@@ -70,11 +74,12 @@ async def create(runtime: Runtime) -> Service:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await webhooks.close()
         await store.close()
 
     return Service(
         name=SERVICE_NAME,
-        handlers=router.handlers(),
+        handlers={**router.handlers(), **webhooks.handlers()},
         on_start=[start],
         on_stop=[stop],
         checks={"database": store.ping},
