@@ -4,13 +4,21 @@
     Authorization: Bearer <token>        Idempotency-Key: <the delivery's stable id>
     → 200 {"id": "msg_…", ...} | 429 + Retry-After | 400 / 401 / 422 | 5xx
 
+    GET /accounts/{accountId}/messages/by-key/{idempotencyKey}         the look-up (never a send)
+    Authorization: Bearer <token>
+    → 200 with the body the first message taken with that key was answered with | 404 | 401 | 5xx
+
 It is the referee of the delivery tests, so it is strict where the real platform would be: every arrival
 is logged with its time; a message whose Idempotency-Key was already accepted is answered with the first
 answer and not delivered again (a replay); a message over the account's rolling-window limit or under the
 fan's minimum spacing is refused with 429 — measured on this server's own arrival times, so a violation
 by the services fails a test instead of passing silently. Faults (5xx, 429, 400, latency, a connection
-dropped after the message was taken) are queued programmatically or through ``/_sim/faults``;
-``/_sim/arrivals`` serves the log to tests in other processes.
+dropped after the message was taken), on the send or the look-up route, are queued programmatically or
+through ``/_sim/faults``; ``/_sim/arrivals`` serves the log to tests in other processes.
+
+``honour_idempotency=False`` (PLATFORM_SIMULATOR_HONOUR_IDEMPOTENCY=false) makes it a platform that ignores
+Idempotency-Key: a message sent again with the same key is delivered again (logged "sent" twice), so a
+test proves the of-sender's exactly-once does not rest on the key. The look-up works either way.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import pydantic
@@ -39,6 +47,7 @@ log = structlog.get_logger(__name__)
 # --- constants ------------------------------------------------------------------------------------------
 MESSAGES_PATH = "/accounts/{account_id}/chats/{recipient_id}/messages"
 ADMIN_FAULTS_PATH = "/_sim/faults"
+LOOKUP_PATH = "/accounts/{account_id}/messages/by-key/{idempotency_key}"
 ADMIN_ARRIVALS_PATH = "/_sim/arrivals"
 MAX_TEXT_LENGTH = 10_000  # longer texts are refused with 400, as a chat API would
 DEFAULT_RETRY_AFTER_S = 1.0
@@ -54,6 +63,13 @@ class PlatformFaultKind(StrEnum):
     RESET_AFTER_RECEIVE = "reset_after_receive"  # take the message, wait latency_s, drop the connection
 
 
+class PlatformRoute(StrEnum):
+    """Which requests a fault applies to."""
+
+    SEND = "send"  # POST …/messages
+    LOOKUP = "lookup"  # GET …/messages/by-key/{key}; reset_after_receive drops it after the look-up
+
+
 class PlatformFault(BaseModel):
     """One injected fault; also the JSON body of ``POST /_sim/faults``."""
 
@@ -62,6 +78,7 @@ class PlatformFault(BaseModel):
     kind: PlatformFaultKind
     count: int | None = Field(default=1, ge=1, description="next N matching requests; null: until cleared")
     account_id: str | None = Field(default=None, description="only requests for this account")
+    route: PlatformRoute = Field(default=PlatformRoute.SEND, description="the route whose requests it hits")
     status: int = Field(default=503, ge=500, le=599, description="status of a server_error")
     retry_after: float = Field(default=DEFAULT_RETRY_AFTER_S, ge=0, description="Retry-After of a 429, s")
     latency_s: float = Field(default=0.0, ge=0)
@@ -78,9 +95,11 @@ class PlatformLimits:
 
 @dataclass(frozen=True)
 class Arrival:
-    """One request as the platform saw it. `outcome`: sent (delivered to the fan), replayed (an accepted
-    Idempotency-Key again: answered, not delivered), rate_limited (a limit was exceeded), a fault kind,
-    unauthorized, invalid_request, conflict (a key reused for another message)."""
+    """One message request (POST) as the platform saw it. `outcome`: sent (delivered to the fan — twice for
+    one key when Idempotency-Key is not honoured), replayed (an accepted Idempotency-Key again: answered,
+    not delivered), rate_limited (a limit was exceeded), a fault kind, abandoned (the client went away
+    during a latency fault, before the message was taken), unauthorized, invalid_request, conflict (a key
+    reused for another message)."""
 
     at: float  # time.time() when the request arrived
     account_id: str
@@ -100,6 +119,18 @@ class _Accepted:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """One look-up as the platform saw it: `message_id` of the message found, None when none was (or when
+    a fault answered it instead, `outcome` naming the fault kind)."""
+
+    at: float
+    account_id: str
+    idempotency_key: str
+    outcome: str  # found, not_found, unauthorized, or a fault kind
+    message_id: str | None = None
+
+
 @dataclass
 class _ActiveFault:
     spec: PlatformFault
@@ -116,11 +147,15 @@ class PlatformSimulator(serve.HttpSimulator):
 
     EVENT_PREFIX = "platform_sim"
 
-    def __init__(self, limits: PlatformLimits | None = None, *, token: str | None = None) -> None:
+    def __init__(
+        self, limits: PlatformLimits | None = None, *, token: str | None = None, honour_idempotency: bool = True
+    ) -> None:
         super().__init__()
         self.limits = limits or PlatformLimits()
         self.token = token  # None: any bearer token is accepted
+        self.honour_idempotency = honour_idempotency  # False: a key sent again is delivered again
         self._arrivals: list[Arrival] = []
+        self._lookups: list[Lookup] = []
         self._accepted: dict[tuple[str, str], _Accepted] = {}
         self._sent_at: dict[str, deque[float]] = defaultdict(deque)  # account -> accepted times in the window
         self._last_to: dict[tuple[str, str], float] = {}
@@ -141,9 +176,9 @@ class PlatformSimulator(serve.HttpSimulator):
         cleared, self._faults = len(self._faults), []
         return cleared
 
-    def _take_fault(self, account_id: str) -> PlatformFault | None:
+    def _take_fault(self, account_id: str, route: PlatformRoute = PlatformRoute.SEND) -> PlatformFault | None:
         for index, fault in enumerate(self._faults):
-            if fault.spec.account_id in (None, account_id):
+            if fault.spec.route is route and fault.spec.account_id in (None, account_id):
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining == 0:
@@ -153,16 +188,22 @@ class PlatformSimulator(serve.HttpSimulator):
 
     # --- what tests read ---------------------------------------------------------------------------------
     def arrivals(self) -> list[Arrival]:
-        """Every request received, oldest first."""
+        """Every message request received (not the look-ups), oldest first."""
         return list(self._arrivals)
 
     def delivered(self) -> list[Arrival]:
-        """The messages fans received (one per accepted Idempotency-Key, or per request without one)."""
+        """The messages fans received (one per accepted Idempotency-Key when it is honoured, or per request
+        without one)."""
         return [a for a in self._arrivals if a.outcome == "sent"]
 
+    def lookups(self) -> list[Lookup]:
+        """Every look-up received, oldest first."""
+        return list(self._lookups)
+
     def reset(self) -> None:
-        """Forget arrivals, accepted keys and limit state (faults stay)."""
+        """Forget arrivals, look-ups, accepted keys and limit state (faults stay)."""
         self._arrivals.clear()
+        self._lookups.clear()
         self._accepted.clear()
         self._sent_at.clear()
         self._last_to.clear()
@@ -188,18 +229,23 @@ class PlatformSimulator(serve.HttpSimulator):
         fault = self._take_fault(account)
         if fault is not None and fault.kind is not PlatformFaultKind.RESET_AFTER_RECEIVE:
             log.info("platform_sim.fault_injected", kind=fault.kind.value, account_id=account)
-            if fault.latency_s:
+            try:
                 await asyncio.sleep(fault.latency_s)
+            except asyncio.CancelledError:  # the client gave up (its timeout) before the message was taken
+                record("abandoned")
+                raise
             refusal = _fault_response(fault)
             if refusal is not None:
                 record(fault.kind.value)
                 return refusal
-        if key is not None and (account, key) in self._accepted:
+        if self.honour_idempotency and key is not None and (account, key) in self._accepted:
             accepted = self._accepted[(account, key)]
             if accepted.fingerprint != (account, recipient, text):
                 record("conflict")
                 return _error(422, "idempotency_key_reused", "the Idempotency-Key was used for another message")
             record("replayed", accepted.body["id"])
+            if fault is not None:
+                await _drop_answer(request, fault, account)
             return web.json_response(accepted.body, dumps=lambda v: orjson.dumps(v).decode())
         refusal = self._over_limit(account, recipient, at)
         if refusal is not None:
@@ -208,12 +254,37 @@ class PlatformSimulator(serve.HttpSimulator):
         body = self._accept(account, recipient, key, text, at)
         record("sent", body["id"])
         if fault is not None:  # RESET_AFTER_RECEIVE: the message is taken, the answer never arrives
-            log.info("platform_sim.fault_injected", kind=fault.kind.value, account_id=account)
-            await asyncio.sleep(fault.latency_s)
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError
+            await _drop_answer(request, fault, account)
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+
+    async def _lookup_message(self, request: web.Request) -> web.StreamResponse:
+        """The message taken with this Idempotency-Key, as its first answer said; never a send."""
+        at = time.time()
+        account, key = request.match_info["account_id"], request.match_info["idempotency_key"]
+
+        def record(outcome: str, message_id: str | None = None) -> None:
+            self._lookups.append(Lookup(at, account, key, outcome, message_id))
+
+        if not self._authorized(request):
+            record("unauthorized")
+            return _error(401, "unauthorized", "missing or invalid bearer token")
+        fault = self._take_fault(account, PlatformRoute.LOOKUP)
+        if fault is not None and fault.kind is not PlatformFaultKind.RESET_AFTER_RECEIVE:
+            log.info("platform_sim.fault_injected", kind=fault.kind.value, account_id=account, route="lookup")
+            await asyncio.sleep(fault.latency_s)
+            refusal = _fault_response(fault)
+            if refusal is not None:
+                record(fault.kind.value)
+                return refusal
+        accepted = self._accepted.get((account, key))
+        if fault is not None:
+            record(fault.kind.value)
+            await _drop_answer(request, fault, account)
+        if accepted is None:
+            record("not_found")
+            return _error(404, "not_found", "no message was taken with this Idempotency-Key")
+        record("found", accepted.body["id"])
+        return web.json_response(accepted.body, dumps=lambda v: orjson.dumps(v).decode())
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
@@ -243,8 +314,8 @@ class PlatformSimulator(serve.HttpSimulator):
         self._sent_at[account].append(at)
         self._last_to[(account, recipient)] = at
         body = {"id": f"msg_{uuid.uuid4().hex[:20]}", "accountId": account, "recipientId": recipient, "createdAt": at}
-        if key is not None:
-            self._accepted[(account, key)] = _Accepted((account, recipient, text), body)
+        if key is not None:  # the look-up answers with the first message taken under a key
+            self._accepted.setdefault((account, key), _Accepted((account, recipient, text), body))
         return body
 
     def _app(self) -> web.Application:
@@ -263,6 +334,16 @@ async def _read_text(request: web.Request) -> str | None:
     return text
 
 
+async def _drop_answer(request: web.Request, fault: PlatformFault, account: str) -> NoReturn:
+    """RESET_AFTER_RECEIVE: the request was handled, then the connection drops (after latency_s) instead of
+    the answer."""
+    log.info("platform_sim.fault_injected", kind=fault.kind.value, account_id=account)
+    await asyncio.sleep(fault.latency_s)
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
 def _fault_response(fault: PlatformFault) -> web.Response | None:
     """The answer a fault gives instead of handling the request (None: handle it, e.g. after latency)."""
     if fault.kind is PlatformFaultKind.SERVER_ERROR:
@@ -279,6 +360,10 @@ SIMULATOR_KEY = web.AppKey("platform_simulator", PlatformSimulator)
 
 async def _post(request: web.Request) -> web.StreamResponse:
     return await request.app[SIMULATOR_KEY]._post_message(request)
+
+
+async def _lookup(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR_KEY]._lookup_message(request)
 
 
 async def _add_fault(request: web.Request) -> web.Response:
@@ -309,6 +394,7 @@ def create_platform_app(sim: PlatformSimulator) -> web.Application:
     app = web.Application()
     app[SIMULATOR_KEY] = sim
     app.router.add_post(MESSAGES_PATH, _post)
+    app.router.add_get(LOOKUP_PATH, _lookup)
     app.router.add_post(ADMIN_FAULTS_PATH, _add_fault)
     app.router.add_delete(ADMIN_FAULTS_PATH, _clear_faults)
     app.router.add_get(ADMIN_ARRIVALS_PATH, _get_arrivals)
@@ -327,7 +413,9 @@ def main() -> None:
             env.get("PLATFORM_SIMULATOR_RECIPIENT_MIN_INTERVAL_S", PlatformLimits.recipient_min_interval_s)
         ),
     )
-    simulator = PlatformSimulator(limits, token=env.get("PLATFORM_SIMULATOR_TOKEN"))
+    # PLATFORM_SIMULATOR_HONOUR_IDEMPOTENCY=false: a platform that ignores Idempotency-Key.
+    honour = env.get("PLATFORM_SIMULATOR_HONOUR_IDEMPOTENCY", "true").strip().lower() not in ("0", "false", "no")
+    simulator = PlatformSimulator(limits, token=env.get("PLATFORM_SIMULATOR_TOKEN"), honour_idempotency=honour)
     host = env.get("PLATFORM_SIMULATOR_HOST", "127.0.0.1")
     asyncio.run(serve.serve_forever(simulator, host, int(env.get("PLATFORM_SIMULATOR_PORT", "8091"))))
 
