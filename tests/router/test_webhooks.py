@@ -342,8 +342,10 @@ class TestSettings:
         """WEBHOOK_SECRET= (empty) is the same as not setting it."""
         assert webhook_settings(webhook_secret="").webhook_secret is None
 
-    def test_defaults_are_https_only(self) -> None:
+    def test_defaults_are_https_only(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """By default only https callback URLs are accepted, and the secret is not made up."""
+        for name in ("WEBHOOK_ALLOW_LOCAL_HTTP", "WEBHOOK_SECRET"):  # the embedded mode sets both
+            monkeypatch.delenv(name, raising=False)
         defaults = RouterSettings(database_url=None)
         assert defaults.webhook_allow_local_http is False and defaults.webhook_secret is None
 
