@@ -53,6 +53,10 @@ async def run(
     e.g. "gateway_url" once `started` is set."""
     # A development secret, fresh per run, unless one is configured: the printed token is signed with it.
     os.environ.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
+    # Completion webhooks: a developer's receiver runs on this machine, over plain http; the key that signs
+    # them is fresh per run too unless configured, and printed below so the receiver can verify them.
+    os.environ.setdefault("WEBHOOK_ALLOW_LOCAL_HTTP", "true")
+    os.environ.setdefault("WEBHOOK_SECRET", secrets.token_urlsafe(32))
     os.environ.setdefault("GATEWAY_PORT", "8080")
     os.environ.setdefault("HEALTH_PORT", "0")
     resources = {} if resources is None else resources
@@ -93,7 +97,8 @@ async def _banner(ready: asyncio.Event, resources: dict[str, Any]) -> None:
         f"  gateway:  {url}\n"
         f"  openapi:  {url}/api/openapi.json\n"
         f"  health:   {url}/api/health/hybrid-orchestrator\n"
-        f"  dev token (user creator-1, 24 h):\n    {token}\n\n"
+        f"  dev token (user creator-1, 24 h):\n    {token}\n"
+        f"  webhook secret (X-Signature key):\n    {os.environ['WEBHOOK_SECRET']}\n\n"
         f"  try:\n"
         f"    curl -s -X POST '{url}/api/v2/campaigns/hybrid?wait=true' \\\n"
         f"      -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
