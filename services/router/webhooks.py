@@ -211,9 +211,10 @@ class WebhookSender:
             async with self._session.post(request.url, data=body, headers=headers, allow_redirects=False) as response:
                 answer = answer_for(response.status, response.headers.get("Retry-After"))
         except TimeoutError:
-            answer = Answer(False, True, f"no answer within {self._settings.webhook_timeout_s:g}s")
+            reason = f"no answer within {self._settings.webhook_timeout_s:g}s"
+            answer = Answer(delivered=False, retryable=True, reason=reason)
         except aiohttp.ClientError as exc:  # its text names the host and port: the type is enough
-            answer = Answer(False, True, f"connection failed: {type(exc).__name__}")
+            answer = Answer(delivered=False, retryable=True, reason=f"connection failed: {type(exc).__name__}")
         log.info(
             "webhook.post",
             event_id=str(request.event_id),
