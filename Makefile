@@ -28,7 +28,9 @@ run: setup
 
 # The distributed stack on this machine's RabbitMQ (or moto's SQS)/PostgreSQL/Redis, driven through the gateway;
 # prints a table and, last, one JSON line (phases and numbers: `python -m tests.bench.run --help`).
-# Options: BENCH_ARGS="-n 2000 -c 32 --transport amqp|sqs --mode generation|delivery" (sqs: -n 200 by default).
+# Options: BENCH_ARGS="-n 2000 -c 32 --transport amqp|sqs --mode generation|delivery|campaign" (sqs: -n 200 by
+# default). --mode campaign: ONE campaign of -n fans (default 5000), its status polled while it runs; exits 1
+# when a fan was missed or reached twice, a message was dead-lettered or the final status is untrue.
 bench: setup
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 

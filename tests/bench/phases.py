@@ -100,6 +100,14 @@ class CompletionWatcher:
                     future.set_exception(exc)
 
 
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of `values`, rounded to 0.1; nan when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
 async def submit_all(workload: Workload, n: int, concurrency: int, *, wait: bool) -> tuple[list[str], list[float]]:
     """POST n workflows with `concurrency` in flight; returns their ids and client-side latencies (ms)."""
     ids: list[str] = []

@@ -5,6 +5,8 @@ for `delivery` the platform's limits (lifted) and the check that every fan got i
 - delivery: the text delivered to one fan (router → worker → router → rate-limiter → of-sender → platform →
   router), with `sendToOnlyFans` as tests/chaos/load.py sends it. Every workflow has a fan of its own and
   the workflows go round-robin over ACCOUNTS creator accounts (the JWT subject is the sending account).
+- campaign: one workflow with n fans (tests/chaos/campaign.py builds it), one text for all of them, sent
+  from one account; the warm-up before it is delivery workflows.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 from tests.chaos.servers import SimulatorProcess
 from tests.integration.client import GatewayClient
 
-GENERATION, DELIVERY = "generation", "delivery"
-MODES = (GENERATION, DELIVERY)
+GENERATION, DELIVERY, CAMPAIGN = "generation", "delivery", "campaign"
+MODES = (GENERATION, DELIVERY, CAMPAIGN)
+DELIVERING = (DELIVERY, CAMPAIGN)  # the modes that run the platform simulator and the delivery services
 
 SERVICES = {
     GENERATION: ("router", "azure_worker", "openai_worker", "cost_tracker"),
     DELIVERY: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
+    CAMPAIGN: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
 }
 # Messages published per workflow (what the raw chain repeats with empty handlers).
 # generation, 6: workflow.requested, its reply, generation.requested, generation.completed, usage.recorded,
@@ -32,7 +36,12 @@ SERVICES = {
 #   rate-limiter), delivery.scheduled (rate-limiter → router: the slot), delivery.approved (rate-limiter →
 #   of-sender, delayed to the slot: no delay with the limits lifted) and delivery.completed (of-sender →
 #   router). No re-queue (no delivery.scheduled from the of-sender) while nothing is throttled.
-HOPS = {GENERATION: 6, DELIVERY: 10}
+# campaign, 4 per delivery: delivery.requested, delivery.scheduled, delivery.approved, delivery.completed (the
+#   one generation and whatever the router publishes to fan the campaign out are not counted).
+HOPS = {GENERATION: 6, DELIVERY: 10, CAMPAIGN: 4}
+# Warm-up POSTs (?wait=true) before the measured phases: at most this many, never more than half of n; in
+# campaign mode exactly this many delivery workflows (n there counts fans, not workflows).
+WARMUP = 100
 
 ACCOUNTS = 4
 PLATFORM_TOKEN = "bench-platform-token"
@@ -91,7 +100,7 @@ class Workload:
         """POST one workflow; returns its id and the client-side latency (ms)."""
         n = next(self._seq)
         body: dict[str, Any] = {"type": "message_generation", "data": {"fanName": f"fan{n}", "topic": "bench"}}
-        if self.mode == DELIVERY:
+        if self.mode in DELIVERING:
             fan = f"fan-{self.run_tag}-{n}"
             body.update(sendToOnlyFans=True, recipientIds=[fan])
             self.fans.append(fan)

@@ -12,8 +12,12 @@ from typing import Any
 
 import asyncpg
 
+from contracts import Envelope
+from contracts.errors import ContractError
+from libs.bus import DeadLetter
 from libs.simulators import Arrival
 from services.router.delivery import delivery_id_for
+from tests.chaos.campaign import Tally
 from tests.chaos.load import TERMINAL, Accepted
 from tests.delivery.compliance import all_violations
 
@@ -174,4 +178,65 @@ async def costs(conn: asyncpg.Connection, accepted: list[Accepted]) -> Verdict:
     if completed:
         ids = [r["workflow_id"] for r in completed]
         verdict.breaches.append(f"{len(ids)} completed workflows with no cost entry: {ids[:SHOW]}")
+    return verdict
+
+
+def campaign(
+    fans: list[str], view: dict[str, Any] | None, listed: list[dict[str, Any]] | None, arrivals: list[Arrival]
+) -> Verdict:
+    """Every fan of the campaign reached exactly once, and its final status true to what the platform saw:
+    terminal, its sent count the fans reached, completed when all were sent (failed only when none was).
+    `view`: the status once terminal (None: it never was); `listed`: the deliveries list endpoint's pages
+    (None where the gateway does not serve it)."""
+    wanted = set(fans)
+    sent = Counter(a.recipient_id for a in arrivals if a.outcome == "sent" and a.recipient_id in wanted)
+    missing = [f for f in fans if sent[f] == 0]
+    twice = [f for f, n in sent.items() if n > 1]
+    reached = len(sent)
+    verdict = Verdict({"campaign_fans": len(fans), "campaign_fans_reached": reached, "campaign_fans_twice": len(twice)})
+    if missing:
+        verdict.breaches.append(f"{len(missing)} campaign fans never reached: {missing[:SHOW]}")
+    if twice:
+        verdict.breaches.append(f"{len(twice)} campaign fans reached more than once: {twice[:SHOW]}")
+    if view is None:
+        verdict.breaches.append("the campaign is not terminal, or its status could not be read")
+        return verdict
+    tally = Tally.of(view)
+    status = view["status"]
+    verdict.figures.update(campaign_status=status, campaign_tally=vars(tally))
+    told = f"campaign status ({tally.source})"
+    if tally.total != len(fans):
+        verdict.breaches.append(f"{told} counts {tally.total} deliveries for {len(fans)} fans")
+    if tally.sent != reached:
+        verdict.breaches.append(f"{told} says {tally.sent} sent, the platform reached {reached} fans")
+    if tally.sent == tally.total and status != "completed":
+        verdict.breaches.append(f"every campaign delivery sent but the campaign is {status}")
+    if status == "failed" and tally.sent > 0:
+        verdict.breaches.append(f"campaign failed although {tally.sent} deliveries were sent")
+    if listed is not None:
+        states = Counter(d["status"] for d in listed)
+        verdict.figures["campaign_listed"] = dict(states)
+        if sorted(d["recipientId"] for d in listed) != sorted(fans):
+            verdict.breaches.append(f"the deliveries list has {len(listed)} entries, not one per fan of {len(fans)}")
+        if states["sent"] != tally.sent:
+            verdict.breaches.append(f"the deliveries list shows {states['sent']} sent, the status {tally.sent}")
+    return verdict
+
+
+def dead_letters(taken: list[DeadLetter]) -> Verdict:
+    """Nothing was dead-lettered: every message was handled, however often it had to be retried."""
+    kinds: Counter[str] = Counter()
+    examples: list[str] = []
+    for letter in taken:
+        try:
+            envelope = Envelope.decode(letter.body)
+            kind, workflow = envelope.type, str(envelope.workflow_id)
+        except ContractError:
+            kind, workflow = "undecodable", "-"
+        kinds[f"{kind}: {letter.reason[:80]}"] += 1
+        examples.append(f"{kind} {workflow}")
+    verdict = Verdict({"dead_letters": len(taken)})
+    if taken:
+        verdict.figures["dead_letter_reasons"] = dict(kinds)
+        verdict.breaches.append(f"{len(taken)} messages dead-lettered: {examples[:SHOW]}")
     return verdict
