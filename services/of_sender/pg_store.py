@@ -38,7 +38,8 @@ SELECT {_COLUMNS} FROM onlyfans_messages WHERE delivery_id = $1 AND NOT EXISTS (
 """
 
 _QUEUE = f"""
-UPDATE onlyfans_messages SET status = 'queued', scheduled_for = $2, bus_message_id = $3,
+UPDATE onlyfans_messages SET status = CASE WHEN $7 THEN 'sending' ELSE 'queued' END,
+    scheduled_for = $2, bus_message_id = $3,
     last_error = COALESCE($4::jsonb, last_error), rate_limited = rate_limited + $5,
     held_since = CASE WHEN $6 THEN COALESCE(held_since, now()) END, updated_at = now()
 WHERE delivery_id = $1
@@ -134,10 +135,19 @@ class PostgresMessageStore(SchemaStore, MessageStore):
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        unconfirmed: bool = False,
     ) -> MessageRecord:
         dumped = error.model_dump(mode="json") if error is not None else None
         return await self._one(
-            "queue delivery", _QUEUE, delivery_id, scheduled_for, bus_message_id, dumped, int(rate_limited), held
+            "queue delivery",
+            _QUEUE,
+            delivery_id,
+            scheduled_for,
+            bus_message_id,
+            dumped,
+            int(rate_limited),
+            held,
+            unconfirmed,
         )
 
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:

@@ -1,20 +1,39 @@
 """The of-sender's handler: one delivery.approved → at most one message on the platform, within the limits.
 
-    delivery.approved ─► record (pending) ─► last check on actual send times ─┬─ refused ─► re-queued at the
-                                                                              │             time it fits
-                                                                              └─ allowed ─► attempt recorded
-    ─► POST with Idempotency-Key = delivery id ─┬─ 2xx ─────────► sent, delivery.completed
-                                                ├─ 429 ─────────► re-queued (onlyfans_rate_limited row), then failed
-                                                ├─ other 4xx ───► failed, delivery.failed
-                                                └─ 5xx/timeout ─► re-queued with backoff, then failed + dead-lettered
+    delivery.approved ─► record (pending) ─► found `sending`? look it up first (below) ─► last check on
+    actual send times ─┬─ refused ─► re-queued at the time it fits
+                       └─ allowed ─► attempt recorded
+    ─► POST with Idempotency-Key = delivery id ─┬─ 2xx ─────────────► sent, delivery.completed
+                                                ├─ 429 ─────────────► re-queued (onlyfans_rate_limited row),
+                                                │                     then failed
+                                                ├─ other 4xx ───────► failed, delivery.failed
+                                                ├─ 5xx, unreachable ► re-queued with backoff, then failed +
+                                                │                     dead-lettered
+                                                └─ timeout, dropped ► outcome unknown: re-queued with backoff,
+                                                                      still `sending`
 
 "Re-queued" publishes the approval again, delayed (nothing waits unacknowledged), and tells the router the
 new time with a delivery.scheduled. Every attempt counts as a send in the log, failed ones too (the platform
 may have counted it): a retry also waits for the fan's spacing.
 
-A redelivered approval of a finished delivery only repeats its report; one whose request may already be out
-is sent again with the same Idempotency-Key (the platform answers with the first answer, the fan sees one
-message). The router dedupes reports by delivery state.
+An unknown outcome is reconciled, never resent blindly. A delivery found `sending` — re-queued after a
+timeout or a dropped connection, or redelivered because the sender died mid-request — is looked up on the
+platform by its key, no sooner than OF_LOOKUP_DELAY_S after its request went out:
+
+    look-up ─┬─ found ─────► sent, with the platform's message id; delivery.completed; nothing is sent again
+             ├─ not found ─► that attempt failed: sent again through the last check (or failed, when the
+             │               OF_MAX_RETRIES budget is spent)
+             └─ failed ────► re-queued with backoff, still `sending`, looked up again; failing for
+                             OF_LOOKUP_MAX_S after the send, the delivery fails and is dead-lettered (the
+                             message may have arrived: an operator decides)
+
+So exactly-once rests on the platform's look-up (platform.py says what it must offer), not on the platform
+honouring Idempotency-Key — still sent on every attempt, as a second line of defence. It also rests on one
+request in flight per delivery: the bus hands an approval to one handler at a time and redelivers it only
+when that handler is gone (on SQS a visibility heartbeat keeps it hidden while the handler runs).
+
+A redelivered approval of a finished delivery only repeats its report. The router dedupes reports by
+delivery state.
 """
 
 from __future__ import annotations
@@ -29,9 +48,9 @@ from contracts.messages import DeliveryApproved, DeliveryCompleted, DeliveryFail
 from libs.bus import Bus, Handler, Reject
 from libs.ratelimit import Check, DownPolicy, LimiterUnavailable, SendLog
 from libs.telemetry import get_logger, get_metrics
-from services.of_sender.client import PlatformClient, Sent
 from services.of_sender.config import OfSenderSettings
 from services.of_sender.constants import RECHECK_SLACK_S
+from services.of_sender.platform import Platform, Sent, Unknown
 from services.of_sender.store import FINAL, MessageRecord, MessageStatus, MessageStore, from_ms, utcnow
 
 log = get_logger(__name__)
@@ -43,7 +62,7 @@ class Sender:
         bus: Bus,
         store: MessageStore,
         send_log: SendLog,
-        client: PlatformClient,
+        platform: Platform,
         settings: OfSenderSettings,
         *,
         bypass_log: SendLog,
@@ -52,7 +71,7 @@ class Sender:
         self.store = store
         self.send_log = send_log
         self.bypass_log = bypass_log
-        self.client = client
+        self.platform = platform
         self.settings = settings
         # Accounts this replica sent to while bypassing Redis: their Redis log lacks those sends, so it is
         # reloaded from the durable record before it is trusted again.
@@ -69,6 +88,8 @@ class Sender:
             log.info("delivery.duplicate_approval", status=record.status.value)
             await self._report_final(envelope, record)
             return None
+        if record.status is MessageStatus.SENDING and not await self._reconcile(envelope, record):
+            return None
         token = f"{approval.delivery_id}:{uuid.uuid4().hex[:12]}"
         try:
             check: Check | None = await self._last_check(self.send_log, approval, token)
@@ -81,15 +102,17 @@ class Sender:
             await self._requeue(envelope, record, delay_s=check.wait_s + RECHECK_SLACK_S)
             return None
         record = await self.store.sending(record, token, from_ms(check.now_ms))
-        result = await self.client.send(
+        outcome = await self.platform.send(
             approval.account_id, approval.recipient_id, approval.text, idempotency_key=str(approval.delivery_id)
         )
-        if isinstance(result, Sent):
-            record = await self.store.sent(record.delivery_id, result.platform_message_id, from_ms(check.now_ms))
+        if isinstance(outcome, Sent):
+            record = await self.store.sent(record.delivery_id, outcome.platform_message_id, from_ms(check.now_ms))
             log.info("delivery.sent", attempts=record.attempts, delivery_id=str(record.delivery_id))
             await self._report_final(envelope, record)
-            return None
-        await self._after_failure(envelope, record, result)
+        elif isinstance(outcome, Unknown):
+            await self._outcome_unknown(envelope, record, outcome.error)
+        else:
+            await self._after_failure(envelope, record, outcome.error)
         return None
 
     # --- the last check ----------------------------------------------------------------------------------
@@ -163,18 +186,79 @@ class Sender:
         if not error.retryable:
             await self._fail(envelope, record, error)
             return
-        if record.failures > record.max_retries:
-            message = f"{error.message}; gave up after {record.attempts} attempts"
-            await self._fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
-            raise Reject(f"delivery {record.delivery_id} failed after {record.attempts} attempts: {error.message}")
+        await self._fail_if_spent(envelope, record, error)
         delay = max(self._backoff(record.failures), error.retry_after_s or 0.0)
         log.warning("delivery.retry", attempt=record.attempts, delay_s=round(delay, 3), status=error.status_code)
         await self._requeue(envelope, record, delay_s=delay, error=error)
+
+    async def _fail_if_spent(self, envelope: Envelope, record: MessageRecord, error: ErrorInfo) -> None:
+        """Past OF_MAX_RETRIES failed attempts: fail the delivery and dead-letter its approval (raises Reject)."""
+        if record.failures <= record.max_retries:
+            return
+        message = f"{error.message}; gave up after {record.attempts} attempts"
+        await self._fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
+        raise Reject(f"delivery {record.delivery_id} failed after {record.attempts} attempts: {error.message}")
 
     def _backoff(self, failures: int) -> float:
         """Exponential, capped, with full jitter on the upper half (replicas do not retry in lockstep)."""
         ceiling: float = min(self.settings.of_retry_cap_s, self.settings.of_retry_base_s * 2.0 ** (failures - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # --- an unknown outcome --------------------------------------------------------------------------------
+
+    async def _outcome_unknown(self, envelope: Envelope, record: MessageRecord, error: ErrorInfo) -> None:
+        """The platform may have taken the message: re-queued as `sending`, to be looked up, not resent."""
+        delay = max(self._backoff(record.failures), self._lookup_wait_s(record))
+        log.warning("delivery.outcome_unknown", attempt=record.attempts, delay_s=round(delay, 3), reason=error.message)
+        await self._requeue(envelope, record, delay_s=delay, error=error, unconfirmed=True)
+
+    async def _reconcile(self, envelope: Envelope, record: MessageRecord) -> bool:
+        """Look a delivery found `sending` up on the platform. True when its message is not there and may be
+        sent again; False when this handling is over (found and reported, re-queued, or failed)."""
+        approval = envelope.payload
+        assert isinstance(approval, DeliveryApproved)
+        early_s = self._lookup_wait_s(record)
+        if early_s > 0:  # the request may still be on its way: a look-up now could miss it
+            await self._requeue(envelope, record, delay_s=early_s, unconfirmed=True, report=False)
+            return False
+        found = await self.platform.lookup(approval.account_id, str(approval.delivery_id))
+        if isinstance(found, Unknown):
+            await self._lookup_failed(envelope, record, found.error)
+            return False
+        delivery_id = str(record.delivery_id)
+        if isinstance(found, Sent):
+            record = await self.store.sent(
+                record.delivery_id, found.platform_message_id, record.attempted_at or utcnow()
+            )
+            log.info("delivery.reconciled", found=True, attempts=record.attempts, delivery_id=delivery_id)
+            await self._report_final(envelope, record)
+            return False
+        log.info("delivery.reconciled", found=False, attempts=record.attempts, delivery_id=delivery_id)
+        lost = ErrorInfo(
+            type=ErrorType.ONLYFANS_API_ERROR,
+            message="the request's outcome was lost; not on the platform",
+            retryable=True,
+        )
+        await self._fail_if_spent(envelope, record, record.last_error or lost)
+        return True
+
+    async def _lookup_failed(self, envelope: Envelope, record: MessageRecord, error: ErrorInfo) -> None:
+        """The look-up could not tell: ask again later, never send blindly; after OF_LOOKUP_MAX_S, give up."""
+        unknown_s = (utcnow() - record.attempted_at).total_seconds() if record.attempted_at else 0.0
+        if unknown_s >= self.settings.of_lookup_max_s:
+            message = f"outcome unknown for {unknown_s:.0f}s (it may have arrived), look-up failing: {error.message}"
+            await self._fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
+            raise Reject(f"delivery {record.delivery_id}: {message}")
+        delay = self._backoff(max(record.failures, 1))
+        log.warning("delivery.lookup_failed", delay_s=round(delay, 3), status=error.status_code, reason=error.message)
+        await self._requeue(envelope, record, delay_s=delay, error=error, unconfirmed=True)
+
+    def _lookup_wait_s(self, record: MessageRecord) -> float:
+        """How long until the last request is OF_LOOKUP_DELAY_S old (assumption 3 in platform.py)."""
+        if record.attempted_at is None:
+            return 0.0
+        age_s = (utcnow() - record.attempted_at).total_seconds()
+        return max(0.0, self.settings.of_lookup_delay_s - age_s)
 
     # --- publishing --------------------------------------------------------------------------------------
 
@@ -187,9 +271,11 @@ class Sender:
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        unconfirmed: bool = False,
         report: bool = True,
     ) -> None:
-        """Publish the approval again, `delay_s` from now, and (when `report`) tell the router the new time."""
+        """Publish the approval again, `delay_s` from now, and (when `report`) tell the router the new time.
+        `unconfirmed`: the last request's outcome is unknown, so the delivery stays `sending`."""
         approval = envelope.payload
         assert isinstance(approval, DeliveryApproved)
         slot = utcnow() + timedelta(seconds=delay_s)
@@ -201,6 +287,7 @@ class Sender:
             error=error,
             rate_limited=rate_limited,
             held=held,
+            unconfirmed=unconfirmed,
         )
         await self.bus.publish(moved, delay=delay_s)
         if report:

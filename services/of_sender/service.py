@@ -1,9 +1,10 @@
 """The of-sender as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), the send
-log (Redis when REDIS_URL is set, else in memory), the platform client, declared for libs.runtime.
+log (Redis when REDIS_URL is set, else in memory), the platform, declared for libs.runtime.
 
-The platform is ONLYFANS_API_URL; without it, the platform simulator the runner passed in
-`runtime.resources["platform_simulator_url"]` (the embedded mode); with neither, `create` raises
-PlatformConfigError.
+The platform is a `Platform` handed in as `runtime.resources[PLATFORM_RESOURCE]` (another platform's API,
+a test double), else the HTTP client on ONLYFANS_API_URL; without it, on the platform simulator the runner
+passed in `runtime.resources["platform_simulator_url"]` (the embedded mode); with none of them, `create`
+raises PlatformConfigError.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from services.of_sender.constants import (
     SIMULATOR_TOKEN,
 )
 from services.of_sender.pg_store import PostgresMessageStore
+from services.of_sender.platform import Platform
 from services.of_sender.sender import Sender
 from services.of_sender.store import MemoryMessageStore, MessageStore
 
 log = get_logger(__name__)
 
 STORE_RESOURCE = "of_sender.store"  # Runtime.resources key under which a caller may hand in a store
+PLATFORM_RESOURCE = "of_sender.platform"  # … and a Platform implementation
 
 
 def build_store(settings: OfSenderSettings) -> MessageStore:
@@ -59,13 +62,18 @@ def platform_endpoint(settings: OfSenderSettings, resources: dict[str, Any]) -> 
 async def create(runtime: Runtime) -> Service:
     settings = runtime.settings_as(OfSenderSettings)
     store: MessageStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
-    url, token, simulated = platform_endpoint(settings, runtime.resources)
+    platform: Platform | None = runtime.resources.get(PLATFORM_RESOURCE)
+    simulated = False
+    if platform is None:
+        url, token, simulated = platform_endpoint(settings, runtime.resources)
+        platform = PlatformClient(url, token, timeout_s=settings.onlyfans_timeout_s)
     send_log = open_send_log(settings.redis_url, settings.limits(), prefix=settings.of_sender_key_prefix)
-    client = PlatformClient(url, token, timeout_s=settings.onlyfans_timeout_s)
-    sender = Sender(runtime.bus, store, send_log, client, settings, bypass_log=MemorySendLog(settings.bypass_limits()))
+    bypass_log = MemorySendLog(settings.bypass_limits())
+    sender = Sender(runtime.bus, store, send_log, platform, settings, bypass_log=bypass_log)
     limits = settings.limits()
     log.info(
         "of_sender.configured",
+        platform=type(platform).__name__,
         simulated=simulated,
         account_limit=limits.account_limit,
         window_ms=limits.window_ms,
@@ -77,7 +85,7 @@ async def create(runtime: Runtime) -> Service:
 
     async def start() -> None:
         await store.start()
-        await client.start()
+        await platform.start()
 
         async def purge_attempts() -> int:  # send attempts older than the retention
             return await store.purge_attempts(ATTEMPT_RETENTION_S, PURGE_BATCH)
@@ -90,18 +98,14 @@ async def create(runtime: Runtime) -> Service:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await client.close()
+        await platform.close()
         await send_log.close()
         await store.close()
-
-    async def client_open() -> None:
-        if client.closed:
-            raise PlatformConfigError("the platform client is closed")
 
     return Service(
         name=OF_SENDER,
         handlers=sender.handlers(),
         on_start=[start],
         on_stop=[stop],
-        checks={"database": store.ping, "send_log": send_log.ping, "platform_client": client_open},
+        checks={"database": store.ping, "send_log": send_log.ping, "platform_client": platform.ping},
     )

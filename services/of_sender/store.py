@@ -23,7 +23,9 @@ from libs.storage.store import Store
 class MessageStatus(StrEnum):
     PENDING = "pending"  # approved, not tried yet
     QUEUED = "queued"  # waiting for a later slot (throttled, rate limited, a retry, limiter down)
-    SENDING = "sending"  # the request is out (or was, when the sender died)
+    # The request is out, or was and its outcome is unknown (a timeout, a dropped connection, the sender
+    # died): a delivery found in this state is looked up on the platform before anything is sent again.
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
 
@@ -95,9 +97,12 @@ class MessageStore(Store):
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        unconfirmed: bool = False,
     ) -> MessageRecord:
         """Waiting for `scheduled_for`: a 429 counts in `rate_limited`; `held` starts (or continues) the
-        time held while the limiter is unreachable; `error`, when given, becomes the last error."""
+        time held while the limiter is unreachable; `error`, when given, becomes the last error;
+        `unconfirmed` (the last request's outcome is unknown) keeps the status `sending` instead of `queued`,
+        so that the next try looks the message up first."""
 
     @abstractmethod
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
@@ -145,11 +150,12 @@ class MemoryMessageStore(MessageStore):
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        unconfirmed: bool = False,
     ) -> MessageRecord:
         record = self._records[delivery_id]
         return self._update(
             delivery_id,
-            status=MessageStatus.QUEUED,
+            status=MessageStatus.SENDING if unconfirmed else MessageStatus.QUEUED,
             scheduled_for=scheduled_for,
             bus_message_id=bus_message_id,
             last_error=error or record.last_error,

@@ -42,6 +42,7 @@ def sender_settings(**overrides: Any) -> OfSenderSettings:
         "of_retry_cap_s": 0.1,
         "of_rate_limited_delay_s": 0.05,
         "rate_limiter_down_retry_s": 0.05,
+        "of_lookup_delay_s": 0.1,
     }
     values.update(overrides)
     return OfSenderSettings(**values)
@@ -110,20 +111,28 @@ class SenderHarness:
     async def approve(
         self, account: str = "acct", fan: str = "fan", *, delivery_id: uuid.UUID | None = None
     ) -> Envelope:
-        approval = DeliveryApproved(
-            delivery_id=delivery_id or uuid.uuid4(),
-            account_id=account,
-            recipient_id=fan,
-            text=f"hello {fan}",
-            slot_at=datetime.now(UTC),
-        )
-        envelope = Envelope.new(approval, workflow_id=uuid.uuid4(), user_id=account)
+        envelope = approval(account, fan, delivery_id=delivery_id)
         await self.bus.publish(envelope)
         return envelope
 
 
-def platform(limit: int = LIMIT, window_s: float = WINDOW_S, gap_s: float = GAP_S) -> PlatformSimulator:
-    return PlatformSimulator(PlatformLimits(account_limit=limit, window_s=window_s, recipient_min_interval_s=gap_s))
+def approval(account: str = "acct", fan: str = "fan", *, delivery_id: uuid.UUID | None = None) -> Envelope:
+    """A delivery.approved for `fan`, due now."""
+    payload = DeliveryApproved(
+        delivery_id=delivery_id or uuid.uuid4(),
+        account_id=account,
+        recipient_id=fan,
+        text=f"hello {fan}",
+        slot_at=datetime.now(UTC),
+    )
+    return Envelope.new(payload, workflow_id=uuid.uuid4(), user_id=account)
+
+
+def platform(
+    limit: int = LIMIT, window_s: float = WINDOW_S, gap_s: float = GAP_S, *, honour_idempotency: bool = True
+) -> PlatformSimulator:
+    limits = PlatformLimits(account_limit=limit, window_s=window_s, recipient_min_interval_s=gap_s)
+    return PlatformSimulator(limits, honour_idempotency=honour_idempotency)
 
 
 def elapsed(since: float) -> float:

@@ -143,15 +143,17 @@ class TestPlatformFailures:
         assert isinstance(report, DeliveryFailed) and report.error.type is ErrorType.RATE_LIMIT_EXCEEDED
         assert "re-queued 1 times" in report.error.message
 
-    async def test_a_lost_answer_is_retried_and_the_fan_sees_one_message(self, h: SenderHarness) -> None:
-        """The platform took the message but the connection dropped: the retry with the same key is
-        answered from the first delivery."""
+    async def test_a_lost_answer_is_looked_up_not_resent(self, h: SenderHarness) -> None:
+        """The platform took the message but the connection dropped: the look-up finds it, nothing is sent
+        again, and the delivery completes with the first arrival's id after one attempt."""
         h.sim.add_fault(PlatformFaultKind.RESET_AFTER_RECEIVE)
         delivery_id = (await h.approve()).payload.delivery_id  # type: ignore[attr-defined]
         report = await h.sink.final(delivery_id)
         assert isinstance(report, DeliveryCompleted)
-        assert [a.outcome for a in h.sim.arrivals()] == ["sent", "replayed"]
+        assert [a.outcome for a in h.sim.arrivals()] == ["sent"]
+        assert [x.outcome for x in h.sim.lookups()] == ["found"]
         assert report.platform_message_id == h.sim.delivered()[0].message_id
+        assert h.store.get(delivery_id).attempts == 1  # type: ignore[attr-defined]
 
 
 class TestLimiterDown:

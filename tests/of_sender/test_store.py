@@ -92,6 +92,25 @@ class TestMessageStore:
         assert await store.purge_attempts(60, 100) == 1
         assert len(await store.recent_sends("acct-a", 3600)) == 1
 
+    async def test_an_unconfirmed_requeue_stays_sending(self, store: MessageStore) -> None:
+        """After a request whose outcome is unknown the delivery waits for its slot still `sending` (to be
+        looked up), with the error; a plain re-queue makes it `queued`."""
+        envelope = approval()
+        record = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        record = await store.sending(record, "tok-1", datetime.now(UTC))
+        later = datetime.now(UTC) + timedelta(seconds=5)
+        unconfirmed = await store.queue(
+            record.delivery_id, scheduled_for=later, bus_message_id=uuid.uuid4(), error=ERROR, unconfirmed=True
+        )
+        assert (unconfirmed.status, unconfirmed.last_error, unconfirmed.scheduled_for) == (
+            MessageStatus.SENDING,
+            ERROR,
+            later,
+        )
+        assert unconfirmed.attempts == 1 and unconfirmed.failures == 1
+        queued = await store.queue(record.delivery_id, scheduled_for=later, bus_message_id=uuid.uuid4())
+        assert queued.status is MessageStatus.QUEUED
+
     async def test_failed_keeps_the_error(self, store: MessageStore) -> None:
         """A failed delivery keeps the error it failed with."""
         envelope = approval()
