@@ -59,6 +59,17 @@ STATUS_WAIT_MAX_S: Final = 30.0
 # and its write (optimistic concurrency); after that the bus redelivers the message later.
 MAX_CONFLICT_RETRIES: Final = 5
 
+# A campaign's shared text is requested for delivery in chunks of this many (one workflow.fanout message
+# each): no handler publishes, or keeps in its outbox, more than this at once.
+FANOUT_CHUNK: Final = 200
+# Namespaces of derived message ids: a fan-out chunk (workflow, first seq) and a settling transition
+# (workflow, status it settles from) — the same whoever emits them, so duplicates de-duplicate.
+FANOUT_NAMESPACE: Final = uuid.UUID("0b6f2d8a-3e4c-5a71-9c0d-7e5f4a2b1c39")
+SETTLE_NAMESPACE: Final = uuid.UUID("5c2e9a41-8b7d-5f03-a6e1-2d4c8f0b9e17")
+# The status view lists a workflow's deliveries when it has at most this many (the seed's shape); a larger
+# campaign's status carries its progress, and delivery.list.query pages through the deliveries.
+STATUS_DELIVERIES_LISTED: Final = 100
+
 # Workflow ids this replica saw reach a terminal state: later timers and late results for them are dropped
 # without a database read. Terminal is forever, so the cache is never stale; it only bounds memory.
 TERMINAL_CACHE_SIZE: Final = 50_000

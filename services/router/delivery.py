@@ -1,59 +1,72 @@
-"""What delivery does to a workflow (issue 5), as decisions on in-memory state: no I/O here.
+"""What delivery does to a workflow (issues 5 and 12), as decisions on in-memory state: no I/O here.
 
-A workflow with `send_to_onlyfans` goes generated → delivering once its text exists, with one
-delivery.requested per recipient (`recipient_id` and/or `recipient_ids`) and one `DeliveryView` each in
-its status. With `data.personalize` true and several recipients, each recipient gets a text of its own:
-the texts are generated one after the other (the workflow stays generating, each finished text is
-requested for delivery at once), and the workflow moves to delivering with the last one.
+A workflow with `send_to_onlyfans` has one delivery per recipient, each its own row (`DeliveryRow`, in
+campaign order: `seq`), created with the workflow. Two ways to a text:
 
-Delivery reports update their view: delivery.scheduled (the slot, `scheduledFor`; with an error when a
-failure pushed it back), delivery.completed (sent), delivery.failed. The workflow completes when every
-delivery is sent or failed — completed if at least one was sent, failed (with the reason) if none was.
-The deadline follows the deliveries: each slot extends it to slot + ROUTER_DELIVERY_GRACE_S. A report on a
-workflow that already finished (its deadline passed) is still recorded, without a status change.
+- **one text for everyone** (the default): the workflow's generation writes it; the workflow goes
+  generated → delivering and requests the deliveries in chunks of FANOUT_CHUNK — each from a
+  `workflow.fanout` message (the first emitted with the transition, each next by the previous chunk) (its id derived
+  from the workflow and the chunk, so a router killed mid-fan-out resumes where it was, without a
+  duplicate: the handled chunk's outbox is recorded and re-published, never recomputed).
+- **a text per recipient** (`data.personalize` and several recipients): each delivery's text is generated
+  from that recipient's `vars`, at most CAMPAIGN_GENERATION_CONCURRENCY at a time (the text for `seq`
+  is requested when the one for `seq - concurrency` finished); each finished text is requested for
+  delivery at once; a text that cannot be generated (the fallback matrix gave up) fails that delivery
+  only. The workflow stays generating until every text is written or given up on, then delivering.
+
+Reports (delivery.scheduled / completed / failed) update their delivery's row and the workflow's counters
+(`Tally`) in one store statement — no read-modify-write of the workflow. Completion is decided from the
+counters (`settle`): once every delivery is sent or failed the workflow is completed when at least one was
+sent, failed when none was, and its terminal messages carry the counts. The deadline follows the
+deliveries: each slot extends it to slot + ROUTER_DELIVERY_GRACE_S; each personalized text to now +
+ROUTER_WORKFLOW_DEADLINE_S. At the deadline the unfinished deliveries are failed and the workflow settles
+the same way: it never says failed when messages were sent.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from contracts import Envelope
-from contracts.enums import DeliveryState, ErrorType, Provider, RateLimiterState, WorkflowStatus
+from contracts import Envelope, Message
+from contracts.enums import DeliveryState, ErrorType, RateLimiterState, WorkflowStatus
 from contracts.messages import (
     DeliveryCompleted,
     DeliveryFailed,
     DeliveryRequested,
     DeliveryScheduled,
-    DeliveryView,
-    GenerationCompleted,
+    ErrorInfo,
     Intent,
-    ProviderStates,
+    Recipient,
     WorkflowCompleted,
+    WorkflowFanout,
 )
-from services.router.state import Change, Workflow
+from services.router.constants import FANOUT_CHUNK, FANOUT_NAMESPACE, SETTLE_NAMESPACE
+from services.router.state import Change, DeliveryRow, Workflow
 
 S = WorkflowStatus
 D = DeliveryState
-FINAL = frozenset({D.SENT, D.FAILED})
 
-Dispatch = Callable[[Change, Provider], None]
-"""Start the next generation (the next personalized text) on a provider."""
 Fail = Callable[..., None]
 """Engine._fail(change, error_type, message, **changes)."""
 
 
-def recipients_of(intent: Intent) -> tuple[str, ...]:
-    """Every recipient, once, in the order given (`recipient_id` first)."""
-    given = ([intent.recipient_id] if intent.recipient_id else []) + list(intent.recipient_ids)
-    return tuple(dict.fromkeys(given))
+def recipients_of(intent: Intent, recipients: Sequence[Recipient] = ()) -> tuple[Recipient, ...]:
+    """Every recipient, once, in the order given: `recipient_id`, `recipient_ids`, then `recipients` (whose
+    vars win for an id given twice)."""
+    given: dict[str, Recipient] = {}
+    for rid in ([intent.recipient_id] if intent.recipient_id else []) + list(intent.recipient_ids):
+        given.setdefault(rid, Recipient(id=rid))
+    for recipient in recipients:
+        given[recipient.id] = recipient
+    return tuple(given.values())
 
 
-def personalized(intent: Intent) -> bool:
-    return intent.data.get("personalize") is True and len(recipients_of(intent)) > 1
+def is_personalized(intent: Intent, recipients: int) -> bool:
+    return intent.data.get("personalize") is True and recipients > 1
 
 
 def delivery_id_for(workflow_id: uuid.UUID, recipient_id: str) -> uuid.UUID:
@@ -61,176 +74,224 @@ def delivery_id_for(workflow_id: uuid.UUID, recipient_id: str) -> uuid.UUID:
     return uuid.uuid5(workflow_id, f"delivery:{recipient_id}")
 
 
-def generation_recipient(workflow: Workflow) -> str | None:
-    """The recipient the next generation request writes for (personalized: the first without a text)."""
-    if personalized(workflow.intent):
-        recipients = recipients_of(workflow.intent)
-        done = len(workflow.deliveries)
-        return recipients[done] if done < len(recipients) else None
-    return workflow.intent.recipient_id
+def fanout_id(workflow_id: uuid.UUID, from_seq: int) -> uuid.UUID:
+    return uuid.uuid5(FANOUT_NAMESPACE, f"{workflow_id}/{from_seq}")
 
 
-def onlyfans_state(views: tuple[DeliveryView, ...]) -> DeliveryState:
-    """`provider_states.onlyFans`: the deliveries summed up."""
-    if views and all(v.status in FINAL for v in views):
-        return D.SENT if any(v.status is D.SENT for v in views) else D.FAILED
-    if any(v.status is D.RATE_LIMITED for v in views):
-        return D.RATE_LIMITED
-    return D.PENDING
+def settle_id(workflow_id: uuid.UUID, status: WorkflowStatus) -> uuid.UUID:
+    """The id under which a workflow in `status` settles: once, whichever report or sweep notices first."""
+    return uuid.uuid5(SETTLE_NAMESPACE, f"{workflow_id}/{status.value}")
 
 
-def _states(
-    states: ProviderStates, views: tuple[DeliveryView, ...], limiter: RateLimiterState | None
-) -> ProviderStates:
-    update: dict[str, Any] = {"onlyfans": onlyfans_state(views)}
-    if limiter is not None:
-        update["rate_limiter"] = limiter
-    return states.model_copy(update=update)
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A delivery report as the store applies it to the delivery's row and the workflow's counters."""
+
+    delivery_id: uuid.UUID
+    kind: DeliveryState  # SENT, FAILED, or PENDING / RATE_LIMITED for a (re)scheduled slot
+    slot_at: datetime | None = None
+    sent_at: datetime | None = None
+    platform_message_id: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def limiter(self) -> RateLimiterState | None:
+        """What the report says of the rate limiter: a slot approved or held, a delivery refused for its
+        unavailability; None: nothing (a send's outcome)."""
+        unavailable = self.error is not None and self.error.type is ErrorType.PROVIDER_UNAVAILABLE
+        if self.kind is D.FAILED:
+            return RateLimiterState.REJECTED if unavailable else None
+        if self.kind is D.SENT:
+            return None
+        return RateLimiterState.THROTTLED if unavailable else RateLimiterState.APPROVED
+
+    @classmethod
+    def of(cls, report: Message) -> Report:
+        if isinstance(report, DeliveryCompleted):
+            return cls(
+                report.delivery_id, D.SENT, sent_at=report.sent_at, platform_message_id=report.platform_message_id
+            )
+        if isinstance(report, DeliveryFailed):
+            return cls(report.delivery_id, D.FAILED, error=report.error)
+        assert isinstance(report, DeliveryScheduled)
+        limited = report.error is not None and report.error.type is ErrorType.RATE_LIMIT_EXCEEDED
+        kind = D.RATE_LIMITED if limited else D.PENDING
+        return cls(report.delivery_id, kind, slot_at=report.slot_at, error=report.error)
+
+
+@dataclass(frozen=True, slots=True)
+class TextUpdate:
+    """What one personalized generation result does: to its delivery's row (`row`, matched by the generation
+    request it answers, `answered`), to the successor's row (`successor`: claimed for its first request),
+    and to the counters."""
+
+    answered: uuid.UUID
+    row: DeliveryRow
+    successor: DeliveryRow | None = None
+    generated: int = 0
+    ungenerated: int = 0
+    deadline_at: datetime | None = None
+    outbox_change: Change | None = field(default=None, compare=False)
 
 
 @dataclass
 class DeliveryDecisions:
     grace_s: float  # ROUTER_DELIVERY_GRACE_S
-    dispatch: Dispatch
+    concurrency: int  # CAMPAIGN_GENERATION_CONCURRENCY
     fail: Fail
 
-    # --- generation finished -----------------------------------------------------------------------------
+    # --- creation ----------------------------------------------------------------------------------------
 
-    def on_generated(
-        self, change: Change, completion: GenerationCompleted, detail: dict[str, Any], **generated: Any
-    ) -> None:
-        """The text exists: request its delivery (all recipients, or the personalized one)."""
+    @staticmethod
+    def rows_for(workflow_id: uuid.UUID, recipients: Sequence[Recipient]) -> tuple[DeliveryRow, ...]:
+        return tuple(
+            DeliveryRow(seq=seq, delivery_id=delivery_id_for(workflow_id, r.id), recipient_id=r.id, vars=r.vars)
+            for seq, r in enumerate(recipients)
+        )
+
+    # --- one text for everyone -----------------------------------------------------------------------------
+
+    def on_generated(self, change: Change, detail: dict[str, Any], **generated: Any) -> None:
+        """The shared text exists: deliver it, chunk by chunk (the first chunk's fan-out is emitted now)."""
+        change.move(S.GENERATED, "generation_completed", detail, **generated)
         workflow = change.workflow
-        recipients = recipients_of(workflow.intent)
-        # Personalized: only the recipient this text was written for; else everyone gets the one text.
-        targets = (recipients[len(workflow.deliveries)],) if personalized(workflow.intent) else recipients
-        views = workflow.deliveries + tuple(self._request(change, r, completion.content) for r in targets)
-        detail = {**detail, "recipients": len(targets)}
-        if len(views) < len(recipients):
-            change.move(S.GENERATING, "generation_completed", detail, deliveries=views, **generated)
-            self.dispatch(change, completion.provider)
-            return
-        change.move(S.GENERATED, "generation_completed", detail, deliveries=views, **generated)
-        current = change.workflow
         change.move(
             S.DELIVERING,
             "delivery_requested",
-            {"deliveries": len(views)},
-            provider_states=_states(current.provider_states, views, RateLimiterState.CHECKING),
-            deadline_at=max(current.deadline_at, change.at + timedelta(seconds=self.grace_s)),
+            {"deliveries": workflow.tally.total},
+            provider_states=workflow.provider_states.model_copy(update={"rate_limiter": RateLimiterState.CHECKING}),
+            deadline_at=max(workflow.deadline_at, change.at + timedelta(seconds=self.grace_s)),
         )
-        self._finish_if_done(change)  # personalized: earlier deliveries may be finished already
+        change.emit(WorkflowFanout(from_seq=0), id=fanout_id(workflow.workflow_id, 0))
 
-    def _request(self, change: Change, recipient: str, text: str) -> DeliveryView:
+    def fanout(self, change: Change, from_seq: int, rows: Sequence[DeliveryRow]) -> None:
+        """Request the deliveries of one chunk (`rows`, from `from_seq`), and the next chunk's fan-out."""
         workflow = change.workflow
-        delivery_id = delivery_id_for(workflow.workflow_id, recipient)
+        for row in rows:
+            if not row.is_final:
+                self._request(change, row, workflow.result or "")
+        next_seq = from_seq + FANOUT_CHUNK
+        if next_seq < workflow.tally.total:
+            change.emit(WorkflowFanout(from_seq=next_seq), id=fanout_id(workflow.workflow_id, next_seq))
+
+    @staticmethod
+    def _request(change: Change, row: DeliveryRow, text: str) -> None:
+        workflow = change.workflow
         change.emit(
-            DeliveryRequested(delivery_id=delivery_id, account_id=workflow.user_id, recipient_id=recipient, text=text)
+            DeliveryRequested(
+                delivery_id=row.delivery_id, account_id=workflow.user_id, recipient_id=row.recipient_id, text=text
+            )
         )
-        return DeliveryView(delivery_id=delivery_id, recipient_id=recipient, status=D.PENDING)
 
-    # --- delivery reports --------------------------------------------------------------------------------
+    # --- a text per recipient ------------------------------------------------------------------------------
 
-    def on_report(self, workflow: Workflow, envelope: Envelope, now: datetime) -> Change | None:
-        """A delivery.scheduled / completed / failed; None when it changes nothing (a duplicate, or a report
-        older than what is known: a delivery that is sent or failed stays so)."""
-        report = envelope.payload
-        assert isinstance(report, DeliveryScheduled | DeliveryCompleted | DeliveryFailed)
-        index = next((i for i, v in enumerate(workflow.deliveries) if v.delivery_id == report.delivery_id), None)
-        if index is None:
-            return None
-        view = workflow.deliveries[index]
-        change = Change(workflow, envelope, now)
-        if view.status in FINAL:
-            # Reports race (the slot's report and the send's are handled concurrently): a finished delivery
-            # keeps its outcome, but learns the slot it was sent at if that report came second.
-            if not isinstance(report, DeliveryScheduled) or view.scheduled_for is not None:
-                return None
-            view = view.model_copy(update={"scheduled_for": report.slot_at})
-            views = (*workflow.deliveries[:index], view, *workflow.deliveries[index + 1 :])
-            _progress(
-                change, "delivery_scheduled", {"delivery_id": str(view.delivery_id), "late": True}, deliveries=views
+    def text_written(
+        self, change: Change, row: DeliveryRow, text: str, successor: DeliveryRow | None, claim: SuccessorClaim
+    ) -> TextUpdate:
+        """A personalized text is written: request its delivery, and the next text."""
+        written = replace(row, text=text)
+        self._request(change, written, text)
+        return TextUpdate(
+            answered=row.generation_id or uuid.UUID(int=0),
+            row=written,
+            successor=claim(change, successor),
+            generated=1,
+            deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
+            outbox_change=change,
+        )
+
+    def text_given_up(
+        self, change: Change, row: DeliveryRow, error: ErrorInfo, successor: DeliveryRow | None, claim: SuccessorClaim
+    ) -> TextUpdate:
+        """A personalized text cannot be generated: that delivery fails, the campaign goes on."""
+        failed = replace(row, status=D.FAILED, error=error)
+        return TextUpdate(
+            answered=row.generation_id or uuid.UUID(int=0),
+            row=failed,
+            successor=claim(change, successor),
+            ungenerated=1,
+            deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
+            outbox_change=change,
+        )
+
+    @staticmethod
+    def deadline_s(change: Change) -> float:
+        """How long a personalized campaign may go without progress: its own deadline's length."""
+        workflow = change.workflow
+        return (workflow.deadline_at - workflow.created_at).total_seconds()
+
+    def successor_seq(self, row: DeliveryRow) -> int:
+        return row.seq + self.concurrency
+
+    # --- settling from the counters ------------------------------------------------------------------------
+
+    def settle(
+        self, workflow: Workflow, cause: Envelope, now: datetime, first_failed: DeliveryRow | None = None
+    ) -> Change | None:
+        """The transition the counters call for: personalized texts all done → delivering; every delivery
+        finished → completed / failed (`first_failed`: why, when none was sent). None: nothing to do yet."""
+        tally = workflow.tally
+        change: Change | None = None
+        if workflow.status is S.GENERATING and workflow.personalized and tally.texts_done:
+            change = Change(workflow, cause, now)
+            change.move(S.GENERATED, "texts_generated", {"generated": tally.generated, "given_up": tally.ungenerated})
+            change.move(
+                S.DELIVERING,
+                "delivery_requested",
+                {"deliveries": tally.total - tally.ungenerated},
+                deadline_at=max(workflow.deadline_at, now + timedelta(seconds=self.grace_s)),
             )
-            return change
-        limiter: RateLimiterState | None = None
-        changes: dict[str, Any] = {}
-        if isinstance(report, DeliveryScheduled):
-            error = report.error
-            held = error is not None and error.type is ErrorType.PROVIDER_UNAVAILABLE
-            limited = error is not None and error.type is ErrorType.RATE_LIMIT_EXCEEDED
-            slot = max(report.slot_at, view.scheduled_for) if view.scheduled_for else report.slot_at
-            view = view.model_copy(
-                update={"status": D.RATE_LIMITED if limited else D.PENDING, "scheduled_for": slot, "error": error}
-            )
-            limiter = RateLimiterState.THROTTLED if held else RateLimiterState.APPROVED
-            changes["deadline_at"] = max(workflow.deadline_at, slot + timedelta(seconds=self.grace_s))
-            if error is not None:
-                retries = workflow.retry_attempts
-                changes["retry_attempts"] = retries.model_copy(update={"onlyfans": retries.onlyfans + 1})
-            event, detail = (
-                "delivery_scheduled",
-                {"slot_at": slot.isoformat(), "error": error.type.value if error else None},
-            )
-        elif isinstance(report, DeliveryCompleted):
-            view = view.model_copy(
-                update={
-                    "status": D.SENT,
-                    "sent_at": report.sent_at,
-                    "platform_message_id": report.platform_message_id,
-                    "error": None,
-                }
-            )
-            event, detail = "delivery_sent", {}
-        else:
-            view = view.model_copy(update={"status": D.FAILED, "error": report.error})
-            limiter = RateLimiterState.REJECTED if report.error.type is ErrorType.PROVIDER_UNAVAILABLE else None
-            event, detail = "delivery_failed", {"error_type": report.error.type.value}
-        views = (*workflow.deliveries[:index], view, *workflow.deliveries[index + 1 :])
-        changes.update(deliveries=views, provider_states=_states(workflow.provider_states, views, limiter))
-        _progress(change, event, {"delivery_id": str(view.delivery_id), **detail}, **changes)
-        self._finish_if_done(change)
+        current = change.workflow if change else workflow
+        if tally.all_finished and current.status is S.DELIVERING:
+            change = change or Change(workflow, cause, now)
+            self.finish(change, first_failed)
         return change
 
-    def _finish_if_done(self, change: Change) -> None:
+    def finish(self, change: Change, first_failed: DeliveryRow | None = None) -> None:
+        """Every delivery is finished: completed when one was sent, failed when none was — with the counts."""
         workflow = change.workflow
-        views = workflow.deliveries
-        if workflow.status is not S.DELIVERING or not all(v.status in FINAL for v in views):
-            return
-        if any(v.status is D.SENT for v in views):
-            change.move(
-                S.COMPLETED, "completed", {"sent": sum(v.status is D.SENT for v in views)}, completed_at=change.at
-            )
+        tally = workflow.tally
+        counts = tally.counts()
+        detail = {"sent": tally.sent, "failed": tally.failed, "total": tally.total}
+        if tally.sent:
+            # Partly failed is still completed (messages went out), and says so: the counts, and an error.
+            error = None
+            if tally.failed:
+                message = f"{tally.failed} of {tally.total} deliveries failed"
+                error = ErrorInfo(type=ErrorType.ONLYFANS_API_ERROR, message=message, retryable=False)
+            change.move(S.COMPLETED, "completed", detail, completed_at=change.at, error=error)
             change.emit(
                 WorkflowCompleted(
                     provider=workflow.current_provider,
                     content=workflow.result,
                     duration_ms=workflow.duration_ms(change.at),
                     usage=workflow.usage,
+                    deliveries=counts,
                 )
             )
             return
-        errors = [v.error for v in views if v.error is not None]
-        first = errors[0] if errors else None
-        error_type = first.type if first else ErrorType.ONLYFANS_API_ERROR
-        reason = first.message if first else "no reason given"
-        who = f"the delivery to {views[0].recipient_id}" if len(views) == 1 else f"all {len(views)} deliveries"
-        self.fail(change, error_type, f"{who} failed; first error: {reason}")
+        first = first_failed.error if first_failed else None
+        if change.closing is not None:  # the deadline: its reason first
+            also = f"; first error: {first.message}" if first else ""
+            self.fail(change, change.closing.type, change.closing.message + also, counts=counts)
+            return
+        who = f"all {tally.total} deliveries"
+        if tally.total == 1 and first_failed is not None:
+            who = f"the delivery to {first_failed.recipient_id}"
+        reason = f"; first error: {first.message}" if first else ""
+        self.fail(change, first.type if first else ErrorType.ONLYFANS_API_ERROR, f"{who} failed{reason}", counts=counts)
 
 
-def _progress(change: Change, event: str, detail: dict[str, Any], **changes: Any) -> None:
-    """Record a delivery's progress: a self-transition while the workflow runs, a note once it finished."""
-    status = change.workflow.status
-    if status in (S.GENERATING, S.DELIVERING):
-        change.move(status, event, detail, **changes)
-    else:
-        change.note(event, detail, **changes)
+SuccessorClaim = Callable[[Change, DeliveryRow | None], DeliveryRow | None]
+"""Engine's: request the successor's text (emitting into the change); the successor as claimed, or None."""
 
 
-def unfinished_summary(workflow: Workflow) -> str:
-    """For the deadline's reason: how many deliveries were not finished, and the next planned slot."""
-    open_ = [v for v in workflow.deliveries if v.status not in FINAL]
-    slots = sorted(v.scheduled_for for v in open_ if v.scheduled_for is not None)
-    nxt = f", next scheduled for {slots[0].isoformat()}" if slots else ""
-    errors = [v.error.message for v in open_ if v.error is not None]
-    last = f", last error: {errors[-1]}" if errors else ""
-    return f"{len(open_)} of {len(recipients_of(workflow.intent))} deliveries unfinished{nxt}{last}"
+def unfinished_reason(workflow: Workflow, next_open: DeliveryRow | None) -> str:
+    """For a deadline's reason: how many deliveries were not finished, the next planned slot, and what
+    held that delivery back."""
+    tally = workflow.tally
+    slot = next_open.scheduled_for if next_open else None
+    nxt = f", next scheduled for {slot.isoformat()}" if slot else ""
+    last = f", last error: {next_open.error.message}" if next_open and next_open.error else ""
+    left = f"{tally.total - tally.finished} of {tally.total}"
+    return f"deadline passed while {workflow.status.value}: {left} deliveries unfinished{nxt}{last}"

@@ -8,11 +8,14 @@ effect is on the circuit breakers, whose half-open probe slot a provider choice 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from contracts import Envelope
 from contracts.enums import ErrorType, Provider, ProviderState, WorkflowStatus
 from contracts.messages import (
+    DeliveryCounts,
     ErrorInfo,
     FallbackEntry,
     GenerationCompleted,
@@ -26,10 +29,16 @@ from contracts.messages import (
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.constants import DEADLINE_TOLERANCE_S, MAX_DEADLINE_S, MIN_ATTEMPT_S
-from services.router.delivery import DeliveryDecisions, generation_recipient, unfinished_summary
+from services.router.delivery import (
+    DeliveryDecisions,
+    TextUpdate,
+    is_personalized,
+    recipients_of,
+    unfinished_reason,
+)
 from services.router.fallback import FallbackMatrix, GiveUp, Retry
 from services.router.selection import Selection
-from services.router.state import Change, Workflow
+from services.router.state import Change, DeliveryRow, Tally, Workflow
 
 S = WorkflowStatus
 _TIMEOUTS = {Provider.AZURE: ErrorType.AZURE_TIMEOUT, Provider.OPENAI: ErrorType.OPENAI_TIMEOUT}
@@ -44,7 +53,9 @@ class Engine:
         self.settings = settings
         self.matrix = matrix
         self.breakers = breakers
-        self.delivery = DeliveryDecisions(settings.router_delivery_grace_s, dispatch=self._next_text, fail=self._fail)
+        self.delivery = DeliveryDecisions(
+            settings.router_delivery_grace_s, settings.campaign_generation_concurrency, fail=self._fail
+        )
 
     # --- workflow.requested ------------------------------------------------------------------------------
 
@@ -53,18 +64,44 @@ class Engine:
         router's sweep enforces: Router.fail_overdue)."""
         assert envelope.workflow_id is not None and envelope.user_id is not None  # checked by the handler
         deadline_s = min(request.deadline_s or self.settings.router_workflow_deadline_s, MAX_DEADLINE_S)
+        intent = request.intent
+        recipients = recipients_of(intent, request.recipients) if intent.send_to_onlyfans else ()
+        personalized = is_personalized(intent, len(recipients))
         workflow = Workflow(
             workflow_id=envelope.workflow_id,
             user_id=envelope.user_id,
-            intent=request.intent,
+            # The recipients live in the delivery rows; generation requests need none of them.
+            intent=intent.model_copy(update={"recipient_ids": []}),
             status=S.ACCEPTED,
             created_at=now,
             updated_at=now,
             deadline_at=now + timedelta(seconds=deadline_s),
             trace_id=request.trace_id,
+            callback_url=request.callback_url,
+            personalized=personalized,
+            tally=Tally(total=len(recipients)),
         )
         change = Change(workflow, envelope, now, created=True)
-        self._dispatch(change, selection.provider, delay_s=0.0, event="generation_requested", reason=selection.reason)
+        rows = self.delivery.rows_for(workflow.workflow_id, recipients)
+        if not personalized:
+            only = recipients[0].vars if len(recipients) == 1 else {}
+            self._dispatch(
+                change, selection.provider, delay_s=0.0, event="generation_requested", reason=selection.reason,
+                recipient_vars=only,
+            )  # fmt: skip
+            change.new_deliveries = rows
+            return change
+        # One text per recipient: the first `concurrency` requested now, each next one as one finishes.
+        first = self.settings.campaign_generation_concurrency
+        started = tuple(self._text_request(change, row, selection.provider, 0.0) for row in rows[:first])
+        change.new_deliveries = started + rows[first:]
+        change.move(
+            S.GENERATING,
+            "generation_requested",
+            {"provider": selection.provider.value, "texts": len(rows), "concurrency": first},
+            current_provider=selection.provider,
+            provider_states=_with_state(workflow.provider_states, selection.provider, ProviderState.EXECUTING),
+        )
         return change
 
     # --- generation results ------------------------------------------------------------------------------
@@ -90,8 +127,8 @@ class Engine:
             "model": result.model,
             "usage": result.usage,
         }
-        if workflow.intent.send_to_onlyfans:
-            self.delivery.on_generated(change, result, detail, **generated)
+        if workflow.tally.total:
+            self.delivery.on_generated(change, detail, **generated)
             return change
         change.move(S.GENERATED, "generation_completed", detail, **generated)
         change.move(S.COMPLETED, "completed", completed_at=now)
@@ -135,20 +172,87 @@ class Engine:
         self._dispatch(change, decision.provider, delay_s=decision.delay_s, event=event, reason=reason)
         return change
 
-    # --- delivery reports (delivery.scheduled / completed / failed) ---------------------------------------
+    # --- a personalized campaign's texts ------------------------------------------------------------------
 
-    def on_delivery(self, workflow: Workflow, envelope: Envelope, now: datetime) -> Change | None:
-        return self.delivery.on_report(workflow, envelope, now)
+    def on_text(
+        self, workflow: Workflow, row: DeliveryRow, successor: DeliveryRow | None, envelope: Envelope, now: datetime
+    ) -> TextUpdate:
+        """A generation result for one recipient's text: deliver it, retry it, or give it up (that delivery
+        fails, not the campaign) — and request the next recipient's text."""
+        result = envelope.payload
+        assert isinstance(result, GenerationCompleted | GenerationFailed)
+        change = Change(workflow, envelope, now)
+
+        def claim(change: Change, successor: DeliveryRow | None) -> DeliveryRow | None:
+            if successor is None or successor.generation_id is not None or successor.is_final:
+                return None
+            return self._text_request(change, successor, self.breakers.choose(result.provider), 0.0)
+
+        if isinstance(result, GenerationCompleted):
+            return self.delivery.text_written(change, row, result.content, successor, claim)
+        decision = self.matrix.decide(result.provider, result.error, {})
+        if isinstance(decision, Retry):
+            decision = self._reroute(decision, result.provider, result.error)
+        if isinstance(decision, Retry) and row.attempts >= self.settings.router_max_attempts:
+            decision = GiveUp(f"{decision.scenario}: all {row.attempts} attempts spent (ROUTER_MAX_ATTEMPTS)")
+        if isinstance(decision, GiveUp):
+            message = f"{decision.reason}; last error from {result.provider.value}: {result.error.message}"
+            error = ErrorInfo(type=result.error.type, message=message, retryable=False)
+            return self.delivery.text_given_up(change, row, error, successor, claim)
+        retried = self._text_request(change, row, decision.provider, decision.delay_s)
+        return TextUpdate(answered=row.generation_id or envelope.id, row=retried, outbox_change=change)
+
+    def _text_request(self, change: Change, row: DeliveryRow, provider: Provider, delay_s: float) -> DeliveryRow:
+        """Request `row`'s own text from `provider`; the row as it now waits for that request."""
+        workflow = change.workflow
+        request = GenerationRequested(
+            provider=provider,
+            intent=workflow.intent,
+            timeout_s=self.settings.timeout_for(provider),
+            recipient_id=row.recipient_id,
+            recipient_vars=dict(row.vars),
+        )
+        sent = change.emit(request, delay_s=delay_s, attempt=row.attempts + 1)
+        return replace(row, generation_id=sent.id, attempts=row.attempts + 1, status=row.status)
+
+    # --- fan-out and settling -----------------------------------------------------------------------------
+
+    def fanout(
+        self, workflow: Workflow, envelope: Envelope, from_seq: int, rows: list[DeliveryRow], now: datetime
+    ) -> Change:
+        """One chunk of the shared text's deliveries (nothing once the workflow ended)."""
+        change = Change(workflow, envelope, now)
+        if workflow.status is S.DELIVERING:
+            self.delivery.fanout(change, from_seq, rows)
+        return change
+
+    def settle(
+        self, workflow: Workflow, envelope: Envelope, now: datetime, first_failed: DeliveryRow | None = None
+    ) -> Change | None:
+        return self.delivery.settle(workflow, envelope, now, first_failed)
 
     # --- workflow.timer (deadline) -----------------------------------------------------------------------
 
-    def on_deadline(self, workflow: Workflow, envelope: Envelope, now: datetime) -> Change | None:
-        """Fail a workflow still running at its deadline, saying where it was stuck."""
+    def on_deadline(
+        self, workflow: Workflow, envelope: Envelope, now: datetime, next_open: DeliveryRow | None = None
+    ) -> Change | None:
+        """End a workflow still running at its deadline, saying where it was stuck. One that was delivering
+        (or writing personalized texts) ends by its counts: the unfinished deliveries fail, and it is
+        completed if any was sent."""
         if workflow.is_terminal:
             return None
         if (workflow.deadline_at - now).total_seconds() > DEADLINE_TOLERANCE_S:
             # Not due (yet, or any more: deliveries extended it): the sweep finds the workflow when it is.
             return None
+        if workflow.status is S.DELIVERING or (workflow.status is S.GENERATING and workflow.personalized):
+            change = Change(workflow, envelope, now)
+            reason = unfinished_reason(workflow, next_open)
+            change.close_open(ErrorInfo(type=ErrorType.ONLYFANS_API_ERROR, message=reason, retryable=False))
+            if change.workflow.status is S.GENERATING:
+                change.move(S.GENERATED, "texts_generated", {"given_up": "deadline"})
+                change.move(S.DELIVERING, "delivery_requested", {"deliveries": workflow.tally.scheduled})
+            self.delivery.finish(change)
+            return change
         provider = workflow.current_provider
         waiting = f"; waiting for {provider.value} (attempt {workflow.attempts})" if provider else ""
         last = f"; last fallback: {workflow.fallback_history[-1].reason}" if workflow.fallback_history else ""
@@ -156,9 +260,6 @@ class Engine:
         message = f"deadline of {seconds:g}s passed while {workflow.status.value}{waiting}{last}"
         states = workflow.provider_states
         error_type = ErrorType.PROVIDER_UNAVAILABLE
-        if workflow.status is S.DELIVERING:
-            message = f"deadline passed while delivering: {unfinished_summary(workflow)}"
-            error_type = ErrorType.ONLYFANS_API_ERROR
         if provider is not None and workflow.status is S.GENERATING:
             error_type = _TIMEOUTS[provider]
             if getattr(states, provider.value) in (ProviderState.EXECUTING, ProviderState.PENDING):
@@ -184,8 +285,7 @@ class Engine:
         """The matrix's decision, unless the workflow's own bounds (attempts, deadline) forbid it."""
         if isinstance(decision, GiveUp):
             return decision
-        # Each personalized text already generated earned its own attempts: the budget is per text.
-        limit = self.settings.router_max_attempts + len(workflow.deliveries)
+        limit = self.settings.router_max_attempts
         if workflow.attempts >= limit:
             return GiveUp(f"{decision.scenario}: all {limit} attempts spent (ROUTER_MAX_ATTEMPTS)")
         left = (workflow.deadline_at - now).total_seconds() - decision.delay_s
@@ -196,30 +296,30 @@ class Engine:
             )
         return decision
 
-    def _next_text(self, change: Change, provider: Provider) -> None:
-        """A personalized campaign's next text, on the provider that wrote the last one (unless its circuit
-        opened meanwhile)."""
-        recipient = generation_recipient(change.workflow)
-        target = self.breakers.choose(provider)
-        reason = f"personalized text for {recipient}"
-        self._dispatch(change, target, delay_s=0.0, event="generation_requested", reason=reason, fresh=True)
-
     def _dispatch(
-        self, change: Change, provider: Provider, *, delay_s: float, event: str, reason: str, fresh: bool = False
+        self,
+        change: Change,
+        provider: Provider,
+        *,
+        delay_s: float,
+        event: str,
+        reason: str,
+        recipient_vars: Mapping[str, str] | None = None,
     ) -> None:
-        """Send the next generation request to `provider`, `delay_s` from now, bounded by the deadline
-        (`fresh`: a new text of a personalized campaign, not a retry)."""
+        """Send the workflow's next generation request to `provider`, `delay_s` from now, bounded by the
+        deadline."""
         workflow = change.workflow
         left = (workflow.deadline_at - change.at).total_seconds() - delay_s
         attempt = workflow.attempts + 1
         retries = workflow.retry_attempts
-        if workflow.attempts > 0 and not fresh:
+        if workflow.attempts > 0:
             retries = retries.model_copy(update={provider.value: getattr(retries, provider.value) + 1})
         request = GenerationRequested(
             provider=provider,
             intent=workflow.intent,
             timeout_s=max(min(self.settings.timeout_for(provider), left), MIN_ATTEMPT_S),
-            recipient_id=generation_recipient(workflow),
+            recipient_id=workflow.intent.recipient_id,
+            recipient_vars=dict(recipient_vars or {}),
         )
         sent = change.emit(request, delay_s=delay_s, attempt=attempt)
         state = ProviderState.PENDING if delay_s > 0 else ProviderState.EXECUTING
@@ -234,8 +334,20 @@ class Engine:
             generation_id=sent.id,
         )
 
-    def _fail(self, change: Change, error_type: ErrorType, message: str, **changes: object) -> None:
+    def _fail(
+        self,
+        change: Change,
+        error_type: ErrorType,
+        message: str,
+        *,
+        counts: DeliveryCounts | None = None,
+        **changes: object,
+    ) -> None:
+        """Fail the workflow: its open deliveries fail with it, and the terminal message carries the counts."""
         error = ErrorInfo(type=error_type, message=message, retryable=False)
+        change.close_open(error)
+        tally = change.workflow.tally
+        counts = counts or (tally.counts() if tally.total else None)
         change.move(
             S.FAILED,
             "failed",
@@ -244,4 +356,4 @@ class Engine:
             completed_at=change.at,
             **changes,
         )
-        change.emit(WorkflowFailed(error=error, duration_ms=change.workflow.duration_ms(change.at)))
+        change.emit(WorkflowFailed(error=error, duration_ms=change.workflow.duration_ms(change.at), deliveries=counts))

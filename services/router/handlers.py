@@ -7,13 +7,20 @@ handled message id and its outbox in one write, then publish the outbox.
                              delivery.requested per recipient (delivery.py)
     generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
     workflow.timer         → the deadline: failed with the reason, unless already finished (published by
-                             routers before the sweep; `fail_overdue` makes the same message itself)
+                             routers before the sweep; `fail_overdue` makes the same message itself); a
+                             delivering workflow ends by its counts instead (delivery.py)
+    workflow.fanout        → one chunk of a campaign's delivery.requested, and the next chunk's fan-out
     workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin); with wait_s, the
                              reply is sent when the workflow is terminal (or wait_s passed), from a task:
                              the handler returns at once, holding no prefetch slot (`_answer_when_finished`)
     budget.status          → stored; later requests are refused or downgraded accordingly
     delivery.scheduled / delivery.completed / delivery.failed
-                           → the delivery's view; completed/failed once every delivery is finished
+                           → the delivery's row and the workflow's counters in one store write; then, when
+                             the counters say every delivery is finished, the workflow settles
+    delivery.list.query    → DeliveryListReply: a keyset page of a workflow's deliveries (owner or admin)
+
+A personalized campaign's generation results are matched to their delivery (by the request they answer)
+and written with `store.write_text`; the workflow's own generation results go through the cycle below.
 
 Deadlines are enforced by a sweep (`fail_overdue`, every ROUTER_DEADLINE_SWEEP_S on each replica): the
 running workflows past their deadline are read from the store, and each is handled like a deadline timer
@@ -38,15 +45,19 @@ from contracts.messages import (
     BudgetStatus,
     DeliveryCompleted,
     DeliveryFailed,
+    DeliveryListQuery,
+    DeliveryListReply,
     DeliveryScheduled,
     ErrorInfo,
     GenerationCompleted,
     GenerationFailed,
     WorkflowAccepted,
+    WorkflowFanout,
     WorkflowRequested,
     WorkflowStatusQuery,
     WorkflowStatusReply,
     WorkflowTimer,
+    WorkflowView,
 )
 from libs.bus import Bus, Handler, Reject, ReplyAddress, reply_address
 from libs.telemetry import get_logger, get_metrics, workflow_span
@@ -55,20 +66,22 @@ from services.router.constants import (
     BREAKER_FAILURES,
     DEADLINE_NAMESPACE,
     DEADLINE_SWEEP_BATCH,
+    FANOUT_CHUNK,
     MAX_CONFLICT_RETRIES,
     SERVICE_NAME,
+    STATUS_DELIVERIES_LISTED,
     STATUS_WAIT_MAX_S,
     STATUS_WAIT_RECHECK_S,
     TERMINAL_CACHE_SIZE,
     WRITTEN_CACHE_SIZE,
 )
-from services.router.delivery import recipients_of
+from services.router.delivery import Report, recipients_of, settle_id
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
 from services.router.outbox import Outgoing, publish_all
 from services.router.selection import select_provider
-from services.router.state import Change, Workflow
-from services.router.store import BudgetRecord, WorkflowStore
+from services.router.state import Change, DeliveryRow, Workflow
+from services.router.store import BudgetRecord, Counted, WorkflowStore
 
 log = get_logger(__name__)
 
@@ -81,6 +94,11 @@ def utcnow() -> datetime:
 
 def _refused(error_type: ErrorType, message: str) -> WorkflowAccepted:
     return WorkflowAccepted(accepted=False, error=ErrorInfo(type=error_type, message=message, retryable=False))
+
+
+def _visible(workflow: Workflow | None, requester: str, is_admin: bool) -> bool:
+    """Someone else's workflow is reported as not found: its existence is not for them to learn."""
+    return workflow is not None and (workflow.user_id == requester or is_admin)
 
 
 def _budget_message(record: BudgetRecord | None) -> str:
@@ -117,7 +135,9 @@ class Router:
             GenerationCompleted.TYPE: self.on_generation_result,
             GenerationFailed.TYPE: self.on_generation_result,
             WorkflowTimer.TYPE: self.on_timer,
+            WorkflowFanout.TYPE: self.on_fanout,
             WorkflowStatusQuery.TYPE: self.on_status_query,
+            DeliveryListQuery.TYPE: self.on_delivery_list,
             BudgetStatus.TYPE: self.on_budget_status,
             DeliveryScheduled.TYPE: self.on_delivery_report,
             DeliveryCompleted.TYPE: self.on_delivery_report,
@@ -131,7 +151,7 @@ class Router:
         assert isinstance(request, WorkflowRequested)
         if envelope.workflow_id is None or envelope.user_id is None:
             return _refused(ErrorType.INVALID_REQUEST, "workflow.requested needs a workflow_id and a user_id")
-        if request.intent.send_to_onlyfans and not recipients_of(request.intent):
+        if request.intent.send_to_onlyfans and not recipients_of(request.intent, request.recipients):
             return _refused(ErrorType.INVALID_REQUEST, "send_to_onlyfans needs recipient_id or recipient_ids")
         action, budget = await self.budgets.action_for(envelope.user_id)
         if action is BudgetAction.BLOCK:
@@ -145,7 +165,9 @@ class Router:
         change = self.engine.start(envelope, request, selection, now)
         if await self.store.create(change, envelope.id):
             await self._committed(change, now)
-            return WorkflowAccepted(accepted=True, workflow=change.result().to_view())
+            workflow = change.result()
+            listed = change.new_deliveries if workflow.tally.total <= STATUS_DELIVERIES_LISTED else ()
+            return WorkflowAccepted(accepted=True, workflow=workflow.to_view(listed, now=now))
         existing = await self._existing(envelope)
         if existing is None:
             raise ConcurrentUpdate(f"workflow {envelope.workflow_id} neither created nor found")
@@ -156,6 +178,8 @@ class Router:
         assert isinstance(result, GenerationCompleted | GenerationFailed)
         if envelope.workflow_id in self._terminal:
             log.info("generation.result_ignored", reason="workflow finished", provider=result.provider.value)
+            return None
+        if await self._on_text(envelope):
             return None
         fed = False
 
@@ -190,15 +214,125 @@ class Router:
         if timer.purpose != "deadline":
             # Retries travel as delayed generation requests (engine._dispatch); no router publishes these.
             raise Reject(f"workflow.timer purpose {timer.purpose!r} is not scheduled by this router")
-        if envelope.workflow_id in self._terminal:
+        if envelope.workflow_id in self._terminal or envelope.workflow_id is None:
             return None
-        await self._apply(envelope, lambda workflow, now: self.engine.on_deadline(workflow, envelope, now))
+        next_open = await self.store.next_open(envelope.workflow_id)
+        await self._apply(envelope, lambda workflow, now: self.engine.on_deadline(workflow, envelope, now, next_open))
         return None
 
+    async def _on_text(self, envelope: Envelope) -> bool:
+        """Handle a personalized campaign's text result; False when the result is not one (the workflow's own
+        generation). Rows, successor, counters and outbox are one write; a result that finds its row no
+        longer waiting for it was handled before (its outbox is re-published) or superseded (ignored)."""
+        workflow_id = envelope.workflow_id
+        if workflow_id is None or envelope.causation_id is None:
+            return False  # refused by the cycle below
+        workflow = self._written.get(workflow_id) or await self.store.get(workflow_id)
+        if workflow is None or not workflow.personalized:
+            return False
+        result = envelope.payload
+        assert isinstance(result, GenerationCompleted | GenerationFailed)
+        row = await self.store.delivery_for(workflow_id, envelope.causation_id)
+        update = None
+        if row is not None and row.text is None and not row.is_final:
+            self._feed_breaker(result)
+            successor = await self.store.delivery_at(workflow_id, self.engine.delivery.successor_seq(row))
+            now = self.clock()
+            update = self.engine.on_text(workflow, row, successor, envelope, now)
+            counted = await self.store.write_text(workflow_id, envelope.id, update)
+            if counted is not None:
+                assert update.outbox_change is not None
+                await publish_all(self.bus, tuple(update.outbox_change.outbox), now)
+                log.info("delivery.text", seq=row.seq, outcome="written" if update.generated else
+                         "given_up" if update.ungenerated else "retry")  # fmt: skip
+                await self._settle(envelope, counted)
+                return True
+        loaded = await self.store.load(workflow_id, envelope.id)
+        if loaded.outbox is not None:
+            log.info("message.duplicate", type=envelope.type, republished=len(loaded.outbox))
+            await self._republish(loaded.outbox)
+        else:
+            log.info("generation.result_ignored", reason="superseded text", provider=result.provider.value)
+        return True
+
     async def on_delivery_report(self, envelope: Envelope) -> Message | None:
-        # Not short-cut by the terminal cache: a report on a finished workflow is still recorded.
-        await self._apply(envelope, lambda workflow, now: self.engine.on_delivery(workflow, envelope, now))
+        """The delivery's row and the counters in one write (a report on a finished workflow is recorded
+        too), then the workflow settles if the counters say it is done."""
+        if envelope.workflow_id is None:
+            raise Reject(f"{envelope.type} without a workflow_id")
+        report = Report.of(envelope.payload)
+        grace_s = self.engine.settings.router_delivery_grace_s
+        counted = await self.store.report(envelope.workflow_id, envelope.id, report, grace_s, self.clock())
+        if counted is None:
+            raise Reject(f"{envelope.type} for unknown workflow {envelope.workflow_id}")
+        if not counted.applied:
+            log.info("message.duplicate", type=envelope.type, republished=0)
+        await self._settle(envelope, counted)  # a duplicate too: its first handler may have died before this
         return None
+
+    async def _settle(self, envelope: Envelope, counted: Counted) -> None:
+        """Make the transition the counters call for (delivery.py `settle`), once: under an id derived from
+        the workflow and the status it settles from, whichever report notices first."""
+        tally, status = counted.tally, counted.status
+        done = status is WorkflowStatus.DELIVERING and tally.all_finished
+        texts_done = status is WorkflowStatus.GENERATING and tally.total > 0 and tally.texts_done
+        if not (done or texts_done):
+            return
+        assert envelope.workflow_id is not None
+        settling = envelope.model_copy(update={"id": settle_id(envelope.workflow_id, status)})
+        first_failed = None
+        if tally.all_finished and not tally.sent:
+            first_failed = await self.store.first_failed(envelope.workflow_id)
+        await self._apply(settling, lambda workflow, now: self.engine.settle(workflow, settling, now, first_failed))
+
+    async def on_fanout(self, envelope: Envelope) -> Message | None:
+        """One chunk of a campaign's deliveries requested; its outbox recorded with the message, so a
+        redelivered chunk re-publishes exactly what it published (no duplicate, none skipped)."""
+        fanout = envelope.payload
+        assert isinstance(fanout, WorkflowFanout)
+        if envelope.workflow_id is None:
+            raise Reject(f"{envelope.type} without a workflow_id")
+        loaded = await self.store.load(envelope.workflow_id, envelope.id)
+        if loaded.outbox is None:
+            if loaded.workflow is None:
+                raise Reject(f"{envelope.type} for unknown workflow {envelope.workflow_id}")
+            after = fanout.from_seq - 1 if fanout.from_seq else None
+            rows = await self.store.deliveries(envelope.workflow_id, after_seq=after, limit=FANOUT_CHUNK)
+            now = self.clock()
+            change = self.engine.fanout(loaded.workflow, envelope, fanout.from_seq, rows, now)
+            outbox = tuple(change.outbox)
+            if await self.store.record(envelope.workflow_id, envelope.id, outbox):
+                await publish_all(self.bus, outbox, now)
+                log.info("delivery.fanout", from_seq=fanout.from_seq, requested=len(rows))
+                return None
+            loaded = await self.store.load(envelope.workflow_id, envelope.id)  # a concurrent duplicate won
+        await self._republish(loaded.outbox or ())
+        return None
+
+    async def on_delivery_list(self, envelope: Envelope) -> Message | None:
+        query = envelope.payload
+        assert isinstance(query, DeliveryListQuery)
+        workflow = await self.store.get(query.workflow_id)
+        if not _visible(workflow, query.requester_user_id, query.requester_is_admin):
+            return DeliveryListReply(found=False)
+        rows = await self.store.deliveries(
+            query.workflow_id, after_seq=query.after_seq, limit=query.limit + 1, status=query.status
+        )
+        page = rows[: query.limit]
+        cursor = page[-1].seq if len(rows) > query.limit else None
+        return DeliveryListReply(found=True, deliveries=[row.to_view() for row in page], next_cursor=cursor)
+
+    async def _view(self, workflow: Workflow) -> WorkflowView:
+        """The status view: a small workflow's deliveries listed, a delivering one's next slot."""
+        listed: tuple[DeliveryRow, ...] = ()
+        if 0 < workflow.tally.total <= STATUS_DELIVERIES_LISTED:
+            listed = tuple(
+                await self.store.deliveries(workflow.workflow_id, after_seq=None, limit=STATUS_DELIVERIES_LISTED)
+            )
+        next_open = None
+        if workflow.tally.total and not workflow.is_terminal:
+            next_open = await self.store.next_open(workflow.workflow_id)
+        return workflow.to_view(listed, next_open.scheduled_for if next_open else None, now=self.clock())
 
     async def on_status_query(self, envelope: Envelope) -> Message | None:
         query = envelope.payload
@@ -209,13 +343,12 @@ class Router:
             finished = asyncio.get_running_loop().create_future()
             self._waiting[query.workflow_id].append(finished)
         workflow = await self.store.get(query.workflow_id)
-        # Someone else's workflow is reported as not found: its existence is not for them to learn.
-        if workflow is None or (workflow.user_id != query.requester_user_id and not query.requester_is_admin):
+        if workflow is None or not _visible(workflow, query.requester_user_id, query.requester_is_admin):
             self._stop_waiting(query.workflow_id, finished)
             return WorkflowStatusReply(found=False)
         if finished is None or address is None or workflow.is_terminal:
             self._stop_waiting(query.workflow_id, finished)
-            return WorkflowStatusReply(found=True, workflow=workflow.to_view())
+            return WorkflowStatusReply(found=True, workflow=await self._view(workflow))
         task = asyncio.create_task(self._answer_when_finished(query, address, finished))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
@@ -245,7 +378,9 @@ class Router:
             self._stop_waiting(query.workflow_id, finished)
         if workflow is None:
             workflow = await self.store.get(query.workflow_id)
-        reply = WorkflowStatusReply(found=workflow is not None, workflow=workflow.to_view() if workflow else None)
+        reply = WorkflowStatusReply(
+            found=workflow is not None, workflow=await self._view(workflow) if workflow else None
+        )
         await self.bus.reply_later(address, reply)
 
     def _stop_waiting(self, workflow_id: uuid.UUID, finished: asyncio.Future[Workflow] | None) -> None:
@@ -337,7 +472,7 @@ class Router:
         if workflow.user_id != envelope.user_id:
             return _refused(ErrorType.INVALID_REQUEST, "the workflow id belongs to another user")
         log.info("workflow.duplicate_request", status=workflow.status.value)
-        return WorkflowAccepted(accepted=True, workflow=workflow.to_view())
+        return WorkflowAccepted(accepted=True, workflow=await self._view(workflow))
 
     async def _committed(self, change: Change, now: datetime) -> None:
         """After the write: publish the outbox, then log and measure what happened."""

@@ -4,30 +4,36 @@ A write is a single data-modifying statement (CTEs): the conditional INSERT or v
 workflow row, the INSERT of its history events and the INSERT of the handled message with its outbox —
 atomic without BEGIN/COMMIT round trips, one transaction per handled message. A read returns the
 workflow and, in the same round trip, whether the message was handled before (and its outbox).
-asyncpg's errors leave this module as libs.storage.DatabaseError.
+A delivery report is one call of the function delivery_report (migrations/002): its row and the counters.
+Every write that touches a workflow's row and delivery rows locks the workflow row first, so they never
+deadlock. asyncpg's errors leave this module as libs.storage.DatabaseError.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from contracts.enums import BudgetAction, CostPeriod, Provider, WorkflowStatus
-from contracts.messages import DeliveryView, ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
+from contracts.enums import BudgetAction, CostPeriod, DeliveryState, Provider, RateLimiterState, WorkflowStatus
+from contracts.messages import ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
 from libs.storage.schema_store import SchemaStore
 from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR
+from services.router.delivery import Report, TextUpdate
 from services.router.outbox import Outgoing
-from services.router.state import Change, Event, Workflow
-from services.router.store import BudgetRecord, Loaded, WorkflowStore
+from services.router.state import Change, DeliveryRow, Event, Tally, Workflow
+from services.router.store import BudgetRecord, Counted, Loaded, WorkflowStore
 
+# Written by a create; the counters after them only by per-delivery writes (and a closing save's `failed`).
 _COLUMNS = (
     "workflow_id, user_id, status, intent, trace_id, current_provider, provider_states, fallback_history,"
-    " retry_attempts, recoveries, attempts, generation_id, result, model, usage, error, deliveries, version,"
-    " created_at, updated_at, deadline_at, completed_at"
+    " retry_attempts, recoveries, attempts, generation_id, result, model, usage, error, version,"
+    " created_at, updated_at, deadline_at, completed_at, callback_url, personalized, deliveries_total"
 )
+_TALLY = "generated, ungenerated, scheduled, sent, failed, cancelled, delivery_retries, last_slot_at, rate_limiter"
+_READ = f"{_COLUMNS}, {_TALLY}"
 
 # $1 workflow, $2 message id, $3 events, $4 outbox — then the columns.
 _EVENTS_AND_PROCESSED = """
@@ -43,33 +49,97 @@ _EVENTS_AND_PROCESSED = """
 SELECT count(*) FROM w
 """
 
+# $5 the delivery rows, then the columns from $6.
 _CREATE = (
     f"WITH w AS (INSERT INTO hybrid_workflows ({_COLUMNS})"
-    " VALUES ($1, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
-    " $22, $23, $24, $25)"
-    " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, version)" + _EVENTS_AND_PROCESSED
+    " VALUES ($1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
+    " $22, $23, $24, $25, $26, $27, $28)"
+    " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, version, updated_at)"
+    ", d AS (INSERT INTO deliveries"
+    " (workflow_id, seq, delivery_id, recipient_id, vars, generation_id, attempts, updated_at)"
+    " SELECT w.workflow_id, r.seq, r.delivery_id, r.recipient_id, r.vars, r.generation_id, r.attempts, w.updated_at"
+    " FROM w CROSS JOIN jsonb_to_recordset($5::jsonb) AS r"
+    " (seq integer, delivery_id uuid, recipient_id text, vars jsonb, generation_id uuid, attempts smallint))"
+    + _EVENTS_AND_PROCESSED
 )
 
+# $5 the error the open deliveries fail with (Change.closing; null: none), then the columns from $6.
 _SAVE = (
-    "WITH w AS (UPDATE hybrid_workflows SET status = $5, current_provider = $6, provider_states = $7,"
-    " fallback_history = $8, retry_attempts = $9, recoveries = $10, attempts = $11, generation_id = $12,"
-    " result = $13, model = $14, usage = $15, error = $16, deliveries = $17, version = $18,"
-    " updated_at = $19, completed_at = $20, deadline_at = $21"
-    " WHERE workflow_id = $1 AND version = $18 - 1 RETURNING workflow_id, version)" + _EVENTS_AND_PROCESSED
+    "WITH w AS (UPDATE hybrid_workflows SET status = $6, current_provider = $7, provider_states = $8,"
+    " fallback_history = $9, retry_attempts = $10, recoveries = $11, attempts = $12, generation_id = $13,"
+    " result = $14, model = $15, usage = $16, error = $17, version = $18,"
+    " updated_at = $19, completed_at = $20, deadline_at = $21,"
+    " failed = CASE WHEN $5::jsonb IS NULL THEN failed ELSE deliveries_total - sent - cancelled END"
+    " WHERE workflow_id = $1 AND version = $18 - 1 RETURNING workflow_id, version)"
+    ", c AS (UPDATE deliveries SET status = 'failed', error = $5::jsonb, updated_at = $19"
+    " WHERE $5::jsonb IS NOT NULL AND workflow_id = (SELECT workflow_id FROM w) AND status NOT IN ('sent', 'failed'))"
+    + _EVENTS_AND_PROCESSED
 )
 
 _LOAD = (
-    f"SELECT {', '.join('w.' + c.strip() for c in _COLUMNS.split(','))}, p.outbox AS handled_outbox"
+    f"SELECT {', '.join('w.' + c.strip() for c in _READ.split(','))}, p.outbox AS handled_outbox"
     " FROM (VALUES (1)) AS one (x)"
     " LEFT JOIN hybrid_workflows w ON w.workflow_id = $1"
     " LEFT JOIN processed_messages p ON p.message_id = $2"
 )
 
-_GET = f"SELECT {_COLUMNS} FROM hybrid_workflows WHERE workflow_id = $1"
+_GET = f"SELECT {_READ} FROM hybrid_workflows WHERE workflow_id = $1"
+
+_DELIVERY_COLUMNS = (
+    "seq, delivery_id, recipient_id, vars, status, text, generation_id, attempts, scheduled_for, sent_at,"
+    " platform_message_id, error"
+)
+# Keyset pages: the primary key (workflow_id, seq) serves them, deliveries_by_status the filtered ones.
+_DELIVERIES = (
+    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE workflow_id = $1 AND seq > $2"
+    " AND ($3::text IS NULL OR status = $3) ORDER BY seq LIMIT $4"
+)
+_DELIVERY_AT = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE workflow_id = $1 AND seq = $2"
+_DELIVERY_FOR = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE generation_id = $2 AND workflow_id = $1"
+_OPEN = "workflow_id = $1 AND status NOT IN ('sent', 'failed')"
+_NEXT_OPEN = (
+    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_OPEN} ORDER BY scheduled_for NULLS LAST, seq LIMIT 1"
+)
+_FAILED = "workflow_id = $1 AND status = 'failed'"
+_FIRST_FAILED = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_FAILED} ORDER BY seq LIMIT 1"
+_REPORT = (
+    f"SELECT applied, status, deliveries_total, {_TALLY}"
+    " FROM delivery_report($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
+
+# A personalized text's outcome, if its row still waits for the request it answers ($3): the row ($4 …),
+# the successor's first request ($11 seq, $12 request id), the counters, the deadline and the handled
+# message with its outbox ($14). The workflow row is locked first (`lk`), as everywhere.
+_WRITE_TEXT = f"""
+WITH lk AS (SELECT workflow_id FROM hybrid_workflows WHERE workflow_id = $1 FOR UPDATE),
+x AS (
+    UPDATE deliveries SET text = $4, status = $5, error = $6::jsonb, generation_id = $7, attempts = $8,
+        updated_at = $9
+    WHERE workflow_id = (SELECT workflow_id FROM lk) AND seq = $10 AND generation_id = $3 AND text IS NULL
+        AND status NOT IN ('sent', 'failed')
+    RETURNING seq
+), s AS (
+    UPDATE deliveries SET generation_id = $12, attempts = 1, updated_at = $9
+    WHERE workflow_id = $1 AND seq = $11 AND generation_id IS NULL AND EXISTS (SELECT 1 FROM x)
+), p AS (
+    INSERT INTO processed_messages (message_id, workflow_id, outbox) SELECT $2, $1, $14::jsonb FROM x
+), w AS (
+    UPDATE hybrid_workflows SET generated = generated + $15, ungenerated = ungenerated + $16,
+        failed = failed + $16, deadline_at = GREATEST(deadline_at, $13)
+    WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM x)
+    RETURNING status, deliveries_total, {_TALLY}
+)
+SELECT * FROM w
+"""
+
+_RECORD = (
+    "INSERT INTO processed_messages (message_id, workflow_id, outbox) VALUES ($2, $1, $3::jsonb)"
+    " ON CONFLICT (message_id) DO NOTHING"
+)
 
 # Served by the partial index hybrid_workflows_running (deadline_at WHERE not terminal).
 _OVERDUE = (
-    f"SELECT {_COLUMNS} FROM hybrid_workflows"
+    f"SELECT {_READ} FROM hybrid_workflows"
     " WHERE status NOT IN ('completed', 'failed') AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
 )
 
@@ -103,7 +173,7 @@ def _dump(value: Any) -> Any:
 
 
 def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$5 … $21 of a save: what a transition may change (deliveries move the deadline)."""
+    """$6 … $21 of a save: what a transition may change."""
     return (
         workflow.status.value,
         workflow.current_provider.value if workflow.current_provider else None,
@@ -117,7 +187,6 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
         workflow.model,
         _dump(workflow.usage),
         _dump(workflow.error),
-        [delivery.model_dump(mode="json") for delivery in workflow.deliveries],
         workflow.version,
         workflow.updated_at,
         workflow.completed_at,
@@ -126,9 +195,9 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
 
 
 def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$5 … $25 of a create, in _COLUMNS order after workflow_id."""
+    """$6 … $28 of a create, in _COLUMNS order after workflow_id."""
     (status, provider, states, history, retries, recoveries, attempts, generation, result, model, usage, error,
-     deliveries, version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
+     version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
     return (
         workflow.user_id,
         status,
@@ -145,13 +214,29 @@ def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
         model,
         usage,
         error,
-        deliveries,
         version,
         workflow.created_at,
         updated_at,
         workflow.deadline_at,
         completed_at,
+        workflow.callback_url,
+        workflow.personalized,
+        workflow.tally.total,
     )
+
+
+def _new_rows(change: Change) -> list[dict[str, Any]]:
+    return [
+        {
+            "seq": row.seq,
+            "delivery_id": str(row.delivery_id),
+            "recipient_id": row.recipient_id,
+            "vars": dict(row.vars),
+            "generation_id": str(row.generation_id) if row.generation_id else None,
+            "attempts": row.attempts,
+        }
+        for row in change.new_deliveries
+    ]
 
 
 def _events(change: Change) -> list[dict[str, Any]]:
@@ -166,6 +251,42 @@ def _events(change: Change) -> list[dict[str, Any]]:
         }
         for seq, event in enumerate(change.events)
     ]
+
+
+def _tally(row: asyncpg.Record) -> Tally:
+    return Tally(
+        total=row["deliveries_total"],
+        generated=row["generated"],
+        ungenerated=row["ungenerated"],
+        scheduled=row["scheduled"],
+        sent=row["sent"],
+        failed=row["failed"],
+        cancelled=row["cancelled"],
+        retries=row["delivery_retries"],
+        last_slot_at=row["last_slot_at"],
+        limiter=RateLimiterState(row["rate_limiter"]) if row["rate_limiter"] else None,
+    )
+
+
+def _delivery(row: asyncpg.Record) -> DeliveryRow:
+    return DeliveryRow(
+        seq=row["seq"],
+        delivery_id=row["delivery_id"],
+        recipient_id=row["recipient_id"],
+        vars=row["vars"],
+        status=DeliveryState(row["status"]),
+        text=row["text"],
+        generation_id=row["generation_id"],
+        attempts=row["attempts"],
+        scheduled_for=row["scheduled_for"],
+        sent_at=row["sent_at"],
+        platform_message_id=row["platform_message_id"],
+        error=ErrorInfo.model_validate(row["error"]) if row["error"] is not None else None,
+    )
+
+
+def _counted(row: asyncpg.Record | None, applied: bool) -> Counted | None:
+    return None if row is None else Counted(applied, WorkflowStatus(row["status"]), _tally(row))
 
 
 def _workflow(row: asyncpg.Record) -> Workflow:
@@ -191,8 +312,10 @@ def _workflow(row: asyncpg.Record) -> Workflow:
         model=row["model"],
         usage=Usage.model_validate(row["usage"]) if row["usage"] is not None else None,
         error=ErrorInfo.model_validate(row["error"]) if row["error"] is not None else None,
-        deliveries=tuple(DeliveryView.model_validate(delivery) for delivery in row["deliveries"]),
         completed_at=row["completed_at"],
+        callback_url=row["callback_url"],
+        personalized=row["personalized"],
+        tally=_tally(row),
     )
 
 
@@ -201,12 +324,12 @@ class PostgresStore(SchemaStore, WorkflowStore):
     MIGRATIONS = MIGRATIONS_DIR
 
     async def create(self, change: Change, message_id: uuid.UUID) -> bool:
-        workflow = change.result()
-        return await self._write("create workflow", _CREATE, change, message_id, _all_columns(workflow))
+        columns = (_new_rows(change), *_all_columns(change.result()))
+        return await self._write("create workflow", _CREATE, change, message_id, columns)
 
     async def save(self, change: Change, message_id: uuid.UUID) -> bool:
-        workflow = change.result()
-        return await self._write("save workflow", _SAVE, change, message_id, _mutable_columns(workflow))
+        columns = (_dump(change.closing), *_mutable_columns(change.result()))
+        return await self._write("save workflow", _SAVE, change, message_id, columns)
 
     async def _write(
         self, action: str, sql: str, change: Change, message_id: uuid.UUID, columns: tuple[Any, ...]
@@ -256,6 +379,86 @@ class PostgresStore(SchemaStore, WorkflowStore):
             )
             for row in rows
         ]
+
+    async def deliveries(
+        self, workflow_id: uuid.UUID, *, after_seq: int | None, limit: int, status: DeliveryState | None = None
+    ) -> list[DeliveryRow]:
+        after = -1 if after_seq is None else after_seq
+        async with self._connection("read deliveries") as conn:
+            rows = await conn.fetch(_DELIVERIES, workflow_id, after, status.value if status else None, limit)
+        return [_delivery(row) for row in rows]
+
+    async def delivery_at(self, workflow_id: uuid.UUID, seq: int) -> DeliveryRow | None:
+        async with self._connection("read delivery") as conn:
+            row = await conn.fetchrow(_DELIVERY_AT, workflow_id, seq)
+        return None if row is None else _delivery(row)
+
+    async def delivery_for(self, workflow_id: uuid.UUID, generation_id: uuid.UUID) -> DeliveryRow | None:
+        async with self._connection("read delivery") as conn:
+            row = await conn.fetchrow(_DELIVERY_FOR, workflow_id, generation_id)
+        return None if row is None else _delivery(row)
+
+    async def next_open(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
+        async with self._connection("read next delivery") as conn:
+            row = await conn.fetchrow(_NEXT_OPEN, workflow_id)
+        return None if row is None else _delivery(row)
+
+    async def first_failed(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
+        async with self._connection("read failed delivery") as conn:
+            row = await conn.fetchrow(_FIRST_FAILED, workflow_id)
+        return None if row is None else _delivery(row)
+
+    async def report(
+        self, workflow_id: uuid.UUID, message_id: uuid.UUID, report: Report, grace_s: float, at: datetime
+    ) -> Counted | None:
+        async with self._connection("apply delivery report") as conn:
+            row = await conn.fetchrow(
+                _REPORT,
+                workflow_id,
+                message_id,
+                report.delivery_id,
+                report.kind.value,
+                report.slot_at,
+                report.sent_at,
+                report.platform_message_id,
+                _dump(report.error),
+                report.limiter.value if report.limiter else None,
+                timedelta(seconds=grace_s),
+                at,
+            )
+        return _counted(row, bool(row and row["applied"]))
+
+    async def write_text(self, workflow_id: uuid.UUID, message_id: uuid.UUID, update: TextUpdate) -> Counted | None:
+        row = update.row
+        change = update.outbox_change
+        outbox = [item.to_json() for item in change.outbox] if change else []
+        successor = update.successor
+        async with self._connection("write personalized text") as conn:
+            result = await conn.fetchrow(
+                _WRITE_TEXT,
+                workflow_id,
+                message_id,
+                update.answered,
+                row.text,
+                row.status.value,
+                _dump(row.error),
+                row.generation_id,
+                row.attempts,
+                change.at if change else None,
+                row.seq,
+                successor.seq if successor else None,
+                successor.generation_id if successor else None,
+                update.deadline_at,
+                outbox,
+                update.generated,
+                update.ungenerated,
+            )
+        return _counted(result, True)
+
+    async def record(self, workflow_id: uuid.UUID, message_id: uuid.UUID, outbox: tuple[Outgoing, ...]) -> bool:
+        async with self._connection("record handled message") as conn:
+            status: str = await conn.execute(_RECORD, workflow_id, message_id, [item.to_json() for item in outbox])
+        return status.endswith(" 1")
 
     async def put_budget(self, record: BudgetRecord) -> None:
         async with self._connection("store budget") as conn:

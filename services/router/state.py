@@ -6,9 +6,12 @@ changes to it (`Change`: the new state, the history events, the outbox).
         │            └─┘            │  └───────────┼─┼──────► completed (nothing to deliver)
         └────────────┴──────────────┴──────────────┴─┴──────► failed
 
-generating → generating records a new attempt (a fallback or a queued retry, or a personalized campaign's
-next text), delivering → delivering a delivery's progress. completed and failed are final (a late delivery
-report on them is a `note`: recorded, no transition). Anything else raises IllegalTransition.
+generating → generating records a new attempt (a fallback or a queued retry). completed and failed are
+final. Anything else raises IllegalTransition.
+
+A workflow's deliveries are not part of this state: each is its own row (`DeliveryRow`), and the workflow
+keeps only their counters (`Tally`), which the store updates in the same statement as a delivery's row —
+never by saving the workflow (delivery.py says who changes what).
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from types import MappingProxyType
 from typing import Any
 
 from contracts import Envelope, Message
-from contracts.enums import Provider, WorkflowStatus
+from contracts.enums import DeliveryState, Provider, RateLimiterState, WorkflowStatus
 from contracts.messages import (
+    DeliveryCounts,
     DeliveryView,
     ErrorInfo,
     FallbackEntry,
     Intent,
+    Progress,
     ProviderStates,
     RetryAttempts,
     Usage,
+    WebhookRequested,
+    WorkflowSummary,
     WorkflowView,
 )
 from services.router.errors import IllegalTransition
@@ -47,6 +54,77 @@ TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = MappingProxyTy
     }
 )
 TERMINAL = frozenset({S.COMPLETED, S.FAILED})
+D = DeliveryState
+FINAL_DELIVERY = frozenset({D.SENT, D.FAILED})
+WEBHOOK_NAMESPACE = uuid.UUID("8d0f5b7e-2c41-5a93-b6e8-0f7a1d3c9e24")  # event ids: uuid5(this, workflow id)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A workflow's delivery counters. Owned by the store's per-delivery writes (a report, a personalized
+    text): a workflow save never writes them, so concurrent reports never conflict with a transition."""
+
+    total: int = 0
+    generated: int = 0  # personalized texts written (a shared text counts for every delivery: `Workflow.progress`)
+    ungenerated: int = 0  # personalized texts given up on (their deliveries are failed, and counted there too)
+    scheduled: int = 0  # deliveries that got a slot
+    sent: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retries: int = 0  # a delivery pushed back by a failure (retry_attempts.onlyFans)
+    last_slot_at: datetime | None = None
+    limiter: RateLimiterState | None = None  # the latest report's verdict of the rate limiter
+
+    @property
+    def finished(self) -> int:
+        return self.sent + self.failed + self.cancelled
+
+    @property
+    def all_finished(self) -> bool:
+        return self.total > 0 and self.finished >= self.total
+
+    @property
+    def texts_done(self) -> bool:
+        """Every personalized text was written or given up on."""
+        return self.generated + self.ungenerated >= self.total
+
+    def counts(self) -> DeliveryCounts:
+        return DeliveryCounts(total=self.total, sent=self.sent, failed=self.failed, cancelled=self.cancelled)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One delivery of a workflow (table deliveries): a recipient, in campaign order (`seq`)."""
+
+    seq: int
+    delivery_id: uuid.UUID
+    recipient_id: str
+    vars: Mapping[str, str] = field(default_factory=dict)
+    status: DeliveryState = D.PENDING
+    text: str | None = None  # personalized: this recipient's own text
+    generation_id: uuid.UUID | None = None  # personalized: the generation request its text waits for
+    attempts: int = 0  # personalized: generation requests for its text
+    scheduled_for: datetime | None = None
+    sent_at: datetime | None = None
+    platform_message_id: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_DELIVERY
+
+    def to_view(self) -> DeliveryView:
+        return DeliveryView(
+            delivery_id=self.delivery_id,
+            recipient_id=self.recipient_id,
+            status=self.status,
+            scheduled_for=self.scheduled_for,
+            sent_at=self.sent_at,
+            platform_message_id=self.platform_message_id,
+            error=self.error,
+            seq=self.seq,
+            text=self.text,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +168,10 @@ class Workflow:
     model: str | None = None
     usage: Usage | None = None
     error: ErrorInfo | None = None
-    deliveries: tuple[DeliveryView, ...] = ()
     completed_at: datetime | None = None
+    callback_url: str | None = None
+    personalized: bool = False  # each recipient gets a text of its own (delivery.py)
+    tally: Tally = field(default_factory=Tally)
 
     @property
     def is_terminal(self) -> bool:
@@ -100,7 +180,56 @@ class Workflow:
     def duration_ms(self, now: datetime) -> float:
         return max(0.0, (now - self.created_at).total_seconds() * 1000)
 
-    def to_view(self) -> WorkflowView:
+    def progress(self, now: datetime, next_slot_at: datetime | None) -> Progress | None:
+        """Where the deliveries stand (None: the workflow delivers nothing). The expected end is the last
+        reserved slot once every open delivery has one, else the pace so far carried forward."""
+        tally = self.tally
+        if tally.total == 0:
+            return None
+        generated = tally.generated if self.personalized else (tally.total if self.result is not None else 0)
+        left = tally.total - tally.finished
+        estimate: datetime | None = None
+        if self.is_terminal:
+            estimate = self.completed_at
+        elif left > 0 and tally.scheduled >= tally.total - tally.ungenerated and tally.last_slot_at is not None:
+            estimate = max(tally.last_slot_at, now)
+        elif tally.finished > 0:
+            pace_s = (now - self.created_at).total_seconds() / tally.finished
+            estimate = now + timedelta(seconds=pace_s * left)
+        return Progress(
+            total=tally.total,
+            generated=generated,
+            scheduled=tally.scheduled,
+            sent=tally.sent,
+            failed=tally.failed,
+            cancelled=tally.cancelled,
+            next_slot_at=None if self.is_terminal else next_slot_at,
+            estimated_completion_at=estimate,
+        )
+
+    def _delivery_states(self) -> tuple[ProviderStates, RetryAttempts]:
+        """provider_states.onlyFans / rateLimiter and retry_attempts.onlyFans, from the counters."""
+        tally = self.tally
+        if tally.total == 0:
+            return self.provider_states, self.retry_attempts
+        if tally.all_finished:
+            onlyfans = D.SENT if tally.sent else D.FAILED
+        else:
+            onlyfans = D.SENDING if tally.sent else D.PENDING
+        limiter = tally.limiter or self.provider_states.rate_limiter
+        states = self.provider_states.model_copy(update={"onlyfans": onlyfans, "rate_limiter": limiter})
+        return states, self.retry_attempts.model_copy(update={"onlyfans": tally.retries})
+
+    def to_view(
+        self,
+        deliveries: tuple[DeliveryRow, ...] = (),
+        next_slot_at: datetime | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> WorkflowView:
+        """The status view; `deliveries` listed (a small workflow's), `next_slot_at` and `now` for its
+        progress."""
+        states, retries = self._delivery_states()
         return WorkflowView(
             workflow_id=self.workflow_id,
             user_id=self.user_id,
@@ -108,19 +237,42 @@ class Workflow:
             intent_type=self.intent.type,
             priority=self.intent.priority,
             current_provider=self.current_provider,
-            provider_states=self.provider_states,
+            provider_states=states,
             fallback_history=list(self.fallback_history),
-            retry_attempts=self.retry_attempts,
+            retry_attempts=retries,
             result=self.result,
             model=self.model,
             usage=self.usage,
             error=self.error,
-            deliveries=list(self.deliveries),
+            deliveries=[row.to_view() for row in deliveries],
             trace_id=self.trace_id,
             created_at=self.created_at,
             updated_at=self.updated_at,
             deadline_at=self.deadline_at,
             completed_at=self.completed_at,
+            progress=self.progress(now or self.updated_at, next_slot_at),
+        )
+
+    def webhook(self) -> WebhookRequested | None:
+        """The completion webhook of a finished workflow that asked for one (its event id is stable)."""
+        if self.callback_url is None or not self.is_terminal:
+            return None
+        summary = WorkflowSummary(
+            workflow_id=self.workflow_id,
+            user_id=self.user_id,
+            status=self.status,
+            intent_type=self.intent.type,
+            deliveries=self.tally.counts() if self.tally.total else None,
+            error=self.error,
+            trace_id=self.trace_id,
+            created_at=self.created_at,
+            completed_at=self.completed_at or self.updated_at,
+        )
+        return WebhookRequested(
+            url=self.callback_url,
+            event_id=uuid.uuid5(WEBHOOK_NAMESPACE, str(self.workflow_id)),
+            event="workflow.completed" if self.status is S.COMPLETED else "workflow.failed",
+            summary=summary,
         )
 
 
@@ -135,6 +287,8 @@ class Change:
         self.at = at
         self.events: list[Event] = []
         self.outbox: list[Outgoing] = []
+        self.new_deliveries: tuple[DeliveryRow, ...] = ()  # a created workflow's deliveries
+        self.closing: ErrorInfo | None = None  # set by close_open: the open deliveries fail with this
         if created:
             self.events.append(Event("accepted", None, workflow.status, at, {}))
 
@@ -158,16 +312,25 @@ class Change:
             raise IllegalTransition(self.workflow.workflow_id, current.value, to.value, event)
         self.workflow = replace(self.workflow, status=to, updated_at=self.at, **changes)
         self.events.append(Event(event, current, to, self.at, detail or {}))
+        webhook = self.workflow.webhook()
+        if webhook is not None:
+            self.emit(webhook)
 
-    def note(self, event: str, detail: Mapping[str, Any] | None = None, **changes: Any) -> None:
-        """Apply `changes` without a status transition, recorded as an event (a delivery's report on a
-        workflow that already finished: the fact is kept, the final status is not touched)."""
-        current = self.workflow.status
-        self.workflow = replace(self.workflow, updated_at=self.at, **changes)
-        self.events.append(Event(event, current, current, self.at, detail or {}))
+    def close_open(self, error: ErrorInfo) -> None:
+        """Fail every delivery not yet finished, with `error`, in the same write as this change (the workflow
+        is ending without them); the counters say so from here on."""
+        tally = self.workflow.tally
+        if self.closing is not None or tally.all_finished or tally.total == 0:
+            return
+        self.closing = error
+        closed = replace(tally, failed=tally.total - tally.sent - tally.cancelled)
+        self.workflow = replace(self.workflow, tally=closed)
 
-    def emit(self, payload: Message, *, delay_s: float = 0.0, attempt: int = 1) -> Envelope:
-        """Publish `payload` (as a child of the cause) after the commit, `delay_s` from now."""
-        envelope = self.cause.child(payload, attempt=attempt)
+    def emit(
+        self, payload: Message, *, delay_s: float = 0.0, attempt: int = 1, id: uuid.UUID | None = None
+    ) -> Envelope:
+        """Publish `payload` (as a child of the cause) after the commit, `delay_s` from now (`id`: a derived
+        id, for a message that must be the same whoever emits it)."""
+        envelope = self.cause.child(payload, attempt=attempt, id=id)
         self.outbox.append(Outgoing(envelope, self.at + timedelta(seconds=delay_s)))
         return envelope

@@ -6,20 +6,26 @@ the stored version is still the one the change was computed from (optimistic con
 need no lock across the handler's computation). Each write records the handled message's id with the
 outbox of the change in the same atomic step; `load` returns that outbox when asked about a message that
 was already handled (de-duplication and re-publish after a crash).
+
+Deliveries are rows of their own, created with the workflow. What happens to one of them (a report, a
+personalized text) is written by `report` / `write_text` to its row and the workflow's counters (`Tally`)
+at once, without the version check: those writes commute, so they never conflict with each other or with
+a transition (a save never writes the counters, except `Change.closing`'s failing of the open deliveries).
 """
 
 from __future__ import annotations
 
 import uuid
 from abc import abstractmethod
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from contracts.enums import BudgetAction, CostPeriod
+from contracts.enums import BudgetAction, CostPeriod, DeliveryState, WorkflowStatus
 from libs.storage.store import Store
+from services.router.delivery import Report, TextUpdate
 from services.router.outbox import Outgoing
-from services.router.state import Change, Event, Workflow
+from services.router.state import TERMINAL, Change, DeliveryRow, Event, Tally, Workflow
 
 GLOBAL_SCOPE = "*"  # BudgetRecord.scope of a budget that applies to every user
 
@@ -28,6 +34,16 @@ GLOBAL_SCOPE = "*"  # BudgetRecord.scope of a budget that applies to every user
 class Loaded:
     workflow: Workflow | None
     outbox: tuple[Outgoing, ...] | None  # not None: the message was handled before, and this it published
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What a per-delivery write left: whether it applied (False: handled before, or stale), the
+    workflow's status and its counters."""
+
+    applied: bool
+    status: WorkflowStatus
+    tally: Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +84,50 @@ class WorkflowStore(Store):
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         """The workflow's events, oldest first."""
 
+    # --- deliveries ----------------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def deliveries(
+        self, workflow_id: uuid.UUID, *, after_seq: int | None, limit: int, status: DeliveryState | None = None
+    ) -> list[DeliveryRow]:
+        """Up to `limit` of the workflow's deliveries after `after_seq` (None: from the first), in `seq` order,
+        only those in `status` if given."""
+
+    @abstractmethod
+    async def delivery_at(self, workflow_id: uuid.UUID, seq: int) -> DeliveryRow | None: ...
+
+    @abstractmethod
+    async def delivery_for(self, workflow_id: uuid.UUID, generation_id: uuid.UUID) -> DeliveryRow | None:
+        """The delivery whose text waits for the generation request `generation_id`."""
+
+    @abstractmethod
+    async def next_open(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
+        """The unfinished delivery with the earliest slot (one without a slot if none has one)."""
+
+    @abstractmethod
+    async def first_failed(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
+        """The first failed delivery (the reason of a workflow none of whose deliveries was sent)."""
+
+    @abstractmethod
+    async def report(
+        self, workflow_id: uuid.UUID, message_id: uuid.UUID, report: Report, grace_s: float, at: datetime
+    ) -> Counted | None:
+        """Apply a delivery report to its row and the counters, once per `message_id` (a scheduled slot also
+        extends the deadline to slot + `grace_s` while the workflow runs); None: no such workflow."""
+
+    @abstractmethod
+    async def write_text(self, workflow_id: uuid.UUID, message_id: uuid.UUID, update: TextUpdate) -> Counted | None:
+        """Apply a personalized text's outcome (its row, the successor's claim, the counters, the deadline)
+        with the outbox of `update.outbox_change`, if the row still waits for `update.answered`; None when it
+        does not (stale, or handled before: `load` tells which)."""
+
+    @abstractmethod
+    async def record(self, workflow_id: uuid.UUID, message_id: uuid.UUID, outbox: tuple[Outgoing, ...]) -> bool:
+        """Record a handled message with its outbox and nothing else (a fan-out chunk); False when it was
+        handled before."""
+
+    # --- budgets and housekeeping ------------------------------------------------------------------------
+
     @abstractmethod
     async def put_budget(self, record: BudgetRecord) -> None:
         """Keep `record` unless a newer one (by observed_at) of its scope and period is stored."""
@@ -86,6 +146,7 @@ class MemoryStore(WorkflowStore):
 
     def __init__(self) -> None:
         self._workflows: dict[uuid.UUID, Workflow] = {}
+        self._deliveries: dict[uuid.UUID, list[DeliveryRow]] = {}  # by workflow, in seq order
         self._events: dict[uuid.UUID, list[Event]] = {}
         self._processed: dict[uuid.UUID, tuple[datetime, tuple[Outgoing, ...]]] = {}
         self._budgets: dict[tuple[str, CostPeriod], BudgetRecord] = {}
@@ -95,6 +156,7 @@ class MemoryStore(WorkflowStore):
         if workflow.workflow_id in self._workflows or message_id in self._processed:
             return False
         self._workflows[workflow.workflow_id] = workflow
+        self._deliveries[workflow.workflow_id] = list(change.new_deliveries)
         self._events[workflow.workflow_id] = list(change.events)
         self._processed[message_id] = (datetime.now(UTC), tuple(change.outbox))
         return True
@@ -104,7 +166,14 @@ class MemoryStore(WorkflowStore):
         stored = self._workflows.get(workflow.workflow_id)
         if stored is None or stored.version != change.expected_version or message_id in self._processed:
             return False
-        self._workflows[workflow.workflow_id] = workflow
+        tally = stored.tally  # the counters are the per-delivery writes', not the change's
+        if change.closing is not None:
+            rows = self._deliveries[workflow.workflow_id]
+            for i, row in enumerate(rows):
+                if not row.is_final:
+                    rows[i] = replace(row, status=DeliveryState.FAILED, error=change.closing)
+            tally = replace(tally, failed=tally.total - tally.sent - tally.cancelled)
+        self._workflows[workflow.workflow_id] = replace(workflow, tally=tally)
         self._events[workflow.workflow_id].extend(change.events)
         self._processed[message_id] = (datetime.now(UTC), tuple(change.outbox))
         return True
@@ -122,6 +191,100 @@ class MemoryStore(WorkflowStore):
 
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         return list(self._events.get(workflow_id, ()))
+
+    async def deliveries(
+        self, workflow_id: uuid.UUID, *, after_seq: int | None, limit: int, status: DeliveryState | None = None
+    ) -> list[DeliveryRow]:
+        start = 0 if after_seq is None else after_seq + 1
+        rows = self._deliveries.get(workflow_id, [])[start:]
+        return [row for row in rows if status is None or row.status is status][:limit]
+
+    async def delivery_at(self, workflow_id: uuid.UUID, seq: int) -> DeliveryRow | None:
+        rows = self._deliveries.get(workflow_id, [])
+        return rows[seq] if 0 <= seq < len(rows) else None
+
+    async def delivery_for(self, workflow_id: uuid.UUID, generation_id: uuid.UUID) -> DeliveryRow | None:
+        return next((r for r in self._deliveries.get(workflow_id, ()) if r.generation_id == generation_id), None)
+
+    async def next_open(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
+        open_ = [r for r in self._deliveries.get(workflow_id, ()) if not r.is_final]
+        return min(open_, key=lambda r: (r.scheduled_for is None, r.scheduled_for or 0, r.seq), default=None)
+
+    async def first_failed(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
+        return next((r for r in self._deliveries.get(workflow_id, ()) if r.status is DeliveryState.FAILED), None)
+
+    async def report(
+        self, workflow_id: uuid.UUID, message_id: uuid.UUID, report: Report, grace_s: float, at: datetime
+    ) -> Counted | None:
+        workflow = self._workflows.get(workflow_id)
+        if workflow is None:
+            return None
+        if message_id in self._processed:
+            return Counted(False, workflow.status, workflow.tally)
+        self._processed[message_id] = (datetime.now(UTC), ())
+        rows = self._deliveries[workflow_id]
+        index = next((i for i, r in enumerate(rows) if r.delivery_id == report.delivery_id), None)
+        if index is None:
+            return Counted(True, workflow.status, workflow.tally)
+        row, tally, deadline = rows[index], workflow.tally, workflow.deadline_at
+        if report.kind is DeliveryState.SENT:
+            if row.status is not DeliveryState.SENT:
+                failed = tally.failed - (row.status is DeliveryState.FAILED)
+                tally = replace(tally, sent=tally.sent + 1, failed=failed)
+                row = replace(row, status=DeliveryState.SENT, sent_at=report.sent_at,
+                              platform_message_id=report.platform_message_id, error=None)  # fmt: skip
+        elif report.kind is DeliveryState.FAILED:
+            if not row.is_final:
+                tally = replace(tally, failed=tally.failed + 1)
+                row = replace(row, status=DeliveryState.FAILED, error=report.error)
+        else:
+            assert report.slot_at is not None
+            if row.scheduled_for is None:
+                tally = replace(tally, scheduled=tally.scheduled + 1)
+            if row.is_final:
+                row = replace(row, scheduled_for=row.scheduled_for or report.slot_at)
+            else:
+                slot = max(report.slot_at, row.scheduled_for) if row.scheduled_for else report.slot_at
+                row = replace(row, status=report.kind, scheduled_for=slot, error=report.error)
+                last = max(slot, tally.last_slot_at) if tally.last_slot_at else slot
+                tally = replace(tally, retries=tally.retries + (report.error is not None), last_slot_at=last)
+                if workflow.status not in TERMINAL:
+                    deadline = max(deadline, slot + timedelta(seconds=grace_s))
+        rows[index] = row
+        tally = replace(tally, limiter=report.limiter or tally.limiter)
+        self._workflows[workflow_id] = replace(workflow, tally=tally, deadline_at=deadline)
+        return Counted(True, workflow.status, tally)
+
+    async def write_text(self, workflow_id: uuid.UUID, message_id: uuid.UUID, update: TextUpdate) -> Counted | None:
+        workflow = self._workflows.get(workflow_id)
+        rows = self._deliveries.get(workflow_id, [])
+        seq = update.row.seq
+        if workflow is None or message_id in self._processed or not 0 <= seq < len(rows):
+            return None
+        current = rows[seq]
+        if current.generation_id != update.answered or current.text is not None or current.is_final:
+            return None
+        rows[seq] = update.row
+        if update.successor is not None and rows[update.successor.seq].generation_id is None:
+            rows[update.successor.seq] = update.successor
+        tally = workflow.tally
+        tally = replace(
+            tally,
+            generated=tally.generated + update.generated,
+            ungenerated=tally.ungenerated + update.ungenerated,
+            failed=tally.failed + update.ungenerated,
+        )
+        deadline = max(workflow.deadline_at, update.deadline_at) if update.deadline_at else workflow.deadline_at
+        self._workflows[workflow_id] = replace(workflow, tally=tally, deadline_at=deadline)
+        outbox = tuple(update.outbox_change.outbox) if update.outbox_change else ()
+        self._processed[message_id] = (datetime.now(UTC), outbox)
+        return Counted(True, workflow.status, tally)
+
+    async def record(self, workflow_id: uuid.UUID, message_id: uuid.UUID, outbox: tuple[Outgoing, ...]) -> bool:
+        if message_id in self._processed:
+            return False
+        self._processed[message_id] = (datetime.now(UTC), outbox)
+        return True
 
     async def put_budget(self, record: BudgetRecord) -> None:
         key = (record.scope, record.period)

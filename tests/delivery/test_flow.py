@@ -46,7 +46,8 @@ class TestDelivery:
         assert view.provider_states.onlyfans is D.SENT
         assert view.provider_states.rate_limiter is RateLimiterState.APPROVED
         events = [e.name for e in await h.pipeline.store.history(view.workflow_id)]
-        assert events[-4:] == ["delivery_requested", "delivery_scheduled", "delivery_sent", "completed"]
+        assert events[-3:] == ["generation_completed", "delivery_requested", "completed"]  # the workflow's own
+        assert view.progress is not None and (view.progress.total, view.progress.sent) == (1, 1)
 
     async def test_a_campaign_reaches_every_fan_within_the_limits(self, h: DeliveryHarness) -> None:
         """Seven fans, two per window: every fan gets the text once, no window or spacing is exceeded, and
@@ -104,7 +105,7 @@ class TestDelivery:
 class TestDeliveryDeadline:
     async def test_a_delivery_that_never_finishes_fails_the_workflow_visibly(self, sim: PlatformSimulator) -> None:
         """No of-sender: the delivery stays scheduled; ROUTER_DELIVERY_GRACE_S after its slot the workflow
-        fails, naming the unfinished delivery and its slot."""
+        fails, naming the unfinished delivery and its slot, and the delivery is failed with that reason."""
         h = await DeliveryHarness.start(sim, router={"router_delivery_grace_s": 0.5}, of_sender=False)
         try:
             view, finished = await h.run(campaign("fan-1"), deadline_s=1.0)
@@ -113,7 +114,9 @@ class TestDeliveryDeadline:
         assert isinstance(finished.payload, WorkflowFailed)
         assert view.error is not None and view.error.message.startswith("deadline passed while delivering")
         assert "1 of 1 deliveries unfinished, next scheduled for" in view.error.message
-        assert view.deliveries[0].status is D.PENDING and view.deliveries[0].scheduled_for is not None
+        [delivery] = view.deliveries
+        assert delivery.status is D.FAILED and delivery.scheduled_for is not None
+        assert delivery.error is not None and delivery.error.message == view.error.message
 
     async def test_a_held_delivery_fails_the_workflow_with_the_hold_as_reason(self, sim: PlatformSimulator) -> None:
         """Redis unreachable under hold: the workflow shows the hold (rate limiter throttled, the error) and

@@ -251,7 +251,9 @@ class Harness:
     async def view(self, workflow_id: uuid.UUID) -> WorkflowView:
         workflow = await self.store.get(workflow_id)
         assert workflow is not None
-        return workflow.to_view()
+        rows = await self.store.deliveries(workflow_id, after_seq=None, limit=100_000)
+        next_open = await self.store.next_open(workflow_id)
+        return workflow.to_view(tuple(rows), next_open.scheduled_for if next_open else None)
 
 
 def intent(kind: IntentType = IntentType.MESSAGE_GENERATION, **fields: object) -> Intent:

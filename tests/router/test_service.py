@@ -7,6 +7,7 @@ import uuid
 from contracts import Envelope
 from contracts.enums import Provider, WorkflowStatus
 from contracts.messages import WorkflowAccepted, WorkflowRequested
+from contracts.routing import keys_consumed_by
 from libs.bus.memory import MemoryBus
 from libs.runtime import Runtime
 from services.router.pg_store import PostgresStore
@@ -29,17 +30,7 @@ class TestService:
         runtime = Runtime(bus=bus, settings=router_settings(), resources={STORE_RESOURCE: store})
         service = await create(runtime)
         assert service.name == "router"
-        assert set(service.handlers) == {
-            "workflow.requested",
-            "generation.completed",
-            "generation.failed",
-            "workflow.timer",
-            "workflow.status.query",
-            "budget.status",
-            "delivery.scheduled",
-            "delivery.completed",
-            "delivery.failed",
-        }
+        assert set(service.handlers) == set(keys_consumed_by("router"))  # every routed type, nothing else
         await service.start(runtime)
         workers, sink = FakeWorkers(bus), Sink(bus)
         await workers.start()

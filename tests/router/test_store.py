@@ -12,7 +12,6 @@ from contracts import Envelope
 from contracts.enums import (
     BudgetAction,
     CostPeriod,
-    DeliveryState,
     ErrorType,
     IntentType,
     Priority,
@@ -21,7 +20,6 @@ from contracts.enums import (
     WorkflowStatus,
 )
 from contracts.messages import (
-    DeliveryView,
     ErrorInfo,
     FallbackEntry,
     Intent,
@@ -89,7 +87,6 @@ def rich_change(stored: Workflow) -> Change:
         result="text ✓",
         model="gpt-4o-mini",
         usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7, estimated=True),
-        deliveries=(DeliveryView(delivery_id=uuid.uuid4(), recipient_id="r1", status=DeliveryState.PENDING),),
         deadline_at=stored.deadline_at + timedelta(minutes=5),  # a delivery's slot extends the deadline
     )
     change.move(
