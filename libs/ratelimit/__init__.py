@@ -14,7 +14,7 @@ from libs.ratelimit.errors import LimiterUnavailable, RateLimitError
 from libs.ratelimit.planner import MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
 from libs.ratelimit.sendlog import Check, MemorySendLog, RedisSendLog, SendLog, SentRecord, open_send_log
 from libs.ratelimit.settings import DeliveryLimitSettings, DownPolicy, Limits
-from libs.ratelimit.window import earliest_slot, fits
+from libs.ratelimit.window import earliest_slot, earliest_slot_within, fits
 
 __all__ = [
     "Check",
@@ -32,6 +32,7 @@ __all__ = [
     "SentRecord",
     "SlotPlanner",
     "earliest_slot",
+    "earliest_slot_within",
     "fits",
     "open_planner",
     "open_send_log",

@@ -5,12 +5,14 @@ Planner (rate-limiter), under its prefix (default ``ho:rl:``)::
     {p}epoch                       run_id of the Redis server the plan was built on (lost data: see below)
     {p}hold                        epoch ms before which nothing is planned, after a loss was detected
     {p}a:{account}                 sorted set: delivery id -> planned slot (epoch ms), pruned a window late
+                                   (an hour late with OF_ACCOUNT_HOURLY_LIMIT: at most that many past slots)
     {p}r:{n}:{account}:{recipient} last slot planned for that fan (n = len(account): no ambiguous joins)
 
 Send log (of-sender), under its prefix (default ``ho:of:``)::
 
     {p}m:{account}                 run_id of the Redis server the account's log was loaded on
-    {p}s:{account}                 sorted set: attempt token -> actual check time (epoch ms)
+    {p}s:{account}                 sorted set: attempt token -> actual check time (epoch ms), a window
+                                   (or the hour) deep
     {p}r:{n}:{account}:{recipient} time of the last send to that fan
 
 Lost data is detected by comparing the stored run_id with the server's own (INFO server, read inside the

@@ -1,7 +1,8 @@
 """Slot planning (the rate-limiter): reserve the earliest time a delivery may be sent.
 
 A reservation is idempotent per delivery id (a redelivered request gets the slot it already has) and
-respects both limits against every slot planned so far, past and future. `RedisPlanner` is shared by
+respects every limit (the account's window, its hourly cap when set, the fan's spacing) against every slot
+planned so far, past and future: the earliest slot that satisfies all of them. `RedisPlanner` is shared by
 every replica (one Lua script, Redis server time); `MemoryPlanner` is the same rule in this process (the
 embedded mode, and each replica's own bounded limit under bypass_with_warning).
 """
@@ -23,12 +24,14 @@ from libs.ratelimit import constants as c
 from libs.ratelimit.errors import LimiterUnavailable
 from libs.ratelimit.scripts import PLAN
 from libs.ratelimit.settings import Limits
-from libs.ratelimit.window import earliest_slot
+from libs.ratelimit.window import earliest_slot_within
 
 Clock = Callable[[], int]
 """Now, in epoch milliseconds."""
 
-REASONS = ("none", "hold", "recipient", "account", "existing")
+REASONS = ("none", "hold", "recipient", "account", "existing", "account_hour")
+# What pushed a slot, by the index of the account window in Limits.account_windows (the window, the hour).
+ACCOUNT_REASONS = ("account", "account_hour")
 
 
 def wall_clock_ms() -> int:
@@ -38,7 +41,8 @@ def wall_clock_ms() -> int:
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """A planned slot. `reason` says what pushed it past `now_ms`: none, hold (state was lost),
-    recipient (the fan's spacing), account (the window), existing (planned before, by an earlier call)."""
+    recipient (the fan's spacing), account (the window), account_hour (the hourly cap, possibly with the
+    window), existing (planned before, by an earlier call)."""
 
     slot_ms: int
     now_ms: int
@@ -87,9 +91,9 @@ class MemoryPlanner(SlotPlanner):
         if last is not None and last + limits.recipient_gap_ms > not_before:
             not_before, reason = last + limits.recipient_gap_ms, "recipient"
         slots = self._slots.setdefault(account, [])
-        slot = earliest_slot(slots, not_before, limits.account_limit, limits.window_ms)
-        if slot > not_before:
-            reason = "account"
+        slot, pushed_by = earliest_slot_within(slots, not_before, limits.account_windows)
+        if pushed_by is not None:
+            reason = ACCOUNT_REASONS[pushed_by]
         bisect.insort(slots, slot)
         self._planned[delivery_id] = slot
         self._last[(account, recipient)] = max(slot, last or slot)
@@ -116,7 +120,14 @@ class RedisPlanner(SlotPlanner):
     async def reserve(self, account: str, recipient: str, delivery_id: str) -> Reservation:
         p, limits = self._prefix, self.limits
         keys = [f"{p}epoch", f"{p}hold", f"{p}a:{account}", c.recipient_key(p, account, recipient)]
-        args: list[str | int] = [delivery_id, limits.account_limit, limits.window_ms, limits.recipient_gap_ms]
+        args: list[str | int] = [
+            delivery_id,
+            limits.account_limit,
+            limits.window_ms,
+            limits.recipient_gap_ms,
+            limits.hourly_limit,
+            limits.hour_ms,
+        ]
         try:
             slot, now, lost, reason = await self._plan(keys=keys, args=args)
         except (RedisError, OSError) as exc:

@@ -1,7 +1,8 @@
 """The Lua scripts of the limiters: each runs atomically on the Redis server, on the server's clock.
 
-They mirror window.py (the same rule: every run of limit+1 sends spans at least the window). Numbers
-passed back to Redis are formatted with %d: Lua 5.1's default number-to-string keeps only 14 digits.
+They mirror window.py (the same rule: every run of limit+1 sends spans at least the window, for the
+account's window and, when set, its hourly cap). Numbers passed back to Redis are formatted with %d: Lua
+5.1's default number-to-string keeps only 14 digits.
 """
 
 from __future__ import annotations
@@ -15,16 +16,25 @@ local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local function int(x) return string.format('%d', x) end
 """
 
-# KEYS: epoch, hold, account slots, recipient last.  ARGV: delivery id, limit, window ms, recipient gap ms.
-# Returns {slot ms, now ms, loss detected (0/1), reason: 0 now, 1 hold, 2 recipient, 3 account, 4 existing}.
+# KEYS: epoch, hold, account slots, recipient last.
+# ARGV: delivery id, limit, window ms, recipient gap ms, hourly limit (0: no cap), hour ms.
+# Returns {slot ms, now ms, loss detected (0/1), reason: 0 now, 1 hold, 2 recipient, 3 account (the window),
+# 4 existing, 5 account_hour (the hourly cap)}.
 PLAN: Final = (
     _PRELUDE
     + """
 local limit, window, gap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local hourly, hour = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- The account's windows as {limit, window, reason}, in the order of Limits.account_windows.
+local rules = {{limit, window, 3}}
+if hourly > 0 then rules[2] = {hourly, hour, 5} end
+local span = 0
+for _, r in ipairs(rules) do span = math.max(span, r[2]) end
 local lost = 0
 if redis.call('GET', KEYS[1]) ~= run_id then
   -- First use, flush, restart or failover: what was planned before is unknown, so nothing is planned
-  -- until one whole window has passed since now.
+  -- until one whole window has passed since now. Not a whole hour: the of-sender's last check, rebuilt
+  -- from the durable record an hour deep, holds back a send over the hourly cap.
   redis.call('SET', KEYS[1], run_id)
   redis.call('SET', KEYS[2], int(now + window), 'PX', int(window))
   lost = 1
@@ -36,13 +46,17 @@ local hold = tonumber(redis.call('GET', KEYS[2]) or '0')
 if hold > not_before then not_before, reason = hold, 1 end
 local last = redis.call('GET', KEYS[4])
 if last and tonumber(last) + gap > not_before then not_before, reason = tonumber(last) + gap, 2 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(now - window))
-local raw = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. int(not_before - window), '+inf', 'WITHSCORES')
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(now - span))
+local raw = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. int(not_before - span), '+inf', 'WITHSCORES')
 local slots = {}
 for i = 2, #raw, 2 do slots[#slots + 1] = tonumber(raw[i]) end
-local function fits(c)
-  local n, k = #slots, 0
-  while k < n and slots[k + 1] <= c do k = k + 1 end
+local function fits(c, limit, window)
+  local n, lo, hi = #slots, 0, #slots
+  while lo < hi do  -- k: how many slots are at or before c
+    local mid = math.floor((lo + hi + 1) / 2)
+    if slots[mid] <= c then lo = mid else hi = mid - 1 end
+  end
+  local k = lo
   local function at(i)
     if i <= k then return slots[i] elseif i == k + 1 then return c else return slots[i - 1] end
   end
@@ -51,60 +65,76 @@ local function fits(c)
   end
   return true
 end
-local slot = not_before
-if not fits(slot) then
-  reason = 3
+local function earliest(t, limit, window)
+  if fits(t, limit, window) then return t end
   for i = 1, #slots do
     local c = slots[i] + window
-    if c > not_before and fits(c) then slot = c break end
+    if c > t and fits(c, limit, window) then return c end
   end
-  if slot == not_before then slot = slots[#slots] + window end
+  return slots[#slots] + window
 end
+-- Move to each window's earliest slot until all agree: that is the earliest slot fitting every window.
+local slot, pushed, moved = not_before, 0, true
+while moved do
+  moved = false
+  for i, r in ipairs(rules) do
+    local later = earliest(slot, r[1], r[2])
+    if later > slot then slot, moved, pushed = later, true, math.max(pushed, i) end
+  end
+end
+if pushed > 0 then reason = rules[pushed][3] end
 redis.call('ZADD', KEYS[3], int(slot), ARGV[1])
 local newest = tonumber(redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2])
-redis.call('PEXPIRE', KEYS[3], int(newest - now + window))
+redis.call('PEXPIRE', KEYS[3], int(newest - now + span))
 redis.call('SET', KEYS[4], int(slot), 'PX', int(slot - now + gap + 1))
 return {slot, now, lost, reason}
 """
 )
 
-# KEYS: marker, sent, recipient last.  ARGV: token, limit, window ms, recipient gap ms, horizon ms.
+# KEYS: marker, sent, recipient last.
+# ARGV: token, limit, window ms, recipient gap ms, horizon ms, hourly limit (0: no cap), hour ms.
 # Returns {1, now, 0} (recorded: send now), {0, now, retry at ms}, or {-1, now, 0} (load the history first).
 CHECK: Final = (
     _PRELUDE
     + """
 local limit, window, gap, horizon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local hourly, hour = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('GET', KEYS[1]) ~= run_id then return {-1, now, 0} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now - window))
-local count = redis.call('ZCARD', KEYS[2])
-local retry = 0
-if count >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[2], count - limit, count - limit, 'WITHSCORES')
-  retry = tonumber(oldest[2]) + window
+local span = window
+if hourly > 0 then span = math.max(window, hour) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now - span))
+-- When one more send fits `lim` per `win`: once the lim-th newest send in the window has left it (0: now).
+local function free_at(lim, win)
+  local nth = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '(' .. int(now - win), 'WITHSCORES', 'LIMIT', lim - 1, 1)
+  if #nth == 0 then return 0 end
+  return tonumber(nth[2]) + win
 end
+local retry = free_at(limit, window)
+if hourly > 0 then retry = math.max(retry, free_at(hourly, hour)) end
 local last = redis.call('GET', KEYS[3])
 if last and tonumber(last) + gap > now then retry = math.max(retry, tonumber(last) + gap) end
 if retry > now then return {0, now, retry} end
 redis.call('ZADD', KEYS[2], int(now), ARGV[1])
-redis.call('PEXPIRE', KEYS[2], int(window))
+redis.call('PEXPIRE', KEYS[2], int(span))
 redis.call('SET', KEYS[3], int(now), 'PX', int(gap + 1))
 redis.call('PEXPIRE', KEYS[1], int(horizon))
 return {1, now, 0}
 """
 )
 
-# KEYS: marker, sent, then one recipient key per recipient.  ARGV: window, gap, horizon, n, then n pairs
-# (token, time), then one time per recipient key (the fan's last send).  Returns 1 loaded, 0 already loaded.
+# KEYS: marker, sent, then one recipient key per recipient.  ARGV: account span (the widest window), gap,
+# horizon, n, then n pairs (token, time), then one time per recipient key (the fan's last send).
+# Returns 1 loaded, 0 already loaded.
 LOAD: Final = (
     _PRELUDE
     + """
-local window, gap, horizon, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local span, gap, horizon, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if redis.call('GET', KEYS[1]) == run_id then return 0 end
 redis.call('DEL', KEYS[2])
 for i = 0, n - 1 do
   redis.call('ZADD', KEYS[2], ARGV[6 + 2 * i], ARGV[5 + 2 * i])
 end
-if n > 0 then redis.call('PEXPIRE', KEYS[2], int(window)) end
+if n > 0 then redis.call('PEXPIRE', KEYS[2], int(span)) end
 for j = 3, #KEYS do
   local sent = tonumber(ARGV[5 + 2 * n + (j - 3)])
   local ttl = sent + gap - now

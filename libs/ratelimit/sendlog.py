@@ -97,8 +97,8 @@ class MemorySendLog(SendLog):
         if account not in self._loaded:
             return Check(False, now, needs_history=True)
         sent = self._sent.setdefault(account, [])
-        del sent[: bisect.bisect_right(sent, now - limits.window_ms)]
-        wait_until = retry_at(sent, now, limits.account_limit, limits.window_ms) or 0
+        del sent[: bisect.bisect_right(sent, now - limits.account_span_ms)]
+        wait_until = max(retry_at(sent, now, limit, window) or 0 for limit, window in limits.account_windows)
         last = self._last.get((account, recipient))
         if last is not None and last + limits.recipient_gap_ms > now:
             wait_until = max(wait_until, last + limits.recipient_gap_ms)
@@ -142,6 +142,8 @@ class RedisSendLog(SendLog):
             limits.window_ms,
             limits.recipient_gap_ms,
             limits.horizon_ms,
+            limits.hourly_limit,
+            limits.hour_ms,
         ]
         try:
             verdict, now, retry = await self._check(keys=keys, args=args)
@@ -155,7 +157,7 @@ class RedisSendLog(SendLog):
         limits = self.limits
         last = _last_per_recipient(records)
         keys = [*self._keys(account), *(c.recipient_key(self._prefix, account, r) for r in last)]
-        args: list[str | int] = [limits.window_ms, limits.recipient_gap_ms, limits.horizon_ms, len(records)]
+        args: list[str | int] = [limits.account_span_ms, limits.recipient_gap_ms, limits.horizon_ms, len(records)]
         for record in records:
             args += [record.token, record.at_ms]
         args += list(last.values())

@@ -4,7 +4,8 @@ A schedule of sends respects "at most `limit` sends in any window of `window` ms
 `limit` + 1 consecutive sends (sorted by time) spans at least `window` ms: a half-open window [x, x+window)
 then never holds more than `limit` of them. A slot may be planned between slots planned earlier (another
 recipient's delivery may go before a delivery held back by its recipient's spacing), so a candidate is
-checked against every run it would join, not only against the past.
+checked against every run it would join, not only against the past. An account with several windows (a
+minute and an hour) gets the earliest slot that fits all of them (`earliest_slot_within`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,27 @@ def earliest_slot(slots: Sequence[int], not_before: int, limit: int, window: int
         if candidate > not_before and fits(relevant, candidate, limit, window):
             return candidate
     raise AssertionError("unreachable: the last slot + window always fits")  # pragma: no cover
+
+
+def earliest_slot_within(
+    slots: Sequence[int], not_before: int, windows: Sequence[tuple[int, int]]
+) -> tuple[int, int | None]:
+    """The earliest time ≥ `not_before` at which one more send fits every (limit, window) of `windows`, and
+    the index of the last-listed window that pushed it later (None: it fits at `not_before`).
+
+    Each window's earliest slot from the current candidate never passes the common earliest one (that one
+    fits each window), so moving to it until all agree reaches exactly the common earliest slot.
+    """
+    slot, pushed_by = not_before, None
+    moved = True
+    while moved:
+        moved = False
+        for index, (limit, window) in enumerate(windows):
+            later = earliest_slot(slots, slot, limit, window)
+            if later > slot:
+                slot, moved = later, True
+                pushed_by = index if pushed_by is None else max(pushed_by, index)
+    return slot, pushed_by
 
 
 def retry_at(sent: Sequence[int], now: int, limit: int, window: int) -> int | None:

@@ -10,11 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from libs.ratelimit import Limits, MemoryPlanner, RedisPlanner, SlotPlanner
-from libs.ratelimit.window import earliest_slot
+from libs.ratelimit.window import earliest_slot, earliest_slot_within
 from tests.delivery.compliance import spacing_violations, window_violations
 from tests.rate_limiter.conftest import flush_prefix
 
 LIMITS = Limits(account_limit=3, window_ms=1000, recipient_gap_ms=400)
+# An hourly cap with the hour scaled down: 3 per "minute" of 1 s, 5 per "hour" of 10 s.
+HOURLY = Limits(account_limit=3, window_ms=1000, recipient_gap_ms=400, hourly_limit=5, hour_ms=10_000)
 
 
 class FakeClock:
@@ -72,6 +74,29 @@ class TestMemoryPlanner:
         assert (await planner.reserve("a", "fan7", "d7")).slot_ms == clock.now
 
 
+class TestMemoryPlannerHourlyCap:
+    async def test_a_burst_over_the_hourly_cap_waits_for_the_hour(self) -> None:
+        """Five fit in the hour (three, then two a window later); the sixth goes when the first burst is an
+        hour old, and the window still applies within the new hour."""
+        clock = FakeClock()
+        planner = MemoryPlanner(HOURLY, clock=clock)
+        got = [await planner.reserve("a", f"fan{i}", f"d{i}") for i in range(11)]
+        slots = [r.slot_ms - clock.now for r in got]
+        assert slots == [0, 0, 0, 1000, 1000, 10_000, 10_000, 10_000, 11_000, 11_000, 20_000]
+        assert [r.reason for r in got[3:6]] == ["account", "account", "account_hour"]
+        assert window_violations(slots, HOURLY.hourly_limit, HOURLY.hour_ms) == []
+        assert window_violations(slots, HOURLY.account_limit, HOURLY.window_ms) == []
+
+    async def test_no_hourly_cap_when_it_is_zero(self) -> None:
+        """hourly_limit 0 (the default) plans by the window alone."""
+        clock = FakeClock()
+        planner = MemoryPlanner(
+            Limits(account_limit=3, window_ms=1000, recipient_gap_ms=0, hour_ms=10_000), clock=clock
+        )
+        slots = [(await planner.reserve("a", f"fan{i}", f"d{i}")).slot_ms - clock.now for i in range(9)]
+        assert slots == [0, 0, 0, 1000, 1000, 1000, 2000, 2000, 2000]
+
+
 @pytest.mark.integration
 class TestRedisPlanner:
     async def test_fresh_state_is_held_for_one_window(self, redis_client: aioredis.Redis, prefix: str) -> None:
@@ -121,6 +146,59 @@ class TestRedisPlanner:
             last[fan] = got.slot_ms
         assert window_violations(slots, limits.account_limit, limits.window_ms) == []
 
+    async def test_lua_plans_the_hourly_cap_exactly_as_the_python_rule(
+        self, redis_client: aioredis.Redis, prefix: str
+    ) -> None:
+        """With an hourly cap too, each slot the script returns equals earliest_slot_within() over the window
+        and the hour, and says which of them pushed it."""
+        limits = Limits(account_limit=3, window_ms=500, recipient_gap_ms=300, hourly_limit=7, hour_ms=4000)
+        planner = RedisPlanner(redis_client, limits, prefix=prefix)
+        rng = random.Random(13)
+        slots: list[int] = []
+        last: dict[str, int] = {}
+        hold = 0
+        reasons: set[str] = set()
+        for i in range(40):
+            fan = f"fan{rng.randint(0, 4)}"
+            got = await planner.reserve("acct", fan, f"d{i}")
+            if got.data_lost:
+                hold = got.now_ms + limits.window_ms
+            not_before = max(got.now_ms, hold, last.get(fan, -(10**12)) + limits.recipient_gap_ms)
+            slot, pushed_by = earliest_slot_within(sorted(slots), not_before, limits.account_windows)
+            assert got.slot_ms == slot
+            if pushed_by is not None:
+                assert got.reason == ("account", "account_hour")[pushed_by]
+            reasons.add(got.reason)
+            slots.append(got.slot_ms)
+            last[fan] = got.slot_ms
+        assert {"account", "account_hour"} <= reasons  # both windows were put to the test
+        assert window_violations(slots, limits.account_limit, limits.window_ms) == []
+        assert window_violations(slots, limits.hourly_limit, limits.hour_ms) == []
+
+    async def test_a_burst_over_the_hourly_cap_is_pushed_past_the_hour(
+        self, redis_client: aioredis.Redis, prefix: str
+    ) -> None:
+        """Twelve deliveries at once with a cap of five an hour: no hour holds more than five, the sixth
+        is a whole hour after the first, and no window holds more than three."""
+        planner = RedisPlanner(redis_client, HOURLY, prefix=prefix)
+        got = [await planner.reserve("a", f"fan{i}", f"d{i}") for i in range(12)]
+        slots = sorted(r.slot_ms for r in got)
+        assert window_violations(slots, HOURLY.hourly_limit, HOURLY.hour_ms) == []
+        assert window_violations(slots, HOURLY.account_limit, HOURLY.window_ms) == []
+        assert slots[5] - slots[0] == HOURLY.hour_ms and slots[10] - slots[0] == 2 * HOURLY.hour_ms
+        assert got[5].reason == "account_hour"
+
+    async def test_the_plan_keeps_one_hour_of_past_slots(self, redis_client: aioredis.Redis, prefix: str) -> None:
+        """Slots are kept while they count for the hour, then pruned: an account's plan holds at most the
+        hourly cap of past slots, however much it sent before."""
+        limits = Limits(account_limit=2, window_ms=50, recipient_gap_ms=0, hourly_limit=3, hour_ms=300)
+        planner = RedisPlanner(redis_client, limits, prefix=prefix)
+        got = [await planner.reserve("a", f"fan{i}", f"d{i}") for i in range(4)]
+        assert got[3].slot_ms - got[0].slot_ms == limits.hour_ms  # the first slots were still counted
+        await asyncio.sleep((got[3].slot_ms - got[3].now_ms + limits.hour_ms + 50) / 1000)
+        await planner.reserve("a", "fan9", "d9")
+        assert await redis_client.zcard(f"{prefix}a:a") == 1
+
     async def test_replicas_reserving_at_once_never_overbook(self, redis_client: aioredis.Redis, prefix: str) -> None:
         """Three planners on their own connections, 60 concurrent reservations over 3 accounts: every
         account's plan respects the window and every fan's spacing."""
@@ -148,3 +226,20 @@ class TestRedisPlanner:
         with pytest.raises(LimiterUnavailable):
             await planner.ping()
         await planner.close()
+
+    async def test_replicas_reserving_at_once_never_exceed_the_hourly_cap(
+        self, redis_client: aioredis.Redis, prefix: str
+    ) -> None:
+        """Three planners on their own connections, 45 concurrent reservations over 3 accounts with an
+        hourly cap: no account's hour holds more than the cap, no window more than the limit."""
+        clients = [aioredis.Redis(connection_pool=redis_client.connection_pool) for _ in range(3)]
+        planners: list[SlotPlanner] = [RedisPlanner(c, HOURLY, prefix=prefix) for c in clients]
+        jobs = [(f"acct{i % 3}", f"fan{i % 5}", f"d{i}") for i in range(45)]
+        results = await asyncio.gather(*(planners[i % 3].reserve(*job) for i, job in enumerate(jobs)))
+        per_account: dict[str, list[int]] = {}
+        for (account, _, _), got in zip(jobs, results, strict=True):
+            per_account.setdefault(account, []).append(got.slot_ms)
+        for slots in per_account.values():
+            assert window_violations(slots, HOURLY.hourly_limit, HOURLY.hour_ms) == []
+            assert window_violations(slots, HOURLY.account_limit, HOURLY.window_ms) == []
+            assert max(slots) - min(slots) >= 2 * HOURLY.hour_ms  # 15 at 5 an hour: three hours begun

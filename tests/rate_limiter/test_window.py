@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from libs.ratelimit.window import earliest_slot, fits, retry_at
+from libs.ratelimit.window import earliest_slot, earliest_slot_within, fits, retry_at
 from tests.delivery.compliance import window_violations
 
 
@@ -12,6 +12,10 @@ def _brute_force_fits(slots: list[int], candidate: int, limit: int, window: int)
     """Every half-open window [x, x + window) holds at most `limit` sends (x at every send time)."""
     times = sorted([*slots, candidate])
     return all(sum(x <= t < x + window for t in times) <= limit for x in times)
+
+
+def _brute_force_fits_all(slots: list[int], candidate: int, windows: list[tuple[int, int]]) -> bool:
+    return all(_brute_force_fits(slots, candidate, limit, window) for limit, window in windows)
 
 
 class TestWindow:
@@ -56,3 +60,28 @@ class TestWindow:
         assert retry_at([100, 105, 106], now=107, limit=3, window=10) == 110
         assert retry_at([90, 100, 105, 106], now=107, limit=3, window=10) == 110
         assert retry_at([96, 100], now=107, limit=1, window=10) == 110
+
+
+class TestSeveralWindows:
+    def test_earliest_slot_within_is_the_first_time_fitting_every_window(self) -> None:
+        """With a short and a long window (a minute and an hour, scaled down), the planned slot fits both,
+        no integer time before it does, and the plans never overfill either window."""
+        rng = random.Random(17)
+        for _ in range(300):
+            windows = [(rng.randint(1, 3), rng.randint(2, 6)), (rng.randint(2, 6), rng.randint(8, 30))]
+            slots: list[int] = []
+            for _ in range(rng.randint(1, 15)):
+                not_before = rng.randint(0, 60)
+                slot, _ = earliest_slot_within(sorted(slots), not_before, windows)
+                assert slot >= not_before and _brute_force_fits_all(slots, slot, windows)
+                assert not any(_brute_force_fits_all(slots, t, windows) for t in range(not_before, slot))
+                slots.append(slot)
+            for limit, window in windows:
+                assert window_violations(slots, limit, window) == []
+
+    def test_it_says_which_window_pushed_the_slot(self) -> None:
+        """None when the slot is `not_before`; 0 when only the short window pushed it; 1 when the long one did."""
+        windows = [(2, 10), (3, 100)]
+        assert earliest_slot_within([], 0, windows) == (0, None)
+        assert earliest_slot_within([0, 0], 0, windows) == (10, 0)
+        assert earliest_slot_within([0, 0, 10], 10, windows) == (100, 1)
