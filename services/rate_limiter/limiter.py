@@ -52,7 +52,7 @@ class Limiter:
             return None
         if reservation.data_lost:
             log.warning("rate_limiter.state_lost", hold_ms=self.planner.limits.window_ms)
-        if reservation.reason in ("account", "recipient"):
+        if reservation.reason in ("account", "account_hour", "recipient"):
             get_metrics().record_throttle(scope=reservation.reason)
         slot_at = _at(reservation.slot_ms)
         log.info(

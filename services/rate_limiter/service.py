@@ -22,6 +22,7 @@ async def create(runtime: Runtime) -> Service:
         "rate_limiter.configured",
         account_limit=limits.account_limit,
         window_ms=limits.window_ms,
+        hourly_limit=limits.hourly_limit,
         recipient_gap_ms=limits.recipient_gap_ms,
         planner="redis" if settings.redis_url else "memory",
         down_policy=settings.rate_limiter_down_policy.value,

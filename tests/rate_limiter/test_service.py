@@ -125,6 +125,17 @@ class TestRateLimiterService:
         scheduled = listener.of(DeliveryScheduled)
         assert scheduled[0].envelope.id == scheduled[1].envelope.id
 
+    @pytest.mark.parametrize("settings_overrides", [{"of_account_hourly_limit": 3}])
+    async def test_the_hourly_cap_pushes_slots_past_the_hour(self, bus: tuple[MemoryBus, Listener]) -> None:
+        """OF_ACCOUNT_HOURLY_LIMIT=3: three requests are planned within the window's pace, the fourth an hour
+        after the first (the router hears that slot at once)."""
+        memory, listener = bus
+        for i in range(4):
+            await memory.publish(request(fan=f"fan{i}"))
+        scheduled = await listener.wait_for(DeliveryScheduled, 4, timeout=1.0)
+        slots = sorted(c.envelope.payload.slot_at.timestamp() for c in scheduled)  # type: ignore[attr-defined]
+        assert slots[2] - slots[0] < 1 and slots[3] - slots[0] == pytest.approx(3600, abs=0.002)
+
 
 class TestDownPolicy:
     @pytest.mark.parametrize(
