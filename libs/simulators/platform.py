@@ -91,6 +91,15 @@ class PlatformLimits:
     account_limit: int = 10
     window_s: float = 60.0
     recipient_min_interval_s: float = 45.0
+    hourly_limit: int = 0  # messages per account in any `hour_s`; 0: no hourly limit
+    hour_s: float = 3600.0
+
+    def account_windows(self) -> list[tuple[int, float]]:
+        """Every (limit, window s) an account's messages are counted in."""
+        windows = [(self.account_limit, self.window_s)]
+        if self.hourly_limit:
+            windows.append((self.hourly_limit, self.hour_s))
+        return windows
 
 
 @dataclass(frozen=True)
@@ -295,12 +304,15 @@ class PlatformSimulator(serve.HttpSimulator):
     def _over_limit(self, account: str, recipient: str, at: float) -> web.Response | None:
         """429 when one more message now would exceed a limit (measured on accepted arrival times)."""
         limits = self.limits
-        window = self._sent_at[account]
-        while window and window[0] <= at - limits.window_s:
-            window.popleft()
+        windows = limits.account_windows()
+        sent = self._sent_at[account]
+        while sent and sent[0] <= at - max(span for _, span in windows):
+            sent.popleft()
         waits = []
-        if len(window) >= limits.account_limit:
-            waits.append(window[len(window) - limits.account_limit] + limits.window_s - at)
+        for limit, span in windows:
+            recent = [t for t in sent if t > at - span]
+            if len(recent) >= limit:
+                waits.append(recent[len(recent) - limit] + span - at)
         last = self._last_to.get((account, recipient))
         if last is not None and at - last < limits.recipient_min_interval_s:
             waits.append(last + limits.recipient_min_interval_s - at)
