@@ -122,12 +122,6 @@ class Arrival:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class _Accepted:
-    fingerprint: tuple[str, str, str]  # account, recipient, text: a reused key must carry the same message
-    body: dict[str, Any]
-
-
 @dataclass(frozen=True)
 class Lookup:
     """One look-up as the platform saw it: `message_id` of the message found, None when none was (or when
@@ -138,6 +132,12 @@ class Lookup:
     idempotency_key: str
     outcome: str  # found, not_found, unauthorized, or a fault kind
     message_id: str | None = None
+
+
+@dataclass
+class _Accepted:
+    fingerprint: tuple[str, str, str]  # account, recipient, text: a reused key must carry the same message
+    body: dict[str, Any]
 
 
 @dataclass
