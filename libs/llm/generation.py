@@ -125,7 +125,7 @@ class GenerationHandler:
 
     async def _generate(self, envelope: Envelope, request: GenerationRequested, timeout_s: float) -> list[Envelope]:
         """Call the provider once; the outgoing envelopes saying how it went."""
-        rendered = build_prompt(request.intent, self.prompts)
+        rendered = build_prompt(request.intent, self.prompts, fan=request.recipient_vars)
         model = request.model or self.model
         started = time.perf_counter()
         completion: object = None

@@ -4,7 +4,8 @@ Each `Prompt` is a system prompt, a user-message template and the completion lim
 A template may use exactly these fields (checked by `validate_table` at import):
 
     {intent}        the intent type ("content_planning", ...), so the model — and the simulator — know the task
-    {details}       the intent's `data`, one "key: value" line per entry, sorted, bounded in size
+    {details}       the intent's `data`, one "key: value" line per entry, sorted, bounded in size; for a
+                    personalized campaign's text, followed by what is known of that fan (its `vars`)
     {platforms}     the target platforms, comma-separated ("any platform" when none)
     {content_type}  the content type ("any" when none)
 
@@ -137,12 +138,17 @@ class RenderedPrompt:
         return [system, user]
 
 
-def build_prompt(intent: Intent, table: Mapping[IntentType, Prompt] = PROMPTS) -> RenderedPrompt:
-    """The prompt for `intent`'s type, filled from the intent."""
+def build_prompt(
+    intent: Intent, table: Mapping[IntentType, Prompt] = PROMPTS, fan: Mapping[str, str] | None = None
+) -> RenderedPrompt:
+    """The prompt for `intent`'s type, filled from the intent (and `fan`: the recipient's vars)."""
     prompt = table[intent.type]
+    details = render_details(intent.data)
+    if fan:
+        details += "\nAbout the fan this message is for:\n" + render_details(fan)
     user = prompt.user.format(
         intent=intent.type.value,
-        details=render_details(intent.data),
+        details=details,
         platforms=", ".join(intent.platforms) or "any platform",
         content_type=intent.content_type or "any",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,8 +21,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from contracts import Envelope, Message
-from contracts.enums import ErrorType, WorkflowStatus
+from contracts.enums import DeliveryState, ErrorType, WorkflowStatus
 from contracts.messages import (
+    DeliveryListQuery,
+    DeliveryListReply,
     ErrorInfo,
     WorkflowAccepted,
     WorkflowRequested,
@@ -30,6 +33,7 @@ from contracts.messages import (
     WorkflowView,
 )
 from libs.bus import Bus, BusError, RequestTimeout
+from libs.callbacks import callback_url_problem
 from libs.flags import FlagClient, Flags
 from libs.telemetry import current_trace_id, get_logger
 from services.gateway import constants as c
@@ -51,6 +55,10 @@ from services.gateway.schemas import (
     AcceptedResponse,
     CampaignRequest,
     CompletedResponse,
+    DeliveriesPage,
+    DeliveriesResponse,
+    DeliveryBody,
+    FieldError,
     StatusResponse,
     WorkflowStatusData,
 )
@@ -98,11 +106,18 @@ class Api:
             raise Unavailable("disabled", disabled_message(self._flags.flags))
         wait_s = self._wait_seconds(request.query)
         key = idempotency_key(request.headers)
-        campaign = parse_campaign(await read_json_object(request, self._settings.gateway_max_body_bytes))
+        body = await read_json_object(request, self._settings.gateway_campaign_max_body_bytes)
+        campaign = parse_campaign(body, self._settings, principal)
 
         workflow_id = idempotent_workflow_id(principal.user_id, key) if key else uuid.uuid4()
         trace_id = current_trace_id()
-        payload = WorkflowRequested(intent=campaign.to_intent(), trace_id=trace_id, idempotency_key=key)
+        payload = WorkflowRequested(
+            intent=campaign.to_intent(),
+            trace_id=trace_id,
+            idempotency_key=key,
+            recipients=campaign.to_recipients(),
+            callback_url=campaign.callback_url,
+        )
         envelope = Envelope.new(payload, workflow_id=workflow_id, user_id=principal.user_id)
         with structlog.contextvars.bound_contextvars(workflow_id=str(workflow_id)):
             view = await self._submit(envelope)
@@ -132,6 +147,26 @@ class Api:
         if view is None:
             raise NotFound("not_found", f"no workflow {workflow_id}")
         return json_response(StatusResponse(data=WorkflowStatusData.of(view)).dump())
+
+    async def get_deliveries(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        query = parse_deliveries_query(request.query, principal)
+        try:
+            reply = await self._bus.request(
+                Envelope.new(query, workflow_id=query.workflow_id, user_id=principal.user_id),
+                timeout=self._settings.gateway_request_timeout_s,
+            )
+        except BusError as exc:
+            raise _unavailable(exc) from exc
+        answer = _expect(reply, DeliveryListReply)
+        if not answer.found:
+            raise NotFound("not_found", f"no workflow {query.workflow_id}")
+        page = DeliveriesPage(
+            workflow_id=query.workflow_id,
+            deliveries=[DeliveryBody.model_validate(d.model_dump()) for d in answer.deliveries],
+            next_cursor=answer.next_cursor,
+        )
+        return json_response(DeliveriesResponse(data=page).dump())
 
     async def health(self, _: web.Request) -> web.Response:
         status, body = await self._health.report()
@@ -294,11 +329,65 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
     return body
 
 
-def parse_campaign(body: dict[str, Any]) -> CampaignRequest:
+def parse_campaign(body: dict[str, Any], settings: GatewaySettings, principal: Principal) -> CampaignRequest:
+    """The validated request, with the checks that depend on settings and on the caller: the campaign's
+    size, its callback URL, and (when it sends) the caller's id as a platform account id."""
     try:
-        return CampaignRequest.model_validate(body)
+        campaign = CampaignRequest.model_validate(body)
     except ValidationError as exc:
         raise BadRequest.from_validation(exc) from exc
+    limit = settings.campaign_max_recipients
+    if campaign.recipient_count() > limit:
+        raise BadRequest(
+            "validation_error",
+            f"{campaign.recipient_count()} recipients: a campaign has at most {limit} (CAMPAIGN_MAX_RECIPIENTS)",
+            details=[FieldError(field="recipientIds", message=f"at most {limit} recipients")],
+        )
+    if campaign.callback_url is not None:
+        problem = callback_url_problem(campaign.callback_url, allow_local_http=settings.webhook_allow_local_http)
+        if problem is not None:
+            raise BadRequest(
+                "validation_error",
+                f"invalid request body: callbackUrl: {problem}",
+                details=[FieldError(field="callbackUrl", message=problem)],
+            )
+    if campaign.send_to_onlyfans and not re.fullmatch(c.PLATFORM_ID_PATTERN, principal.user_id):
+        # The account messages are sent from is the caller's id: it becomes a platform URL path segment.
+        raise BadRequest(
+            "invalid_account",
+            "the caller's id (the token's sub) is not a valid platform account id: letters, digits, _ - . only",
+        )
+    return campaign
+
+
+def parse_deliveries_query(query: Mapping[str, str], principal: Principal) -> DeliveryListQuery:
+    """GET deliveries' parameters: workflowId, and optionally status, cursor and limit."""
+    workflow_id = parse_workflow_id(query)
+    status = query.get("status")
+    if status is not None and status not in DeliveryState.__members__.values():
+        allowed = ", ".join(s.value for s in DeliveryState)
+        raise BadRequest("invalid_parameter", f"status must be one of: {allowed}")
+    cursor = _int_parameter(query, "cursor", None, 0, 2**31 - 1)
+    limit = _int_parameter(query, "limit", c.DELIVERIES_DEFAULT_LIMIT, 1, c.DELIVERIES_MAX_LIMIT)
+    assert limit is not None
+    return DeliveryListQuery(
+        workflow_id=workflow_id,
+        requester_user_id=principal.user_id,
+        requester_is_admin=principal.is_admin,
+        status=DeliveryState(status) if status is not None else None,
+        after_seq=cursor,
+        limit=limit,
+    )
+
+
+def _int_parameter(query: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest("invalid_parameter", f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
 
 
 def parse_workflow_id(query: Mapping[str, str]) -> uuid.UUID:

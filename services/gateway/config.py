@@ -30,6 +30,14 @@ class GatewaySettings(FlagSettings):
     gateway_max_body_bytes: int = Field(
         default=c.DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger request bodies answer 413"
     )
+    gateway_campaign_max_body_bytes: int = Field(
+        default=c.DEFAULT_CAMPAIGN_MAX_BODY_BYTES, ge=1024, description="a campaign's body (it lists its fans)"
+    )
+    campaign_max_recipients: int = Field(
+        default=c.DEFAULT_CAMPAIGN_MAX_RECIPIENTS, ge=1, le=100_000, description="fans per campaign"
+    )
+    # Read by the router's webhook sender too: the embedded mode allows http callbacks to localhost.
+    webhook_allow_local_http: bool = Field(default=False, description="callbackUrl may be http://localhost")
     gateway_health_urls: str = Field(
         default="", description='readiness URLs aggregated by the health endpoint: "name=http://h:p/readyz,..."'
     )

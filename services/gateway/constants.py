@@ -8,6 +8,7 @@ from typing import Final
 # --- Routes (DESIGN §10; seed names).
 PATH_CAMPAIGN: Final = "/api/v2/campaigns/hybrid"
 PATH_STATUS: Final = "/api/v2/campaigns/status"
+PATH_DELIVERIES: Final = "/api/v2/campaigns/deliveries"
 PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
 PATH_OPENAPI: Final = "/api/openapi.json"
 PATH_FEATURE_FLAGS: Final = "/api/admin/feature-flags"
@@ -18,7 +19,9 @@ DEFAULT_HOST: Final = "0.0.0.0"  # the gateway is the public entry point
 DEFAULT_WAIT_TIMEOUT_S: Final = 60.0
 DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
-
+# A campaign's body carries its recipients: 10,000 fans with a few personalisation fields each fit.
+DEFAULT_CAMPAIGN_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_CAMPAIGN_MAX_RECIPIENTS: Final = 10_000
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2); PyJWT warns below this too.
 MIN_JWT_SECRET_BYTES: Final = 32
 JWT_ALGORITHM: Final = "HS256"
@@ -45,9 +48,21 @@ POLL_MAX_S: Final = 0.5
 
 # --- Request body limits beyond the byte size (a body within 64 KiB can still carry silly lists).
 MAX_PLATFORMS: Final = 16
-MAX_RECIPIENTS: Final = 500
+MAX_DATA_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 128
-
+# A recipient or account id becomes a path segment of the platform's URL: letters, digits, "_", "-" and
+# ".", never only dots ("." and ".." would rewrite the path the platform token is sent to).
+PLATFORM_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
+# Personalisation: a recipient's `vars` (name, last purchase, ...) go into that recipient's prompt.
+MAX_VARS: Final = 20
+MAX_VAR_NAME_LENGTH: Final = 64
+MAX_VAR_VALUE_LENGTH: Final = 500
+MAX_CALLBACK_URL_LENGTH: Final = 2048
+# Duplicate recipients are refused, naming at most this many of them.
+MAX_DUPLICATES_NAMED: Final = 10
+# GET deliveries: page size.
+DELIVERIES_DEFAULT_LIMIT: Final = 100
+DELIVERIES_MAX_LIMIT: Final = 1000
 # --- Health: a failing check whose name has one of these dot-separated segments ("bus", "router.database")
 # makes the system unhealthy (503); any other failing check (providers, redis, workers) only degrades it.
 # The router is critical because without it nothing progresses and no status can be read.

@@ -3,6 +3,7 @@ these routes and openapi.py documents exactly these, so the two cannot drift apa
 
 from __future__ import annotations
 
+from contracts.enums import DeliveryState
 from services.gateway import constants as c
 from services.gateway.cost_routes import COST_ROUTES
 from services.gateway.flag_routes import FLAG_ROUTES
@@ -11,6 +12,7 @@ from services.gateway.schemas import (
     AcceptedResponse,
     CampaignRequest,
     CompletedResponse,
+    DeliveriesResponse,
     ErrorResponse,
     HealthResponse,
     StatusResponse,
@@ -67,11 +69,14 @@ CREATE_CAMPAIGN = RouteDoc(
         200: Reply("wait=true: the workflow completed", CompletedResponse),
         202: Reply("accepted (or wait=true timed out: `status` is the current one)", AcceptedResponse, ("Location",)),
         400: Reply(
-            "invalid_json, invalid_body, validation_error (naming the fields) or invalid_parameter", ErrorResponse
+            "invalid_json, invalid_body, validation_error (naming the fields: an id outside the pattern, a "
+            "recipient given twice, more than CAMPAIGN_MAX_RECIPIENTS, a callbackUrl that is not https), "
+            "invalid_parameter, or invalid_account (sendToOnlyFans: the token's sub is not a platform id)",
+            ErrorResponse,
         ),
         401: _UNAUTHORIZED,
         402: Reply("cost_limit_exceeded: the user's budget blocks new workflows", ErrorResponse),
-        413: Reply("payload_too_large: the body exceeds GATEWAY_MAX_BODY_BYTES", ErrorResponse),
+        413: Reply("payload_too_large: the body exceeds GATEWAY_CAMPAIGN_MAX_BODY_BYTES", ErrorResponse),
         415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
         422: Reply("invalid_request or compliance_violation: refused, or failed, for its content", ErrorResponse),
         429: Reply(
@@ -117,6 +122,39 @@ GET_STATUS = RouteDoc(
     tags=("campaigns",),
 )
 
+GET_DELIVERIES = RouteDoc(
+    method="GET",
+    path=c.PATH_DELIVERIES,
+    handler="get_deliveries",
+    operation_id="listWorkflowDeliveries",
+    summary="A workflow's deliveries, a page at a time",
+    description=(
+        "In campaign order; keyset pages: pass the answer's `nextCursor` as `cursor` for the next page. "
+        "Optionally only the deliveries in one `status`. Owner or admin, like the status."
+    ),
+    params=(
+        Param("workflowId", "query", "the workflow", {"type": "string", "format": "uuid"}, True),
+        Param("status", "query", "only deliveries in this state", {"type": "string", "enum": [*DeliveryState]}),
+        Param("cursor", "query", "the previous page's nextCursor", {"type": "integer", "minimum": 0}),
+        Param(
+            "limit",
+            "query",
+            f"deliveries per page (default {c.DELIVERIES_DEFAULT_LIMIT})",
+            {"type": "integer", "minimum": 1, "maximum": c.DELIVERIES_MAX_LIMIT},
+        ),
+        TRACEPARENT,
+    ),
+    replies={
+        200: Reply("a page of deliveries", DeliveriesResponse),
+        400: Reply("invalid_parameter: workflowId, status, cursor or limit", ErrorResponse),
+        401: _UNAUTHORIZED,
+        404: Reply("not_found: no such workflow, or not yours", ErrorResponse),
+        502: Reply("bad_gateway: the router answered something unexpected", ErrorResponse),
+        503: _UNAVAILABLE_BUS,
+    },
+    tags=("campaigns",),
+)
+
 HEALTH = RouteDoc(
     method="GET",
     path=c.PATH_HEALTH,
@@ -143,4 +181,12 @@ OPENAPI = RouteDoc(
     tags=("operations",),
 )
 
-ROUTES: tuple[RouteDoc, ...] = (CREATE_CAMPAIGN, GET_STATUS, HEALTH, OPENAPI, *COST_ROUTES, *FLAG_ROUTES)
+ROUTES: tuple[RouteDoc, ...] = (
+    CREATE_CAMPAIGN,
+    GET_STATUS,
+    GET_DELIVERIES,
+    HEALTH,
+    OPENAPI,
+    *COST_ROUTES,
+    *FLAG_ROUTES,
+)

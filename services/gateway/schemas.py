@@ -9,10 +9,12 @@ without changing the public API, and the API may rename for clients without a ne
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -20,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -35,11 +38,17 @@ from contracts.enums import (
     RateLimiterState,
     WorkflowStatus,
 )
-from contracts.messages import Intent, WorkflowView
+from contracts.messages import Intent, Recipient, WorkflowView
 from services.gateway import constants as c
 
 # pattern \S: documents that an id is trimmed first, so a whitespace-only one is as empty as "".
 Id = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_LENGTH, strip_whitespace=True, pattern=r"\S")]
+# A fan's or an account's id on the platform (constants.PLATFORM_ID_PATTERN says why it is strict).
+PlatformId = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_LENGTH, pattern=c.PLATFORM_ID_PATTERN)]
+VarName = Annotated[
+    str, StringConstraints(min_length=1, max_length=c.MAX_VAR_NAME_LENGTH, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+]
+VarValue = Annotated[str, StringConstraints(max_length=c.MAX_VAR_VALUE_LENGTH)] | StrictInt | float | StrictBool
 # Money is a Decimal everywhere inside; on the wire it is a JSON number, as in the seed's answers.
 # float() of a Decimal with up to 15 significant digits prints back the same digits, which covers costs.
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
@@ -59,9 +68,23 @@ class ApiModel(BaseModel):
 # --- request -------------------------------------------------------------------------------------------
 
 
+class RecipientBody(BaseModel):
+    """One fan of a campaign, with what to say to that fan (`vars`, used with `data.personalize`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: PlatformId
+    vars: dict[VarName, VarValue] = Field(default_factory=dict, max_length=c.MAX_VARS)
+
+    def to_recipient(self) -> Recipient:
+        values = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in self.vars.items()}
+        return Recipient(id=self.id, vars=values)
+
+
 class CampaignRequest(BaseModel):
     """The body of POST /api/v2/campaigns/hybrid: the seed's intent (the user comes from the token).
-    Unknown fields are refused; sendToOnlyFans needs recipientId or recipientIds."""
+    Unknown fields are refused; sendToOnlyFans needs recipientId, recipientIds or recipients; a recipient
+    given twice is refused (naming it)."""
 
     # Only camelCase names are accepted and anything unknown is an error naming the field: a typo such as
     # "sendToOnlyfans" must not silently become "don't send".
@@ -77,6 +100,7 @@ class CampaignRequest(BaseModel):
                 {"properties": {"sendToOnlyFans": {"const": False}}},
                 {"required": ["recipientId"], "properties": {"recipientId": {"type": "string"}}},
                 {"required": ["recipientIds"], "properties": {"recipientIds": {"minItems": 1}}},
+                {"required": ["recipients"], "properties": {"recipients": {"minItems": 1}}},
             ]
         },
     )
@@ -88,17 +112,47 @@ class CampaignRequest(BaseModel):
     )
     content_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     send_to_onlyfans: StrictBool = Field(default=False, alias="sendToOnlyFans")
-    recipient_id: Id | None = None
-    recipient_ids: list[Id] = Field(default_factory=list, max_length=c.MAX_RECIPIENTS)
+    recipient_id: PlatformId | None = None
+    recipient_ids: list[PlatformId] = Field(
+        default_factory=list, description="the fans (at most CAMPAIGN_MAX_RECIPIENTS, with `recipients`)"
+    )
+    recipients: list[RecipientBody] = Field(
+        default_factory=list, description="the fans with their personalisation (`data.personalize: true`)"
+    )
+    callback_url: Annotated[str, StringConstraints(max_length=c.MAX_CALLBACK_URL_LENGTH)] | None = Field(
+        default=None, description="https URL POSTed the signed summary when the workflow ends"
+    )
     requires_multi_platform: StrictBool = False
     force_provider: Provider | None = Field(default=None, description="skip provider selection")
     priority: Priority = Priority.MEDIUM
 
     @model_validator(mode="after")
     def _recipient_when_sending(self) -> Self:
-        if self.send_to_onlyfans and not (self.recipient_id or self.recipient_ids):
-            raise ValueError("sendToOnlyFans needs recipientId or recipientIds")
+        if self.send_to_onlyfans and not (self.recipient_id or self.recipient_ids or self.recipients):
+            raise ValueError("sendToOnlyFans needs recipientId, recipientIds or recipients")
         return self
+
+    @model_validator(mode="after")
+    def _data_bounded(self) -> Self:
+        # `data` travels with every generation request (and an SQS message holds 256 KiB at most).
+        if len(orjson.dumps(self.data, default=str)) > c.MAX_DATA_BYTES:
+            raise ValueError(f"data must be at most {c.MAX_DATA_BYTES} bytes as JSON")
+        return self
+
+    @model_validator(mode="after")
+    def _each_recipient_once(self) -> Self:
+        given = ([self.recipient_id] if self.recipient_id else []) + self.recipient_ids
+        given += [r.id for r in self.recipients]
+        twice = [rid for rid, times in Counter(given).items() if times > 1]
+        if twice:
+            named = ", ".join(twice[: c.MAX_DUPLICATES_NAMED]) + (
+                ", ..." if len(twice) > c.MAX_DUPLICATES_NAMED else ""
+            )
+            raise ValueError(f"{len(twice)} recipients given more than once: {named}")
+        return self
+
+    def recipient_count(self) -> int:
+        return int(self.recipient_id is not None) + len(self.recipient_ids) + len(self.recipients)
 
     def to_intent(self) -> Intent:
         return Intent(
@@ -113,6 +167,9 @@ class CampaignRequest(BaseModel):
             force_provider=self.force_provider,
             priority=self.priority,
         )
+
+    def to_recipients(self) -> list[Recipient]:
+        return [r.to_recipient() for r in self.recipients]
 
 
 # --- errors --------------------------------------------------------------------------------------------
@@ -254,6 +311,23 @@ class DeliveryBody(ApiModel):
     sent_at: AwareDatetime | None
     platform_message_id: str | None
     error: WorkflowErrorBody | None
+    seq: int | None = Field(default=None, description="position in the campaign (the page cursor)")
+    text: str | None = Field(default=None, description="a personalized campaign: this fan's own text")
+
+
+class ProgressBody(ApiModel):
+    """Where a workflow's deliveries stand."""
+
+    total: int
+    generated: int = Field(description="deliveries whose text exists")
+    scheduled: int = Field(description="deliveries that got a platform slot")
+    sent: int
+    failed: int
+    cancelled: int
+    next_slot_at: AwareDatetime | None = Field(description="the earliest slot of an unfinished delivery")
+    estimated_completion_at: AwareDatetime | None = Field(
+        description="the last reserved slot once every delivery has one, else the pace so far carried forward"
+    )
 
 
 class WorkflowStatusData(ApiModel):
@@ -273,12 +347,15 @@ class WorkflowStatusData(ApiModel):
     usage: UsageBody | None
     cost_usd: Money | None = Field(alias="cost", description="USD")
     error: WorkflowErrorBody | None
-    deliveries: list[DeliveryBody]
+    deliveries: list[DeliveryBody] = Field(
+        description=f"listed for a workflow of at most 100 deliveries; page through any with {c.PATH_DELIVERIES}"
+    )
     trace_id: str | None
     created_at: AwareDatetime
     updated_at: AwareDatetime
     deadline_at: AwareDatetime
     completed_at: AwareDatetime | None
+    progress: ProgressBody | None = Field(default=None, description="a workflow with deliveries")
 
     @classmethod
     def of(cls, view: WorkflowView) -> WorkflowStatusData:
@@ -288,6 +365,17 @@ class WorkflowStatusData(ApiModel):
 class StatusResponse(ApiModel):
     success: Literal[True] = True
     data: WorkflowStatusData
+
+
+class DeliveriesPage(ApiModel):
+    workflow_id: uuid.UUID
+    deliveries: list[DeliveryBody]
+    next_cursor: int | None = Field(description="pass as `cursor` for the next page; null: this was the last")
+
+
+class DeliveriesResponse(ApiModel):
+    success: Literal[True] = True
+    data: DeliveriesPage
 
 
 # --- health --------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class Gateway:
     def app(self) -> web.Application:
         """A new application serving ROUTES (the tracing middleware outermost, so errors are in the span)."""
         app = web.Application(
-            middlewares=[tracing_middleware, error_middleware], client_max_size=self.settings.gateway_max_body_bytes
+            middlewares=[tracing_middleware, error_middleware],
+            client_max_size=max(self.settings.gateway_max_body_bytes, self.settings.gateway_campaign_max_body_bytes),
         )
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._handler(route.handler))

@@ -114,14 +114,15 @@ class TestBody:
 
 
 class TestSize:
-    async def test_oversize_body_answers_413(self, gw: Harness) -> None:
-        """A body past GATEWAY_MAX_BODY_BYTES (64 KiB) answers 413, from its Content-Length."""
-        body = {**PLAN, "data": {"blob": "x" * 70_000}}
+    async def test_oversize_body_answers_413(self, make_gateway: MakeGateway) -> None:
+        """A campaign body past GATEWAY_CAMPAIGN_MAX_BODY_BYTES answers 413, from its Content-Length."""
+        gw = await make_gateway(gateway_campaign_max_body_bytes=65_536)
+        body = {**PLAN, "recipientIds": [f"fan-{i}" for i in range(7_000)]}
         await _assert_refused(gw, await gw.client.post(body), 413, "payload_too_large")
 
     async def test_oversize_chunked_body_answers_413(self, make_gateway: MakeGateway) -> None:
         """A chunked body (no Content-Length) is cut off at the limit and answers 413 too."""
-        gw = await make_gateway(gateway_max_body_bytes=2048)
+        gw = await make_gateway(gateway_max_body_bytes=2048, gateway_campaign_max_body_bytes=2048)
 
         async def chunks() -> AsyncIterator[bytes]:
             yield b'{"type": "content_planning", "data": {"blob": "'
@@ -132,9 +133,15 @@ class TestSize:
         await _assert_refused(gw, await gw.client.post(data=chunks(), headers=JSON), 413, "payload_too_large")
 
     async def test_body_under_the_limit_is_accepted(self, gw: Harness) -> None:
-        """A 60 KiB body is within the default limit."""
+        """A 60 KiB `data` is within the default limit."""
         answer = await gw.client.post({**PLAN, "data": {"blob": "x" * 60_000}})
         assert answer.status == 202
+
+    async def test_data_past_its_own_limit_answers_400(self, gw: Harness) -> None:
+        """`data` travels with every generation request: more than 64 KiB of it is refused, naming it."""
+        error = await _assert_refused(gw, await gw.client.post({**PLAN, "data": {"blob": "x" * 70_000}}), 400,
+                                      "validation_error")  # fmt: skip
+        assert "data" in error["message"]
 
 
 class TestParameters:

@@ -74,3 +74,14 @@ class TestRendering:
         """The same intent renders the same prompt (replies and estimates are then reproducible)."""
         intent = Intent(type=IntentType.CONTENT_VALIDATION, data={"text": "hi", "caption": "sun"})
         assert build_prompt(intent) == build_prompt(intent)
+
+
+class TestFanVars:
+    def test_a_fans_vars_go_into_that_fans_prompt(self) -> None:
+        """A personalized text's prompt carries what is known of its fan, after the campaign's data."""
+        intent = Intent(type=IntentType.CAMPAIGN_EXECUTION, data={"offer": "20% off"})
+        rendered = build_prompt(intent, fan={"name": "Ann", "last_purchase": "beach set"})
+        assert (
+            "offer: 20% off\nAbout the fan this message is for:\nlast_purchase: beach set\nname: Ann" in rendered.user
+        )
+        assert "About the fan" not in build_prompt(intent).user
