@@ -34,8 +34,10 @@ run: setup
 bench: setup
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
-# Faults under steady load (service kills, broker/database/Redis restarts, platform outage, provider hang),
-# then the invariants: nothing lost or stuck, nothing sent twice, no rate window exceeded, costs add up.
+# Faults under steady load (service kills, broker/database/Redis restarts, platform outage, provider hang) and
+# through them one campaign of 1,000 fans (CHAOS_ARGS="--campaign-fans N"), then the invariants: nothing lost
+# or stuck, nothing sent twice, no rate window exceeded, costs add up, every campaign fan reached once with a
+# truthful final status, no dead letters.
 chaos: setup
 	CHAOS_RESTART_SERVERS=1 $(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 

@@ -62,7 +62,7 @@ class StatusPoller:
         """The terminal view, or None when the campaign was not terminal within timeout_s or stalled."""
         give_up = time.monotonic() + timeout_s
         next_at = moved_at = time.monotonic()
-        seen: tuple[str, Tally] | None = None
+        seen: tuple[str, Tally | None] | None = None
         while time.monotonic() < give_up:
             code, view, ms = await read_status(self.client, self.workflow_id)
             if view is None:
@@ -147,6 +147,7 @@ async def measure_campaign(
     status_p99 = pct(poller.latencies_ms, 0.99)
     router_cpu = after["router"][0] - before["router"][0]
     last = view or poller.last or {}
+    tally = Tally.of(last, listed) if last else None
     result: dict[str, Any] = {
         "workflow_id": workflow_id,
         "status": last.get("status"),
@@ -167,7 +168,7 @@ async def measure_campaign(
         "arrivals_span_s": round(span, 2),
         "accepted_to_terminal_s": router_span_s(last),
         "wall_s": round(wall, 2),
-        "progress_from": Tally.of(last).source if last else None,
+        "progress_from": tally.source if tally else None,
         "deliveries_listed": listed is not None,
         "cpu_s": {k: round(after[k][0] - before[k][0], 2) for k in after},
         "peak_rss_mib": {k: round(after[k][1], 1) for k in after},

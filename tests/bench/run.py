@@ -47,8 +47,8 @@ GETs its status every 100 ms (one request at a time) until it is terminal (given
    first_arrival_s             POST -> the first fan's arrival (generation and fan-out)
    arrivals_span_s             first -> last arrival; accepted_to_terminal_s: completedAt - createdAt
                                as the router stamps them; wall_s: POST -> terminal status seen
-   progress_from               where the final counts came from: `progress` in the status, or its
-                               listed `deliveries` (before the router reports progress)
+   progress_from               where the final counts came from: `progress` in the status, else the
+                               `deliveries` it lists, else the deliveries list endpoint (None: none)
    deliveries_listed           whether GET /api/v2/campaigns/deliveries was served and paged through
    warnings                    warning/error log events per service:event during the campaign
    targets                     deliveries_per_s >= 150 and status_p99_ms < 200 (this 2-core machine):

@@ -83,21 +83,28 @@ async def final_status(client: GatewayClient, workflow_id: str, timeout_s: float
 
 @dataclass(frozen=True)
 class Tally:
-    """A campaign's deliveries by state as its status tells them: from `progress` where the router reports
-    it, else counted from the listed `deliveries`."""
+    """A campaign's deliveries by state as the router tells them: its status's `progress`, else the
+    deliveries its status lists (a small workflow's), else the pages of the deliveries list endpoint."""
 
-    source: str  # "progress" or "deliveries"
+    source: str  # "progress", "status deliveries" or "deliveries list"
     total: int
     sent: int
     failed: int
 
     @classmethod
-    def of(cls, view: dict[str, Any]) -> Tally:
+    def of(cls, view: dict[str, Any], listed: list[dict[str, Any]] | None = None) -> Tally | None:
+        """None: the status has neither progress nor deliveries, and no list was read."""
         progress = view.get("progress")
         if progress:
             return cls("progress", progress["total"], progress["sent"], progress["failed"])
-        states = Counter(d["status"] for d in view.get("deliveries") or [])
-        return cls("deliveries", sum(states.values()), states["sent"], states["failed"])
+        if view.get("deliveries"):
+            return cls.counted("status deliveries", view["deliveries"])
+        return cls.counted("deliveries list", listed) if listed is not None else None
+
+    @classmethod
+    def counted(cls, source: str, deliveries: list[dict[str, Any]]) -> Tally:
+        states = Counter(d["status"] for d in deliveries)
+        return cls(source, len(deliveries), states["sent"], states["failed"])
 
 
 async def serves(client: GatewayClient, path: str) -> bool:

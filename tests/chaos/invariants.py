@@ -3,7 +3,6 @@ measured and the breaches it found (described with the ids needed to follow them
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -106,8 +105,8 @@ async def sent_but_not_delivered(
     """A delivery the router records as sent reached the platform (sent or replayed under its key)."""
     keys = {a.idempotency_key for a in arrivals if a.outcome in ("sent", "replayed")}
     rows = await conn.fetch(
-        "SELECT workflow_id, d->>'delivery_id' AS id, d->>'status' AS status"
-        " FROM router.hybrid_workflows, jsonb_array_elements(deliveries) AS d WHERE workflow_id = ANY($1::uuid[])",
+        "SELECT workflow_id, delivery_id::text AS id, status FROM router.deliveries"
+        " WHERE workflow_id = ANY($1::uuid[])",
         [a.workflow_id for a in accepted],
     )
     by_status = Counter(r["status"] for r in rows)
@@ -120,18 +119,15 @@ async def sent_but_not_delivered(
 
 
 async def orphans(conn: asyncpg.Connection, accepted: list[Accepted]) -> dict[uuid.UUID, list[str]]:
-    """Workflows in the router's table (the run's own database) that no 202 announced, with their recipients."""
+    """Workflows in the router's table (the run's own database) that no 202 announced, with their recipients
+    (from their delivery rows: the stored intent keeps none of a campaign's)."""
     rows = await conn.fetch(
-        "SELECT workflow_id, intent FROM router.hybrid_workflows WHERE NOT (workflow_id = ANY($1::uuid[]))",
+        "SELECT w.workflow_id, array_remove(array_agg(d.recipient_id ORDER BY d.seq), NULL) AS recipients"
+        " FROM router.hybrid_workflows w LEFT JOIN router.deliveries d USING (workflow_id)"
+        " WHERE NOT (w.workflow_id = ANY($1::uuid[])) GROUP BY w.workflow_id",
         [a.workflow_id for a in accepted],
     )
-    out: dict[uuid.UUID, list[str]] = {}
-    for row in rows:
-        intent = json.loads(row["intent"]) if isinstance(row["intent"], str) else row["intent"]
-        out[row["workflow_id"]] = ([intent["recipient_id"]] if intent.get("recipient_id") else []) + list(
-            intent.get("recipient_ids") or []
-        )
-    return out
+    return {row["workflow_id"]: list(row["recipients"]) for row in rows}
 
 
 async def costs(conn: asyncpg.Connection, accepted: list[Accepted]) -> Verdict:
@@ -194,16 +190,34 @@ def campaign(
     twice = [f for f, n in sent.items() if n > 1]
     reached = len(sent)
     verdict = Verdict({"campaign_fans": len(fans), "campaign_fans_reached": reached, "campaign_fans_twice": len(twice)})
+    times = [a.at for a in arrivals if a.outcome == "sent" and a.recipient_id in wanted]
+    if times:  # how long it ran, and so which faults it went through
+        verdict.figures["campaign_first_to_last_send_s"] = round(max(times) - min(times), 1)
     if missing:
         verdict.breaches.append(f"{len(missing)} campaign fans never reached: {missing[:SHOW]}")
     if twice:
         verdict.breaches.append(f"{len(twice)} campaign fans reached more than once: {twice[:SHOW]}")
     if view is None:
         verdict.breaches.append("the campaign is not terminal, or its status could not be read")
-        return verdict
-    tally = Tally.of(view)
+    else:
+        verdict.merge(campaign_status(fans, reached, view, listed))
+    return verdict
+
+
+def campaign_status(
+    fans: list[str], reached: int, view: dict[str, Any], listed: list[dict[str, Any]] | None
+) -> Verdict:
+    """The terminal campaign's status against the `reached` fans: completed when all were, and its counts
+    (progress, or the listed deliveries) and the deliveries list endpoint's pages telling the same."""
     status = view["status"]
-    verdict.figures.update(campaign_status=status, campaign_tally=vars(tally))
+    verdict = Verdict({"campaign_status": status})
+    if reached == len(fans) and status != "completed":
+        verdict.breaches.append(f"every campaign fan reached but the campaign is {status}")
+    tally = Tally.of(view, listed)
+    if tally is None:
+        verdict.figures["campaign_tally"] = "unknown: the status has no progress nor deliveries, no list served"
+        return verdict
+    verdict.figures["campaign_tally"] = vars(tally)
     told = f"campaign status ({tally.source})"
     if tally.total != len(fans):
         verdict.breaches.append(f"{told} counts {tally.total} deliveries for {len(fans)} fans")
@@ -214,12 +228,12 @@ def campaign(
     if status == "failed" and tally.sent > 0:
         verdict.breaches.append(f"campaign failed although {tally.sent} deliveries were sent")
     if listed is not None:
-        states = Counter(d["status"] for d in listed)
-        verdict.figures["campaign_listed"] = dict(states)
+        listed_tally = Tally.counted("deliveries list", listed)
+        verdict.figures["campaign_listed"] = vars(listed_tally)
         if sorted(d["recipientId"] for d in listed) != sorted(fans):
             verdict.breaches.append(f"the deliveries list has {len(listed)} entries, not one per fan of {len(fans)}")
-        if states["sent"] != tally.sent:
-            verdict.breaches.append(f"the deliveries list shows {states['sent']} sent, the status {tally.sent}")
+        if listed_tally.sent != tally.sent:
+            verdict.breaches.append(f"the deliveries list shows {listed_tally.sent} sent, the {told} {tally.sent}")
     return verdict
 
 

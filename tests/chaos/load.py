@@ -35,8 +35,9 @@ class LoadShape:
     """How much load, spread over how many creator accounts and fans."""
 
     generations_per_s: float = 4.0
-    # Workflows with sendToOnlyFans, one or two recipients each: about half of what the accounts may send
-    # (3 accounts, 3 per 5.25 s each), so a backlog is the faults' doing, not the load's.
+    # Workflows with sendToOnlyFans, one or two recipients each, over 3 fans shared by every account: a third
+    # of what the fans' spacing allows (one send per 1.25 s each) and far below the accounts' limit, so a
+    # backlog is the faults' doing, not the load's.
     deliveries_per_s: float = 0.5
     accounts: int = 3
     recipients: int = 3

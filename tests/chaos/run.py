@@ -1,12 +1,15 @@
 """`make chaos`: the distributed stack under steady load, every fault once, then the invariants, printed.
 
-    python -m tests.chaos.run [--short]
+    python -m tests.chaos.run [--short] [--campaign-fans N]
 
 Kills each service with SIGKILL and restarts it, restarts a private Redis (its data lost), makes the
 platform API refuse connections, makes Azure hang; with CHAOS_RESTART_SERVERS=1 (what `make chaos` sets)
-also restarts the machine's RabbitMQ and PostgreSQL — shared servers, so never by default. Then: every
-accepted workflow terminal, nothing delivered twice under different keys, no rate window exceeded, cost
-totals equal to the recorded usage. Exits 1 when an invariant broke; the logs' directory is printed.
+also restarts the machine's RabbitMQ and PostgreSQL — shared servers, so never by default. One campaign
+(1,000 fans; --short: 200) is POSTed as the faults begin and runs through them at its account's limit. Then:
+every accepted workflow terminal, nothing delivered twice under different keys, no rate window exceeded,
+cost totals equal to the recorded usage, every campaign fan reached exactly once and its final status true
+to that (all sent: completed), nothing in any dead-letter queue. Exits 1 when an invariant broke; the logs'
+directory is printed.
 """
 
 from __future__ import annotations
@@ -50,8 +53,11 @@ def print_report(report: Report) -> None:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="the short phases of the `make test` version")
+    parser.add_argument("--campaign-fans", type=int, help="fans of the campaign (default 1000, --short 200; 0: none)")
     args = parser.parse_args()
     plan = Plan.short() if args.short else Plan()
+    if args.campaign_fans is not None:
+        plan.campaign_fans = args.campaign_fans
     plan.restart_servers = os.environ.get(RESTART_SERVERS_ENV) == "1"
     workdir = Path(tempfile.mkdtemp(prefix="ho-chaos-"))
     report = await Chaos(plan, workdir, say=lambda line: print(line, flush=True)).run()

@@ -1,5 +1,10 @@
 """The chaos scenario: the whole distributed stack under steady load, one fault after another, then the
-invariants. `python -m tests.chaos.run` prints it; tests/chaos/test_chaos.py runs the short version."""
+invariants. `python -m tests.chaos.run` prints it; tests/chaos/test_chaos.py runs the short version.
+
+With the faults starts one campaign (a single POST to `campaign_fans` fans, from an account of its own): it
+runs at that account's limit through the kills, restarts and outages that follow, and is held to the
+campaign invariants at the end (every fan exactly once, a truthful final status), as is the whole run to
+an empty dead-letter queue."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import asyncio
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +22,32 @@ import asyncpg
 
 from libs.simulators import Arrival
 from tests.chaos import invariants
+from tests.chaos.campaign import (
+    campaign_body,
+    campaign_fans,
+    drain_dead_letters,
+    final_status,
+    listed_deliveries,
+    post_campaign,
+)
 from tests.chaos.invariants import Verdict
-from tests.chaos.load import Load, LoadShape, fetch_states, probe
+from tests.chaos.load import Accepted, Load, LoadShape, fetch_states, probe
 from tests.chaos.servers import SimulatorProcess, restart_postgres, restart_rabbitmq
 from tests.delivery.test_compliance_processes import PrivateRedis
+from tests.integration.client import GatewayClient
 from tests.integration.stack import Stack, free_port
 
 SERVICES = ("router", "azure_worker", "openai_worker", "rate_limiter", "of_sender", "cost_tracker", "gateway")
 RESTART_SERVERS_ENV = "CHAOS_RESTART_SERVERS"
-# Short rate windows so a run sees many of them: 3 sends per 5 s per account, 1 s between two to one fan.
-LIMIT, WINDOW_S, GAP_S, MARGIN_S = 3, 5.0, 1.0, 0.25
+# Short rate windows so a run sees many of them: 50 sends per 5 s per account, 1 s between two to one fan.
+# The campaign's account sends at that limit all along (1,000 fans in about 105 s); the steady load's
+# accounts stay far below it, and its few fans (LoadShape.recipients) keep meeting the spacing.
+LIMIT, WINDOW_S, GAP_S, MARGIN_S = 50, 5.0, 1.0, 0.25
 # Provider calls give up quickly, so a hung provider shows as a timeout (and a fallback) within the run.
 PROVIDER_TIMEOUT_S = 4.0
+CAMPAIGN_ACCOUNT = "chaos-campaign"
+CAMPAIGN_POST_S = 60.0  # the campaign's POST is retried (same Idempotency-Key) this long through the faults
+CAMPAIGN_STATUS_S = 30.0  # after the drain: how long reading its final status may take
 
 
 @dataclass
@@ -41,13 +61,14 @@ class Plan:
     probe_timeout_s: float = 60.0
     drain_timeout_s: float = 180.0
     restart_servers: bool = False
+    campaign_fans: int = 1000  # 0: no campaign
     shape: LoadShape = field(default_factory=LoadShape)
 
     @classmethod
     def short(cls) -> Plan:
         shape = LoadShape(generations_per_s=3.0, deliveries_per_s=0.4)
         return cls(platform_outage_s=5.0, hang_s=5.0, settle_s=0.5, kill_down_s=0.2, probe_timeout_s=30.0,
-                   drain_timeout_s=60.0, shape=shape)  # fmt: skip
+                   drain_timeout_s=60.0, campaign_fans=200, shape=shape)  # fmt: skip
 
 
 @dataclass
@@ -118,6 +139,8 @@ class Chaos:
         self.redis = PrivateRedis(free_port())
         self.report = Report(workdir=workdir)
         self.database_url = ""  # the stack's database, once it exists
+        self.campaign_fans = campaign_fans(f"chaos-{uuid.uuid4().hex[:6]}", plan.campaign_fans)
+        self.campaign_id: str | None = None  # once its POST was accepted
 
     async def run(self) -> Report:
         started = time.monotonic()
@@ -129,8 +152,9 @@ class Chaos:
                 await stack.start("gateway")
                 self.database_url = stack.database_url
                 self.say(f"stack up: {len(SERVICES)} services, database {stack.database}, logs in {self.workdir}")
-                load = Load.for_accounts(f"http://127.0.0.1:{env['GATEWAY_PORT']}", env["GATEWAY_JWT_SECRET"],
-                                         self.plan.shape)  # fmt: skip
+                gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+                load = Load.for_accounts(gateway, env["GATEWAY_JWT_SECRET"], self.plan.shape)
+                load.clients[CAMPAIGN_ACCOUNT] = GatewayClient(gateway, env["GATEWAY_JWT_SECRET"], CAMPAIGN_ACCOUNT)
                 try:
                     await self._under_load(stack, load)
                 finally:
@@ -144,6 +168,7 @@ class Chaos:
         stop = asyncio.Event()
         driver = asyncio.create_task(load.run(stop))
         await asyncio.sleep(self.plan.settle_s * 2)
+        campaign = asyncio.create_task(self._campaign(load))  # its POST meets the first fault, the router's kill
         for name in SERVICES:
             await self._fault(
                 f"kill -9 {name}", load, self._kill(stack, name), delivery=name in ("of_sender", "rate_limiter")
@@ -161,8 +186,24 @@ class Chaos:
         await self._fault(f"azure hangs {self.plan.hang_s:g}s", load, self._hang())
         stop.set()
         await driver
+        await campaign
         self.say(f"load stopped: {len(load.accepted)} accepted, refused {dict(load.refused)}; draining")
         await self._check(stack, load)
+
+    async def _campaign(self, load: Load) -> None:
+        """POST the campaign until it is accepted; from then on it is one of the load's accepted workflows."""
+        if not self.campaign_fans:
+            return
+        body = campaign_body(self.campaign_fans, "chaos campaign")
+        try:
+            workflow_id = await post_campaign(load.clients[CAMPAIGN_ACCOUNT], body, uuid.uuid4().hex, CAMPAIGN_POST_S)
+        except RuntimeError as exc:
+            self.report.verdict.breaches.append(f"the campaign was never accepted: {exc}")
+            return
+        self.campaign_id = workflow_id
+        accepted = Accepted(uuid.UUID(workflow_id), CAMPAIGN_ACCOUNT, tuple(self.campaign_fans), time.time())
+        load.accepted.append(accepted)
+        self.say(f"campaign of {len(self.campaign_fans)} fans accepted: {workflow_id}")
 
     async def _kill(self, stack: Stack, name: str) -> None:
         await stack.kill(name)
@@ -217,6 +258,12 @@ class Chaos:
             verdict.figures["failure_reasons"] = await failure_reasons(conn, ids)
         finally:
             await conn.close()
+        if self.campaign_id is not None:
+            client = load.clients[CAMPAIGN_ACCOUNT]
+            view = await final_status(client, self.campaign_id, CAMPAIGN_STATUS_S)
+            listed = await listed_deliveries(client, self.campaign_id) if view is not None else None
+            verdict.merge(invariants.campaign(self.campaign_fans, view, listed, arrivals))
+        verdict.merge(invariants.dead_letters(await drain_dead_letters(self.amqp, stack.namespace)))
         verdict.figures["post_refused"] = dict(load.refused)
         if verdict.breaches:
             self.say(f"logs kept in {self.workdir}")

@@ -1,5 +1,6 @@
 """The short chaos run (tests/chaos/run.py --short) as a test: every service killed once, Redis restarted
-empty, the platform away for 5 s, Azure hanging for 5 s — all under load — then the invariants. The shared
+empty, the platform away for 5 s, Azure hanging for 5 s — all under load, with a campaign of 200 fans
+running through the first faults — then the invariants. The shared
 RabbitMQ and PostgreSQL are restarted too only with CHAOS_RESTART_SERVERS=1 (`make chaos`, CI run serially):
 other test sessions may be using them."""
 
@@ -23,7 +24,8 @@ class TestChaos:
         self, amqp_url: str, postgres_dsn: str, tmp_path: Path
     ) -> None:
         """After each fault a fresh workflow completes; at the end every accepted workflow is terminal, no
-        message reached a fan twice, no rate window was exceeded, and cost totals equal the recorded usage."""
+        message reached a fan twice, no rate window was exceeded, cost totals equal the recorded usage, every
+        campaign fan was reached once and its status says so, and no message was dead-lettered."""
         if shutil.which("redis-server") is None:
             pytest.fail("the chaos test restarts a Redis of its own: put redis-server on PATH")
         plan = Plan.short()
@@ -33,5 +35,6 @@ class TestChaos:
         unrecovered = [f.name for f in report.faults if f.recovery_s is None]
         assert len(report.faults) >= 10, report.faults
         assert report.verdict.figures["accepted"] > 0
+        assert report.verdict.figures["campaign_fans_reached"] == plan.campaign_fans
         assert report.verdict.breaches == [], report.verdict.breaches
         assert unrecovered == [], f"no workflow completed after: {unrecovered}"
