@@ -34,6 +34,7 @@ which is how a router killed between commit and publish still finishes the workf
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -271,19 +272,31 @@ class Router:
         return None
 
     async def _settle(self, envelope: Envelope, counted: Counted) -> None:
-        """Make the transition the counters call for (delivery.py `settle`), once: under an id derived from
-        the workflow and the status it settles from, whichever report notices first."""
-        tally, status = counted.tally, counted.status
-        done = status is WorkflowStatus.DELIVERING and tally.all_finished
-        texts_done = status is WorkflowStatus.GENERATING and tally.total > 0 and tally.texts_done
-        if not (done or texts_done):
-            return
+        """Make the transitions the counters call for (delivery.py `settle`), each once: under an id derived
+        from the workflow and the status it settles from, whichever report notices first. A settle from
+        generating that raced the last report (it read the counters just before) leaves the workflow
+        delivering with everything finished: that is settled at once too, not at the deadline."""
         assert envelope.workflow_id is not None
-        settling = envelope.model_copy(update={"id": settle_id(envelope.workflow_id, status)})
-        first_failed = None
-        if tally.all_finished and not tally.sent:
-            first_failed = await self.store.first_failed(envelope.workflow_id)
-        await self._apply(settling, lambda workflow, now: self.engine.settle(workflow, settling, now, first_failed))
+        tally, status = counted.tally, counted.status
+        for _ in range(2):  # generating → delivering, then delivering → completed / failed
+            done = status is WorkflowStatus.DELIVERING and tally.all_finished
+            texts_done = status is WorkflowStatus.GENERATING and tally.total > 0 and tally.texts_done
+            if not (done or texts_done):
+                return
+            settling = envelope.model_copy(update={"id": settle_id(envelope.workflow_id, status)})
+            first_failed = None
+            if tally.all_finished and not tally.sent:
+                first_failed = await self.store.first_failed(envelope.workflow_id)
+            decide = functools.partial(self._decide_settle, cause=settling, first_failed=first_failed)
+            workflow = await self._apply(settling, decide)
+            if workflow is None:
+                return
+            tally, status = workflow.tally, workflow.status
+
+    def _decide_settle(
+        self, workflow: Workflow, now: datetime, *, cause: Envelope, first_failed: DeliveryRow | None
+    ) -> Change | None:
+        return self.engine.settle(workflow, cause, now, first_failed)
 
     async def on_fanout(self, envelope: Envelope) -> Message | None:
         """One chunk of a campaign's deliveries requested; its outbox recorded with the message, so a
