@@ -27,5 +27,10 @@ PURGE_BATCH: Final = 10_000
 # keeps the re-check from landing a hair before the slot frees up (clock resolution, rounding).
 RECHECK_SLACK_S: Final = 0.005
 
+# A handling whose compare-and-set on the delivery's record lost reads the record again and goes on; each
+# loss means another handling moved the delivery, so more than a few in a row is a storm of copies, left
+# to the bus's redelivery backoff (the handler raises) rather than spun on here.
+MAX_RECORD_CONFLICTS: Final = 3
+
 # Error texts from the platform are cut to this length before they are stored and reported.
 MAX_ERROR_TEXT: Final = 300

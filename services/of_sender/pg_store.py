@@ -1,6 +1,8 @@
 """The of-sender's store on PostgreSQL (schema "of_sender"): one statement per operation.
 
-asyncpg's errors leave this module as libs.storage.DatabaseError.
+asyncpg's errors leave this module as libs.storage.DatabaseError. The compare-and-set of `queue` and
+`sending` is the WHERE clause of one UPDATE: under READ COMMITTED a second UPDATE of the row waits for the
+first to commit and then re-checks its WHERE against the new row, so of two racing, one matches.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from contracts.messages import DeliveryApproved, ErrorInfo
 from libs.ratelimit import SentRecord
 from libs.storage.schema_store import SchemaStore
 from services.of_sender.constants import DB_SCHEMA, MIGRATIONS_DIR
-from services.of_sender.store import MessageRecord, MessageStatus, MessageStore, to_ms
+from services.of_sender.store import MessageRecord, MessageStatus, MessageStore, RecordChanged, to_ms
 
 _COLUMNS = (
     "delivery_id, workflow_id, account_id, recipient_id, status, attempts, max_retries, rate_limited,"
-    " scheduled_for, held_since, attempted_at, sent_at, platform_message_id, last_error, bus_message_id"
+    " scheduled_for, held_since, attempted_at, sent_at, platform_message_id, last_error, bus_message_id,"
+    " requeued_from"
 )
+
+# The compare of the compare-and-sets: still naming the approval the handler read, with as many attempts,
+# and not finished.
+_UNCHANGED = "delivery_id = $1 AND bus_message_id = $2 AND attempts = $3 AND status NOT IN ('sent', 'failed')"
 
 # Insert on the first approval; either way return the row (the CTE's RETURNING, else the existing one).
 _OPEN = f"""
@@ -38,23 +45,26 @@ SELECT {_COLUMNS} FROM onlyfans_messages WHERE delivery_id = $1 AND NOT EXISTS (
 """
 
 _QUEUE = f"""
-UPDATE onlyfans_messages SET status = CASE WHEN $7 THEN 'sending' ELSE 'queued' END,
-    scheduled_for = $2, bus_message_id = $3,
-    last_error = COALESCE($4::jsonb, last_error), rate_limited = rate_limited + $5,
-    held_since = CASE WHEN $6 THEN COALESCE(held_since, now()) END, updated_at = now()
-WHERE delivery_id = $1
+UPDATE onlyfans_messages SET status = CASE WHEN $10 THEN 'sending' ELSE 'queued' END,
+    bus_message_id = $4, requeued_from = $5, scheduled_for = $6,
+    last_error = COALESCE($7::jsonb, last_error), rate_limited = rate_limited + $8,
+    held_since = CASE WHEN $9 THEN COALESCE(held_since, now()) END, updated_at = now()
+WHERE {_UNCHANGED}
 RETURNING {_COLUMNS}
 """
 
+# The attempt row is written only when the UPDATE matched (a CTE's INSERT would run either way).
 _SENDING = f"""
-WITH a AS (
+WITH moved AS (
+    UPDATE onlyfans_messages SET status = 'sending', attempts = attempts + 1, attempted_at = $5,
+        held_since = NULL, updated_at = now()
+    WHERE {_UNCHANGED}
+    RETURNING {_COLUMNS}
+), a AS (
     INSERT INTO onlyfans_send_attempts (token, delivery_id, account_id, recipient_id, checked_at)
-    VALUES ($2, $1, $3, $4, $5)
+    SELECT $4, delivery_id, account_id, recipient_id, $5 FROM moved
 )
-UPDATE onlyfans_messages SET status = 'sending', attempts = attempts + 1, attempted_at = $5, held_since = NULL,
-    updated_at = now()
-WHERE delivery_id = $1
-RETURNING {_COLUMNS}
+SELECT {_COLUMNS} FROM moved
 """
 
 _SENT = f"""
@@ -99,6 +109,7 @@ def _record(row: asyncpg.Record) -> MessageRecord:
         sent_at=row["sent_at"],
         platform_message_id=row["platform_message_id"],
         last_error=ErrorInfo.model_validate(error) if error is not None else None,
+        requeued_from=row["requeued_from"],
     )
 
 
@@ -111,6 +122,13 @@ class PostgresMessageStore(SchemaStore, MessageStore):
             row = await conn.fetchrow(sql, *args)
         if row is None:
             raise LookupError(f"{action}: delivery {args[0]} is not stored")
+        return _record(row)
+
+    async def _compare_and_set(self, action: str, sql: str, record: MessageRecord, *args: Any) -> MessageRecord:
+        async with self._connection(action) as conn:
+            row = await conn.fetchrow(sql, record.delivery_id, record.bus_message_id, record.attempts, *args)
+        if row is None:
+            raise RecordChanged(f"{action}: delivery {record.delivery_id} changed since it was read")
         return _record(row)
 
     async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
@@ -128,22 +146,24 @@ class PostgresMessageStore(SchemaStore, MessageStore):
 
     async def queue(
         self,
-        delivery_id: uuid.UUID,
+        record: MessageRecord,
         *,
-        scheduled_for: datetime,
         bus_message_id: uuid.UUID,
+        requeued_from: uuid.UUID,
+        scheduled_for: datetime,
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
         unconfirmed: bool = False,
     ) -> MessageRecord:
         dumped = error.model_dump(mode="json") if error is not None else None
-        return await self._one(
+        return await self._compare_and_set(
             "queue delivery",
             _QUEUE,
-            delivery_id,
-            scheduled_for,
+            record,
             bus_message_id,
+            requeued_from,
+            scheduled_for,
             dumped,
             int(rate_limited),
             held,
@@ -151,15 +171,7 @@ class PostgresMessageStore(SchemaStore, MessageStore):
         )
 
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
-        return await self._one(
-            "record send attempt",
-            _SENDING,
-            record.delivery_id,
-            token,
-            record.account_id,
-            record.recipient_id,
-            checked_at,
-        )
+        return await self._compare_and_set("record send attempt", _SENDING, record, token, checked_at)
 
     async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord:
         return await self._one("mark sent", _SENT, delivery_id, platform_message_id, sent_at)

@@ -29,8 +29,18 @@ platform by its key, no sooner than OF_LOOKUP_DELAY_S after its request went out
 
 So exactly-once rests on the platform's look-up (platform.py says what it must offer), not on the platform
 honouring Idempotency-Key — still sent on every attempt, as a second line of defence. It also rests on one
-request in flight per delivery: the bus hands an approval to one handler at a time and redelivers it only
-when that handler is gone (on SQS a visibility heartbeat keeps it hidden while the handler runs).
+request in flight per delivery, which the record enforces rather than the bus (the bus hands a message to
+one handler at a time, but a publisher that dies before its ack leaves two copies, and a handler whose
+connection or SQS visibility lapsed may still be running while its message is redelivered):
+
+- one approval owns a delivery: the record names it (`bus_message_id`: the first approval, then each
+  re-published one). Any other approval is stale — superseded by a re-queue — and is acknowledged and
+  dropped (`delivery.stale_approval`), never sent; the one exception is the approval that made the
+  re-queue (`requeued_from`), which may only re-publish it (see `_requeue` for why);
+- the record's moves are compare-and-set on what the handler read (store.py): of two handlings racing —
+  two copies of the owning approval, or an owner and a re-publishing predecessor — one records the attempt
+  or the re-queue, and the other reads the record again and goes on from what it says now (usually: the
+  request is out, so it re-queues itself to be looked up, or it is stale).
 
 A redelivered approval of a finished delivery only repeats its report. The router dedupes reports by
 delivery state.
@@ -49,9 +59,17 @@ from libs.bus import Bus, Handler, Reject
 from libs.ratelimit import Check, DownPolicy, LimiterUnavailable, SendLog
 from libs.telemetry import get_logger, get_metrics
 from services.of_sender.config import OfSenderSettings
-from services.of_sender.constants import RECHECK_SLACK_S
+from services.of_sender.constants import MAX_RECORD_CONFLICTS, RECHECK_SLACK_S
 from services.of_sender.platform import Platform, Sent, Unknown
-from services.of_sender.store import FINAL, MessageRecord, MessageStatus, MessageStore, from_ms, utcnow
+from services.of_sender.store import (
+    FINAL,
+    MessageRecord,
+    MessageStatus,
+    MessageStore,
+    RecordChanged,
+    from_ms,
+    utcnow,
+)
 
 log = get_logger(__name__)
 
@@ -83,24 +101,50 @@ class Sender:
     async def on_approved(self, envelope: Envelope) -> Message | None:
         approval = envelope.payload
         assert isinstance(approval, DeliveryApproved)
-        record = await self.store.open(envelope, approval, self.settings.of_max_retries)
+        for _ in range(MAX_RECORD_CONFLICTS):
+            record = await self.store.open(envelope, approval, self.settings.of_max_retries)
+            try:
+                await self._handle(envelope, record)
+            except RecordChanged as exc:
+                # Another handling moved the record first, and the write that lost was not acted on
+                # (each move is recorded before it is published or sent): go on from the record as it is.
+                log.info("delivery.record_changed", delivery_id=str(record.delivery_id), reason=str(exc))
+                continue
+            return None
+        raise RecordChanged(f"delivery {approval.delivery_id} kept changing; redelivered to read it later")
+
+    async def _handle(self, envelope: Envelope, record: MessageRecord) -> None:
+        approval = envelope.payload
+        assert isinstance(approval, DeliveryApproved)
+        if record.bus_message_id != envelope.id:
+            if record.requeued_from == envelope.id and record.status not in FINAL:
+                await self._reissue(envelope, record)
+                return
+            log.warning(
+                "delivery.stale_approval",
+                delivery_id=str(record.delivery_id),
+                approval_id=str(envelope.id),
+                current_id=str(record.bus_message_id),
+                status=record.status.value,
+            )
+            return
         if record.status in FINAL:
             log.info("delivery.duplicate_approval", status=record.status.value)
             await self._report_final(envelope, record)
-            return None
+            return
         if record.status is MessageStatus.SENDING and not await self._reconcile(envelope, record):
-            return None
+            return
         token = f"{approval.delivery_id}:{uuid.uuid4().hex[:12]}"
         try:
             check: Check | None = await self._last_check(self.send_log, approval, token)
         except LimiterUnavailable as exc:
             check = await self._limiter_down(envelope, record, token, exc)
         if check is None:
-            return None
+            return
         if not check.allowed:
             get_metrics().record_throttle(scope="last_check")
             await self._requeue(envelope, record, delay_s=check.wait_s + RECHECK_SLACK_S)
-            return None
+            return
         record = await self.store.sending(record, token, from_ms(check.now_ms))
         outcome = await self.platform.send(
             approval.account_id, approval.recipient_id, approval.text, idempotency_key=str(approval.delivery_id)
@@ -113,7 +157,6 @@ class Sender:
             await self._outcome_unknown(envelope, record, outcome.error)
         else:
             await self._after_failure(envelope, record, outcome.error)
-        return None
 
     # --- the last check ----------------------------------------------------------------------------------
 
@@ -275,15 +318,29 @@ class Sender:
         report: bool = True,
     ) -> None:
         """Publish the approval again, `delay_s` from now, and (when `report`) tell the router the new time.
-        `unconfirmed`: the last request's outcome is unknown, so the delivery stays `sending`."""
+        `unconfirmed`: the last request's outcome is unknown, so the delivery stays `sending`.
+
+        Recorded first, then published. The record's compare-and-set is the decision: only the handling
+        whose write lands re-queues (a racing one gets RecordChanged before it publishes anything), and from
+        then on only the new approval owns the delivery. The other order cannot work: a re-published
+        approval due at once could be handled before its record says it owns the delivery — dropped as
+        stale, and the delivery stranded when this approval is then acknowledged.
+
+        A crash between the write and the publish leaves the record naming an approval that was never
+        published, and this one unacknowledged: the bus redelivers it, and `_reissue` (it is the record's
+        `requeued_from`) publishes the re-queue again. A crash after the publish, before the ack, makes the
+        same redelivery while the new approval is also on its way: `_reissue` then replaces it if it has not
+        moved the delivery yet (it arrives stale), and is stale itself otherwise. Never two owners, never
+        none."""
         approval = envelope.payload
         assert isinstance(approval, DeliveryApproved)
         slot = utcnow() + timedelta(seconds=delay_s)
         moved = envelope.child(approval.model_copy(update={"slot_at": slot}), attempt=envelope.attempt + 1)
         await self.store.queue(
-            record.delivery_id,
-            scheduled_for=slot,
+            record,
             bus_message_id=moved.id,
+            requeued_from=envelope.id,
+            scheduled_for=slot,
             error=error,
             rate_limited=rate_limited,
             held=held,
@@ -295,6 +352,25 @@ class Sender:
                 delivery_id=approval.delivery_id, recipient_id=approval.recipient_id, slot_at=slot, error=error
             )
             await self.bus.publish(envelope.child(scheduled))
+
+    async def _reissue(self, envelope: Envelope, record: MessageRecord) -> None:
+        """This approval re-queued the delivery but was redelivered (its handler died before the ack), so
+        the re-published approval may never have left: publish a new one for the same slot, owning the
+        delivery in its place — unless the record moved since (RecordChanged: this one is then stale)."""
+        approval = envelope.payload
+        assert isinstance(approval, DeliveryApproved)
+        slot = record.scheduled_for or utcnow()
+        moved = envelope.child(approval.model_copy(update={"slot_at": slot}), attempt=envelope.attempt + 1)
+        await self.store.queue(
+            record,
+            bus_message_id=moved.id,
+            requeued_from=envelope.id,
+            scheduled_for=slot,
+            held=record.held_since is not None,
+            unconfirmed=record.status is MessageStatus.SENDING,
+        )
+        log.info("delivery.requeue_reissued", delivery_id=str(record.delivery_id), replaced=str(record.bus_message_id))
+        await self.bus.publish(moved, delay=max(0.0, (slot - utcnow()).total_seconds()))
 
     async def _fail(self, envelope: Envelope, record: MessageRecord, error: ErrorInfo) -> None:
         record = await self.store.failed(record.delivery_id, error)

@@ -4,6 +4,12 @@ interface on PostgreSQL.
 
 The attempts are the durable record of actual send times: one per request, written before the request
 goes out, at the time its last check passed. The Redis send log is rebuilt from them (`recent_sends`).
+
+A record names the one approval allowed to move it (`bus_message_id`): the first one, then each re-published
+one. `queue` and `sending` are compare-and-set on what the handler read — the same approval named, the same
+number of attempts, not finished — and raise RecordChanged when another handling got there first, so that
+of two approvals handled at once (a stale one, or two copies of one) at most one re-queues or sends.
+`sent` and `failed` are not conditional: they record what the platform answered, or a verdict on it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ class MessageStatus(StrEnum):
 FINAL = frozenset({MessageStatus.SENT, MessageStatus.FAILED})
 
 
+class RecordChanged(Exception):
+    """The delivery's record changed since the handler read it (another handling re-queued it, recorded an
+    attempt or finished it): the compare-and-set was not applied; read the record again."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -53,7 +64,7 @@ class MessageRecord:
     recipient_id: str
     status: MessageStatus
     max_retries: int
-    bus_message_id: uuid.UUID
+    bus_message_id: uuid.UUID  # the approval allowed to move the delivery
     attempts: int = 0
     rate_limited: int = 0
     scheduled_for: datetime | None = None
@@ -62,6 +73,9 @@ class MessageRecord:
     sent_at: datetime | None = None
     platform_message_id: str | None = None
     last_error: ErrorInfo | None = None
+    # The approval whose handling re-queued the delivery to `bus_message_id`; it may re-publish the re-queue
+    # (its publish may have been lost), nothing else. None before the first re-queue.
+    requeued_from: uuid.UUID | None = None
 
     @property
     def failures(self) -> int:
@@ -90,23 +104,27 @@ class MessageStore(Store):
     @abstractmethod
     async def queue(
         self,
-        delivery_id: uuid.UUID,
+        record: MessageRecord,
         *,
-        scheduled_for: datetime,
         bus_message_id: uuid.UUID,
+        requeued_from: uuid.UUID,
+        scheduled_for: datetime,
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
         unconfirmed: bool = False,
     ) -> MessageRecord:
-        """Waiting for `scheduled_for`: a 429 counts in `rate_limited`; `held` starts (or continues) the
-        time held while the limiter is unreachable; `error`, when given, becomes the last error;
-        `unconfirmed` (the last request's outcome is unknown) keeps the status `sending` instead of `queued`,
-        so that the next try looks the message up first."""
+        """Re-queued by approval `requeued_from` as approval `bus_message_id`, from now on the only one
+        allowed to move the delivery — if the record is still as `record` was read (else RecordChanged).
+        Waiting for `scheduled_for`: a 429 counts in `rate_limited`; `held` starts (or continues) the time
+        held while the limiter is unreachable; `error`, when given, becomes the last error; `unconfirmed`
+        (the last request's outcome is unknown) keeps the status `sending` instead of `queued`, so that the
+        next try looks the message up first."""
 
     @abstractmethod
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
-        """The last check passed at `checked_at`: record the attempt (durably) before the request goes out."""
+        """The last check passed at `checked_at`: record the attempt (durably) before the request goes out —
+        if the record is still as `record` was read (else RecordChanged, and no attempt is recorded)."""
 
     @abstractmethod
     async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord: ...
@@ -138,34 +156,47 @@ class MemoryMessageStore(MessageStore):
         self._records[delivery_id] = record
         return record
 
+    def _unchanged(self, read: MessageRecord) -> MessageRecord:
+        """The stored record if it is still as `read` was (the compare of a compare-and-set)."""
+        current = self._records[read.delivery_id]
+        if (
+            current.bus_message_id != read.bus_message_id
+            or current.attempts != read.attempts
+            or current.status in FINAL
+        ):
+            raise RecordChanged(f"delivery {read.delivery_id} changed since it was read")
+        return current
+
     async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
         return self._records.setdefault(approval.delivery_id, new_record(envelope, approval, max_retries))
 
     async def queue(
         self,
-        delivery_id: uuid.UUID,
+        record: MessageRecord,
         *,
-        scheduled_for: datetime,
         bus_message_id: uuid.UUID,
+        requeued_from: uuid.UUID,
+        scheduled_for: datetime,
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
         unconfirmed: bool = False,
     ) -> MessageRecord:
-        record = self._records[delivery_id]
+        current = self._unchanged(record)
         return self._update(
-            delivery_id,
+            record.delivery_id,
             status=MessageStatus.SENDING if unconfirmed else MessageStatus.QUEUED,
             scheduled_for=scheduled_for,
             bus_message_id=bus_message_id,
-            last_error=error or record.last_error,
-            rate_limited=record.rate_limited + int(rate_limited),
-            held_since=(record.held_since or utcnow()) if held else None,
+            requeued_from=requeued_from,
+            last_error=error or current.last_error,
+            rate_limited=current.rate_limited + int(rate_limited),
+            held_since=(current.held_since or utcnow()) if held else None,
         )
 
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
+        current = self._unchanged(record)
         self._attempts[token] = (record.account_id, SentRecord(token, record.recipient_id, to_ms(checked_at)))
-        current = self._records[record.delivery_id]
         return self._update(
             record.delivery_id,
             status=MessageStatus.SENDING,
