@@ -35,9 +35,12 @@ GETs its status every 100 ms (one request at a time) until it is terminal (given
    deliveries_per_s            campaign fans the platform accepted (outcome sent) / (last - first such
                                arrival), on the platform simulator's clock
    status_p50/p99/max_ms       round trip of the status GETs that answered 200 during the campaign;
-                               status_polls of them, status_errors answered otherwise or not in 10 s
+                               status_polls of them, status_errors answered otherwise or not in 10 s;
+                               status_over_200ms: how many took longer; status_slowest_at_s: when the
+                               slowest was sent, s after the POST
    router_cpu_ms_per_delivery  the router process's CPU time (/proc/<pid>/stat) from the POST to the
-                               terminal status, / n; cpu_s per service over the same window
+                               terminal status, / n; cpu_s per service (and the platform simulator)
+                               over the same window
    write_conflicts             `workflow.write_conflict` events in the router's log during the campaign
                                (the router logs at info in this mode for them; the others at warning)
    dead_letters                messages in every dead-letter queue of the run's namespace at the end
