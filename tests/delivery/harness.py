@@ -10,7 +10,6 @@ from typing import Any
 from contracts import Envelope, Message
 from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowView
 from contracts.routing import ROUTER
-from libs.bus.memory import MemoryBus
 from libs.runtime import Runtime, Service
 from libs.simulators import PlatformLimits, PlatformSimulator
 from services.of_sender.config import OfSenderSettings
@@ -20,7 +19,7 @@ from services.rate_limiter.config import RateLimiterSettings
 from services.rate_limiter.service import create as create_rate_limiter
 from services.router.service import build_router
 from services.router.store import MemoryStore
-from tests.router.harness import FAST_REDELIVERY, FakeWorkers, Harness, Sink, router_settings
+from tests.router.harness import FAST_REDELIVERY, FakeWorkers, Harness, RecordingBus, Sink, router_settings
 
 # Short limits: several windows pass in a second.
 LIMIT, WINDOW_S, GAP_S = 2, 0.4, 0.15
@@ -57,7 +56,7 @@ class DeliveryHarness:
     services: list[Service]
 
     @property
-    def bus(self) -> MemoryBus:
+    def bus(self) -> RecordingBus:
         return self.pipeline.bus
 
     @classmethod
@@ -70,7 +69,7 @@ class DeliveryHarness:
         of_sender: bool = True,
         rate_limiter: bool = True,
     ) -> DeliveryHarness:
-        bus = MemoryBus(policy=FAST_REDELIVERY)
+        bus = RecordingBus(policy=FAST_REDELIVERY)
         store = MemoryStore()
         settings = router_settings(**(router or {}))
         router_ = build_router(Runtime(bus=bus, settings=settings), settings, store)

@@ -23,6 +23,7 @@ from contracts.messages import (
     GenerationCompleted,
     GenerationFailed,
     Intent,
+    Recipient,
     Usage,
     WorkflowAccepted,
     WorkflowCompleted,
@@ -69,6 +70,26 @@ def router_settings(**overrides: object) -> RouterSettings:
     }
     values.update(overrides)
     return RouterSettings(**values)  # type: ignore[arg-type]
+
+
+class RecordingBus(MemoryBus):
+    """The memory bus, keeping every envelope published through it, in order: what the services sent."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.published: list[Envelope] = []
+
+    async def publish(self, envelope: Envelope, *, delay: float = 0.0) -> None:
+        self.published.append(envelope)
+        await super().publish(envelope, delay=delay)
+
+    def of_type(self, kind: type[Message], workflow_id: uuid.UUID | None = None) -> list[Envelope]:
+        """The envelopes of `kind` published so far (of one workflow, if given)."""
+        return [
+            e
+            for e in self.published
+            if isinstance(e.payload, kind) and (workflow_id is None or e.workflow_id == workflow_id)
+        ]
 
 
 Outcome = Callable[[Envelope], Message | None]
@@ -179,7 +200,7 @@ class Sink:
 
 @dataclass
 class Harness:
-    bus: MemoryBus
+    bus: RecordingBus
     store: WorkflowStore
     router: Router
     workers: FakeWorkers
@@ -192,7 +213,7 @@ class Harness:
 
     @classmethod
     async def start(cls, store: WorkflowStore, settings: RouterSettings) -> Harness:
-        bus = MemoryBus(policy=FAST_REDELIVERY)
+        bus = RecordingBus(policy=FAST_REDELIVERY)
         await bus.connect()
         router = build_router(Runtime(bus=bus, settings=settings), settings, store)
         await bus.subscribe(ROUTER, router.handlers())
@@ -220,9 +241,13 @@ class Harness:
         user: str = "user-1",
         workflow_id: uuid.UUID | None = None,
         deadline_s: float | None = None,
+        recipients: tuple[Recipient, ...] = (),
+        callback_url: str | None = None,
     ) -> WorkflowAccepted:
+        request = WorkflowRequested(intent=intent, deadline_s=deadline_s, trace_id="0" * 32,
+                                    recipients=list(recipients), callback_url=callback_url)  # fmt: skip
         envelope = Envelope.new(
-            WorkflowRequested(intent=intent, deadline_s=deadline_s, trace_id="0" * 32),
+            request,
             workflow_id=workflow_id or uuid.uuid4(),
             user_id=user,
         )
