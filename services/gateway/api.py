@@ -344,7 +344,10 @@ def parse_campaign(body: dict[str, Any], settings: GatewaySettings, principal: P
             details=[FieldError(field="recipientIds", message=f"at most {limit} recipients")],
         )
     if campaign.callback_url is not None:
-        problem = callback_url_problem(campaign.callback_url, allow_local_http=settings.webhook_allow_local_http)
+        local_http = settings.webhook_allow_local_http
+        problem = callback_url_problem(campaign.callback_url, allow_local_http=local_http)
+        if problem is None and not local_http and not re.fullmatch(c.CALLBACK_URL_PATTERN, campaign.callback_url):
+            problem = "the callback URL must be https://host[:port][/path] in printable ASCII"
         if problem is not None:
             raise BadRequest(
                 "validation_error",

@@ -58,6 +58,11 @@ MAX_VARS: Final = 20
 MAX_VAR_NAME_LENGTH: Final = 64
 MAX_VAR_VALUE_LENGTH: Final = 500
 MAX_CALLBACK_URL_LENGTH: Final = 2048
+# The callback URLs the API document promises to accept: https, a DNS name or IPv4 host, an optional port
+# (0-65535), then printable ASCII (percent-encode the rest). libs.callbacks.callback_url_problem is checked
+# too; the embedded mode (WEBHOOK_ALLOW_LOCAL_HTTP) also accepts http to localhost, outside this pattern.
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+CALLBACK_URL_PATTERN: Final = rf"^https://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:{_PORT})?([/?#][!-~]*)?$"
 # Duplicate recipients are refused, naming at most this many of them.
 MAX_DUPLICATES_NAMED: Final = 10
 # GET deliveries: page size.

@@ -69,8 +69,8 @@ CREATE_CAMPAIGN = RouteDoc(
         200: Reply("wait=true: the workflow completed", CompletedResponse),
         202: Reply("accepted (or wait=true timed out: `status` is the current one)", AcceptedResponse, ("Location",)),
         400: Reply(
-            "invalid_json, invalid_body, validation_error (naming the fields: an id outside the pattern, a "
-            "recipient given twice, more than CAMPAIGN_MAX_RECIPIENTS, a callbackUrl that is not https), "
+            "invalid_json, invalid_body, validation_error (naming the fields: an id outside the pattern, "
+            "more than CAMPAIGN_MAX_RECIPIENTS fans, a callbackUrl that is not https), "
             "invalid_parameter, or invalid_account (sendToOnlyFans: the token's sub is not a platform id)",
             ErrorResponse,
         ),
@@ -135,7 +135,9 @@ GET_DELIVERIES = RouteDoc(
     params=(
         Param("workflowId", "query", "the workflow", {"type": "string", "format": "uuid"}, True),
         Param("status", "query", "only deliveries in this state", {"type": "string", "enum": [*DeliveryState]}),
-        Param("cursor", "query", "the previous page's nextCursor", {"type": "integer", "minimum": 0}),
+        Param(
+            "cursor", "query", "the previous page's nextCursor", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+        ),
         Param(
             "limit",
             "query",

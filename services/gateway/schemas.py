@@ -9,7 +9,6 @@ without changing the public API, and the API may rename for clients without a ne
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
@@ -22,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StringConstraints,
     model_validator,
@@ -48,7 +48,7 @@ PlatformId = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_
 VarName = Annotated[
     str, StringConstraints(min_length=1, max_length=c.MAX_VAR_NAME_LENGTH, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
 ]
-VarValue = Annotated[str, StringConstraints(max_length=c.MAX_VAR_VALUE_LENGTH)] | StrictInt | float | StrictBool
+VarValue = Annotated[str, StringConstraints(max_length=c.MAX_VAR_VALUE_LENGTH)] | StrictInt | StrictFloat | StrictBool
 # Money is a Decimal everywhere inside; on the wire it is a JSON number, as in the seed's answers.
 # float() of a Decimal with up to 15 significant digits prints back the same digits, which covers costs.
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
@@ -83,8 +83,8 @@ class RecipientBody(BaseModel):
 
 class CampaignRequest(BaseModel):
     """The body of POST /api/v2/campaigns/hybrid: the seed's intent (the user comes from the token).
-    Unknown fields are refused; sendToOnlyFans needs recipientId, recipientIds or recipients; a recipient
-    given twice is refused (naming it)."""
+    Unknown fields are refused; sendToOnlyFans needs recipientId, recipientIds or recipients. A fan given
+    more than once gets one message (at its first place; the vars of its last `recipients` entry)."""
 
     # Only camelCase names are accepted and anything unknown is an error naming the field: a typo such as
     # "sendToOnlyfans" must not silently become "don't send".
@@ -120,7 +120,10 @@ class CampaignRequest(BaseModel):
         default_factory=list, description="the fans with their personalisation (`data.personalize: true`)"
     )
     callback_url: Annotated[str, StringConstraints(max_length=c.MAX_CALLBACK_URL_LENGTH)] | None = Field(
-        default=None, description="https URL POSTed the signed summary when the workflow ends"
+        default=None,
+        description="https URL POSTed the signed summary when the workflow ends (embedded mode: also http to "
+        "localhost)",
+        json_schema_extra={"pattern": c.CALLBACK_URL_PATTERN},
     )
     requires_multi_platform: StrictBool = False
     force_provider: Provider | None = Field(default=None, description="skip provider selection")
@@ -139,20 +142,10 @@ class CampaignRequest(BaseModel):
             raise ValueError(f"data must be at most {c.MAX_DATA_BYTES} bytes as JSON")
         return self
 
-    @model_validator(mode="after")
-    def _each_recipient_once(self) -> Self:
-        given = ([self.recipient_id] if self.recipient_id else []) + self.recipient_ids
-        given += [r.id for r in self.recipients]
-        twice = [rid for rid, times in Counter(given).items() if times > 1]
-        if twice:
-            named = ", ".join(twice[: c.MAX_DUPLICATES_NAMED]) + (
-                ", ..." if len(twice) > c.MAX_DUPLICATES_NAMED else ""
-            )
-            raise ValueError(f"{len(twice)} recipients given more than once: {named}")
-        return self
-
     def recipient_count(self) -> int:
-        return int(self.recipient_id is not None) + len(self.recipient_ids) + len(self.recipients)
+        """How many fans, each counted once (a fan given twice gets one message: contracts' recipients_of)."""
+        given = ([self.recipient_id] if self.recipient_id else []) + self.recipient_ids
+        return len({*given, *(r.id for r in self.recipients)})
 
     def to_intent(self) -> Intent:
         return Intent(

@@ -62,6 +62,13 @@ class TestDelivery:
         assert view.completed_at is not None and view.completed_at.timestamp() >= max(a.at for a in delivered)
         assert len(h.pipeline.workers.calls[Provider.OPENAI]) + len(h.pipeline.workers.calls[Provider.AZURE]) == 1
 
+    async def test_a_fan_given_twice_gets_one_message(self, h: DeliveryHarness) -> None:
+        """Duplicates in recipientIds are one delivery: the fan receives the text once."""
+        view, _ = await h.run(campaign("a", "b", "a"), deadline_s=20)
+        assert view.status is WorkflowStatus.COMPLETED
+        assert [d.recipient_id for d in view.deliveries] == ["a", "b"]
+        assert sorted(a.recipient_id for a in h.sim.delivered()) == ["a", "b"]
+
     async def test_a_personalized_campaign_writes_each_fan_its_own_text(self, h: DeliveryHarness) -> None:
         """data.personalize: one generation per fan (asked for that fan), each fan receives its own text."""
         for provider in Provider:
