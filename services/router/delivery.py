@@ -18,9 +18,9 @@ Reports (delivery.scheduled / completed / failed) update their delivery's row an
 (`Tally`) in one store statement — no read-modify-write of the workflow. Completion is decided from the
 counters (`settle`): once every delivery is sent or failed the workflow is completed when at least one was
 sent, failed when none was, and its terminal messages carry the counts. The deadline follows the
-deliveries: each slot extends it to slot + ROUTER_DELIVERY_GRACE_S; each personalized text to now +
-ROUTER_WORKFLOW_DEADLINE_S. At the deadline the unfinished deliveries are failed and the workflow settles
-the same way: it never says failed when messages were sent.
+deliveries: each slot extends it to slot + ROUTER_DELIVERY_GRACE_S; each personalized text to now + the
+workflow's deadline length (at most ROUTER_WORKFLOW_DEADLINE_S). At the deadline the unfinished deliveries are
+failed and the workflow settles the same way: it never says failed when messages were sent.
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ class DeliveryDecisions:
     grace_s: float  # ROUTER_DELIVERY_GRACE_S
     concurrency: int  # CAMPAIGN_GENERATION_CONCURRENCY
     fail: Fail
+    workflow_deadline_s: float  # ROUTER_WORKFLOW_DEADLINE_S
 
     # --- creation ----------------------------------------------------------------------------------------
 
@@ -214,11 +215,12 @@ class DeliveryDecisions:
             outbox_change=change,
         )
 
-    @staticmethod
-    def deadline_s(change: Change) -> float:
-        """How long a personalized campaign may go without progress: its own deadline's length."""
+    def deadline_s(self, change: Change) -> float:
+        """How long a personalized campaign may go without progress: its own deadline's length, at most
+        ROUTER_WORKFLOW_DEADLINE_S. The length is read off the stored deadline, which earlier texts and slots
+        pushed on: unbounded, each text would add the time elapsed since the creation to the next one's."""
         workflow = change.workflow
-        return (workflow.deadline_at - workflow.created_at).total_seconds()
+        return min((workflow.deadline_at - workflow.created_at).total_seconds(), self.workflow_deadline_s)
 
     def successor_seq(self, row: DeliveryRow) -> int:
         return row.seq + self.concurrency

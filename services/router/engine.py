@@ -54,7 +54,10 @@ class Engine:
         self.matrix = matrix
         self.breakers = breakers
         self.delivery = DeliveryDecisions(
-            settings.router_delivery_grace_s, settings.campaign_generation_concurrency, fail=self._fail
+            settings.router_delivery_grace_s,
+            settings.campaign_generation_concurrency,
+            fail=self._fail,
+            workflow_deadline_s=settings.router_workflow_deadline_s,
         )
 
     # --- workflow.requested ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
 from contracts import Envelope
 from contracts.enums import DeliveryState, ErrorType, IntentType, Provider, WorkflowStatus
 from contracts.messages import (
@@ -19,15 +21,19 @@ from contracts.messages import (
     DeliveryListReply,
     DeliveryRequested,
     ErrorInfo,
+    GenerationCompleted,
     Intent,
+    Recipient,
     WebhookRequested,
     WorkflowFanout,
 )
-from contracts.routing import RATE_LIMITER
+from contracts.routing import RATE_LIMITER, ROUTER
+from libs.runtime import Runtime
 from services.router.constants import FANOUT_CHUNK
 from services.router.delivery import fanout_id
+from services.router.service import build_router
 from tests.fixtures.waiting import eventually
-from tests.router.harness import WAIT_S, Harness, fail
+from tests.router.harness import WAIT_S, Harness, fail, ok
 
 D = DeliveryState
 CALLBACK = "https://hooks.example.com/campaigns?token=abc"
@@ -205,3 +211,34 @@ class TestCompletionWebhook:
         assert accepted.workflow is not None
         await harness.sink.wait(accepted.workflow.workflow_id)
         assert harness.bus.of_type(WebhookRequested) == []
+
+
+class TestPersonalizedDeadline:
+    # Short: nobody sends the deliveries, so the deadline ends the campaign; a short grace after the texts.
+    @pytest.mark.parametrize(
+        "settings_overrides", [{"router_workflow_deadline_s": 2.0, "router_delivery_grace_s": 0.3}]
+    )
+    async def test_texts_push_the_deadline_by_its_length_on_any_replica(self, harness: Harness) -> None:
+        """Two router replicas share the store, so most texts are handled from the stored workflow (whose
+        deadline earlier texts already pushed on): each text still moves the deadline to its own time plus
+        the workflow's deadline length, never compounding — a stuck campaign ends that long after its last
+        text."""
+        settings = harness.router.engine.settings
+        replica = build_router(Runtime(bus=harness.bus, settings=settings), settings, harness.store)
+        await harness.bus.subscribe(ROUTER, replica.handlers())
+        for provider in Provider:
+            harness.workers.script(provider, ok(after_s=0.05))
+        fans = tuple(Recipient(id=f"fan-{i}") for i in range(40))
+        intent = campaign(0).model_copy(update={"data": {"prompt": "hi", "personalize": True}})
+        accepted = await harness.request(intent, recipients=fans)
+        assert accepted.workflow is not None
+        workflow_id = accepted.workflow.workflow_id
+        ended = await harness.sink.wait(workflow_id)  # nobody sends the deliveries: the deadline ends it
+        texts = harness.bus.of_type(GenerationCompleted, workflow_id)
+        assert len(texts) == len(fans)
+        last_text_at = max(e.occurred_at for e in texts)
+        stored = await harness.store.get(workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.FAILED, ended
+        assert stored.error is not None and "40 of 40 deliveries unfinished" in stored.error.message
+        overshoot = (stored.deadline_at - last_text_at).total_seconds() - settings.router_workflow_deadline_s
+        assert overshoot < 0.5, f"the deadline was {overshoot:.2f}s further than the last text plus its length"
