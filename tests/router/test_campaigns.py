@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from contracts import Envelope
+from contracts import Envelope, Message
 from contracts.enums import DeliveryState, ErrorType, IntentType, Provider, WorkflowStatus
 from contracts.messages import (
     DeliveryCompleted,
@@ -25,6 +25,7 @@ from contracts.messages import (
     Intent,
     Recipient,
     WebhookRequested,
+    WorkflowCompleted,
     WorkflowFanout,
 )
 from contracts.routing import RATE_LIMITER, ROUTER
@@ -60,12 +61,17 @@ async def delivering(harness: Harness, intent: Intent, **kwargs: object) -> uuid
     return workflow_id
 
 
-async def answer_deliveries(harness: Harness, refuse: Callable[[str], bool] = lambda fan: False) -> None:
-    """Stand in for rate-limiter and of-sender: every delivery.requested is answered sent (or refused)."""
+async def answer_deliveries(
+    harness: Harness, refuse: Callable[[str], bool] = lambda fan: False, skip: Callable[[str], bool] = lambda fan: False
+) -> None:
+    """Stand in for rate-limiter and of-sender: every delivery.requested is answered sent (or refused, or
+    never answered: skipped)."""
 
     async def send(envelope: Envelope) -> None:
         request = envelope.payload
         assert isinstance(request, DeliveryRequested)
+        if skip(request.recipient_id):
+            return
         report: DeliveryCompleted | DeliveryFailed
         if refuse(request.recipient_id):
             error = ErrorInfo(type=ErrorType.ONLYFANS_API_ERROR, message="platform said 400", retryable=False)
@@ -213,11 +219,73 @@ class TestCompletionWebhook:
         assert harness.bus.of_type(WebhookRequested) == []
 
 
-class TestPersonalizedDeadline:
-    # Short: nobody sends the deliveries, so the deadline ends the campaign; a short grace after the texts.
-    @pytest.mark.parametrize(
-        "settings_overrides", [{"router_workflow_deadline_s": 2.0, "router_delivery_grace_s": 0.3}]
-    )
+# Short deadlines: the deadline ends these campaigns (some deliveries or texts never finish).
+SHORT = {"router_workflow_deadline_s": 2.0, "router_delivery_grace_s": 0.3}
+
+
+class TestDeadline:
+    @pytest.mark.parametrize("settings_overrides", [SHORT])
+    async def test_a_delivering_campaign_ends_by_its_counts(self, harness: Harness) -> None:
+        """Two of four deliveries are sent, two never answered: at the deadline the open ones fail with the
+        reason, the campaign completes (messages went out) with {4, 2, 2, 0} in its terminal message and its
+        webhook; a send reported afterwards still moves the counts, not the status."""
+        unanswered = {"fan-2", "fan-3"}
+        await answer_deliveries(harness, refuse=lambda fan: False, skip=lambda fan: fan in unanswered)
+        accepted = await harness.request(campaign(4), callback_url=CALLBACK)
+        assert accepted.workflow is not None
+        workflow_id = accepted.workflow.workflow_id
+        ended = await harness.sink.wait(workflow_id)
+        assert isinstance(ended.payload, WorkflowCompleted)
+        assert ended.payload.deliveries == DeliveryCounts(total=4, sent=2, failed=2, cancelled=0)
+        view = await harness.view(workflow_id)
+        assert view.status is WorkflowStatus.COMPLETED
+        assert view.error is not None and view.error.message == "2 of 4 deliveries failed"
+        closed = [d for d in view.deliveries if d.status is D.FAILED]
+        assert [d.recipient_id for d in closed] == ["fan-2", "fan-3"]
+        reason = "deadline passed while delivering: 2 of 4 deliveries unfinished"
+        assert all(d.error is not None and d.error.message.startswith(reason) for d in closed)
+        [webhook] = harness.bus.of_type(WebhookRequested, workflow_id)
+        assert webhook.payload.summary.deliveries == DeliveryCounts(total=4, sent=2, failed=2)  # type: ignore[attr-defined]
+        late = DeliveryCompleted(delivery_id=closed[0].delivery_id, recipient_id="fan-2", platform_message_id="m",
+                                 sent_at=ended.occurred_at)  # fmt: skip
+        await harness.bus.publish(Envelope.new(late, workflow_id=workflow_id, user_id="user-1"))
+
+        async def counted() -> bool:
+            progress = (await harness.view(workflow_id)).progress
+            return progress is not None and (progress.sent, progress.failed) == (3, 1)
+
+        await eventually(counted)
+        assert (await harness.view(workflow_id)).status is WorkflowStatus.COMPLETED
+
+    @pytest.mark.parametrize("settings_overrides", [SHORT])
+    async def test_a_personalized_campaign_stuck_generating_ends_by_its_counts(self, harness: Harness) -> None:
+        """Texts for four fans are written and sent, the other eight never come back: at the deadline the
+        campaign (still generating) completes by its counts, the unwritten texts' deliveries failed."""
+        await answer_deliveries(harness)
+        written = {f"fan-{i}" for i in range(4)}
+
+        def answer(request: Envelope) -> Message | None:
+            return ok()(request) if request.payload.recipient_id in written else None  # type: ignore[attr-defined]
+
+        for provider in Provider:
+            harness.workers.script(provider, answer)
+        fans = tuple(Recipient(id=f"fan-{i}") for i in range(12))
+        intent = campaign(0).model_copy(update={"data": {"prompt": "hi", "personalize": True}})
+        accepted = await harness.request(intent, recipients=fans)
+        assert accepted.workflow is not None
+        ended = await harness.sink.wait(accepted.workflow.workflow_id)
+        assert isinstance(ended.payload, WorkflowCompleted)
+        assert ended.payload.deliveries == DeliveryCounts(total=12, sent=4, failed=8, cancelled=0)
+        view = await harness.view(accepted.workflow.workflow_id)
+        assert view.error is not None and view.error.message == "8 of 12 deliveries failed"
+        assert {d.recipient_id for d in view.deliveries if d.status is D.SENT} == written
+        reason = "deadline passed while generating: 8 of 12 deliveries unfinished"
+        closed = [d for d in view.deliveries if d.status is D.FAILED]
+        assert len(closed) == 8 and all(d.error is not None and d.error.message.startswith(reason) for d in closed)
+        events = [e.name for e in await harness.store.history(accepted.workflow.workflow_id)]
+        assert events[-3:] == ["texts_generated", "delivery_requested", "completed"]
+
+    @pytest.mark.parametrize("settings_overrides", [SHORT])
     async def test_texts_push_the_deadline_by_its_length_on_any_replica(self, harness: Harness) -> None:
         """Two router replicas share the store, so most texts are handled from the stored workflow (whose
         deadline earlier texts already pushed on): each text still moves the deadline to its own time plus
