@@ -74,7 +74,10 @@ class RecipientBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: PlatformId
-    vars: dict[VarName, VarValue] = Field(default_factory=dict, max_length=c.MAX_VARS)
+    # additionalProperties: the document's patternProperties alone would let any other name through.
+    vars: dict[VarName, VarValue] = Field(
+        default_factory=dict, max_length=c.MAX_VARS, json_schema_extra={"additionalProperties": False}
+    )
 
     def to_recipient(self) -> Recipient:
         values = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in self.vars.items()}
