@@ -462,3 +462,23 @@ class TestConcurrentReports:
             assert tally.failed == sum(r.status is D.FAILED for r in after) == CONCURRENT_FANS // 2
             # The save landed mid-way: refusals handled before it keep theirs, those after it find the row closed.
             assert {r.error for r in after if r.status is D.FAILED} == {REFUSED, CLOSED}
+
+    async def test_texts_reports_and_a_closing_save_racing_never_deadlock(self, pg_store: PostgresStore) -> None:
+        """A personalized campaign's texts written (each claiming its successor), reports and the deadline's
+        closing save, all at once: nothing errs, and the counters match the rows."""
+        half = CONCURRENT_FANS // 2
+        workflow = await campaign(pg_store, CONCURRENT_FANS, personalized=True, claimed=half)
+        rows = await rows_of(pg_store, workflow)
+        updates = [written(row, workflow, rows[row.seq + half]) for row in rows[:half]]
+        texts = [pg_store.write_text(workflow.workflow_id, uuid.uuid4(), update) for update in updates]
+        reports = [pg_store.report(workflow.workflow_id, uuid.uuid4(), sent(row), GRACE_S, NOW) for row in rows[::3]]
+        close = pg_store.save(closing(workflow), uuid.uuid4())
+        results = await asyncio.gather(*texts[: half // 2], *reports, close, *texts[half // 2 :])
+        assert results[half // 2 + len(reports)] is True  # the closing save applied
+        after = await rows_of(pg_store, workflow)
+        assert all(row.is_final for row in after)
+        tally = await tally_of(pg_store, workflow)
+        assert tally.generated == sum(row.text is not None for row in after) > 0
+        assert tally.sent == sum(row.status is D.SENT for row in after)
+        assert tally.failed == sum(row.status is D.FAILED for row in after)
+        assert tally.sent + tally.failed == CONCURRENT_FANS
