@@ -92,9 +92,13 @@ class SenderHarness:
 
     @classmethod
     async def start(
-        cls, sim: PlatformSimulator, settings: OfSenderSettings, store: MessageStore | None = None
+        cls,
+        sim: PlatformSimulator,
+        settings: OfSenderSettings,
+        store: MessageStore | None = None,
+        bus: MemoryBus | None = None,
     ) -> SenderHarness:
-        bus = MemoryBus(policy=FAST_REDELIVERY)
+        bus = bus or MemoryBus(policy=FAST_REDELIVERY)
         store = store or MemoryMessageStore()
         settings = settings.model_copy(update={"onlyfans_api_url": sim.url})
         runtime = Runtime(bus=bus, settings=settings, resources={STORE_RESOURCE: store})
