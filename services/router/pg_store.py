@@ -97,9 +97,7 @@ _DELIVERIES = (
 _DELIVERY_AT = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE workflow_id = $1 AND seq = $2"
 _DELIVERY_FOR = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE generation_id = $2 AND workflow_id = $1"
 _OPEN = "workflow_id = $1 AND status NOT IN ('sent', 'failed')"
-_NEXT_OPEN = (
-    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_OPEN} ORDER BY scheduled_for NULLS LAST, seq LIMIT 1"
-)
+_NEXT_OPEN = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_OPEN} ORDER BY scheduled_for NULLS LAST, seq LIMIT 1"
 _FAILED = "workflow_id = $1 AND status = 'failed'"
 _FIRST_FAILED = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_FAILED} ORDER BY seq LIMIT 1"
 _REPORT = (
