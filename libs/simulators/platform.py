@@ -236,7 +236,8 @@ class PlatformSimulator(serve.HttpSimulator):
             record("invalid_request")
             return _error(400, "invalid_request", f'body must be {{"text": "1..{MAX_TEXT_LENGTH} characters"}}')
         fault = self._take_fault(account)
-        if fault is not None and fault.kind is not PlatformFaultKind.RESET_AFTER_RECEIVE:
+        reset = fault if fault is not None and fault.kind is PlatformFaultKind.RESET_AFTER_RECEIVE else None
+        if fault is not None and reset is None:
             log.info("platform_sim.fault_injected", kind=fault.kind.value, account_id=account)
             try:
                 await asyncio.sleep(fault.latency_s)
@@ -253,8 +254,8 @@ class PlatformSimulator(serve.HttpSimulator):
                 record("conflict")
                 return _error(422, "idempotency_key_reused", "the Idempotency-Key was used for another message")
             record("replayed", accepted.body["id"])
-            if fault is not None:
-                await _drop_answer(request, fault, account)
+            if reset is not None:
+                await _drop_answer(request, reset, account)
             return web.json_response(accepted.body, dumps=lambda v: orjson.dumps(v).decode())
         refusal = self._over_limit(account, recipient, at)
         if refusal is not None:
@@ -262,8 +263,8 @@ class PlatformSimulator(serve.HttpSimulator):
             return refusal
         body = self._accept(account, recipient, key, text, at)
         record("sent", body["id"])
-        if fault is not None:  # RESET_AFTER_RECEIVE: the message is taken, the answer never arrives
-            await _drop_answer(request, fault, account)
+        if reset is not None:  # the message is taken, the answer never arrives
+            await _drop_answer(request, reset, account)
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
 
     async def _lookup_message(self, request: web.Request) -> web.StreamResponse:
@@ -278,7 +279,8 @@ class PlatformSimulator(serve.HttpSimulator):
             record("unauthorized")
             return _error(401, "unauthorized", "missing or invalid bearer token")
         fault = self._take_fault(account, PlatformRoute.LOOKUP)
-        if fault is not None and fault.kind is not PlatformFaultKind.RESET_AFTER_RECEIVE:
+        reset = fault if fault is not None and fault.kind is PlatformFaultKind.RESET_AFTER_RECEIVE else None
+        if fault is not None and reset is None:
             log.info("platform_sim.fault_injected", kind=fault.kind.value, account_id=account, route="lookup")
             await asyncio.sleep(fault.latency_s)
             refusal = _fault_response(fault)
@@ -286,9 +288,9 @@ class PlatformSimulator(serve.HttpSimulator):
                 record(fault.kind.value)
                 return refusal
         accepted = self._accepted.get((account, key))
-        if fault is not None:
-            record(fault.kind.value)
-            await _drop_answer(request, fault, account)
+        if reset is not None:
+            record(reset.kind.value)
+            await _drop_answer(request, reset, account)
         if accepted is None:
             record("not_found")
             return _error(404, "not_found", "no message was taken with this Idempotency-Key")

@@ -132,6 +132,14 @@ class TestPlatformSimulator:
             arrivals = (await response.json())["arrivals"]
         assert [a["outcome"] for a in arrivals] == ["bad_request"]
 
+    async def test_a_latency_fault_waited_out_answers_normally(
+        self, sim: PlatformSimulator, http: aiohttp.ClientSession
+    ) -> None:
+        """LATENCY only delays: the client that waits gets the message's answer (it is not dropped)."""
+        sim.add_fault(PlatformFaultKind.LATENCY, latency_s=0.05)
+        status, *_ = await post(http, sim, "a", "f", key="k")
+        assert status == 200 and [a.outcome for a in sim.arrivals()] == ["sent"]
+
     async def test_a_client_that_gives_up_during_latency_is_logged_abandoned(
         self, sim: PlatformSimulator, http: aiohttp.ClientSession
     ) -> None:
