@@ -127,11 +127,11 @@ class TextUpdate:
 
     answered: uuid.UUID
     row: DeliveryRow
+    change: Change = field(compare=False)  # its outbox: what to publish once written
     successor: DeliveryRow | None = None
     generated: int = 0
     ungenerated: int = 0
     deadline_at: datetime | None = None
-    outbox_change: Change | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -198,7 +198,7 @@ class DeliveryDecisions:
             successor=claim(change, successor),
             generated=1,
             deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
-            outbox_change=change,
+            change=change,
         )
 
     def text_given_up(
@@ -212,7 +212,7 @@ class DeliveryDecisions:
             successor=claim(change, successor),
             ungenerated=1,
             deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
-            outbox_change=change,
+            change=change,
         )
 
     def deadline_s(self, change: Change) -> float:

@@ -203,7 +203,7 @@ class Engine:
             error = ErrorInfo(type=result.error.type, message=message, retryable=False)
             return self.delivery.text_given_up(change, row, error, successor, claim)
         retried = self._text_request(change, row, decision.provider, decision.delay_s)
-        return TextUpdate(answered=row.generation_id or envelope.id, row=retried, outbox_change=change)
+        return TextUpdate(answered=row.generation_id or envelope.id, row=retried, change=change)
 
     def _text_request(self, change: Change, row: DeliveryRow, provider: Provider, delay_s: float) -> DeliveryRow:
         """Request `row`'s own text from `provider`; the row as it now waits for that request."""

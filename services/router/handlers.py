@@ -242,8 +242,7 @@ class Router:
             update = self.engine.on_text(workflow, row, successor, envelope, now)
             counted = await self.store.write_text(workflow_id, envelope.id, update)
             if counted is not None:
-                assert update.outbox_change is not None
-                await publish_all(self.bus, tuple(update.outbox_change.outbox), now)
+                await publish_all(self.bus, tuple(update.change.outbox), now)
                 log.info("delivery.text", seq=row.seq, outcome="written" if update.generated else
                          "given_up" if update.ungenerated else "retry")  # fmt: skip
                 await self._settle(envelope, counted)

@@ -428,8 +428,7 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def write_text(self, workflow_id: uuid.UUID, message_id: uuid.UUID, update: TextUpdate) -> Counted | None:
         row = update.row
-        change = update.outbox_change
-        outbox = [item.to_json() for item in change.outbox] if change else []
+        outbox = [item.to_json() for item in update.change.outbox]
         successor = update.successor
         async with self._connection("write personalized text") as conn:
             result = await conn.fetchrow(
@@ -442,7 +441,7 @@ class PostgresStore(SchemaStore, WorkflowStore):
                 _dump(row.error),
                 row.generation_id,
                 row.attempts,
-                change.at if change else None,
+                update.change.at,
                 row.seq,
                 successor.seq if successor else None,
                 successor.generation_id if successor else None,

@@ -118,7 +118,7 @@ class WorkflowStore(Store):
     @abstractmethod
     async def write_text(self, workflow_id: uuid.UUID, message_id: uuid.UUID, update: TextUpdate) -> Counted | None:
         """Apply a personalized text's outcome (its row, the successor's claim, the counters, the deadline)
-        with the outbox of `update.outbox_change`, if the row still waits for `update.answered`; None when it
+        with the outbox of `update.change`, if the row still waits for `update.answered`; None when it
         does not (stale, or handled before: `load` tells which)."""
 
     @abstractmethod
@@ -276,7 +276,7 @@ class MemoryStore(WorkflowStore):
         )
         deadline = max(workflow.deadline_at, update.deadline_at) if update.deadline_at else workflow.deadline_at
         self._workflows[workflow_id] = replace(workflow, tally=tally, deadline_at=deadline)
-        outbox = tuple(update.outbox_change.outbox) if update.outbox_change else ()
+        outbox = tuple(update.change.outbox)
         self._processed[message_id] = (datetime.now(UTC), outbox)
         return Counted(True, workflow.status, tally)
 

@@ -258,7 +258,7 @@ def written(row: DeliveryRow, workflow: Workflow, successor: DeliveryRow | None)
         successor=claimed,
         generated=1,
         deadline_at=NOW + timedelta(seconds=DEADLINE_S * 2),
-        outbox_change=change,
+        change=change,
     )
 
 
@@ -280,9 +280,8 @@ class TestWriteText:
         stored = await store.get(workflow.workflow_id)
         assert stored is not None and stored.deadline_at == NOW + timedelta(seconds=DEADLINE_S * 2)
         loaded = await store.load(workflow.workflow_id, message_id)
-        assert update.outbox_change is not None
         assert loaded.outbox is not None
-        assert [o.envelope.id for o in loaded.outbox] == [o.envelope.id for o in update.outbox_change.outbox]
+        assert [o.envelope.id for o in loaded.outbox] == [o.envelope.id for o in update.change.outbox]
 
     async def test_a_stale_answer_writes_nothing(self, store: WorkflowStore) -> None:
         """A result for a request the row no longer waits for (superseded by a retry): None, no row, no
@@ -314,7 +313,7 @@ class TestWriteText:
             answered=first.generation_id or uuid.uuid4(),
             row=replace(first, status=D.FAILED, error=REFUSED),
             ungenerated=1,
-            outbox_change=Change(workflow, cause(workflow.workflow_id), NOW),
+            change=Change(workflow, cause(workflow.workflow_id), NOW),
         )
         counted = await store.write_text(workflow.workflow_id, uuid.uuid4(), update)
         assert counted is not None
