@@ -34,8 +34,11 @@ GETs its status every 100 ms (one request at a time) until it is terminal (given
 
    deliveries_per_s            campaign fans the platform accepted (outcome sent) / (last - first such
                                arrival), on the platform simulator's clock
+   status, stalled             the campaign's last status; whether the bench stopped waiting because
+                               its status and counts had not moved for 60 s
    status_p50/p99/max_ms       round trip of the status GETs that answered 200 during the campaign;
-                               status_polls of them, status_errors answered otherwise or not in 10 s;
+                               status_polls of them, status_errors answered otherwise or not in 10 s
+                               (status_error_codes: by HTTP code, 0 for no answer);
                                status_over_200ms: how many took longer; status_slowest_at_s: when the
                                slowest was sent, s after the POST
    router_cpu_ms_per_delivery  the router process's CPU time (/proc/<pid>/stat) from the POST to the
@@ -56,7 +59,6 @@ GETs its status every 100 ms (one request at a time) until it is terminal (given
    warnings                    warning/error log events per service:event during the campaign
    targets                     deliveries_per_s >= 150 and status_p99_ms < 200 (this 2-core machine):
                                met or missed, reported only
-   stalled                     the bench stopped waiting: status and counts unchanged for 60 s
 
 The invariants, which make the run exit 1 when broken: every fan reached exactly once, 0 dead letters,
 and a truthful final status — terminal, `completed`, its counts (progress, or the listed deliveries; and
