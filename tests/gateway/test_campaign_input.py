@@ -103,7 +103,7 @@ class TestCallbackUrl:
     async def test_local_http_only_where_allowed(self, make_gateway: MakeGateway) -> None:
         """http to localhost is refused unless WEBHOOK_ALLOW_LOCAL_HTTP (the embedded mode) allows it."""
         body = {**CAMPAIGN, "recipientId": "f", "callbackUrl": "http://127.0.0.1:9999/hook"}
-        strict = await make_gateway()
+        strict = await make_gateway(webhook_allow_local_http=False)  # whatever an embedded run left in os.environ
         await _assert_refused(strict, await strict.client.post(body), 400, "validation_error")
         local = await make_gateway(webhook_allow_local_http=True)
         assert (await local.client.post(body)).status == 202
