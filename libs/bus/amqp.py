@@ -8,6 +8,11 @@ Topology, per namespace `ns` (declared by every instance at connect; declaring i
     {ns}.expired  topic exchange ── "*.{service}" ──▶ {ns}.{service}
     (default)     ── key = queue name ──▶ {ns}.{service}.dlq               quorum queue, reason in a header
 
+With `declare=false` in BUS_URL (`amqp://user:pass@host/vhost?declare=false`) the bus declares nothing but
+its own reply queue: it only looks the exchanges up, so a service whose broker user has no `configure`
+permission on them still connects (the topology is provisioned once, e.g. from the definitions that
+`python -m libs.bus.permissions rabbitmq` generates; see libs.bus.permissions).
+
 Delays use fixed-TTL tier queues (no head-of-line blocking: every message in a tier waits the same time).
 A delay is covered by hops through the largest tier not longer than what remains; the consumer sends a
 message that arrives early on to its next tier instead of handling it.
@@ -19,6 +24,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -55,6 +61,44 @@ def tier_for(remaining_ms: int) -> int | None:
     return max((t for t in DELAY_TIERS_MS if t <= remaining_ms), default=None)
 
 
+def service_queue_arguments(namespace: str, service: str) -> dict[str, Any]:
+    """Arguments of a service's queue (what `connect` declares and provisioning must match exactly)."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": BROKER_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": c.dlq_name(namespace, service),
+    }
+
+
+def tier_queue_arguments(namespace: str, tier: int) -> dict[str, Any]:
+    """Arguments of the delay queue of `tier` ms."""
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": tier,
+        "x-dead-letter-exchange": f"{namespace}.expired",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+DLQ_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "quorum"}
+
+
+def split_declare_option(url: str) -> tuple[str, bool]:
+    """`url` without our own `declare` parameter (aio-pika must not see it), and its value (default true)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    declare = True
+    for key, value in query:
+        if key == "declare":
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"BUS_URL parameter declare must be true or false, not {value!r}")
+            declare = value.lower() == "true"
+    kept = urlencode([(k, v) for k, v in query if k != "declare"])
+    return urlunsplit(parts._replace(query=kept)), declare
+
+
 def _text_headers(raw: Mapping[str, Any] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in (raw or {}).items():
@@ -70,7 +114,7 @@ class AmqpBus(Bus):
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.url = url
+        self.url, self.declare = split_declare_option(url)
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -96,44 +140,33 @@ class AmqpBus(Bus):
 
     async def _declare_topology(self, channel: AbstractChannel) -> None:
         ns = self.namespace
+        self._exchanges["default"] = channel.default_exchange
+        if not self.declare:
+            # Passive look-ups need no permission; a missing exchange fails here, at connect.
+            for kind in ("direct", "delay", "expired"):
+                self._exchanges[kind] = await channel.get_exchange(f"{ns}.{kind}", ensure=True)
+            return
         durable = aio_pika.ExchangeType
         self._exchanges["direct"] = await channel.declare_exchange(f"{ns}.direct", durable.DIRECT, durable=True)
         self._exchanges["delay"] = await channel.declare_exchange(f"{ns}.delay", durable.TOPIC, durable=True)
         expired = await channel.declare_exchange(f"{ns}.expired", durable.TOPIC, durable=True)
         self._exchanges["expired"] = expired
-        self._exchanges["default"] = channel.default_exchange
         services = sorted({s for targets in ROUTES.values() for s in targets})
         for service in services:
-            dlq = c.dlq_name(ns, service)
-            await channel.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
+            await channel.declare_queue(c.dlq_name(ns, service), durable=True, arguments=dict(DLQ_ARGUMENTS))
             queue = await channel.declare_queue(
-                self._q(service),
-                durable=True,
-                arguments={
-                    "x-queue-type": "quorum",
-                    "x-delivery-limit": BROKER_DELIVERY_LIMIT,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": dlq,
-                },
+                self._q(service), durable=True, arguments=service_queue_arguments(ns, service)
             )
             await queue.bind(self._exchanges["direct"], routing_key=service)
             await queue.bind(expired, routing_key=f"*.{service}")
 
     async def _tier_exchange(self, tier: int) -> AbstractExchange:
         """The delay exchange, after making sure the queue of `tier` exists (tiers are declared lazily)."""
-        if tier not in self._tiers_declared:
+        if self.declare and tier not in self._tiers_declared:
             async with self._declare_lock:
                 assert self._publish_channel is not None
                 queue = await self._publish_channel.declare_queue(
-                    f"{self.namespace}.delay.{tier}",
-                    durable=True,
-                    arguments={
-                        "x-queue-type": "quorum",
-                        "x-message-ttl": tier,
-                        "x-dead-letter-exchange": f"{self.namespace}.expired",
-                        "x-dead-letter-strategy": "at-least-once",
-                        "x-overflow": "reject-publish",
-                    },
+                    f"{self.namespace}.delay.{tier}", durable=True, arguments=tier_queue_arguments(self.namespace, tier)
                 )
                 await queue.bind(self._exchanges["delay"], routing_key=f"{tier}.*")
                 self._tiers_declared.add(tier)
@@ -175,6 +208,9 @@ class AmqpBus(Bus):
                 raise Unroutable(f"broker could not route the message: {exc}") from exc
             except aio_pika.exceptions.DeliveryError as exc:
                 raise PublishError(f"broker refused the message: {exc}") from exc
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                # The broker user may not write there (libs.bus.permissions): retrying cannot help.
+                raise PublishError(f"broker refused access: {exc}") from exc
             except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
                 if time.monotonic() > deadline:
                     raise PublishError(f"publish not confirmed: {exc!r}") from exc
