@@ -117,7 +117,8 @@ def router_span_s(view: dict[str, Any]) -> float | None:
     """completedAt - createdAt, both stamped by the router."""
     if not view.get("completedAt"):
         return None
-    return (datetime.fromisoformat(view["completedAt"]) - datetime.fromisoformat(view["createdAt"])).total_seconds()
+    span = datetime.fromisoformat(view["completedAt"]) - datetime.fromisoformat(view["createdAt"])
+    return round(span.total_seconds(), 2)
 
 
 async def measure_campaign(
