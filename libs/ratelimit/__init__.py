@@ -8,8 +8,18 @@
 
 Both keep their state in Redis (one Lua script per operation, Redis server time, safe with any number of
 replicas) or, without REDIS_URL, in this process. window.py holds the arithmetic both implement.
+
+bucket.py is a per-key token bucket of the same make (the gateway's per-user request limit).
 """
 
+from libs.ratelimit.bucket import (
+    MemoryTokenBucket,
+    Rate,
+    RedisTokenBucket,
+    Taken,
+    TokenBucket,
+    open_token_bucket,
+)
 from libs.ratelimit.errors import LimiterUnavailable, RateLimitError
 from libs.ratelimit.planner import MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
 from libs.ratelimit.sendlog import Check, MemorySendLog, RedisSendLog, SendLog, SentRecord, open_send_log
@@ -24,16 +34,22 @@ __all__ = [
     "Limits",
     "MemoryPlanner",
     "MemorySendLog",
+    "MemoryTokenBucket",
+    "Rate",
     "RateLimitError",
     "RedisPlanner",
     "RedisSendLog",
+    "RedisTokenBucket",
     "Reservation",
     "SendLog",
     "SentRecord",
     "SlotPlanner",
+    "Taken",
+    "TokenBucket",
     "earliest_slot",
     "earliest_slot_within",
     "fits",
     "open_planner",
     "open_send_log",
+    "open_token_bucket",
 ]

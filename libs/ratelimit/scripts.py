@@ -147,3 +147,25 @@ redis.call('SET', KEYS[1], run_id, 'PX', int(horizon))
 return 1
 """
 )
+
+# KEYS: the bucket.  ARGV: rate (tokens per second), burst (the bucket's size), cost (tokens this call takes).
+# The bucket is a hash {tokens, at ms}; a missing one is full. Returns {1, 0} taken, or {0, wait ms} refused
+# (nothing taken; the wait is until `cost` tokens are back). Tokens are kept as a string with 6 decimals:
+# tostring() would round them to 14 digits, and an integer-only format would lose the refill's fractions.
+TAKE_TOKENS: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if not tokens or not at then tokens, at = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+if tokens < cost then
+  return {0, math.ceil((cost - tokens) * 1000 / rate)}
+end
+tokens = tokens - cost
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', string.format('%d', now))
+-- Gone once it would be full again: an idle user costs no memory.
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((burst - tokens) * 1000 / rate) + 1000))
+return {1, 0}
+"""
