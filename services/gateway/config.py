@@ -1,8 +1,10 @@
 """The gateway's settings, from environment variables (on top of the settings every service shares).
 
-GATEWAY_JWT_SECRET has no default: a gateway without it refuses to start, so a deployment can never run
-with a guessable key. The embedded mode (`make run`) passes a development secret instead, through
-`runtime.resources["gateway_settings"]` (a GatewaySettings), and prints a token signed with it.
+Bearer tokens are HS256 with GATEWAY_JWT_SECRET (development, `make run`) and/or RS256/ES256 of an identity
+provider, verified against the keys at GATEWAY_JWKS_URL. Neither has a default: a gateway with neither
+refuses to start, so a deployment can never run with a guessable key. The embedded mode (`make run`) passes
+a development secret through `runtime.resources["gateway_settings"]` (a GatewaySettings), and prints a token
+signed with it.
 
 The feature flags' defaults and refresh (HYBRID_ORCHESTRATOR_ENABLED, FLAGS_*) come from libs.flags.FlagSettings.
 """
@@ -20,6 +22,26 @@ class GatewaySettings(FlagSettings):
     gateway_port: int = Field(default=c.DEFAULT_PORT, ge=0, le=65535, description="0: any free port")
     gateway_jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 key of the bearer tokens; required (at least 32 bytes)"
+    )
+    gateway_jwks_url: str | None = Field(
+        default=None, description="the identity provider's JWKS: RS256/ES256 tokens are verified with its keys"
+    )
+    gateway_jwks_refresh_s: float = Field(
+        default=c.DEFAULT_JWKS_REFRESH_S, gt=0, description="the key set is read again this often"
+    )
+    gateway_jwks_min_refresh_s: float = Field(
+        default=c.DEFAULT_JWKS_MIN_REFRESH_S, ge=0, description="an unknown kid re-reads the set at most this often"
+    )
+    gateway_jwt_issuer: str | None = Field(default=None, description="set: tokens must carry this `iss`")
+    gateway_jwt_audience: str | None = Field(default=None, description="set: tokens must carry this `aud`")
+    gateway_jwt_max_lifetime_s: float = Field(
+        default=c.DEFAULT_MAX_TOKEN_LIFETIME_S, gt=0, description="tokens must carry iat, and exp - iat at most this"
+    )
+    gateway_rate_limit_rps: float = Field(
+        default=c.DEFAULT_RATE_LIMIT_RPS, ge=0, description="requests per second per user (0: no limit)"
+    )
+    gateway_rate_limit_burst: int = Field(
+        default=c.DEFAULT_RATE_LIMIT_BURST, ge=1, description="requests a user may send at once after a pause"
     )
     gateway_wait_timeout_s: float = Field(
         default=c.DEFAULT_WAIT_TIMEOUT_S, gt=0, description="longest ?wait=true; &timeout= is capped by it"
@@ -47,6 +69,13 @@ class GatewaySettings(FlagSettings):
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < c.MIN_JWT_SECRET_BYTES:
             raise ValueError(f"GATEWAY_JWT_SECRET must be at least {c.MIN_JWT_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("gateway_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("GATEWAY_JWKS_URL must be an http(s) URL")
         return value
 
     @field_validator("gateway_health_urls")

@@ -32,6 +32,23 @@ ADMIN_ROLE: Final = "admin"
 TOKEN_CACHE_SIZE: Final = 10_000
 # `make_token`'s default lifetime: long enough for a dev session, short enough not to live forever.
 DEFAULT_TOKEN_TTL_S: Final = 24 * 3600
+# GATEWAY_JWT_MAX_LIFETIME_S default: a token whose exp - iat is longer is refused (a leaked one must expire).
+DEFAULT_MAX_TOKEN_LIFETIME_S: Final = 24 * 3600
+# Tokens of an identity provider (GATEWAY_JWKS_URL): only these asymmetric algorithms, each with its key type.
+JWKS_ALGORITHMS: Final = frozenset({"RS256", "ES256"})
+# The key set is read again this often, and on a token naming an unknown key (a rotation) — but at most once
+# per JWKS_MIN_REFRESH_S, so tokens with made-up kids cannot make the gateway hammer the provider.
+DEFAULT_JWKS_REFRESH_S: Final = 300.0
+DEFAULT_JWKS_MIN_REFRESH_S: Final = 10.0
+JWKS_FETCH_TIMEOUT_S: Final = 5.0
+# A key set larger than this is not a key set.
+JWKS_MAX_BYTES: Final = 256 * 1024
+
+# --- Per-user request limit (issue 14): a token bucket per user id, in Redis when REDIS_URL is set (shared by
+# every replica), else in this process. Every authenticated request takes one token.
+DEFAULT_RATE_LIMIT_RPS: Final = 10.0
+DEFAULT_RATE_LIMIT_BURST: Final = 50
+RATE_LIMIT_PREFIX: Final = "ho:gw:rl:"
 
 # --- Idempotency-Key: workflow id = uuid5(IDEMPOTENCY_NAMESPACE, f"{len(user)}:{user}:{key}"), so a retried
 # POST of the same user and key maps to the same workflow (the router answers the existing one). Never

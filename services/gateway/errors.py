@@ -7,6 +7,7 @@
     ├── NotFound          404     not_found (unknown, or another user's workflow: the same answer)
     ├── PayloadTooLarge   413     payload_too_large
     ├── UnsupportedMedia  415     unsupported_media_type
+    ├── TooManyRequests   429     too_many_requests (the user's GATEWAY_RATE_LIMIT_* bucket is empty), Retry-After
     ├── BadGateway        502     bad_gateway (the router answered something that is not its reply)
     ├── Unavailable       503     unavailable (the bus failed), disabled (HYBRID_ORCHESTRATOR_ENABLED=false)
     └── WorkflowError             the router refused the workflow, or it failed: code = the ErrorType,
@@ -21,6 +22,7 @@ and anything unexpected (500 `internal`, logged) into that JSON shape. A client'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -131,6 +133,13 @@ class PayloadTooLarge(ApiError):
 
 class UnsupportedMedia(ApiError):
     status = 415
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__("too_many_requests", message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
 class BadGateway(ApiError):

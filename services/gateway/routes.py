@@ -3,6 +3,8 @@ these routes and openapi.py documents exactly these, so the two cannot drift apa
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from contracts.enums import DeliveryState
 from services.gateway import constants as c
 from services.gateway.cost_routes import COST_ROUTES
@@ -183,12 +185,31 @@ OPENAPI = RouteDoc(
     tags=("operations",),
 )
 
-ROUTES: tuple[RouteDoc, ...] = (
-    CREATE_CAMPAIGN,
-    GET_STATUS,
-    GET_DELIVERIES,
-    HEALTH,
-    OPENAPI,
-    *COST_ROUTES,
-    *FLAG_ROUTES,
+_RATE_LIMITED = (
+    "too_many_requests: more than GATEWAY_RATE_LIMIT_RPS requests a second of this user (bursts of "
+    "GATEWAY_RATE_LIMIT_BURST) on any replica; retry after Retry-After seconds"
+)
+
+
+def rate_limited(route: RouteDoc) -> RouteDoc:
+    """`route` with the 429 of the per-user request limit (guard.Guard), which every authenticated route may
+    answer; a route documenting a 429 of its own keeps it, as another reason."""
+    if not route.auth:
+        return route
+    own = route.replies.get(429)
+    reply = Reply(f"{_RATE_LIMITED}; or {own.description}" if own else _RATE_LIMITED, ErrorResponse, ("Retry-After",))
+    return replace(route, replies={**route.replies, 429: reply})
+
+
+ROUTES: tuple[RouteDoc, ...] = tuple(
+    rate_limited(route)
+    for route in (
+        CREATE_CAMPAIGN,
+        GET_STATUS,
+        GET_DELIVERIES,
+        HEALTH,
+        OPENAPI,
+        *COST_ROUTES,
+        *FLAG_ROUTES,
+    )
 )

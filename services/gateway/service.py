@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from contracts.routing import GATEWAY
 from libs.flags import FlagStore, open_flag_client
+from libs.ratelimit import Rate, TokenBucket, open_token_bucket
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
 from services.gateway import constants as c
@@ -25,7 +26,9 @@ from services.gateway.config import GatewaySettings
 from services.gateway.costs import CostEndpoints
 from services.gateway.errors import GatewayConfigError, error_middleware
 from services.gateway.feature_flags import FeatureFlagEndpoints
+from services.gateway.guard import Guard
 from services.gateway.health import HealthAggregator
+from services.gateway.jwks import KeySetUnavailable
 from services.gateway.openapi import build_document
 from services.gateway.routes import ROUTES
 from services.gateway.tracing import tracing_middleware
@@ -45,12 +48,15 @@ class Gateway:
     """The aiohttp application and its site, for one runtime."""
 
     def __init__(self, runtime: Runtime, settings: GatewaySettings) -> None:
-        if settings.gateway_jwt_secret is None:
-            raise GatewayConfigError("GATEWAY_JWT_SECRET is required (at least 32 bytes)")
+        if settings.gateway_jwt_secret is None and settings.gateway_jwks_url is None:
+            raise GatewayConfigError(
+                "GATEWAY_JWT_SECRET (at least 32 bytes) or GATEWAY_JWKS_URL is required to verify tokens"
+            )
         self.settings = settings
         self._runtime = runtime
         self._health = HealthAggregator(runtime.bus, runtime.resources, settings.health_urls())
-        verifier = TokenVerifier(settings.gateway_jwt_secret.get_secret_value())
+        verifier = TokenVerifier.from_settings(settings)
+        self.guard = Guard(verifier, _request_bucket(settings))
         self.costs = CostEndpoints(runtime.bus, settings, verifier)
         store = runtime.resources.get(c.RESOURCE_FLAG_STORE)
         self.flags = open_flag_client(settings, store=store if isinstance(store, FlagStore) else None)
@@ -74,7 +80,8 @@ class Gateway:
             client_max_size=max(self.settings.gateway_max_body_bytes, self.settings.gateway_campaign_max_body_bytes),
         )
         for route in ROUTES:
-            app.router.add_route(route.method, route.path, self._handler(route.handler))
+            handler = self._handler(route.handler)
+            app.router.add_route(route.method, route.path, self.guard.wrap(handler) if route.auth else handler)
         return app
 
     def _handler(self, name: str) -> Handler:
@@ -91,6 +98,12 @@ class Gateway:
 
     async def start(self) -> None:
         await self.flags.start()  # before serving: the first request already sees the stored flags
+        keys = self.guard.keys
+        if keys is not None:
+            try:
+                await keys.refresh()  # before serving, so the first tokens need no fetch
+            except KeySetUnavailable as exc:  # the provider may be down now: tokens retry it (ensure)
+                log.warning("gateway.jwks.unavailable", url=keys.url, reason=str(exc))
         self._runner = web.AppRunner(self.app(), access_log=None)  # tracing_middleware logs each request
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
@@ -102,6 +115,7 @@ class Gateway:
 
     async def stop(self) -> None:
         await self._health.close()
+        await self.guard.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -111,6 +125,14 @@ class Gateway:
         """Readiness: the site is bound."""
         if self._runner is None or self.port is None:
             raise RuntimeError("the HTTP site is not started")
+
+
+def _request_bucket(settings: GatewaySettings) -> TokenBucket | None:
+    """The per-user request limit (None: GATEWAY_RATE_LIMIT_RPS=0, no limit)."""
+    if settings.gateway_rate_limit_rps <= 0:
+        return None
+    rate = Rate(per_s=settings.gateway_rate_limit_rps, burst=settings.gateway_rate_limit_burst)
+    return open_token_bucket(settings.redis_url, rate, prefix=c.RATE_LIMIT_PREFIX)
 
 
 def settings_for(runtime: Runtime) -> GatewaySettings:

@@ -99,6 +99,7 @@ def stack_env(llm: SimulatorProcess, platform: SimulatorProcess) -> dict[str, st
         "OPENAI_TIMEOUT_S": str(PROVIDER_TIMEOUT_S),
         "GATEWAY_JWT_SECRET": secrets.token_urlsafe(32),
         "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_RATE_LIMIT_RPS": "0",  # the load polls statuses as fast as it can: not what chaos measures
         "ONLYFANS_API_URL": platform.url,
         "ONLYFANS_API_TOKEN": "chaos-token",
         "OF_ACCOUNT_LIMIT": str(LIMIT),

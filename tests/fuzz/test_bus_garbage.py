@@ -169,6 +169,7 @@ async def memory_system(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[System
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("GATEWAY_JWT_SECRET", SECRET)
     monkeypatch.setenv("GATEWAY_PORT", "0")
+    monkeypatch.setenv("GATEWAY_RATE_LIMIT_RPS", "0")  # status polls must not meet the per-user limit
     monkeypatch.setenv("HEALTH_PORT", "0")
     for key, value in DELIVERY_LIMITS.items():
         monkeypatch.setenv(key, value)
@@ -247,6 +248,7 @@ async def amqp_system(
         "ONLYFANS_API_TOKEN": PLATFORM_TOKEN,
         "GATEWAY_JWT_SECRET": SECRET,
         "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_RATE_LIMIT_RPS": "0",
         **DELIVERY_LIMITS,
     }
     workdir: Path = tmp_path_factory.mktemp("fuzz-bus")

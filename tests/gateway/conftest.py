@@ -234,6 +234,9 @@ async def make_gateway() -> AsyncIterator[MakeGateway]:
             "gateway_jwt_secret": SECRET,
             "gateway_request_timeout_s": 1.0,
             "gateway_wait_timeout_s": 5.0,
+            # Tests send many requests as one user; the per-user limit has its own tests (test_rate_limit.py).
+            "gateway_rate_limit_rps": 10_000,
+            "gateway_rate_limit_burst": 10_000,
             **overrides,
         }
         runtime = Runtime(
