@@ -10,10 +10,14 @@ COST_ALERT_CHANNEL_TIMEOUT_S=10   COST_ALERT_MAX_ATTEMPTS=8   COST_ALERT_RETRY_B
 COST_SWEEP_INTERVAL_S=30          period rollover, threshold edits, lost publishes are handled this often
 COST_THRESHOLD_REFRESH_S=5        how stale another replica's threshold edits may be seen here
 COST_BUDGET_REPUBLISH_S=300       every budget state is re-sent to the routers this often
+COST_DEFAULT_USER_DAILY_BUDGET_USD=5   every user without a daily budget of their own is blocked past this
+COST_MAX_THRESHOLDS_PER_USER=20   thresholds one user's scope may hold (creating another answers 400)
+COST_ALERT_SCOPE_HOURLY_LIMIT=10  alerts of one scope sent to Slack/SNS/email per hour; later ones in-app only
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -40,6 +44,13 @@ class CostTrackerSettings(CommonSettings):
     cost_sweep_interval_s: float = Field(default=30.0, gt=0)
     cost_threshold_refresh_s: float = Field(default=5.0, ge=0)
     cost_budget_republish_s: float = Field(default=300.0, gt=0)
+    cost_default_user_daily_budget_usd: Decimal | None = Field(
+        default=None, gt=0, description="a block budget for every user without a daily one; unset: none"
+    )
+    cost_max_thresholds_per_user: int = Field(default=20, ge=1, description="thresholds in one user's scope")
+    cost_alert_scope_hourly_limit: int = Field(
+        default=10, ge=1, description="alerts of one scope delivered to channels per hour (the rest: in-app only)"
+    )
 
     def alert_recipients(self) -> list[str]:
         """COST_ALERT_EMAIL as a list of addresses."""

@@ -6,6 +6,7 @@ Everything an operator may want to change lives in config.CostTrackerSettings in
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -32,11 +33,20 @@ TOKENS_PER_PRICE_UNIT: Final = Decimal(1000)
 # and in consumers' de-duplication. Never change it: alerts of the current period would be raised again.
 ALERT_NAMESPACE: Final = uuid.UUID("3c8e2f4a-6d1b-5a7c-9e0f-2b4d6f8a1c3e")
 
-# Notification channels a threshold may name (the seed's names; "in_app" is the alert list itself).
+# Notification channels a threshold may name (the seed's names; "in_app" is the alert list itself). They are
+# the operators' channels: only an admin's thresholds name them, a user's alert in-app only (issue 14).
 CHANNEL_SLACK: Final = "slack"
 CHANNEL_SNS: Final = "sns"
 CHANNEL_EMAIL: Final = "email"
 CHANNELS: Final = (CHANNEL_SLACK, CHANNEL_SNS, CHANNEL_EMAIL)
+
+# COST_DEFAULT_USER_DAILY_BUDGET_USD acts as a threshold of every user without a daily budget: its id is
+# uuid5(DEFAULT_BUDGET_NAMESPACE, user id), so its alert is raised once per user and day like any other's.
+# Never change it: today's default-budget alerts would be raised again.
+DEFAULT_BUDGET_NAMESPACE: Final = uuid.UUID("9b2d7e41-3c5a-5f86-a1b0-4e7c2d9f0a63")
+DEFAULT_BUDGET_CREATED_BY: Final = "COST_DEFAULT_USER_DAILY_BUDGET_USD"
+# COST_ALERT_SCOPE_HOURLY_LIMIT counts a scope's alerts raised within this window.
+ALERT_RATE_WINDOW: Final = timedelta(hours=1)
 
 # A delivery being sent is leased to one replica for this long beyond the channel timeout; a replica that
 # died mid-send leaves the lease to expire, and a later attempt (the bus's retry) takes the delivery over.
@@ -51,6 +61,11 @@ SNS_SUBJECT_MAX: Final = 100
 
 # Query limits: a breakdown or forecast over more days than this is refused (400), not run for minutes.
 MAX_RANGE_DAYS: Final = 366
+# Query times outside these are refused (invalid_parameter), never computed with: a time near datetime's
+# limits overflowed (0001-01-01T00:00+01:00 in UTC, a day after 9999-12-31) and the query was dead-lettered
+# (issue 14). Wider than the gateway's years (2000-2099 as written), so no time it accepts is refused here.
+QUERY_MIN_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+QUERY_MAX_TIME: Final = datetime(2200, 1, 1, tzinfo=UTC)
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 500
 

@@ -9,10 +9,18 @@ A threshold with an action (downgrade / block) is also a budget: the most severe
 crossed thresholds of a period is that scope's budget state, and a change of it is published as
 budget.status (again guarded by a conditional write, so one replica publishes each change). Spending only
 grows within a period; actions are lifted by the sweep (a new period, an edited or disabled threshold).
+
+COST_DEFAULT_USER_DAILY_BUDGET_USD is a block threshold of every user without a daily budget of their own
+(default_budget: not stored, not listed, alerting in-app), so one user's generations cannot run up the bill
+unchecked. Alert delivery is limited per scope: an alert raised when its scope already raised
+COST_ALERT_SCOPE_HOURLY_LIMIT alerts in the last hour is stored (the in-app list) with its channel
+deliveries skipped as rate limited — many thresholds crossing at once page the operators a bounded number
+of times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,12 +32,20 @@ from contracts.enums import BudgetAction, CostPeriod
 from contracts.messages import BudgetStatus, CostAlert
 from libs.bus import Bus
 from libs.telemetry import get_logger
+from services.cost_tracker.constants import (
+    ALERT_RATE_WINDOW,
+    DEFAULT_BUDGET_CREATED_BY,
+    DEFAULT_BUDGET_NAMESPACE,
+    GLOBAL_SCOPE,
+)
 from services.cost_tracker.model import (
     BUDGET_SEVERITY,
     Alert,
+    AlertFilter,
     BudgetState,
     Delivery,
     DeliveryStatus,
+    Severity,
     SpendKey,
     Threshold,
     ThresholdAction,
@@ -53,9 +69,17 @@ class ThresholdBook:
     """The enabled thresholds by scope and period, cached: reloaded when older than `refresh_s` (so an edit
     made on another replica applies here within that time) or when this replica edited one."""
 
-    def __init__(self, store: CostStore, *, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: CostStore,
+        *,
+        refresh_s: float,
+        default_daily_budget: Decimal | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._refresh_s = refresh_s
+        self._default_daily_budget = default_daily_budget
         self._clock = clock
         self._by_key: dict[tuple[str, CostPeriod], list[Threshold]] = {}
         self._loaded_at: float | None = None
@@ -74,10 +98,36 @@ class ThresholdBook:
         return self._by_key
 
     async def matching(self, scope: str, period: CostPeriod) -> list[Threshold]:
-        return (await self._current()).get((scope, period), [])
+        """The scope's enabled thresholds of `period`, with the default daily budget for a user who has none."""
+        found = (await self._current()).get((scope, period), [])
+        default = self._default_daily_budget
+        if default is None or scope == GLOBAL_SCOPE or period is not CostPeriod.DAILY:
+            return found
+        if any(t.action is not ThresholdAction.NONE for t in found):
+            return found  # the user's own daily budget replaces the default
+        return [*found, default_budget(scope, default)]
 
     async def scopes(self) -> set[str]:
         return {scope for scope, _ in await self._current()}
+
+
+def default_budget(user_id: str, limit_usd: Decimal) -> Threshold:
+    """COST_DEFAULT_USER_DAILY_BUDGET_USD as `user_id`'s threshold: block past it, alert in-app only."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return Threshold(
+        id=uuid.uuid5(DEFAULT_BUDGET_NAMESPACE, user_id),
+        scope_user_id=user_id,
+        period=CostPeriod.DAILY,
+        limit_usd=limit_usd,
+        severity=Severity.WARNING,
+        action=ThresholdAction.BLOCK,
+        channels=(),
+        enabled=True,
+        name="default daily budget",
+        created_by=DEFAULT_BUDGET_CREATED_BY,
+        created_at=epoch,
+        updated_at=epoch,
+    )
 
 
 def decide_budget(spent: Decimal, thresholds: Sequence[Threshold]) -> tuple[BudgetAction, Decimal | None]:
@@ -105,12 +155,14 @@ class Limits:
         book: ThresholdBook,
         *,
         configured_channels: frozenset[str],
+        alert_hourly_limit: int = 10,
         clock: Clock = utcnow,
     ) -> None:
         self._bus = bus
         self._store = store
         self.book = book
         self._configured = configured_channels
+        self._alert_hourly_limit = alert_hourly_limit
         self._clock = clock
         # Crossings this replica knows are stored: later messages of the period skip the INSERT round trip.
         self._raised: set[tuple[uuid.UUID, date]] = set()
@@ -165,7 +217,7 @@ class Limits:
             marker = (threshold.id, key.start)
             if spent < threshold.limit_usd or marker in self._raised:
                 continue
-            alert = self._alert_for(threshold, key, spent, now)
+            alert = self._alert_for(threshold, key, spent, now, await self._rate_limited(threshold, now))
             if await self._store.raise_alert(alert):
                 log.info(
                     "cost.threshold.crossed",
@@ -178,7 +230,26 @@ class Limits:
                 await self.publish_alert(alert)
             self._raised.add(marker)
 
-    def _alert_for(self, threshold: Threshold, key: SpendKey, spent: Decimal, now: datetime) -> Alert:
+    async def _rate_limited(self, threshold: Threshold, now: datetime) -> tuple[Delivery, ...]:
+        """The deliveries of `threshold`'s alert: skipped as rate limited when its scope raised
+        COST_ALERT_SCOPE_HOURLY_LIMIT alerts or more in the last hour."""
+        deliveries = self.deliveries(threshold.channels)
+        if not any(d.status is DeliveryStatus.PENDING for d in deliveries):
+            return deliveries
+        where = AlertFilter(scope_user_id=threshold.scope_user_id, only_scope=True, start=now - ALERT_RATE_WINDOW)
+        _, counts = await self._store.alerts(dataclasses.replace(where, limit=1))
+        if counts.total < self._alert_hourly_limit:
+            return deliveries
+        log.warning("cost.alert.rate_limited", scope=threshold.scope, alerts_last_hour=counts.total)
+        reason = f"rate limited: {counts.total} alerts of this scope in the last hour (COST_ALERT_SCOPE_HOURLY_LIMIT)"
+        return tuple(
+            Delivery(d.channel, DeliveryStatus.SKIPPED, last_error=reason) if d.status is DeliveryStatus.PENDING else d
+            for d in deliveries
+        )
+
+    def _alert_for(
+        self, threshold: Threshold, key: SpendKey, spent: Decimal, now: datetime, deliveries: tuple[Delivery, ...]
+    ) -> Alert:
         budget = "" if threshold.action is ThresholdAction.NONE else f"; budget action: {threshold.action.value}"
         message = (
             f"{describe_scope(threshold.scope_user_id)} {key.period.value} spend reached ${spent} "
@@ -196,7 +267,7 @@ class Limits:
             severity=threshold.severity,
             message=message,
             raised_at=now,
-            deliveries=self.deliveries(threshold.channels),
+            deliveries=deliveries,
         )
 
     def deliveries(self, channels: Iterable[str]) -> tuple[Delivery, ...]:

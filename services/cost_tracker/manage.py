@@ -2,8 +2,10 @@
 
 Thresholds: a user lists, creates and edits the thresholds of their own scope that they created; an admin
 any, including global ones and thresholds for other users. A threshold with an action (downgrade / block)
-is a budget. A created or edited threshold is checked against the current spend at once, so a budget set
-below what was already spent applies now, not at the next call.
+is a budget. A user's scope holds at most COST_MAX_THRESHOLDS_PER_USER thresholds (disabled ones count: edit
+one instead), and only an admin's thresholds name channels (Slack, SNS, email are the operators'): a
+user's alert in-app, in the alert list. A created or edited threshold is checked against the current spend
+at once, so a budget set below what was already spent applies now, not at the next call.
 
 Alerts: a user lists and acknowledges the alerts of their own scope; an admin any, and may raise a manual
 alert (delivered to the channels like any other).
@@ -20,7 +22,7 @@ from decimal import Decimal
 
 from contracts.enums import CostPeriod
 from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNELS
-from services.cost_tracker.errors import Forbidden, NotFound
+from services.cost_tracker.errors import Forbidden, InvalidParameter, NotFound
 from services.cost_tracker.limits import Limits, describe_scope
 from services.cost_tracker.model import (
     Alert,
@@ -58,9 +60,10 @@ class ThresholdSpec:
 
 
 class Management:
-    def __init__(self, store: CostStore, limits: Limits) -> None:
+    def __init__(self, store: CostStore, limits: Limits, *, max_thresholds_per_user: int = 20) -> None:
         self._store = store
         self._limits = limits
+        self._max_per_user = max_thresholds_per_user
 
     # --- thresholds ----------------------------------------------------------------------------------------
 
@@ -99,6 +102,15 @@ class Management:
         if scope_user is not None and scope_user != who.user_id and not who.is_admin:
             raise Forbidden("only an admin may set thresholds for other users")
         assert spec.period is not None and spec.limit_usd is not None  # required by the create parameters
+        _check_channels(who, spec)
+        if scope_user is not None:
+            held = sum(t.scope_user_id == scope_user for t in await self._store.thresholds())
+            if held >= self._max_per_user:
+                raise InvalidParameter(
+                    f"a user holds at most {self._max_per_user} thresholds (COST_MAX_THRESHOLDS_PER_USER); "
+                    "change or disable one of theirs instead"
+                )
+        default_channels = CHANNELS if who.is_admin else ()
         threshold = Threshold(
             id=threshold_id,
             scope_user_id=scope_user,
@@ -106,7 +118,7 @@ class Management:
             limit_usd=spec.limit_usd,
             severity=spec.severity or Severity.WARNING,
             action=spec.action or ThresholdAction.NONE,
-            channels=tuple(dict.fromkeys(spec.channels if spec.channels is not None else CHANNELS)),
+            channels=tuple(dict.fromkeys(spec.channels if spec.channels is not None else default_channels)),
             enabled=True if spec.enabled is None else spec.enabled,
             name=spec.name,
             created_by=who.user_id,
@@ -125,6 +137,7 @@ class Management:
             raise NotFound(f"no threshold {threshold_id}")
         if not who.is_admin and current.created_by != who.user_id:
             raise Forbidden("this threshold was set by an admin; only an admin may change it")
+        _check_channels(who, spec)
         changes = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
         if "channels" in changes:
             changes["channels"] = tuple(dict.fromkeys(changes["channels"]))
@@ -194,3 +207,11 @@ class Management:
         if updated is None:
             raise NotFound(f"no alert {alert_id}")
         return AlertView.of(updated)
+
+
+def _check_channels(who: Requester, spec: ThresholdSpec) -> None:
+    """Only an admin's thresholds alert Slack, SNS or email: a user's alert in-app (the alert list)."""
+    if spec.channels and not who.is_admin:
+        raise Forbidden(
+            "notification channels (slack, sns, email) are the operators': a user's thresholds alert in-app only"
+        )

@@ -57,8 +57,19 @@ class CostTracker:
     def build(cls, bus: Bus, settings: CostTrackerSettings, store: CostStore, *, clock: Clock = utcnow) -> CostTracker:
         """A cost-tracker on `bus` and `store`; `clock` (UTC now) decides periods and timestamps."""
         prices = load_price_table(settings.cost_price_file, settings.cost_prices)
-        book = ThresholdBook(store, refresh_s=settings.cost_threshold_refresh_s)
-        limits = Limits(bus, store, book, configured_channels=configured_channels(settings), clock=clock)
+        book = ThresholdBook(
+            store,
+            refresh_s=settings.cost_threshold_refresh_s,
+            default_daily_budget=settings.cost_default_user_daily_budget_usd,
+        )
+        limits = Limits(
+            bus,
+            store,
+            book,
+            configured_channels=configured_channels(settings),
+            alert_hourly_limit=settings.cost_alert_scope_hourly_limit,
+            clock=clock,
+        )
         channels = Channels()
         return cls(
             settings=settings,
@@ -66,7 +77,11 @@ class CostTracker:
             prices=prices,
             limits=limits,
             accounting=Accounting(store, prices, limits),
-            queries=Queries(Reports(store, prices), Management(store, limits), clock=clock),
+            queries=Queries(
+                Reports(store, prices),
+                Management(store, limits, max_thresholds_per_user=settings.cost_max_thresholds_per_user),
+                clock=clock,
+            ),
             channels=channels,
             notifier=Notifier(bus, store, channels, settings, clock=clock),
         )

@@ -150,7 +150,7 @@ CREATE_THRESHOLD = RouteDoc(
     request=s.ThresholdCreateRequest,
     replies=_write(
         {201: Reply("created", s.ThresholdResponse)},
-        forbidden="forbidden: global thresholds and other users' are for admins",
+        forbidden="forbidden: global thresholds, other users' and notificationChannels are for admins",
     ),
     tags=_TAGS,
 )
@@ -164,7 +164,7 @@ UPDATE_THRESHOLD = RouteDoc(
     request=s.ThresholdUpdateRequest,
     replies=_write(
         {200: Reply("the threshold as changed", s.ThresholdResponse)},
-        forbidden="forbidden: the threshold was set by an admin",
+        forbidden="forbidden: the threshold was set by an admin, or notificationChannels (admins only)",
         not_found="not_found: no such threshold, or not yours",
     ),
     tags=_TAGS,

@@ -71,7 +71,12 @@ class ThresholdCreateRequest(CostRequest):
     severity: Severity = "warning"
     action: Action = Field(default="none", description="block: new workflows refused; downgrade: sent to openai")
     notification_channels: list[Channel] | None = Field(
-        default=None, max_length=3, description="default: every channel (unconfigured ones are skipped)"
+        default=None,
+        max_length=3,
+        description=(
+            "admins only (a user's thresholds alert in-app, in the alert list); default: every channel for an "
+            "admin's threshold (unconfigured ones are skipped), none for a user's"
+        ),
     )
     enabled: StrictBool = True
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None

@@ -54,12 +54,13 @@ async def create(harness: Harness, user: str, **fields: Any) -> Any:
 
 class TestThresholds:
     async def test_a_user_manages_their_own_thresholds(self, harness: Harness) -> None:
-        """Alice creates one for herself (default channels: all), sees it, edits it; Bob sees nothing of it."""
+        """Alice creates one for herself (no channels: a user's alert in-app), sees it, edits it; Bob sees
+        nothing of it."""
         created = await create(harness, ALICE, severity="critical", name="daily cap")
         assert created.ok, created.error
         data = created.data
         assert (data["user_id"], data["created_by"], data["action"]) == (ALICE, ALICE, "none")
-        assert data["notification_channels"] == ["slack", "sns", "email"] and Decimal(data["limit_usd"]) == 5
+        assert data["notification_channels"] == [] and Decimal(data["limit_usd"]) == 5
         updated = await harness.data(
             "thresholds", {"op": "update", "threshold_id": data["id"], "limit_usd": "7.5", "enabled": False}
         )

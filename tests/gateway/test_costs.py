@@ -261,8 +261,11 @@ class TestVisibility:
 
 class TestManagement:
     async def test_thresholds_are_created_listed_and_changed(self, stack: Stack) -> None:
-        """POST answers 201 with the seed's names (type, threshold); GET lists it; PUT changes it."""
-        body = {"type": "daily", "threshold": 12.5, "severity": "critical", "notificationChannels": ["slack"]}
+        """POST answers 201 with the seed's names (type, threshold); GET lists it; PUT changes it. A user's
+        notificationChannels are refused (403: Slack, SNS and email are the operators')."""
+        body = {"type": "daily", "threshold": 12.5, "severity": "critical"}
+        refused = await stack.call("POST", THRESHOLDS, json={**body, "notificationChannels": ["slack"]})
+        assert (refused.status, refused.body["error"]["code"]) == (403, "forbidden")
         created = await stack.call("POST", THRESHOLDS, json=body)
         assert created.status == 201
         data = created.body["data"]
