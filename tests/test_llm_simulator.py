@@ -149,7 +149,7 @@ class TestCompletion:
             (
                 "Create a content plan for the week.",
                 "Gym content",
-                r"^Content plan \[sim-[0-9a-f]{8}\]:\n1\. ",
+                r"^Content plan \[sim-[a-p]{8}\]:\n1\. ",
             ),
             ("Validate this content for compliance.", "Sunset selfie", r"^Verdict: APPROVED \[sim-"),
             ("Validate this content for compliance.", "Let's meet in person", r"^Verdict: REJECTED .*meet"),
@@ -261,6 +261,31 @@ class TestFaults:
         async with client:
             with pytest.raises(openai.APIResponseValidationError):
                 await ask(client)
+
+    async def test_reply_fault_answers_the_scripted_text_with_its_usage(
+        self, sim: LLMSimulator, oai: openai.AsyncOpenAI
+    ) -> None:
+        """A reply fault answers its text (counted like any reply) once, then the composed reply is back."""
+        sim.add_fault("reply", reply="call me 555-0100")
+        scripted = await ask(oai)
+        assert scripted.choices[0].message.content == "call me 555-0100"
+        assert scripted.usage.completion_tokens == tokens("call me 555-0100")
+        assert (await ask(oai)).choices[0].message.content.startswith("Content plan [sim-")
+        assert sim.counts().by_outcome == {"reply": 1, "ok": 1}
+
+    @pytest.mark.parametrize(
+        "fault", [{"kind": "reply"}, {"kind": "server_error", "reply": "x"}, {"kind": "reply", "reply": ""}]
+    )
+    def test_reply_needs_a_text_and_only_a_reply_takes_one(self, sim: LLMSimulator, fault: dict[str, Any]) -> None:
+        """A reply fault without a text, or another fault with one, is refused."""
+        with pytest.raises(InvalidFaultError):
+            sim.add_fault(**fault)
+
+    async def test_reply_references_never_read_as_numbers(self, oai: openai.AsyncOpenAI) -> None:
+        """The prompt hash a reply quotes is letters only: a run of digits would read as a phone number."""
+        for topic in ("a", "b", "c", "d", "e", "f", "g", "h"):
+            completion = await ask(oai, [{"role": "user", "content": f"Write a chat message about {topic}"}])
+            assert re.search(r"\[sim-[a-p]{8}\]", completion.choices[0].message.content)
 
     async def test_count_limits_a_fault_to_the_next_n_requests(
         self, sim: LLMSimulator, oai: openai.AsyncOpenAI

@@ -11,9 +11,9 @@ configured, so the production client code runs unchanged with no keys and no net
 
 Replies are deterministic (same request, same text), shaped by the prompt's intent, and carry token counts
 of a simple regex tokenizer that match the text; that wire format lives in ``llm_wire.py``. Faults (latency,
-429, 500, hang, malformed JSON, bad shape) are queued per target programmatically or through the
-``/_sim/*`` admin routes, and every request is counted so tests can assert how many provider calls were
-made.
+429, 500, hang, malformed JSON, bad shape) and scripted replies (``reply``: answer this text) are queued per
+target programmatically or through the ``/_sim/*`` admin routes, and every request is counted so tests can
+assert how many provider calls were made.
 
 As its own process (the compose demo profile): ``python -m libs.simulators.llm`` serves on
 LLM_SIMULATOR_HOST:LLM_SIMULATOR_PORT (default 127.0.0.1:8090) until SIGTERM or SIGINT.
@@ -87,6 +87,7 @@ class FaultKind(StrEnum):
     HANG = "hang"  # never answer
     MALFORMED = "malformed"  # 200 application/json whose body is not JSON
     BAD_SHAPE = "bad_shape"  # 200 valid JSON without `choices`
+    REPLY = "reply"  # 200 with `reply` as the text instead of the composed one (a scripted answer)
 
 
 class FaultSpec(BaseModel):
@@ -99,11 +100,14 @@ class FaultSpec(BaseModel):
     count: int | None = Field(default=1, ge=1, description="next N matching requests; null: until cleared")
     retry_after: float = Field(default=DEFAULT_RETRY_AFTER_S, ge=0, description="Retry-After of a 429, s")
     latency_s: float = Field(default=0.0, ge=0, description="delay before the fault's effect, s")
+    reply: str | None = Field(default=None, min_length=1, description="the text a `reply` fault answers")
 
     @pydantic.model_validator(mode="after")
     def _latency_needs_a_delay(self) -> Self:
         if self.kind is FaultKind.LATENCY and self.latency_s <= 0:
             raise ValueError("a latency fault needs latency_s > 0")
+        if (self.kind is FaultKind.REPLY) != (self.reply is not None):
+            raise ValueError("a reply fault, and only a reply fault, needs `reply`")
         return self
 
 
@@ -155,9 +159,10 @@ class LLMSimulator(serve.HttpSimulator):
         count: int | None = 1,
         retry_after: float = DEFAULT_RETRY_AFTER_S,
         latency_s: float = 0.0,
+        reply: str | None = None,
     ) -> FaultSpec:
         """Queue a fault for the next `count` matching requests (None: until cleared)."""
-        fields = {"kind": kind, "target": target, "count": count}
+        fields = {"kind": kind, "target": target, "count": count, "reply": reply}
         try:
             spec = FaultSpec.model_validate({**fields, "retry_after": retry_after, "latency_s": latency_s})
         except pydantic.ValidationError as exc:
@@ -273,6 +278,8 @@ class LLMSimulator(serve.HttpSimulator):
             return web.Response(body=truncated, content_type="application/json")
         if fault.kind is FaultKind.BAD_SHAPE:
             return json_response(completion_body(chat, with_choices=False))
+        if fault.kind is FaultKind.REPLY:
+            return json_response(completion_body(chat, reply=fault.reply))
         return json_response(completion_body(chat))  # LATENCY: late but correct
 
     # --- lifecycle ---------------------------------------------------------------------------------------

@@ -18,8 +18,11 @@ import orjson
 from aiohttp import web
 
 # --- constants ------------------------------------------------------------------------------------------
-# Length of the prompt hash quoted in every reply, so different prompts visibly get different text.
+# Length of the prompt hash quoted in every reply, so different prompts visibly get different text. It is
+# quoted in letters only (hex digits shifted to g-p): a run of digits such as "31706690" reads as a phone
+# number to the content gate (libs.content), which would then refuse the simulator's own replies.
 PROMPT_HASH_CHARS = 8
+_HASH_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 # How many words of the last user message a reply quotes as its topic.
 TOPIC_WORDS = 8
 # The simulated validator rejects user content containing one of these, so both verdicts can be exercised.
@@ -158,7 +161,7 @@ def _detect_intent(messages: list[tuple[str, str]]) -> str:
 def compose_reply(model: str, messages: list[tuple[str, str]]) -> str:
     """The deterministic reply to a conversation: same model and messages, same text."""
     digest = hashlib.sha256(orjson.dumps([model, messages])).hexdigest()
-    ref = f"[sim-{digest[:PROMPT_HASH_CHARS]}]"
+    ref = f"[sim-{digest[:PROMPT_HASH_CHARS].translate(_HASH_LETTERS)}]"
     pick = int(digest[:PROMPT_HASH_CHARS], 16)
     user_text = " ".join(body for role, body in messages if role == "user")
     topic = " ".join(_WORD_RE.findall(user_text)[:TOPIC_WORDS]) or "your audience"
@@ -195,9 +198,11 @@ def _truncate(text: str, max_tokens: int | None) -> tuple[str, str]:
     return text[: ends[max_tokens - 1]], "length"
 
 
-def completion_body(chat: ChatRequest, *, with_choices: bool = True) -> dict[str, Any]:
-    """A ``chat.completion`` object answering `chat` (without ``choices`` for the bad-shape fault)."""
-    content, finish_reason = _truncate(compose_reply(chat.model, chat.messages), chat.max_tokens)
+def completion_body(chat: ChatRequest, *, with_choices: bool = True, reply: str | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object answering `chat` (without ``choices`` for the bad-shape fault), with the
+    composed reply or the given `reply` (a scripted answer)."""
+    text = compose_reply(chat.model, chat.messages) if reply is None else reply
+    content, finish_reason = _truncate(text, chat.max_tokens)
     prompt_tokens = sum(count_tokens(text) for _, text in chat.messages)
     completion_tokens = count_tokens(content)
     body: dict[str, Any] = {
