@@ -189,6 +189,39 @@ class TestErrorTranslation:
         error = to_database_error(caught.value, action="insert")
         assert (error.retryable, error.sqlstate) == (False, "23505")
 
+    @pytest.mark.parametrize(
+        ("statement", "args", "sqlstate"),
+        [
+            ("SELECT $1::jsonb", [{"text": "a\x00b"}], "22P05"),  # jsonb refuses \u0000 (issue 14)
+            ("SELECT $1::text", ["a\x00b"], "22021"),  # text refuses a NUL byte
+            ("SELECT $1::numeric::integer", ["1e20"], "22003"),  # out of range
+            ("SELECT $1::date", ["0001-01-01 BC"], None),  # a date asyncpg cannot decode
+            ("SELECT $1::int", [2**70], None),  # an argument asyncpg cannot encode
+        ],
+    )
+    async def test_refused_data_is_permanent(
+        self, pool: asyncpg.Pool, statement: str, args: list[object], sqlstate: str | None
+    ) -> None:
+        """The database refusing the data itself (a NUL, a value out of range) translates into a permanent,
+        non-retryable DatabaseError: the same data fails the same way every time."""
+        with pytest.raises(Exception) as caught:
+            async with pool.acquire() as conn:
+                await conn.fetchval(statement, *args)
+        error = to_database_error(caught.value, action="query")
+        assert (error.permanent, error.retryable) == (True, False), repr(caught.value)
+        if sqlstate is not None:
+            assert error.sqlstate == sqlstate
+
+    def test_transient_and_conflicting_failures_are_not_permanent(self) -> None:
+        """A lost connection, a deadlock or a unique violation (possibly a race) is never marked permanent."""
+        for exc in [
+            asyncpg.DeadlockDetectedError("x"),
+            asyncpg.UniqueViolationError("x"),
+            asyncpg.exceptions.ConnectionDoesNotExistError("x"),
+            TimeoutError(),
+        ]:
+            assert not to_database_error(exc, action="query").permanent, exc
+
     def test_transient_failures_are_retryable(self) -> None:
         """Serialization failures, deadlocks, lost connections and timeouts are marked retryable."""
         for exc in [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from libs.bus.base import Bus, DeadLetter, Handler, RedeliveryPolicy, ReplyAddress, reply_address
-from libs.bus.errors import BusConnectionError, BusError, PublishError, Reject, RequestTimeout, Unroutable
+from libs.bus.errors import BusConnectionError, BusError, PublishError, Reject, RequestTimeout, Unroutable, is_permanent
 
 
 def create_bus(url: str, **options: object) -> Bus:
@@ -39,5 +39,6 @@ __all__ = [
     "RequestTimeout",
     "Unroutable",
     "create_bus",
+    "is_permanent",
     "reply_address",
 ]

@@ -23,7 +23,7 @@ import structlog
 from contracts import ContractError, Envelope, Message
 from contracts.routing import consumers, route_key
 from libs.bus import constants as c
-from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable
+from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable, is_permanent
 from libs.telemetry.messaging import consumer_span, producer_span
 from libs.telemetry.metrics import get_metrics
 
@@ -165,6 +165,9 @@ class Consumer:
         except Exception as exc:
             policy = self.bus.policy
             reason = f"{type(exc).__name__}: {exc}"
+            if is_permanent(exc):  # the same data fails the same way: retries would only delay the dead letter
+                log.warning("bus.message.permanent", service=self.service, type=envelope.type, reason=reason)
+                return Outcome(Verdict.DEAD, f"permanent: {reason}")
             if deliveries >= policy.max_deliveries:
                 log.error("bus.message.exhausted", service=self.service, type=envelope.type, reason=reason)
                 return Outcome(Verdict.DEAD, f"failed {deliveries} times, last: {reason}")

@@ -8,6 +8,10 @@
 
     Reject                        raised BY a handler: dead-letter this message now, it will never succeed
 
+Any other exception a handler raises is retried with backoff, unless it says it is permanent: an attribute
+`permanent` that is True (libs.storage.DatabaseError sets it when the database refused the data itself — a
+NUL in a string, a value out of range). `is_permanent` is that rule, the one place the bus decides it.
+
 Transports translate their library's exceptions into these at the boundary (`raise ... from exc`).
 """
 
@@ -34,3 +38,8 @@ class RequestTimeout(BusError, TimeoutError):
 
 class Reject(Exception):
     """A handler's verdict that this message is permanently unprocessable (goes to the dead-letter queue)."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a handler's exception means the message can never succeed (dead-letter it now, not after retries)."""
+    return isinstance(exc, Reject) or getattr(exc, "permanent", False) is True

@@ -5,7 +5,14 @@ from its implementation module so that ``python -m libs.storage.migrations`` run
 about an already-imported module.
 """
 
-from libs.storage.errors import DatabaseError, MigrationError, StorageError, is_retryable, to_database_error
+from libs.storage.errors import (
+    DatabaseError,
+    MigrationError,
+    StorageError,
+    is_permanent,
+    is_retryable,
+    to_database_error,
+)
 from libs.storage.migrator import Migration, discover, migrate
 from libs.storage.pg import create_pool, instrument_asyncpg, quote_schema
 
@@ -17,6 +24,7 @@ __all__ = [
     "create_pool",
     "discover",
     "instrument_asyncpg",
+    "is_permanent",
     "is_retryable",
     "migrate",
     "quote_schema",

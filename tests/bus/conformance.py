@@ -22,6 +22,7 @@ from contracts import Envelope, Message
 from contracts import messages as m
 from libs.bus import Bus, RequestTimeout, Unroutable, reply_address
 from libs.bus.errors import Reject
+from libs.storage import DatabaseError
 
 MakeBus = Callable[..., Awaitable[Bus]]
 ROUTER = "router"
@@ -120,6 +121,22 @@ class BusConformance:
         dead = await self._wait_dead(bus, 1)
         assert len(calls) == 1
         assert "never valid" in dead[0].reason
+
+    async def test_a_permanent_error_dead_letters_at_once_with_its_reason(self, make_bus: MakeBus) -> None:
+        """A handler's error marked permanent (the database refused the data itself) is dead-lettered on its
+        first delivery with the error as the reason, not retried max_deliveries times (issue 14)."""
+        bus = await make_bus()
+        calls: list[Envelope] = []
+
+        async def refused(envelope: Envelope) -> None:
+            calls.append(envelope)
+            raise DatabaseError("insert failed: UntranslatableCharacterError: \\u0000", retryable=False, permanent=True)
+
+        await bus.subscribe(ROUTER, {"workflow.requested": refused})
+        await bus.publish(requested())
+        dead = await self._wait_dead(bus, 1)
+        assert len(calls) == 1
+        assert "permanent: DatabaseError: insert failed: UntranslatableCharacterError" in dead[0].reason
 
     @pytest.mark.parametrize(
         ("body", "reason"),
