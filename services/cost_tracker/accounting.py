@@ -9,6 +9,7 @@ workflow.failed        and the seed's WorkflowCost metric
 from __future__ import annotations
 
 from contracts import Envelope, Message
+from contracts.ids import is_user_id
 from contracts.messages import UsageRecorded, WorkflowCompleted, WorkflowFailed
 from libs.bus import Reject
 from libs.telemetry import constants as tc
@@ -31,9 +32,10 @@ class Accounting:
     async def on_usage(self, envelope: Envelope) -> Message | None:
         usage = envelope.payload
         assert isinstance(usage, UsageRecorded)
-        if envelope.user_id is None:
-            # Without a user the cost cannot be attributed; the dead-letter queue keeps it for a replay.
-            raise Reject("usage.recorded without a user_id")
+        if not is_user_id(envelope.user_id):
+            # Without a user the cost cannot be attributed, and a user id spelling the global scope would add
+            # to the global totals twice; the dead-letter queue keeps it for a replay.
+            raise Reject(f"usage.recorded without a valid user_id ({envelope.user_id!r})")
         quote = self._prices.quote(usage.provider, usage.model)
         tokens = usage.usage
         entry = CostEntry(
@@ -78,8 +80,8 @@ class Accounting:
     async def on_workflow_end(self, envelope: Envelope) -> Message | None:
         end = envelope.payload
         assert isinstance(end, WorkflowCompleted | WorkflowFailed)
-        if envelope.workflow_id is None or envelope.user_id is None:
-            raise Reject(f"{envelope.type} without a workflow_id and user_id")
+        if envelope.workflow_id is None or not is_user_id(envelope.user_id):
+            raise Reject(f"{envelope.type} without a workflow_id and a valid user_id")
         completed = isinstance(end, WorkflowCompleted)
         usage = end.usage if isinstance(end, WorkflowCompleted) else None
         outcome = WorkflowOutcome(

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 
 from contracts import Envelope, Message
 from contracts.enums import BudgetAction, ErrorType, WorkflowStatus
+from contracts.ids import is_user_id
 from contracts.messages import (
     BudgetStatus,
     DeliveryCompleted,
@@ -61,6 +62,7 @@ from contracts.messages import (
     WorkflowView,
 )
 from libs.bus import Bus, Handler, Reject, ReplyAddress, reply_address
+from libs.storage import DatabaseError
 from libs.telemetry import get_logger, get_metrics, workflow_span
 from services.router.budget import BudgetBook
 from services.router.constants import (
@@ -82,7 +84,7 @@ from services.router.errors import ConcurrentUpdate
 from services.router.outbox import Outgoing, publish_all
 from services.router.selection import select_provider
 from services.router.state import Change, DeliveryRow, Workflow
-from services.router.store import BudgetRecord, Counted, WorkflowStore
+from services.router.store import GLOBAL_SCOPE, BudgetRecord, Counted, WorkflowStore
 
 log = get_logger(__name__)
 
@@ -105,7 +107,7 @@ def _visible(workflow: Workflow | None, requester: str, is_admin: bool) -> bool:
 def _budget_message(record: BudgetRecord | None) -> str:
     if record is None:
         return "budget spent"
-    who = "the global" if record.scope == "*" else "the user's"
+    who = "the global" if record.scope == GLOBAL_SCOPE else "the user's"
     limit = f" of {record.limit_usd}" if record.limit_usd is not None else ""
     return f"{who} {record.period.value} budget is spent ({record.spent_usd}{limit} USD)"
 
@@ -152,6 +154,8 @@ class Router:
         assert isinstance(request, WorkflowRequested)
         if envelope.workflow_id is None or envelope.user_id is None:
             return _refused(ErrorType.INVALID_REQUEST, "workflow.requested needs a workflow_id and a user_id")
+        if not is_user_id(envelope.user_id):  # never the global budget scope "*" (issue 14)
+            return _refused(ErrorType.INVALID_REQUEST, "the user_id is not a user id (contracts.ids)")
         if request.intent.send_to_onlyfans and not recipients_of(request.intent, request.recipients):
             return _refused(ErrorType.INVALID_REQUEST, "send_to_onlyfans needs recipient_id or recipient_ids")
         action, budget = await self.budgets.action_for(envelope.user_id)
@@ -164,7 +168,15 @@ class Router:
         now = self.clock()
         selection = select_provider(request.intent, self.engine.breakers, downgrade=action is BudgetAction.DOWNGRADE)
         change = self.engine.start(envelope, request, selection, now)
-        if await self.store.create(change, envelope.id):
+        try:
+            created = await self.store.create(change, envelope.id)
+        except DatabaseError as exc:
+            if not exc.permanent:
+                raise
+            # The database refuses this workflow's data whatever we do: refused now, never accepted and lost.
+            log.warning("workflow.refused", reason="unstorable", error=str(exc))
+            return _refused(ErrorType.INVALID_REQUEST, "the workflow's data cannot be stored")
+        if created:
             await self._committed(change, now)
             workflow = change.result()
             listed = change.new_deliveries if workflow.tally.total <= STATUS_DELIVERIES_LISTED else ()

@@ -18,7 +18,7 @@ from libs.telemetry.constants import METRIC_WORKFLOW_COST
 from libs.telemetry.metrics import Metrics
 from services.cost_tracker import accounting
 from services.cost_tracker.metrics import METRIC_UNPRICED_CALLS, CostMetrics
-from tests.cost_tracker.conftest import ALICE, BOB, Harness, eventually, usage
+from tests.cost_tracker.conftest import ADMIN, ALICE, BOB, Harness, eventually, usage
 
 
 def D(value: str) -> Decimal:
@@ -88,9 +88,12 @@ class TestIdempotency:
         stats = await harness.data("stats")
         assert (stats["requests"], D(stats["month_total"])) == (1, D("0.02"))
 
-    async def test_without_a_user_the_message_is_dead_lettered(self, harness: Harness) -> None:
-        """A usage record nobody can be billed for is kept in the dead-letter queue, not dropped or guessed."""
-        message = usage().model_copy(update={"user_id": None})
+    @pytest.mark.parametrize("user_id", [None, "*", "", "alice bob"])
+    async def test_without_a_user_the_message_is_dead_lettered(self, harness: Harness, user_id: str | None) -> None:
+        """A usage record nobody can be billed for — no user, or a user id spelling the global scope "*" (on
+        PostgreSQL its totals' upsert touched the global row twice and failed, issue 14) — is kept in the
+        dead-letter queue at once, not dropped, guessed or added to the global totals."""
+        message = usage().model_copy(update={"user_id": user_id})
         await harness.bus.publish(message)
 
         letters = []
@@ -101,7 +104,9 @@ class TestIdempotency:
 
         await eventually(dead)
         [letter] = letters
-        assert "without a user_id" in letter.reason
+        assert f"without a valid user_id ({user_id!r})" in letter.reason
+        stats = await harness.data("stats", user=ADMIN)
+        assert stats["requests"] == 0
 
 
 class TestReportsAgree:

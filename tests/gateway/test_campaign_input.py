@@ -111,9 +111,9 @@ class TestCallbackUrl:
 
 class TestAccount:
     async def test_a_caller_whose_id_is_not_a_platform_id_cannot_send(self, gw: Harness) -> None:
-        """sendToOnlyFans sends from the caller's account: a token sub of '..' is refused (400), not used
-        as a URL path segment."""
-        answer = await gw.client.post({**CAMPAIGN, "recipientId": "f"}, user="..")
+        """sendToOnlyFans sends from the caller's account: a user id that is no platform id (an e-mail) is
+        refused (400), not used as a URL path segment."""
+        answer = await gw.client.post({**CAMPAIGN, "recipientId": "f"}, user="ann@example.com")
         await _assert_refused(gw, answer, 400, "invalid_account")
 
 

@@ -12,11 +12,12 @@ import pytest
 
 from contracts import Envelope
 from contracts.enums import ErrorType, IntentType, Provider, ProviderState, WorkflowStatus
-from contracts.messages import GenerationCompleted, Usage, WorkflowCompleted, WorkflowFailed, WorkflowTimer
+from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowCompleted, WorkflowFailed, WorkflowTimer
 from libs.bus import DeadLetter, PublishError
 from libs.bus.base import current_service
 from libs.runtime import Runtime
 from services.router.constants import STATUS_WAIT_RECHECK_S
+from services.router.pg_store import PostgresStore
 from services.router.service import build_router
 from services.router.state import Change, Workflow
 from services.router.store import Loaded
@@ -60,6 +61,28 @@ class TestDuplicates:
         await harness.request(intent(), workflow_id=workflow_id, user="owner")
         other = await harness.request(intent(), workflow_id=workflow_id, user="intruder")
         assert not other.accepted and other.workflow is None
+
+    @pytest.mark.parametrize("user", ["*", "", "al ice"])
+    async def test_a_user_id_that_is_no_user_is_refused(self, harness: Harness, user: str) -> None:
+        """A user called "*" would be the global budget scope: the workflow is refused, never stored."""
+        workflow_id = uuid.uuid4()
+        refused = await harness.request(intent(), workflow_id=workflow_id, user=user)
+        assert not refused.accepted and refused.error is not None
+        assert refused.error.type is ErrorType.INVALID_REQUEST
+        assert await harness.store.get(workflow_id) is None
+
+    async def test_a_workflow_the_database_refuses_is_refused_not_lost(self, harness: Harness) -> None:
+        """A workflow whose data PostgreSQL cannot store (a NUL in `data`) is answered "refused" at once —
+        not retried, dead-lettered and lost after the gateway's 202 (issue 14)."""
+        if not isinstance(harness.store, PostgresStore):
+            pytest.skip("the memory store stores anything")
+        workflow_id = uuid.uuid4()
+        answer = await harness.request(
+            Intent(type=IntentType.MESSAGE_GENERATION, data={"prompt": "a\x00b"}), workflow_id=workflow_id
+        )
+        assert not answer.accepted and answer.error is not None and answer.error.type is ErrorType.INVALID_REQUEST
+        assert "cannot be stored" in answer.error.message
+        assert await harness.bus.dead_letters("router") == []
 
     async def test_redelivered_completion_moves_nothing(self, harness: Harness) -> None:
         """A generation.completed delivered twice completes the workflow once; the second delivery only
