@@ -42,6 +42,13 @@ SIMULATOR_OPENAI_PATH: Final = "/v1"  # OpenAI's base URL path; Azure's endpoint
 MAX_DETAIL_VALUE_CHARS: Final = 2_000
 MAX_DETAILS_CHARS: Final = 8_000
 
+# --- The content gate (libs.content) on a text for the platform: one regeneration after a violation, if the
+# request's budget still holds at least this much time for it; else the request fails at once.
+MIN_REGENERATION_S: Final = 1.0
+# The id of the usage.recorded of a first draft the gate refused (derived from the request's id, like every
+# child); the final call's usage keeps the plain derivation, so a request without a redraft is unchanged.
+DRAFT_USAGE_KEY: Final = "usage.recorded/draft-1"
+
 # --- The error message of a 2xx answer that cannot be used (the router and the status endpoint show it).
 INVALID_RESPONSE_MESSAGE: Final = "provider returned an invalid response"
 
@@ -51,3 +58,9 @@ METRIC_LLM_CALL_DURATION: Final = "llm_call_duration"
 METRIC_LLM_TOKENS: Final = "llm_tokens"
 METRIC_ATTR_OUTCOME: Final = "outcome"  # "ok" or an ErrorType value
 METRIC_ATTR_TOKEN_KIND: Final = "kind"  # "prompt" | "completion"
+METRIC_CONTENT_VIOLATIONS: Final = "content_violations"
+METRIC_ATTR_RULE: Final = "rule"  # a content rule's name (the rules file's, few)
+METRIC_ATTR_ACTION: Final = "action"  # what followed: one of the VIOLATION_* below
+VIOLATION_REGENERATE: Final = "regenerate"  # a first draft refused, written again
+VIOLATION_FAIL: Final = "fail"  # the second draft refused too (or no time left): compliance_violation
+VIOLATION_REJECT: Final = "reject"  # content_validation: the content itself breaks a rule, REJECTED

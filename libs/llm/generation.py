@@ -22,6 +22,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -33,14 +34,17 @@ from contracts.messages import (
     GenerationCompleted,
     GenerationFailed,
     GenerationRequested,
+    Intent,
     Usage,
     UsageRecorded,
 )
 from libs.bus import Bus, Handler, Reject
+from libs.content import Checker, Violation, default_checker
 from libs.llm import constants as c
 from libs.llm.cache import Claim, IdempotencyCache
 from libs.llm.classify import classify
 from libs.llm.client import create_chat_completion
+from libs.llm.compliance import compliance_error, correction_prompt, validated_text, with_verdict
 from libs.llm.errors import CacheError, GenerationInFlight
 from libs.llm.metrics import OUTCOME_OK, get_llm_metrics
 from libs.llm.prompts import PROMPTS, Prompt, RenderedPrompt, build_prompt
@@ -60,6 +64,17 @@ def _child_id(request_id: uuid.UUID, message_type: str) -> uuid.UUID:
     return uuid.uuid5(request_id, message_type)
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One provider call: its reply, or its classified error with the tokens it billed all the same."""
+
+    latency_ms: float
+    reply: Reply | None = None
+    error: ErrorInfo | None = None
+    billed: Usage | None = None
+    model: str | None = None  # the model asked for, which a failed call's usage is recorded under
+
+
 class GenerationHandler:
     """`await handler(envelope)` handles one generation.requested for `provider` (see the module docstring)."""
 
@@ -72,6 +87,7 @@ class GenerationHandler:
         cache: IdempotencyCache,
         timeout_s: float,
         prompts: Mapping[IntentType, Prompt] = PROMPTS,
+        checker: Checker | None = None,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -80,6 +96,7 @@ class GenerationHandler:
         self.cache = cache
         self.timeout_s = timeout_s
         self.prompts = prompts
+        self.checker = checker or default_checker()
 
     async def __call__(self, envelope: Envelope) -> Message | None:
         request = envelope.payload
@@ -124,9 +141,40 @@ class GenerationHandler:
         return claim
 
     async def _generate(self, envelope: Envelope, request: GenerationRequested, timeout_s: float) -> list[Envelope]:
-        """Call the provider once; the outgoing envelopes saying how it went."""
+        """Call the provider (twice when the content gate refuses the first draft); the outgoing envelopes."""
         rendered = build_prompt(request.intent, self.prompts, fan=request.recipient_vars)
         model = request.model or self.model
+        deadline = time.monotonic() + timeout_s
+        first = await self._call_once(model, rendered, timeout_s)
+        if first.reply is None:
+            return self._failed(envelope, request, first)
+        if request.intent.type is IntentType.CONTENT_VALIDATION:
+            return self._completed(envelope, request, self._judged(first.reply, request.intent), first.latency_ms)
+        violation = self.checker.check(first.reply.content) if request.intent.send_to_onlyfans else None
+        if violation is None:
+            return self._completed(envelope, request, first.reply, first.latency_ms)
+        # The gate refused the first draft: its tokens are billed all the same, under an id of their own.
+        self._violation(envelope, request, violation, c.VIOLATION_REGENERATE)
+        draft = self._usage_recorded(envelope, request, first.reply.model, first.reply.usage, key=c.DRAFT_USAGE_KEY)
+        remaining_s = deadline - time.monotonic()
+        if remaining_s < c.MIN_REGENERATION_S:
+            self._violation(envelope, request, violation, c.VIOLATION_FAIL)
+            error = compliance_error(violation, regenerated=False)
+            return [draft, *self._failed(envelope, request, _Call(first.latency_ms, error=error))]
+        second = await self._call_once(model, correction_prompt(rendered, violation), remaining_s)
+        latency_ms = round(first.latency_ms + second.latency_ms, 3)
+        if second.reply is None:
+            return [draft, *self._failed(envelope, request, replace(second, latency_ms=latency_ms))]
+        again = self.checker.check(second.reply.content)
+        if again is None:
+            return [draft, *self._completed(envelope, request, second.reply, latency_ms)]
+        self._violation(envelope, request, again, c.VIOLATION_FAIL)
+        billed = self._usage_recorded(envelope, request, second.reply.model, second.reply.usage)
+        error = compliance_error(again, regenerated=True)
+        return [draft, billed, *self._failed(envelope, request, _Call(latency_ms, error=error))]
+
+    async def _call_once(self, model: str, rendered: RenderedPrompt, timeout_s: float) -> _Call:
+        """One provider call, counted in the call metrics: its reply, or the classified error."""
         started = time.perf_counter()
         completion: object = None
         try:
@@ -136,8 +184,15 @@ class GenerationHandler:
             error = classify(exc, self.provider, timeout_s=timeout_s)
             if error is None:
                 raise
-            return self._failed(envelope, request, error, _elapsed_ms(started), model, completion)
-        return self._completed(envelope, request, reply, _elapsed_ms(started))
+            call = _Call(_elapsed_ms(started), error=error, billed=billed_usage(completion), model=model)
+            outcome, usage = error.type.value, call.billed
+        else:
+            call = _Call(_elapsed_ms(started), reply=reply)
+            outcome, usage = OUTCOME_OK, reply.usage
+        get_llm_metrics().record_call(
+            provider=self.provider.value, outcome=outcome, duration_ms=call.latency_ms, usage=usage
+        )
+        return call
 
     async def _call(self, model: str, rendered: RenderedPrompt, timeout_s: float) -> ChatCompletion:
         prompt = rendered.prompt
@@ -152,6 +207,26 @@ class GenerationHandler:
         async with asyncio.timeout(timeout_s):
             return await create_chat_completion(self.client, body, timeout_s=timeout_s)
 
+    def _judged(self, reply: Reply, intent: Intent) -> Reply:
+        """A content_validation answer, headed by the gate's REJECTED verdict when the content breaks a rule."""
+        violation = self.checker.check(validated_text(intent))
+        if violation is None:
+            return reply
+        get_llm_metrics().record_violation(provider=self.provider.value, rule=violation.rule, action=c.VIOLATION_REJECT)
+        return replace(reply, content=with_verdict(reply.content, violation))
+
+    def _violation(self, envelope: Envelope, request: GenerationRequested, violation: Violation, action: str) -> None:
+        get_llm_metrics().record_violation(provider=self.provider.value, rule=violation.rule, action=action)
+        # The rule's name only: what the text contained is message content, which never goes into a log.
+        log.warning(
+            "generation.content_violation",
+            provider=self.provider.value,
+            intent=request.intent.type.value,
+            generation_id=str(envelope.id),
+            rule=violation.rule,
+            action=action,
+        )
+
     def _completed(
         self, envelope: Envelope, request: GenerationRequested, reply: Reply, latency_ms: float
     ) -> list[Envelope]:
@@ -162,9 +237,6 @@ class GenerationHandler:
             usage=reply.usage,
             latency_ms=latency_ms,
             request_id=reply.request_id,
-        )
-        get_llm_metrics().record_call(
-            provider=self.provider.value, outcome=OUTCOME_OK, duration_ms=latency_ms, usage=reply.usage
         )
         log.info(
             "generation.completed",
@@ -180,26 +252,16 @@ class GenerationHandler:
         usage = self._usage_recorded(envelope, request, reply.model, reply.usage)
         return [usage, envelope.child(completed, id=_child_id(envelope.id, completed.TYPE))]
 
-    def _failed(
-        self,
-        envelope: Envelope,
-        request: GenerationRequested,
-        error: ErrorInfo,
-        latency_ms: float,
-        model: str,
-        completion: object,
-    ) -> list[Envelope]:
-        failed = GenerationFailed(provider=self.provider, error=error, latency_ms=latency_ms)
-        billed = billed_usage(completion)
-        get_llm_metrics().record_call(
-            provider=self.provider.value, outcome=error.type.value, duration_ms=latency_ms, usage=billed
-        )
+    def _failed(self, envelope: Envelope, request: GenerationRequested, call: _Call) -> list[Envelope]:
+        error = call.error
+        assert error is not None
+        failed = GenerationFailed(provider=self.provider, error=error, latency_ms=call.latency_ms)
         log.warning(
             "generation.failed",
             provider=self.provider.value,
             intent=request.intent.type.value,
             generation_id=str(envelope.id),
-            latency_ms=latency_ms,
+            latency_ms=call.latency_ms,
             error_type=error.type.value,
             retryable=error.retryable,
             status_code=error.status_code,
@@ -207,11 +269,13 @@ class GenerationHandler:
             reason=error.message,
         )
         outgoing = [envelope.child(failed, id=_child_id(envelope.id, failed.TYPE))]
-        if billed is not None:
-            outgoing.insert(0, self._usage_recorded(envelope, request, model, billed))
+        if call.billed is not None:
+            outgoing.insert(0, self._usage_recorded(envelope, request, call.model or self.model, call.billed))
         return outgoing
 
-    def _usage_recorded(self, envelope: Envelope, request: GenerationRequested, model: str, usage: Usage) -> Envelope:
+    def _usage_recorded(
+        self, envelope: Envelope, request: GenerationRequested, model: str, usage: Usage, *, key: str | None = None
+    ) -> Envelope:
         recorded = UsageRecorded(
             provider=self.provider,
             model=model,
@@ -219,7 +283,7 @@ class GenerationHandler:
             workflow_type=request.intent.type,
             generation_id=envelope.id,
         )
-        return envelope.child(recorded, id=_child_id(envelope.id, recorded.TYPE))
+        return envelope.child(recorded, id=_child_id(envelope.id, key or recorded.TYPE))
 
     async def _publish(self, outgoing: Sequence[Envelope]) -> None:
         # Usage first: cost accounting then tends to see the tokens before the workflow's end.
@@ -234,6 +298,7 @@ def make_generation_handler(
     bus: Bus,
     cache: IdempotencyCache,
     timeout_s: float,
+    checker: Checker | None = None,
 ) -> Handler:
     """The generation.requested handler of `provider`'s worker (see the module docstring)."""
-    return GenerationHandler(provider, client, model, bus, cache, timeout_s)
+    return GenerationHandler(provider, client, model, bus, cache, timeout_s, checker=checker)

@@ -1,8 +1,10 @@
-"""Provider-call instruments: calls and their duration by provider and outcome, tokens by provider and kind.
+"""Provider-call instruments: calls and their duration by provider and outcome, tokens by provider and kind,
+and the content gate's violations by provider, rule and what followed.
 
 They sit beside the seed's instruments (libs.telemetry.metrics) under the same instrumentation scope and come
 from the global meter, so they forward to the real provider once `setup_telemetry` installed it. Attribute
-values stay low-cardinality: a provider name, "ok" or an ErrorType value, "prompt" or "completion".
+values stay low-cardinality: a provider name, "ok" or an ErrorType value, "prompt" or "completion", a rule
+name of the content rules file and one of three actions.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class LLMMetrics:
     calls: Counter  # attrs: provider, outcome
     call_duration: Histogram  # ms; attrs: provider, outcome
     tokens: Counter  # attrs: provider, kind
+    content_violations: Counter  # attrs: provider, rule, action
 
     @classmethod
     def from_meter(cls, meter: Meter) -> LLMMetrics:
@@ -37,7 +40,15 @@ class LLMMetrics:
                 explicit_bucket_boundaries_advisory=tc.DURATION_BUCKETS_MS,
             ),
             tokens=meter.create_counter(c.METRIC_LLM_TOKENS, unit="{token}", description="Tokens billed"),
+            content_violations=meter.create_counter(
+                c.METRIC_CONTENT_VIOLATIONS, unit="{text}", description="Generated texts that broke a content rule"
+            ),
         )
+
+    def record_violation(self, *, provider: str, rule: str, action: str) -> None:
+        """One text the content gate refused (`action`: constants.VIOLATION_*)."""
+        attributes = {tc.METRIC_ATTR_PROVIDER: provider, c.METRIC_ATTR_RULE: rule, c.METRIC_ATTR_ACTION: action}
+        self.content_violations.add(1, attributes)
 
     def record_call(self, *, provider: str, outcome: str, duration_ms: float, usage: Usage | None) -> None:
         """One provider call; `usage` when tokens were billed."""

@@ -9,7 +9,9 @@ A template may use exactly these fields (checked by `validate_table` at import):
     {platforms}     the target platforms, comma-separated ("any platform" when none)
     {content_type}  the content type ("any" when none)
 
-User data only ever fills a field; it is never parsed as a template, so braces in it are harmless.
+User data only ever fills a field; it is never parsed as a template, so braces in it are harmless. It is
+sanitised first (libs.content.sanitize): prompt-injection phrases and chat role markers are neutralised,
+control characters dropped, every value bounded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from openai.types.chat import (
 
 from contracts.enums import IntentType
 from contracts.messages import Intent
+from libs.content import sanitize_data, sanitize_text
 from libs.llm.constants import MAX_DETAIL_VALUE_CHARS, MAX_DETAILS_CHARS
 
 TEMPLATE_FIELDS = frozenset({"intent", "details", "platforms", "content_type"})
@@ -141,15 +144,15 @@ class RenderedPrompt:
 def build_prompt(
     intent: Intent, table: Mapping[IntentType, Prompt] = PROMPTS, fan: Mapping[str, str] | None = None
 ) -> RenderedPrompt:
-    """The prompt for `intent`'s type, filled from the intent (and `fan`: the recipient's vars)."""
+    """The prompt for `intent`'s type, filled from the intent (and `fan`: the recipient's vars), sanitised."""
     prompt = table[intent.type]
-    details = render_details(intent.data)
+    details = render_details(sanitize_data(intent.data))
     if fan:
-        details += "\nAbout the fan this message is for:\n" + render_details(fan)
+        details += "\nAbout the fan this message is for:\n" + render_details(sanitize_data(fan))
     user = prompt.user.format(
         intent=intent.type.value,
         details=details,
-        platforms=", ".join(intent.platforms) or "any platform",
-        content_type=intent.content_type or "any",
+        platforms=", ".join(sanitize_text(p, MAX_DETAIL_VALUE_CHARS) for p in intent.platforms) or "any platform",
+        content_type=sanitize_text(intent.content_type or "any", MAX_DETAIL_VALUE_CHARS),
     )
     return RenderedPrompt(prompt=prompt, system=prompt.system, user=user)

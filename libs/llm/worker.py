@@ -1,5 +1,8 @@
 """A generation worker as a Service: one provider client, its idempotency cache, the shared handler.
 
+The content rules are read when the service is built (libs.content: the shipped rules.toml, and
+CONTENT_RULES_FILE over it), so a worker given a bad rules file refuses to start with RulesError.
+
 Both workers are this with their own client and settings (services/azure_worker, services/openai_worker).
 """
 
@@ -9,6 +12,7 @@ from openai import AsyncOpenAI
 
 from contracts.enums import Provider
 from contracts.messages import GenerationRequested
+from libs.content import default_checker
 from libs.llm.cache import IdempotencyCache
 from libs.llm.errors import LLMConfigError
 from libs.llm.generation import make_generation_handler
@@ -25,7 +29,8 @@ def worker_service(
     timeout_s: float,
     runtime: Runtime,
 ) -> Service:
-    handler = make_generation_handler(provider, client, model, runtime.bus, cache, timeout_s)
+    checker = default_checker()
+    handler = make_generation_handler(provider, client, model, runtime.bus, cache, timeout_s, checker=checker)
 
     async def client_configured() -> None:
         # Calling the provider on every probe would cost money and rate limit; a usable client is enough.
