@@ -2,10 +2,10 @@
 
 Thresholds: a user lists, creates and edits the thresholds of their own scope that they created; an admin
 any, including global ones and thresholds for other users. A threshold with an action (downgrade / block)
-is a budget. A user's scope holds at most COST_MAX_THRESHOLDS_PER_USER thresholds (disabled ones count: edit
-one instead), and only an admin's thresholds name channels (Slack, SNS, email are the operators'): a
-user's alert in-app, in the alert list. A created or edited threshold is checked against the current spend
-at once, so a budget set below what was already spent applies now, not at the next call.
+is a budget. A user's scope holds at most COST_MAX_THRESHOLDS_PER_USER thresholds (disabled ones count: a
+full scope answers forbidden; edit one instead), and only an admin's thresholds name channels (Slack, SNS,
+email are the operators'): a user's alert in-app, in the alert list. A created or edited threshold is
+checked against the current spend at once, so a budget set below what was already spent applies now.
 
 Alerts: a user lists and acknowledges the alerts of their own scope; an admin any, and may raise a manual
 alert (delivered to the channels like any other).
@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from contracts.enums import CostPeriod
 from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNELS
-from services.cost_tracker.errors import Forbidden, InvalidParameter, NotFound
+from services.cost_tracker.errors import Forbidden, NotFound
 from services.cost_tracker.limits import Limits, describe_scope
 from services.cost_tracker.model import (
     Alert,
@@ -106,9 +106,10 @@ class Management:
         if scope_user is not None:
             held = sum(t.scope_user_id == scope_user for t in await self._store.thresholds())
             if held >= self._max_per_user:
-                raise InvalidParameter(
+                # 403, not 400: the request is valid, the scope is full (edit one of its thresholds instead).
+                raise Forbidden(
                     f"a user holds at most {self._max_per_user} thresholds (COST_MAX_THRESHOLDS_PER_USER); "
-                    "change or disable one of theirs instead"
+                    "change one of theirs instead"
                 )
         default_channels = CHANNELS if who.is_admin else ()
         threshold = Threshold(

@@ -150,7 +150,10 @@ CREATE_THRESHOLD = RouteDoc(
     request=s.ThresholdCreateRequest,
     replies=_write(
         {201: Reply("created", s.ThresholdResponse)},
-        forbidden="forbidden: global thresholds, other users' and notificationChannels are for admins",
+        forbidden=(
+            "forbidden: global thresholds, other users' and notificationChannels are for admins; the user "
+            "already holds COST_MAX_THRESHOLDS_PER_USER (default 20) thresholds"
+        ),
     ),
     tags=_TAGS,
 )

@@ -94,13 +94,13 @@ class TestDefaultDailyBudget:
 
 class TestThresholdLimits:
     async def test_at_most_n_thresholds_per_user(self, harness: Harness) -> None:
-        """Alice's fourth threshold is refused naming the limit (an admin's for her too); Bob and global ones
-        are not affected."""
+        """Alice's fourth threshold is refused (forbidden, naming the limit; an admin's for her too); Bob and
+        global ones are not affected."""
         for _ in range(3):
             assert (await create(harness, ALICE)).ok
         refused = await create(harness, ALICE)
-        assert refused.code == "invalid_parameter" and "COST_MAX_THRESHOLDS_PER_USER" in (refused.error or "")
-        assert (await create(harness, ADMIN, user_id=ALICE)).code == "invalid_parameter"
+        assert refused.code == "forbidden" and "COST_MAX_THRESHOLDS_PER_USER" in (refused.error or "")
+        assert (await create(harness, ADMIN, user_id=ALICE)).code == "forbidden"
         assert (await create(harness, BOB)).ok
         assert (await create(harness, ADMIN, is_global=True)).ok
 
