@@ -1,5 +1,5 @@
 """The whole delivery path on the memory bus: the real router, rate-limiter and of-sender, scripted fake
-LLM workers (tests.router.harness) and the platform simulator."""
+LLM workers (tests.router.harness) — or the real workers on the LLM simulator — and the platform simulator."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ from typing import Any
 from contracts import Envelope, Message
 from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowView
 from contracts.routing import ROUTER
+from libs.config import CommonSettings
+from libs.llm import SIMULATOR_RESOURCE as LLM_SIMULATOR_RESOURCE
 from libs.runtime import Runtime, Service
-from libs.simulators import PlatformLimits, PlatformSimulator
+from libs.simulators import LLMSimulator, PlatformLimits, PlatformSimulator
+from services.azure_worker.config import RESOURCE_SETTINGS as AZURE_SETTINGS
+from services.azure_worker.config import AzureWorkerSettings
+from services.azure_worker.service import create as create_azure_worker
 from services.of_sender.config import OfSenderSettings
 from services.of_sender.constants import SIMULATOR_RESOURCE
 from services.of_sender.service import create as create_of_sender
+from services.openai_worker.config import RESOURCE_SETTINGS as OPENAI_SETTINGS
+from services.openai_worker.config import OpenAIWorkerSettings
+from services.openai_worker.service import create as create_openai_worker
 from services.rate_limiter.config import RateLimiterSettings
 from services.rate_limiter.service import create as create_rate_limiter
 from services.router.service import build_router
@@ -68,17 +76,29 @@ class DeliveryHarness:
         limits: dict[str, Any] | None = None,
         of_sender: bool = True,
         rate_limiter: bool = True,
+        llm: LLMSimulator | None = None,
     ) -> DeliveryHarness:
+        """With `llm`, the real azure- and openai-workers answer on that simulator instead of the fake ones."""
         bus = RecordingBus(policy=FAST_REDELIVERY)
         store = MemoryStore()
         settings = router_settings(**(router or {}))
         router_ = build_router(Runtime(bus=bus, settings=settings), settings, store)
         await bus.subscribe(ROUTER, router_.handlers())
         workers, sink = FakeWorkers(bus), Sink(bus)
-        await workers.start()
+        if llm is None:
+            await workers.start()
         await sink.start()
         env = {**LIMIT_ENV, **(limits or {})}
         runtimes, factories = [], []
+        if llm is not None:
+            for key, worker_settings, factory in (
+                (AZURE_SETTINGS, AzureWorkerSettings(redis_url=None, azure_openai_endpoint=None), create_azure_worker),
+                (OPENAI_SETTINGS, OpenAIWorkerSettings(redis_url=None, openai_api_key=None, openai_base_url=None),
+                 create_openai_worker),
+            ):  # fmt: skip
+                resources = {LLM_SIMULATOR_RESOURCE: llm.url, key: worker_settings}
+                runtimes.append(Runtime(bus=bus, settings=CommonSettings(), resources=resources))
+                factories.append(factory)
         if rate_limiter:
             runtimes.append(Runtime(bus=bus, settings=RateLimiterSettings(**env)))
             factories.append(create_rate_limiter)
