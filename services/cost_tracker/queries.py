@@ -19,14 +19,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from contracts import Envelope, Message
 from contracts.enums import CostPeriod
+from contracts.ids import USER_ID_MAX_LENGTH, USER_ID_PATTERN, is_user_id
 from contracts.messages import CostQuery, CostReply
 from libs.telemetry import get_logger
 from services.cost_tracker import constants as c
@@ -39,7 +49,10 @@ from services.cost_tracker.views import View
 
 log = get_logger(__name__)
 
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+# Never the global scope "*" (contracts.ids): a user's scope must not be everyone's (issue 14).
+UserId = Annotated[
+    str, StringConstraints(max_length=USER_ID_MAX_LENGTH, strip_whitespace=True, pattern=USER_ID_PATTERN)
+]
 Channel = Literal["slack", "sns", "email"]
 Limit = Annotated[int, Field(ge=1, le=c.MAX_LIST_LIMIT)]
 Money = Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=20, decimal_places=10)]
@@ -55,6 +68,20 @@ class Params(BaseModel):
 class Range(Params):
     start: AwareDatetime | None = None
     end: AwareDatetime | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        """In UTC, and within QUERY_MIN_TIME..QUERY_MAX_TIME (an overflow is the caller's bad input)."""
+        if value is None:
+            return None
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("out of range") from exc
+        if not c.QUERY_MIN_TIME <= value <= c.QUERY_MAX_TIME:
+            raise ValueError(f"must be between {c.QUERY_MIN_TIME.date()} and {c.QUERY_MAX_TIME.date()}")
+        return value
 
 
 class BreakdownParams(Range):
@@ -149,6 +176,8 @@ class Queries:
         query = envelope.payload
         assert isinstance(query, CostQuery)
         who = Requester(query.requester_user_id, query.requester_is_admin)
+        if not is_user_id(who.user_id):
+            return CostReply(ok=False, error="the requester is not a valid user id", code=InvalidParameter.code)
         try:
             data = await self._kinds[query.kind](who, dict(query.params), envelope)
         except QueryRefused as exc:

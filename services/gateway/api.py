@@ -62,6 +62,7 @@ from services.gateway.schemas import (
     StatusResponse,
     WorkflowStatusData,
 )
+from services.gateway.storable import refuse_unstorable
 
 log = get_logger(__name__)
 
@@ -310,7 +311,8 @@ def idempotency_key(headers: Mapping[str, str]) -> str | None:
 
 
 async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, or the precise 4xx: 415 not JSON, 413 too large, 400 malformed."""
+    """The body as a JSON object, or the precise 4xx: 415 not JSON, 413 too large, 400 malformed or not
+    storable (a control character, nested too deep: storable.refuse_unstorable)."""
     if request.content_type not in _JSON_TYPES:
         raise UnsupportedMedia("unsupported_media_type", "send the body as Content-Type: application/json")
     if request.charset not in (None, "utf-8", "utf8"):
@@ -326,6 +328,7 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
         raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest("invalid_body", "the body must be a JSON object")
+    refuse_unstorable(body)  # before anything is published: a 202 promises a workflow the router can store
     return body
 
 

@@ -67,6 +67,17 @@ POLL_MAX_S: Final = 0.5
 MAX_PLATFORMS: Final = 16
 MAX_DATA_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 128
+# What a consumer cannot store (issue 14): PostgreSQL's text and jsonb refuse \u0000, and a workflow the
+# router cannot store was lost after its 202. Every string of a body (keys too) is refused with a C0 control
+# character other than tab, line feed and carriage return, and a body nested deeper than MAX_JSON_DEPTH (the
+# encoder gave up at ~250 levels: a 500). TEXT_PATTERN states the first rule in the API document.
+CONTROL_CHARACTERS: Final = "\x00-\x08\x0b\x0c\x0e-\x1f"
+TEXT_PATTERN: Final = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f]*$"
+MAX_JSON_DEPTH: Final = 32
+# Dates of the cost endpoints (from, to): a written year outside these is refused (0001-01-01T00:00+01:00 is
+# before datetime's minimum in UTC, 9999-12-31 as `to` ends after its maximum).
+COST_MIN_YEAR: Final = 2000
+COST_MAX_YEAR: Final = 2099
 # A recipient or account id becomes a path segment of the platform's URL: letters, digits, "_", "-" and
 # ".", never only dots ("." and ".." would rewrite the path the platform token is sent to).
 PLATFORM_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"

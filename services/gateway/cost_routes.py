@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.ids import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from services.gateway import constants as c
 from services.gateway import cost_schemas as s
 from services.gateway.openapi import Param, Reply, RouteDoc
@@ -27,13 +28,17 @@ _TAGS = ("costs",)
 # A calendar day, or a time with its offset (costs._instant parses them with date/datetime.fromisoformat):
 # formats, not a digit pattern, so an impossible day (2026-02-30) is outside the document as it is refused.
 # The time's pattern keeps out what RFC 3339 allows and fromisoformat refuses (leap second, lower-case t/z).
+# The year as written is COST_MIN_YEAR..COST_MAX_YEAR (20xx), so the time in UTC and the day after exist.
+_YEAR = r"20\d{2}"
+assert (c.COST_MIN_YEAR, c.COST_MAX_YEAR) == (2000, 2099), "_YEAR states these bounds"
 _DAY_OR_TIME: dict[str, Any] = {
     "type": "string",
     "anyOf": [
-        {"format": "date"},
+        {"format": "date", "pattern": rf"^{_YEAR}-"},
         {
             "format": "date-time",
-            "pattern": r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$",
+            "pattern": rf"^{_YEAR}-\d{{2}}-\d{{2}}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+            r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$",
         },
     ],
 }
@@ -41,8 +46,8 @@ USER_ID = Param(
     "userId",
     "query",
     "admin: whose costs (default: everyone's); others: only their own id",
-    # \S: the id is trimmed before it is checked, so a whitespace-only one is as empty as "".
-    {"type": "string", "minLength": 1, "maxLength": c.MAX_ID_LENGTH, "pattern": r"\S"},
+    # A user id (contracts.ids): never "*", the global scope.
+    {"type": "string", "minLength": 1, "maxLength": USER_ID_MAX_LENGTH, "pattern": USER_ID_PATTERN},
 )
 FROM = Param("from", "query", "UTC day (YYYY-MM-DD) or ISO time with offset; default: 1st of this month", _DAY_OR_TIME)
 TO = Param("to", "query", "UTC day, included (YYYY-MM-DD), or ISO time, excluded; default: now", _DAY_OR_TIME)

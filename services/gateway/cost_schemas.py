@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 from pydantic.alias_generators import to_camel
 
 from contracts.enums import CostPeriod, IntentType, Provider
-from services.gateway.schemas import ApiModel, Id, Money
+from services.gateway.schemas import ApiModel, Money, UserId
 
 Severity = Literal["info", "warning", "critical"]
 Action = Literal["none", "downgrade", "block"]
@@ -80,7 +80,7 @@ class ThresholdCreateRequest(CostRequest):
     )
     enabled: StrictBool = True
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    user_id: Id | None = Field(default=None, description="whose spend (admin only for others); default: yours")
+    user_id: UserId | None = Field(default=None, description="whose spend (admin only for others); default: yours")
     is_global: StrictBool = Field(default=False, alias="global", description="everyone's spend together (admin)")
 
 
@@ -104,7 +104,7 @@ class AlertCreateRequest(CostRequest):
     limit_usd: Amount = Field(alias="threshold", description="the figure the alert is about, USD")
     period: CostPeriod = Field(default=CostPeriod.DAILY, alias="type")
     severity: Severity = "warning"
-    user_id: Id | None = Field(default=None, description="whose spend; absent: global")
+    user_id: UserId | None = Field(default=None, description="whose spend; absent: global")
     notification_channels: list[Channel] | None = Field(default=None, max_length=3)
 
 

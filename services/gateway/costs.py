@@ -33,7 +33,7 @@ from services.gateway.api import read_json_object
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError, BadGateway, BadRequest, Forbidden, NotFound, Unavailable, json_response
-from services.gateway.schemas import ApiModel, Id
+from services.gateway.schemas import ApiModel, UserId
 
 log = get_logger(__name__)
 
@@ -56,11 +56,22 @@ def _instant(raw: object, *, end: bool) -> object:
         return raw
     text = raw.strip()
     if len(text) == len("YYYY-MM-DD"):
-        day = date.fromisoformat(text)
+        day = _sane_year(date.fromisoformat(text))
         return datetime(day.year, day.month, day.day, tzinfo=UTC) + (timedelta(days=1) if end else timedelta())
-    moment = datetime.fromisoformat(text)
+    moment = _sane_year(datetime.fromisoformat(text))
     if moment.tzinfo is None:
         raise ValueError("a time needs an offset, e.g. 2026-11-01T00:00:00Z")
+    return moment
+
+
+D = TypeVar("D", date, datetime)
+
+
+def _sane_year(moment: D) -> D:
+    """`moment` if its written year is COST_MIN_YEAR..COST_MAX_YEAR (near datetime's limits, the day after or
+    the time in UTC overflowed: issue 14)."""
+    if not c.COST_MIN_YEAR <= moment.year <= c.COST_MAX_YEAR:
+        raise ValueError(f"the year must be {c.COST_MIN_YEAR} to {c.COST_MAX_YEAR}")
     return moment
 
 
@@ -74,7 +85,7 @@ class CostQueryParams(BaseModel):
     """Query parameters: camelCase, unknown ones refused (a misspelt `groupby` must not be ignored)."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=False, extra="forbid", frozen=True)
-    user_id: Id | None = None
+    user_id: UserId | None = None
 
     def to_params(self) -> dict[str, Any]:
         """What the cost-tracker is sent: snake_case, JSON-safe, without absent parameters."""

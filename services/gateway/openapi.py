@@ -3,7 +3,8 @@
 The same `RouteDoc` entries register the aiohttp routes (service.py) and produce the document, and every
 schema in it comes from schemas.py — the models the handlers build their answers from — so the document
 cannot list a route that does not exist, miss one that does, or describe a body the code does not send.
-Pydantic emits JSON Schema 2020-12, which is OpenAPI 3.1's schema dialect.
+Pydantic emits JSON Schema 2020-12, which is OpenAPI 3.1's schema dialect; storable.DocumentSchema adds what
+every request string must be (no control characters) and `JsonValue`, the free-form `data`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_schema
+
+from services.gateway.storable import JSON_VALUE, JSON_VALUE_NAME, DocumentSchema
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -73,7 +76,7 @@ def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> d
         for reply in route.replies.values():
             if reply.model is not None:
                 wanted[(reply.model, "serialization")] = None
-    found, top = models_json_schema(list(wanted), ref_template=REF_TEMPLATE)
+    found, top = models_json_schema(list(wanted), ref_template=REF_TEMPLATE, schema_generator=DocumentSchema)
     refs: Refs = {key: found[key] for key in wanted}
 
     paths: dict[str, dict[str, Any]] = {}
@@ -84,7 +87,7 @@ def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> d
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {
-            "schemas": top.get("$defs", {}),
+            "schemas": {**top.get("$defs", {}), JSON_VALUE_NAME: JSON_VALUE},
             "headers": dict(HEADERS),
             "securitySchemes": {BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },

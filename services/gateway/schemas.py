@@ -38,11 +38,15 @@ from contracts.enums import (
     RateLimiterState,
     WorkflowStatus,
 )
+from contracts.ids import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from contracts.messages import Intent, Recipient, WorkflowView
 from services.gateway import constants as c
 
 # pattern \S: documents that an id is trimmed first, so a whitespace-only one is as empty as "".
 Id = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_LENGTH, strip_whitespace=True, pattern=r"\S")]
+# A user id (a token's sub, an admin's userId): never "*", the global scope of budgets (contracts.ids). Not
+# trimmed: " alice" is not alice.
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)]
 # A fan's or an account's id on the platform (constants.PLATFORM_ID_PATTERN says why it is strict).
 PlatformId = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ID_LENGTH, pattern=c.PLATFORM_ID_PATTERN)]
 VarName = Annotated[
@@ -84,6 +88,13 @@ class RecipientBody(BaseModel):
         return Recipient(id=self.id, vars=values)
 
 
+def _free_form_json(schema: dict[str, Any]) -> None:
+    """`data`'s schema: every value a JsonValue (storable.JSON_VALUE), every key without control characters."""
+    schema.pop("patternProperties", None)
+    schema["propertyNames"] = {"pattern": c.TEXT_PATTERN}
+    schema["additionalProperties"] = {"$ref": "#/components/schemas/JsonValue"}
+
+
 class CampaignRequest(BaseModel):
     """The body of POST /api/v2/campaigns/hybrid: the seed's intent (the user comes from the token).
     Unknown fields are refused; sendToOnlyFans needs recipientId, recipientIds or recipients. A fan given
@@ -109,7 +120,12 @@ class CampaignRequest(BaseModel):
     )
 
     type: IntentType = Field(description="what to do")
-    data: dict[str, Any] = Field(default_factory=dict, description="the intent's free-form input")
+    # Its strings are checked by storable.refuse_unstorable before the model; this states that rule.
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"the intent's free-form input (at most {c.MAX_JSON_DEPTH} levels deep in the body)",
+        json_schema_extra=_free_form_json,
+    )
     platforms: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=c.MAX_PLATFORMS
     )

@@ -24,6 +24,9 @@ class TestParameters:
             ("breakdown", {"start": "2026-05-02T00:00:00Z", "end": "2026-05-01T00:00:00Z"}, "start must be before end"),
             ("breakdown", {"start": "2024-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "at most 366 days"),
             ("breakdown", {"start": "2026-05-01T00:00:00"}, "timezone"),
+            # issue 14: an OverflowError here dead-lettered the query (the gateway answered 503 after 5 s)
+            ("breakdown", {"end": "0001-01-01T00:00:00+01:00"}, "end: Value error, out of range"),
+            ("alerts", {"end": "9999-12-31T23:00:00Z"}, "end: Value error, must be between"),
             ("campaign", {"workflow_id": "not-a-uuid"}, "workflow_id"),
             ("campaign", {"limit": 0}, "limit"),
             ("stats", {"colour": "red"}, "unknown parameter"),
@@ -94,6 +97,15 @@ class TestThresholds:
         assert [
             t["user_id"] for t in (await harness.data("thresholds", {"user_id": BOB}, user=ADMIN))["thresholds"]
         ] == [BOB]
+
+    async def test_the_global_scope_is_no_user(self, harness: Harness) -> None:
+        """A user called "*" (the global scope's spelling) can neither set a "personal" budget that blocks
+        everyone nor read everyone's spend: the requester, and an admin's user_id, must be a user id."""
+        assert (await create(harness, "*", action="block")).code == "invalid_parameter"
+        assert (await harness.ask("stats", user="*")).code == "invalid_parameter"
+        assert (await create(harness, ADMIN, user_id="*", action="block")).code == "invalid_parameter"
+        assert (await harness.ask("stats", {"user_id": "*"}, user=ADMIN)).code == "invalid_parameter"
+        assert (await harness.data("thresholds", {}, user=ADMIN))["thresholds"] == []
 
     async def test_a_budget_set_by_an_admin_cannot_be_lifted_by_its_user(self, harness: Harness) -> None:
         """Bob sees the block budget an admin set on him, but may not disable it."""

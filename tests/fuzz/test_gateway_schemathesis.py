@@ -122,6 +122,7 @@ def bad_credentials(secret: str) -> dict[str, str | None]:
         "expired": f"Bearer {jwt.encode({**claims, 'exp': now - 3600}, secret, 'HS256')}",
         "alg none": f"Bearer {jwt.encode(claims, '', algorithm='none')}",
         "no sub": f"Bearer {jwt.encode({'iat': now, 'exp': now + 3600}, secret, 'HS256')}",
+        "reserved sub": f"Bearer {jwt.encode({**claims, 'sub': '*'}, secret, 'HS256')}",
         "no exp": f"Bearer {jwt.encode({'sub': USER, 'iat': now}, secret, 'HS256')}",
         "hs512": f"Bearer {jwt.encode(claims, secret, 'HS512')}",
         "admin role, wrong secret": f"Bearer {jwt.encode({**claims, 'role': 'admin'}, 'x' * 32, 'HS256')}",

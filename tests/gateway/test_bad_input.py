@@ -113,6 +113,55 @@ class TestBody:
         )
 
 
+def _nested(depth: int) -> Any:
+    """A value of `depth` nested arrays around a string."""
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class TestUnstorable:
+    """What no consumer can store is refused at the door, naming the field (issue 14): a NUL made the router's
+    PostgreSQL refuse a workflow already answered 202 (retried, dead-lettered, then 404 for good)."""
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({**PLAN, "data": {"topic": "a\u0000b"}}, "data.topic"),
+            ({**PLAN, "data": {"notes": ["ok", {"x": "bell\u0007"}]}}, "data.notes[1].x"),
+            ({**PLAN, "data": {"k\u0000": 1}}, "data"),
+            ({**PLAN, "contentType": "post\u001f"}, "contentType"),
+            ({**PLAN, "platforms": ["onlyfans\u0000"]}, "platforms[0]"),
+            ({**PLAN, "sendToOnlyFans": True, "recipients": [{"id": "f", "vars": {"name": "A\u0000"}}]},
+             "recipients[0].vars.name"),
+        ],
+    )  # fmt: skip
+    async def test_control_characters_answer_400_naming_the_field(
+        self, gw: Harness, body: dict[str, Any], field: str
+    ) -> None:
+        """A control character (other than tab, CR, LF) in any string or key of the body: 400 naming it."""
+        error = await _assert_refused(gw, await gw.client.post(body), 400, "validation_error")
+        assert [d["field"] for d in error["details"]] == [field]
+        assert "control characters" in error["message"]
+
+    async def test_tabs_and_newlines_are_text(self, gw: Harness) -> None:
+        """Tab, line feed and carriage return are ordinary text."""
+        assert (await gw.client.post({**PLAN, "data": {"topic": "a\tb\r\nc"}})).status == 202
+
+    @pytest.mark.parametrize("depth", [32, 252, 400])
+    async def test_nesting_deeper_than_32_answers_400(self, gw: Harness, depth: int) -> None:
+        """A body nested deeper than 32 levels answers 400 naming where (252 levels was a 500)."""
+        error = await _assert_refused(gw, await gw.client.post({**PLAN, "data": {"deep": _nested(depth)}}), 400,
+                                      "validation_error")  # fmt: skip
+        assert "nested deeper than 32 levels" in error["message"]
+        assert error["details"][0]["field"].startswith("data.deep[0]")
+
+    async def test_nesting_of_32_levels_is_accepted(self, gw: Harness) -> None:
+        """32 levels, the body's own included, are accepted."""
+        assert (await gw.client.post({**PLAN, "data": {"deep": _nested(29)}})).status == 202
+
+
 class TestSize:
     async def test_oversize_body_answers_413(self, make_gateway: MakeGateway) -> None:
         """A campaign body past GATEWAY_CAMPAIGN_MAX_BODY_BYTES answers 413, from its Content-Length."""
@@ -191,6 +240,20 @@ class TestAuth:
     async def test_bad_tokens_answer_401_invalid_token(self, gw: Harness, token: str) -> None:
         """Wrong signature, missing claims, another algorithm or not a JWT: 401 invalid_token."""
         await _assert_refused(gw, await gw.client.post(PLAN, token=token), 401, "invalid_token")
+
+    @pytest.mark.parametrize("sub", ["*", " ", " alice", "alice\n", "al ice", "a\x00b", "al*", "-alice", "a" * 129])
+    async def test_reserved_and_odd_subs_answer_401(self, gw: Harness, sub: object) -> None:
+        """A sub that is not a user id — "*" (the global scope of budgets, issue 14), whitespace, a control
+        character, a glob, or too long — is refused (401 invalid_token), never used as a user."""
+        token = _token({"sub": sub, "iat": _now(), "exp": _now() + 600})
+        error = await _assert_refused(gw, await gw.client.post(PLAN, token=token), 401, "invalid_token")
+        assert "sub must be a user id" in error["message"]
+
+    @pytest.mark.parametrize("sub", ["alice", "ann@example.com", "auth0|5f7c8ec7", "urn:user:42", "a.b+c_d-e"])
+    async def test_user_ids_of_identity_providers_are_accepted(self, gw: Harness, sub: str) -> None:
+        """E-mails, Auth0's provider|id and URNs are user ids."""
+        token = _token({"sub": sub, "iat": _now(), "exp": _now() + 600})
+        assert (await gw.client.post(PLAN, token=token)).status == 202
 
     @pytest.mark.parametrize("header", ["Basic YWxpY2U6cHc=", "Bearer", "Bearer    ", "token abc"])
     async def test_other_schemes_answer_401(self, gw: Harness, header: str) -> None:

@@ -322,6 +322,26 @@ class TestBadInput:
         assert (answer.status, answer.body["error"]["code"]) == (400, "invalid_parameter")
 
     @pytest.mark.parametrize(
+        ("path", "params"),
+        [
+            (BREAKDOWN, {"to": "0001-01-01T00:00:00+01:00"}),  # before datetime's minimum in UTC: was a 503
+            (BREAKDOWN, {"from": "0001-01-01"}),
+            (BREAKDOWN, {"to": "9999-12-31"}),  # the day after is past datetime's maximum: was a 500
+            (ALERTS, {"to": "9999-12-31T23:59:59-01:00"}),
+            (STATS, {"userId": "*"}),  # the global scope is no user
+            (STATS, {"userId": " alice"}),
+        ],
+    )
+    async def test_insane_dates_and_non_user_ids_answer_400_naming_them(
+        self, stack: Stack, path: str, params: dict[str, str]
+    ) -> None:
+        """Dates outside the years 2000-2099 and a userId that is no user id answer 400 naming the parameter,
+        from an admin too, without asking the cost-tracker (issue 14)."""
+        answer = await stack.call("GET", path, params=params, **admin())
+        assert (answer.status, answer.body["error"]["code"]) == (400, "invalid_parameter")
+        assert next(iter(params)) in answer.body["error"]["message"], answer.body
+
+    @pytest.mark.parametrize(
         "body",
         [
             {"type": "weekly", "threshold": 1},
@@ -330,6 +350,8 @@ class TestBadInput:
             {"type": "daily"},
             {"type": "daily", "threshold": 1, "notificationChannels": ["pager"]},
             {"type": "daily", "threshold": 1, "treshold": 2},
+            {"type": "daily", "threshold": 1, "userId": "*", "action": "block"},
+            {"type": "daily", "threshold": 1, "name": "budget\u0000"},
         ],
     )
     async def test_bad_threshold_bodies_answer_400_naming_the_field(self, stack: Stack, body: dict[str, Any]) -> None:
