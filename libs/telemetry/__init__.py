@@ -10,6 +10,7 @@ shutdown_telemetry()                 # flush on the way out
 
 from libs.telemetry.constants import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, REDACTED_KEYS
 from libs.telemetry.errors import TelemetryConfigError, TelemetryError
+from libs.telemetry.instrumentation import register_secret_url
 from libs.telemetry.logging import configure_logging, get_logger, redact
 from libs.telemetry.messaging import consumer_span, current_trace_id, producer_span, trace_headers, workflow_span
 from libs.telemetry.metrics import CircuitStateCallback, Metrics, get_metrics, register_circuit_state
@@ -39,6 +40,7 @@ __all__ = [
     "producer_span",
     "redact",
     "register_circuit_state",
+    "register_secret_url",
     "setup_telemetry",
     "shutdown_telemetry",
     "trace_headers",

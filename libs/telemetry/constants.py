@@ -129,3 +129,9 @@ DURATION_BUCKETS_MS: Final = (
 )
 # Per-workflow cost in USD: from a sub-cent message (OpenAI $0.002/1K tokens) to a large planning job.
 COST_BUCKETS_USD: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+# Client spans' http.url / url.full (instrumentation.span_url): hosts whose URL path is itself a secret (a
+# capability URL: whoever knows it may post), redacted whole. Any other URL given to `register_secret_url`
+# (SLACK_WEBHOOK_URL on another host, say) is redacted too, and every query value is (issue 14).
+SECRET_PATH_HOSTS: Final = frozenset({"hooks.slack.com", "discord.com", "discordapp.com", "hooks.zapier.com"})
+URL_REDACTED: Final = "REDACTED"  # in a URL: no brackets to percent-encode

@@ -5,24 +5,51 @@ provider calls, with `traceparent` injected into the outgoing request). Enabled 
 runtime; the standard `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS` (comma list: asyncpg, redis, aiohttp-client)
 turns any of them off. aiobotocore has no official instrumentation (the botocore one patches the sync
 client only), so SQS calls carry trace context in message attributes but get no client spans of their own.
+
+The aiohttp client's spans record the URL through `span_url` (the instrumentation's url_filter): a webhook URL
+is a secret (the Slack webhook was in every alert's span as `http.url`), so the path of a secret-bearing URL
+and every query value are redacted before the library sees the URL.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
+import yarl
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+from libs.telemetry.constants import SECRET_PATH_HOSTS, URL_REDACTED
 
 _INSTRUMENTORS: dict[str, type[BaseInstrumentor]] = {
     "asyncpg": AsyncPGInstrumentor,
     "redis": RedisInstrumentor,
     "aiohttp-client": AioHttpClientInstrumentor,
 }
+_INSTRUMENT_OPTIONS: dict[str, dict[str, Any]] = {"aiohttp-client": {"url_filter": lambda url: span_url(url)}}
 _lock = threading.Lock()
+_secret_urls: set[tuple[str, int | None, str]] = set()
+
+
+def register_secret_url(url: str) -> None:
+    """Spans never show `url`'s path (a webhook URL a service was configured with, wherever it is hosted)."""
+    parsed = yarl.URL(url)
+    _secret_urls.add((parsed.host or "", parsed.port, parsed.path))
+
+
+def span_url(url: yarl.URL) -> str:
+    """`url` as client spans record it: without credentials, every query value and, for a secret-bearing URL
+    (SECRET_PATH_HOSTS, or registered), the path."""
+    url = url.with_user(None).with_fragment(None)
+    if url.query:
+        url = url.with_query({key: URL_REDACTED for key in url.query})
+    if (url.host or "") in SECRET_PATH_HOSTS or (url.host or "", url.port, url.path) in _secret_urls:
+        url = url.with_path(f"/{URL_REDACTED}")
+    return str(url)
 
 
 def instrument_libraries() -> list[str]:
@@ -35,7 +62,7 @@ def instrument_libraries() -> list[str]:
             instrumentor = cls()
             if name in disabled or instrumentor.is_instrumented_by_opentelemetry:
                 continue
-            instrumentor.instrument()
+            instrumentor.instrument(**_INSTRUMENT_OPTIONS.get(name, {}))
             enabled.append(name)
     return enabled
 

@@ -23,6 +23,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from libs.telemetry import register_secret_url
 from services.cost_tracker.config import CostTrackerSettings
 from services.cost_tracker.constants import CHANNEL_EMAIL, CHANNEL_SLACK, CHANNEL_SNS, SNS_SUBJECT_MAX
 from services.cost_tracker.errors import ChannelError
@@ -180,7 +181,9 @@ class Channels(Mapping[str, Channel]):
             if settings.slack_webhook_url is not None:
                 session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
                 self._stack.push_async_callback(session.close)
-                self._add(SlackChannel(session, settings.slack_webhook_url.get_secret_value()))
+                webhook_url = settings.slack_webhook_url.get_secret_value()
+                register_secret_url(webhook_url)  # a secret: client spans must not show it (issue 14)
+                self._add(SlackChannel(session, webhook_url))
             if wanted & {CHANNEL_SNS, CHANNEL_EMAIL}:
                 aws = await self._aws_clients(settings, sns=CHANNEL_SNS in wanted, ses=CHANNEL_EMAIL in wanted)
                 if CHANNEL_SNS in wanted:

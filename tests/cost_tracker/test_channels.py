@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,10 +16,13 @@ import pytest
 from aiobotocore.session import get_session
 from aiohttp import web
 from botocore.exceptions import ClientError
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from contracts.enums import CostPeriod
 from contracts.routing import COST_TRACKER
 from libs.bus.memory import MemoryBus
+from libs.telemetry.instrumentation import instrument_libraries, uninstrument_libraries
 from services.cost_tracker.channels import SnsChannel
 from services.cost_tracker.errors import ChannelError
 from services.cost_tracker.model import Alert, Severity
@@ -186,6 +189,41 @@ class TestDeliveredOnce:
             await bus.close(grace_s=1)
             for harness in (one, two):
                 await harness.tracker.stop()
+
+
+class TestSpans:
+    @pytest.fixture
+    def settings_overrides(self, slack: SlackReceiver) -> dict[str, Any]:
+        return {"slack_webhook_url": slack.url}
+
+    @pytest.fixture
+    def client_spans(self, spans: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+        """The aiohttp client instrumented as a service process instruments it."""
+        instrumented = instrument_libraries()
+        yield spans
+        uninstrument_libraries(instrumented)
+
+    async def test_the_slack_webhook_url_never_appears_in_a_span(
+        self, client_spans: InMemorySpanExporter, harness: Harness, slack: SlackReceiver
+    ) -> None:
+        """The webhook URL is a secret: the client span of the Slack POST records its path as REDACTED, and no
+        attribute of any span holds the URL (issue 14: it was `http.url`)."""
+        harness.clock.at = NOON
+        await harness.data(
+            "thresholds",
+            {"op": "create", "user_id": ALICE, "period": "daily", "limit_usd": "1", "notification_channels": ["slack"]},
+            user=ADMIN,
+        )
+        await harness.record(spend("1"))
+        await delivered(harness, "sent")
+        posts = [s for s in client_spans.get_finished_spans() if s.kind is SpanKind.CLIENT and s.name == "POST"]
+        assert posts, [s.name for s in client_spans.get_finished_spans()]
+        host = slack.url.removesuffix("/hook")
+        assert {(s.attributes or {}).get("http.url") or (s.attributes or {}).get("url.full") for s in posts} == {
+            f"{host}/REDACTED"
+        }
+        leaked = [s.name for s in client_spans.get_finished_spans() if slack.url in str(dict(s.attributes or {}))]
+        assert leaked == []
 
 
 class TestRetries:

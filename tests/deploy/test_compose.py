@@ -113,7 +113,7 @@ class TestComposeServices:
             environment = compose["services"][service]["environment"]
             assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
             assert environment["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
-        assert "16686:16686" in compose["services"]["jaeger"]["ports"]
+        assert "127.0.0.1:16686:16686" in compose["services"]["jaeger"]["ports"]
 
     def test_gateway_health_covers_every_other_service(self, compose: dict[str, Any]) -> None:
         """GATEWAY_HEALTH_URLS names each other service, at its own host and health port."""
@@ -121,6 +121,21 @@ class TestComposeServices:
         assert sorted(urls) == sorted(s for s in SERVICES if s != GATEWAY)
         for name, url in urls.items():
             assert url == f"http://{name}:{HEALTH_PORT}/readyz"
+
+
+class TestComposeExposure:
+    def test_ports_are_published_on_loopback_only(self, compose: dict[str, Any]) -> None:
+        """Every published port binds 127.0.0.1: the default passwords never face a network (issue 14)."""
+        published = [(name, port) for name, entry in compose["services"].items() for port in entry.get("ports", [])]
+        assert published, "the gateway, Jaeger and RabbitMQ's UI are published"
+        assert [(name, port) for name, port in published if not str(port).startswith("127.0.0.1:")] == []
+
+    @pytest.mark.parametrize(("service", "name"), [(GATEWAY, "GATEWAY_JWT_SECRET"), ("router", "WEBHOOK_SECRET")])
+    def test_signing_keys_have_no_default(self, compose: dict[str, Any], service: str, name: str) -> None:
+        """The JWT and webhook keys must be given (${NAME:?…}): a public default passes the length check, and
+        anyone could mint admin tokens or forge webhooks with it (issue 14)."""
+        value = compose["services"][service]["environment"][name]
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", value), value
 
 
 class TestComposeDependencies:
