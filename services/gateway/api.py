@@ -44,12 +44,13 @@ from services.gateway.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     Unavailable,
     UnsupportedMedia,
     WorkflowError,
     json_response,
 )
-from services.gateway.health import HealthAggregator
+from services.gateway.health import HealthAggregator, public
 from services.gateway.schemas import (
     AcceptedData,
     AcceptedResponse,
@@ -169,8 +170,10 @@ class Api:
         )
         return json_response(DeliveriesResponse(data=page).dump())
 
-    async def health(self, _: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:
         status, body = await self._health.report()
+        if not await self._is_admin(request):
+            body = public(body)  # error strings and remote details only for an admin's token (issue 14)
         return json_response(body.dump(), status=status)
 
     async def openapi(self, _: web.Request) -> web.Response:
@@ -259,6 +262,16 @@ class Api:
 
     def _principal(self, request: web.Request) -> Principal:
         return self._verifier.verify(request.headers.get("Authorization"))
+
+    async def _is_admin(self, request: web.Request) -> bool:
+        """Whether an unauthenticated route's caller sent an admin's valid token (no token: not an error)."""
+        header = request.headers.get("Authorization")
+        if header is None:
+            return False
+        try:
+            return (await self._verifier.authenticate(header)).is_admin
+        except Unauthorized:
+            return False
 
     def _wait_seconds(self, query: Mapping[str, str]) -> float | None:
         """None without ?wait=true; else how long to wait (&timeout= seconds, capped by the setting)."""

@@ -49,6 +49,11 @@ class GatewaySettings(FlagSettings):
     gateway_request_timeout_s: float = Field(
         default=c.DEFAULT_REQUEST_TIMEOUT_S, gt=0, description="how long one bus request waits for its reply"
     )
+    gateway_header_timeout_s: float = Field(
+        default=c.DEFAULT_HEADER_TIMEOUT_S,
+        gt=0,
+        description="a request's head must be in within this; also the idle keep-alive (keep a balancer's shorter)",
+    )
     gateway_max_body_bytes: int = Field(
         default=c.DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger request bodies answer 413"
     )

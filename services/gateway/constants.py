@@ -18,6 +18,9 @@ DEFAULT_PORT: Final = 8080
 DEFAULT_HOST: Final = "0.0.0.0"  # the gateway is the public entry point
 DEFAULT_WAIT_TIMEOUT_S: Final = 60.0
 DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
+# GATEWAY_HEADER_TIMEOUT_S: a connection whose request head is not in after this long is closed (server.py),
+# and an idle keep-alive connection too: a slowloris holds no connection for minutes (issue 14).
+DEFAULT_HEADER_TIMEOUT_S: Final = 15.0
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
 # A campaign's body carries its recipients: 10,000 fans with a few personalisation fields each fit.
 DEFAULT_CAMPAIGN_MAX_BODY_BYTES: Final = 4 * 1024 * 1024

@@ -8,6 +8,10 @@ libs.runtime.health `/readyz` answers {"status", "checks": {name: "ok" | reason}
 A failing check is critical when its name, or for a remote service the name of one of its failing checks,
 has a dot-separated segment in CRITICAL_CHECK_SEGMENTS (bus, database, router): then the system is
 unhealthy (503). Any other failure (a provider, redis, a worker) leaves it degraded (200).
+
+The endpoint is unauthenticated, so what it answers to anyone is `public`: each check's status, criticality
+and latency, never the error strings or a remote service's own checks (host names, driver messages: issue 14);
+an admin's token sees them.
 """
 
 from __future__ import annotations
@@ -121,3 +125,12 @@ class HealthAggregator:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def public(body: HealthResponse) -> HealthResponse:
+    """`body` without what only an operator should read: each failed check's error and remote details."""
+    checks = {
+        name: result.model_copy(update={"error": "failed" if result.error else None, "details": None})
+        for name, result in body.data.checks.items()
+    }
+    return body.model_copy(update={"data": body.data.model_copy(update={"checks": checks})})

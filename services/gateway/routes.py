@@ -165,7 +165,8 @@ HEALTH = RouteDoc(
     handler="health",
     operation_id="getHealth",
     summary="The system's health: bus, database, redis, providers, services",
-    description="healthy or degraded (a non-critical check fails) answer 200; unhealthy answers 503.",
+    description="healthy or degraded (a non-critical check fails) answer 200; unhealthy answers 503. A failed "
+    "check's error reads `failed` and remote details are absent unless the request carries an admin's token.",
     auth=False,
     replies={
         200: Reply("healthy or degraded", HealthResponse),

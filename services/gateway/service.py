@@ -31,6 +31,7 @@ from services.gateway.health import HealthAggregator
 from services.gateway.jwks import KeySetUnavailable
 from services.gateway.openapi import build_document
 from services.gateway.routes import ROUTES
+from services.gateway.server import GatewayRunner
 from services.gateway.tracing import tracing_middleware
 
 log = get_logger(__name__)
@@ -104,7 +105,10 @@ class Gateway:
                 await keys.refresh()  # before serving, so the first tokens need no fetch
             except KeySetUnavailable as exc:  # the provider may be down now: tokens retry it (ensure)
                 log.warning("gateway.jwks.unavailable", url=keys.url, reason=str(exc))
-        self._runner = web.AppRunner(self.app(), access_log=None)  # tracing_middleware logs each request
+        # tracing_middleware logs each request; GatewayRunner: header deadline, JSON 400 for unparsable requests
+        self._runner = GatewayRunner(
+            self.app(), header_timeout_s=self.settings.gateway_header_timeout_s, access_log=None
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
         await site.start()

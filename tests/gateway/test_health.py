@@ -48,15 +48,18 @@ async def readyz() -> AsyncIterator[StartReadyz]:
         await server.stop()
 
 
-async def _health(gw: Harness) -> tuple[int, dict[str, object]]:
-    answer = await gw.client.call("GET", HEALTH, user=None)
+async def _health(
+    gw: Harness, *, user: str | None = "ops", role: str | None = "admin"
+) -> tuple[int, dict[str, object]]:
+    """The health answer, by default as an admin sees it (error strings and remote details)."""
+    answer = await gw.client.call("GET", HEALTH, user=user, role=role)
     return answer.status, answer.body["data"]
 
 
 class TestLocal:
     async def test_all_passing_is_healthy(self, gw: Harness) -> None:
         """Only the bus, and it answers: 200 healthy, no token needed."""
-        status, data = await _health(gw)
+        status, data = await _health(gw, user=None)
         assert (status, data["status"]) == (200, "healthy")
         assert data["checks"]["bus"]["status"] == "ok"  # type: ignore[index]
 
@@ -125,3 +128,28 @@ class TestRemote:
         status, data = await _health(gw)
         assert (status, data["status"]) == (http, verdict)
         assert data["checks"][name]["status"] == "failed"  # type: ignore[index]
+
+
+class TestExposure:
+    @pytest.mark.parametrize(("user", "role"), [(None, None), ("alice", None)])
+    async def test_without_an_admins_token_no_internal_error_is_shown(
+        self, make_gateway: MakeGateway, readyz: StartReadyz, user: str | None, role: str | None
+    ) -> None:
+        """Anyone (and any user) gets the verdict and which checks failed, never their error strings or a
+        remote service's own checks (host names, driver messages: issue 14); an admin gets them."""
+        cost = await readyz(database=_down)
+        gw = await make_gateway(bus=DownBus(), gateway_health_urls=f"cost-tracker={cost}")
+        status, data = await _health(gw, user=user, role=role)
+        assert (status, data["status"]) == (503, "unhealthy")
+        checks = data["checks"]
+        assert checks["bus"] == {**checks["bus"], "status": "failed", "critical": True, "error": "failed"}  # type: ignore[index]
+        assert checks["cost-tracker"].get("details") is None and checks["cost-tracker"]["error"] == "failed"  # type: ignore[index, union-attr]
+        assert "refused" not in str(data)
+        _, admin = await _health(gw)
+        assert "connection refused" in admin["checks"]["bus"]["error"]  # type: ignore[index]
+        assert "refused" in admin["checks"]["cost-tracker"]["details"]["database"]  # type: ignore[index]
+
+    async def test_a_bad_token_is_no_error_on_health(self, gw: Harness) -> None:
+        """Health needs no token: a bad one answers like none, not 401."""
+        answer = await gw.client.call("GET", HEALTH, token="not-a-jwt")
+        assert answer.status == 200 and answer.body["data"]["status"] == "healthy"
