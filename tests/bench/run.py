@@ -252,6 +252,7 @@ async def main() -> int:
         "GATEWAY_PORT": str(free_port()),
         "LOG_LEVEL": "warning",
         "BUS_PREFETCH": "64",
+        "GATEWAY_RATE_LIMIT_RPS": "0",  # one bench user sends the whole load: the per-user limit is not measured
     }
     result: dict[str, Any] = {
         "transport": args.transport,
