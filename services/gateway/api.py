@@ -42,6 +42,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.errors import (
     BadGateway,
     BadRequest,
+    BodyTimeout,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -108,7 +109,9 @@ class Api:
             raise Unavailable("disabled", disabled_message(self._flags.flags))
         wait_s = self._wait_seconds(request.query)
         key = idempotency_key(request.headers)
-        body = await read_json_object(request, self._settings.gateway_campaign_max_body_bytes)
+        body = await read_json_object(
+            request, self._settings.gateway_campaign_max_body_bytes, self._settings.gateway_body_timeout_s
+        )
         campaign = parse_campaign(body, self._settings, principal)
 
         workflow_id = idempotent_workflow_id(principal.user_id, key) if key else uuid.uuid4()
@@ -323,16 +326,21 @@ def idempotency_key(headers: Mapping[str, str]) -> str | None:
     return key
 
 
-async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, or the precise 4xx: 415 not JSON, 413 too large, 400 malformed or not
-    storable (a control character, nested too deep: storable.refuse_unstorable)."""
+async def read_json_object(request: web.Request, max_bytes: int, timeout_s: float) -> dict[str, Any]:
+    """The body as a JSON object, or the precise 4xx: 415 not JSON, 413 too large, 408 not in whole within
+    `timeout_s`, 400 malformed or not storable (a control character, nested too deep:
+    storable.refuse_unstorable)."""
     if request.content_type not in _JSON_TYPES:
         raise UnsupportedMedia("unsupported_media_type", "send the body as Content-Type: application/json")
     if request.charset not in (None, "utf-8", "utf8"):
         raise UnsupportedMedia("unsupported_media_type", "the JSON body must be UTF-8")
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge("payload_too_large", f"the body must be at most {max_bytes} bytes")
-    raw = await request.read()  # a chunked body past client_max_size raises 413 here (error_middleware)
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()  # a chunked body past client_max_size raises 413 here (error_middleware)
+    except TimeoutError as exc:
+        raise BodyTimeout("request_timeout", f"the body did not arrive within {timeout_s:g} s") from exc
     if not raw.strip():
         raise BadRequest("invalid_json", "the request body is empty")
     try:

@@ -49,6 +49,9 @@ class GatewaySettings(FlagSettings):
     gateway_request_timeout_s: float = Field(
         default=c.DEFAULT_REQUEST_TIMEOUT_S, gt=0, description="how long one bus request waits for its reply"
     )
+    gateway_body_timeout_s: float = Field(
+        default=c.DEFAULT_BODY_TIMEOUT_S, gt=0, description="a request body must be in whole within this (408)"
+    )
     gateway_header_timeout_s: float = Field(
         default=c.DEFAULT_HEADER_TIMEOUT_S,
         gt=0,

@@ -21,6 +21,9 @@ DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 # GATEWAY_HEADER_TIMEOUT_S: a connection whose request head is not in after this long is closed (server.py),
 # and an idle keep-alive connection too: a slowloris holds no connection for minutes (issue 14).
 DEFAULT_HEADER_TIMEOUT_S: Final = 15.0
+# GATEWAY_BODY_TIMEOUT_S: a body not in whole after this long answers 408 (a 4 MiB campaign body needs
+# ~1 Mbit/s; a client trickling a body holds no handler for minutes).
+DEFAULT_BODY_TIMEOUT_S: Final = 30.0
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
 # A campaign's body carries its recipients: 10,000 fans with a few personalisation fields each fit.
 DEFAULT_CAMPAIGN_MAX_BODY_BYTES: Final = 4 * 1024 * 1024

@@ -67,6 +67,7 @@ def _write(replies: dict[int, Reply], *, forbidden: str, not_found: str | None =
         400: _BAD_BODY,
         401: _UNAUTHORIZED,
         403: Reply(forbidden, ErrorResponse),
+        408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),
         413: Reply("payload_too_large: the body exceeds GATEWAY_MAX_BODY_BYTES", ErrorResponse),
         415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
         502: _BAD_GATEWAY,

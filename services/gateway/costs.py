@@ -256,7 +256,9 @@ class CostEndpoints:
         return query
 
     async def _body(self, request: web.Request, model: type[Q]) -> Q:
-        body = await read_json_object(request, self._settings.gateway_max_body_bytes)
+        body = await read_json_object(
+            request, self._settings.gateway_max_body_bytes, self._settings.gateway_body_timeout_s
+        )
         try:
             return model.model_validate(body)
         except ValidationError as exc:

@@ -127,6 +127,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class BodyTimeout(ApiError):
+    status = 408
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

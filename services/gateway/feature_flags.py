@@ -45,7 +45,9 @@ class FeatureFlagEndpoints:
 
     async def put(self, request: web.Request) -> web.Response:
         principal = self._admin(request)
-        raw = await read_json_object(request, self._settings.gateway_max_body_bytes)
+        raw = await read_json_object(
+            request, self._settings.gateway_max_body_bytes, self._settings.gateway_body_timeout_s
+        )
         try:
             body = FeatureFlagsUpdate.model_validate(raw)
         except ValidationError as exc:

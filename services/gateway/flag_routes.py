@@ -66,6 +66,7 @@ PUT_FLAGS = RouteDoc(
         401: _UNAUTHORIZED,
         403: _FORBIDDEN,
         409: Reply("version_conflict: expectedVersion is not the flags' version any more", ErrorResponse),
+        408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),
         413: Reply("payload_too_large: the body exceeds GATEWAY_MAX_BODY_BYTES", ErrorResponse),
         415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
         503: _UNAVAILABLE,

@@ -78,6 +78,7 @@ CREATE_CAMPAIGN = RouteDoc(
         ),
         401: _UNAUTHORIZED,
         402: Reply("cost_limit_exceeded: the user's budget blocks new workflows", ErrorResponse),
+        408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),
         413: Reply("payload_too_large: the body exceeds GATEWAY_CAMPAIGN_MAX_BODY_BYTES", ErrorResponse),
         415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
         422: Reply("invalid_request or compliance_violation: refused, or failed, for its content", ErrorResponse),

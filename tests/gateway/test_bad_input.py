@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -13,6 +14,8 @@ import pytest
 
 from contracts.routing import ROUTER
 from libs.bus.memory import MemoryBus
+from services.gateway.auth import make_token
+from services.gateway.constants import PATH_CAMPAIGN as CAMPAIGN
 from tests.gateway.conftest import PLAN, SECRET, Harness, MakeGateway
 
 JSON = {"Content-Type": "application/json"}
@@ -160,6 +163,30 @@ class TestUnstorable:
     async def test_nesting_of_32_levels_is_accepted(self, gw: Harness) -> None:
         """32 levels, the body's own included, are accepted."""
         assert (await gw.client.post({**PLAN, "data": {"deep": _nested(29)}})).status == 202
+
+
+class TestSlowBody:
+    async def test_a_body_that_does_not_arrive_in_time_answers_408(self, make_gateway: MakeGateway) -> None:
+        """A client that sends the head and trickles part of the body gets a JSON 408 after
+        GATEWAY_BODY_TIMEOUT_S, and nothing is published."""
+        gw = await make_gateway(gateway_body_timeout_s=0.5)
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port.rstrip("/")))
+        token = make_token(SECRET, "alice")
+        head = (
+            f"POST {CAMPAIGN} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"type": "content_')
+        await writer.drain()
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(65536), timeout=5)
+        writer.close()
+        assert time.monotonic() - started < 3
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert b" 408 " in status_line
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
+        assert gw.router.seen == []
 
 
 class TestSize:
