@@ -192,27 +192,37 @@ class DeliveryDecisions:
         """A personalized text is written: request its delivery, and the next text."""
         written = replace(row, text=text)
         self._request(change, written, text)
-        return TextUpdate(
-            answered=row.generation_id or uuid.UUID(int=0),
-            row=written,
-            successor=claim(change, successor),
-            generated=1,
-            deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
-            change=change,
-        )
+        return self._text_done(change, row, written, successor, claim, generated=1)
 
     def text_given_up(
         self, change: Change, row: DeliveryRow, error: ErrorInfo, successor: DeliveryRow | None, claim: SuccessorClaim
     ) -> TextUpdate:
         """A personalized text cannot be generated: that delivery fails, the campaign goes on."""
         failed = replace(row, status=D.FAILED, error=error)
+        return self._text_done(change, row, failed, successor, claim, ungenerated=1)
+
+    def _text_done(
+        self,
+        change: Change,
+        row: DeliveryRow,
+        after: DeliveryRow,
+        successor: DeliveryRow | None,
+        claim: SuccessorClaim,
+        *,
+        generated: int = 0,
+        ungenerated: int = 0,
+    ) -> TextUpdate:
+        """A text finished (`after`: its row now): the next recipient's text is requested, and the campaign's
+        deadline moves on."""
+        assert row.generation_id is not None  # the result was matched to the row by it
         return TextUpdate(
-            answered=row.generation_id or uuid.UUID(int=0),
-            row=failed,
-            successor=claim(change, successor),
-            ungenerated=1,
-            deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
+            answered=row.generation_id,
+            row=after,
             change=change,
+            successor=claim(change, successor),
+            generated=generated,
+            ungenerated=ungenerated,
+            deadline_at=change.at + timedelta(seconds=self.deadline_s(change)),
         )
 
     def deadline_s(self, change: Change) -> float:

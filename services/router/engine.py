@@ -194,16 +194,17 @@ class Engine:
         if isinstance(result, GenerationCompleted):
             return self.delivery.text_written(change, row, result.content, successor, claim)
         decision = self.matrix.decide(result.provider, result.error, {})
-        if isinstance(decision, Retry):
-            decision = self._reroute(decision, result.provider, result.error)
         if isinstance(decision, Retry) and row.attempts >= self.settings.router_max_attempts:
             decision = GiveUp(f"{decision.scenario}: all {row.attempts} attempts spent (ROUTER_MAX_ATTEMPTS)")
+        if isinstance(decision, Retry):  # only now, when an attempt will be made, may it claim a probe
+            decision = self._reroute(decision, result.provider, result.error)
         if isinstance(decision, GiveUp):
             message = f"{decision.reason}; last error from {result.provider.value}: {result.error.message}"
             error = ErrorInfo(type=result.error.type, message=message, retryable=False)
             return self.delivery.text_given_up(change, row, error, successor, claim)
+        assert row.generation_id is not None  # the result was matched to the row by it
         retried = self._text_request(change, row, decision.provider, decision.delay_s)
-        return TextUpdate(answered=row.generation_id or envelope.id, row=retried, change=change)
+        return TextUpdate(answered=row.generation_id, row=retried, change=change)
 
     def _text_request(self, change: Change, row: DeliveryRow, provider: Provider, delay_s: float) -> DeliveryRow:
         """Request `row`'s own text from `provider`; the row as it now waits for that request."""
