@@ -5,8 +5,8 @@ workflow row, the INSERT of its history events and the INSERT of the handled mes
 atomic without BEGIN/COMMIT round trips, one transaction per handled message. A read returns the
 workflow and, in the same round trip, whether the message was handled before (and its outbox).
 A delivery report is one call of the function delivery_report (migrations/002): its row and the counters.
-Every write that touches a workflow's row and delivery rows locks the workflow row first, so they never
-deadlock. asyncpg's errors leave this module as libs.storage.DatabaseError.
+The statements live in pg_sql.py; this module binds their parameters and maps rows to the state's types.
+asyncpg's errors leave this module as libs.storage.DatabaseError.
 """
 
 from __future__ import annotations
@@ -20,150 +20,12 @@ import asyncpg
 from contracts.enums import BudgetAction, CostPeriod, DeliveryState, Provider, RateLimiterState, WorkflowStatus
 from contracts.messages import ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
 from libs.storage.schema_store import SchemaStore
+from services.router import pg_sql as sql
 from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR
 from services.router.delivery import Report, TextUpdate
 from services.router.outbox import Outgoing
 from services.router.state import Change, DeliveryRow, Event, Tally, Workflow
 from services.router.store import BudgetRecord, Counted, Loaded, WorkflowStore
-
-# Written by a create; the counters after them only by per-delivery writes (and a closing save's `failed`).
-_COLUMNS = (
-    "workflow_id, user_id, status, intent, trace_id, current_provider, provider_states, fallback_history,"
-    " retry_attempts, recoveries, attempts, generation_id, result, model, usage, error, version,"
-    " created_at, updated_at, deadline_at, completed_at, callback_url, personalized, deliveries_total"
-)
-_TALLY = "generated, ungenerated, scheduled, sent, failed, cancelled, delivery_retries, last_slot_at, rate_limiter"
-_READ = f"{_COLUMNS}, {_TALLY}"
-
-# $1 workflow, $2 message id, $3 events, $4 outbox — then the columns.
-_EVENTS_AND_PROCESSED = """
-, e AS (
-    INSERT INTO workflow_events
-        (workflow_id, version, seq, message_id, event, from_status, to_status, detail, occurred_at)
-    SELECT w.workflow_id, w.version, ev.seq, $2, ev.event, ev.from_status, ev.to_status, ev.detail, ev.at
-    FROM w CROSS JOIN jsonb_to_recordset($3::jsonb)
-        AS ev(seq smallint, event text, from_status text, to_status text, detail jsonb, at timestamptz)
-), p AS (
-    INSERT INTO processed_messages (message_id, workflow_id, outbox) SELECT $2, w.workflow_id, $4::jsonb FROM w
-)
-SELECT count(*) FROM w
-"""
-
-# $5 the delivery rows, then the columns from $6.
-_CREATE = (
-    f"WITH w AS (INSERT INTO hybrid_workflows ({_COLUMNS})"
-    " VALUES ($1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
-    " $22, $23, $24, $25, $26, $27, $28)"
-    " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, version, updated_at)"
-    ", d AS (INSERT INTO deliveries"
-    " (workflow_id, seq, delivery_id, recipient_id, vars, generation_id, attempts, updated_at)"
-    " SELECT w.workflow_id, r.seq, r.delivery_id, r.recipient_id, r.vars, r.generation_id, r.attempts, w.updated_at"
-    " FROM w CROSS JOIN jsonb_to_recordset($5::jsonb) AS r"
-    " (seq integer, delivery_id uuid, recipient_id text, vars jsonb, generation_id uuid, attempts smallint))"
-    + _EVENTS_AND_PROCESSED
-)
-
-# $5 the error the open deliveries fail with (Change.closing; null: none), then the columns from $6.
-_SAVE = (
-    "WITH w AS (UPDATE hybrid_workflows SET status = $6, current_provider = $7, provider_states = $8,"
-    " fallback_history = $9, retry_attempts = $10, recoveries = $11, attempts = $12, generation_id = $13,"
-    " result = $14, model = $15, usage = $16, error = $17, version = $18,"
-    " updated_at = $19, completed_at = $20, deadline_at = $21,"
-    " failed = CASE WHEN $5::jsonb IS NULL THEN failed ELSE deliveries_total - sent - cancelled END"
-    " WHERE workflow_id = $1 AND version = $18 - 1 RETURNING workflow_id, version)"
-    ", c AS (UPDATE deliveries SET status = 'failed', error = $5::jsonb, updated_at = $19"
-    " WHERE $5::jsonb IS NOT NULL AND workflow_id = (SELECT workflow_id FROM w) AND status NOT IN ('sent', 'failed'))"
-    + _EVENTS_AND_PROCESSED
-)
-
-_LOAD = (
-    f"SELECT {', '.join('w.' + c.strip() for c in _READ.split(','))}, p.outbox AS handled_outbox"
-    " FROM (VALUES (1)) AS one (x)"
-    " LEFT JOIN hybrid_workflows w ON w.workflow_id = $1"
-    " LEFT JOIN processed_messages p ON p.message_id = $2"
-)
-
-_GET = f"SELECT {_READ} FROM hybrid_workflows WHERE workflow_id = $1"
-
-_DELIVERY_COLUMNS = (
-    "seq, delivery_id, recipient_id, vars, status, text, generation_id, attempts, scheduled_for, sent_at,"
-    " platform_message_id, error"
-)
-# Keyset pages: the primary key (workflow_id, seq) serves them, deliveries_by_status the filtered ones.
-_DELIVERIES = (
-    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE workflow_id = $1 AND seq > $2"
-    " AND ($3::text IS NULL OR status = $3) ORDER BY seq LIMIT $4"
-)
-_DELIVERY_AT = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE workflow_id = $1 AND seq = $2"
-_DELIVERY_FOR = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE generation_id = $2 AND workflow_id = $1"
-_OPEN = "workflow_id = $1 AND status NOT IN ('sent', 'failed')"
-_NEXT_OPEN = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_OPEN} ORDER BY scheduled_for NULLS LAST, seq LIMIT 1"
-_FAILED = "workflow_id = $1 AND status = 'failed'"
-_FIRST_FAILED = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_FAILED} ORDER BY seq LIMIT 1"
-_REPORT = (
-    f"SELECT applied, status, deliveries_total, {_TALLY}"
-    " FROM delivery_report($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-)
-
-# A personalized text's outcome, if its row still waits for the request it answers ($3): the row ($4 …),
-# the successor's first request ($11 seq, $12 request id), the counters, the deadline and the handled
-# message with its outbox ($14). The workflow row is locked first (`lk`), as everywhere.
-_WRITE_TEXT = f"""
-WITH lk AS (SELECT workflow_id FROM hybrid_workflows WHERE workflow_id = $1 FOR UPDATE),
-x AS (
-    UPDATE deliveries SET text = $4, status = $5, error = $6::jsonb, generation_id = $7, attempts = $8,
-        updated_at = $9
-    WHERE workflow_id = (SELECT workflow_id FROM lk) AND seq = $10 AND generation_id = $3 AND text IS NULL
-        AND status NOT IN ('sent', 'failed')
-    RETURNING seq
-), s AS (
-    UPDATE deliveries SET generation_id = $12, attempts = 1, updated_at = $9
-    WHERE workflow_id = $1 AND seq = $11 AND generation_id IS NULL AND EXISTS (SELECT 1 FROM x)
-), p AS (
-    INSERT INTO processed_messages (message_id, workflow_id, outbox) SELECT $2, $1, $14::jsonb FROM x
-), w AS (
-    UPDATE hybrid_workflows SET generated = generated + $15, ungenerated = ungenerated + $16,
-        failed = failed + $16, deadline_at = GREATEST(deadline_at, $13)
-    WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM x)
-    RETURNING status, deliveries_total, {_TALLY}
-)
-SELECT * FROM w
-"""
-
-_RECORD = (
-    "INSERT INTO processed_messages (message_id, workflow_id, outbox) VALUES ($2, $1, $3::jsonb)"
-    " ON CONFLICT (message_id) DO NOTHING"
-)
-
-# Served by the partial index hybrid_workflows_running (deadline_at WHERE not terminal).
-_OVERDUE = (
-    f"SELECT {_READ} FROM hybrid_workflows"
-    " WHERE status NOT IN ('completed', 'failed') AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
-)
-
-_HISTORY = (
-    "SELECT event, from_status, to_status, occurred_at, detail FROM workflow_events"
-    " WHERE workflow_id = $1 ORDER BY version, seq"
-)
-
-_PUT_BUDGET = """
-INSERT INTO budget_states (scope, period, action, spent_usd, limit_usd, observed_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (scope, period) DO UPDATE
-SET action = EXCLUDED.action, spent_usd = EXCLUDED.spent_usd, limit_usd = EXCLUDED.limit_usd,
-    observed_at = EXCLUDED.observed_at
-WHERE budget_states.observed_at <= EXCLUDED.observed_at
-"""
-
-_ACTIVE_BUDGETS = (
-    "SELECT scope, period, action, spent_usd, limit_usd, observed_at FROM budget_states WHERE action <> 'allow'"
-)
-
-_PURGE = """
-DELETE FROM processed_messages WHERE message_id IN (
-    SELECT message_id FROM processed_messages WHERE processed_at < $1 LIMIT $2
-)
-"""
 
 
 def _dump(value: Any) -> Any:
@@ -193,7 +55,7 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
 
 
 def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$6 … $28 of a create, in _COLUMNS order after workflow_id."""
+    """$6 … $28 of a create, in sql.COLUMNS order after workflow_id."""
     (status, provider, states, history, retries, recoveries, attempts, generation, result, model, usage, error,
      version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
     return (
@@ -323,11 +185,11 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def create(self, change: Change, message_id: uuid.UUID) -> bool:
         columns = (_new_rows(change), *_all_columns(change.result()))
-        return await self._write("create workflow", _CREATE, change, message_id, columns)
+        return await self._write("create workflow", sql.CREATE, change, message_id, columns)
 
     async def save(self, change: Change, message_id: uuid.UUID) -> bool:
         columns = (_dump(change.closing), *_mutable_columns(change.result()))
-        return await self._write("save workflow", _SAVE, change, message_id, columns)
+        return await self._write("save workflow", sql.SAVE, change, message_id, columns)
 
     async def _write(
         self, action: str, sql: str, change: Change, message_id: uuid.UUID, columns: tuple[Any, ...]
@@ -346,7 +208,7 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def load(self, workflow_id: uuid.UUID, message_id: uuid.UUID) -> Loaded:
         async with self._connection("load workflow") as conn:
-            row = await conn.fetchrow(_LOAD, workflow_id, message_id)
+            row = await conn.fetchrow(sql.LOAD, workflow_id, message_id)
         assert row is not None  # the VALUES row is always there
         outbox = row["handled_outbox"]
         return Loaded(
@@ -356,17 +218,17 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def get(self, workflow_id: uuid.UUID) -> Workflow | None:
         async with self._connection("get workflow") as conn:
-            row = await conn.fetchrow(_GET, workflow_id)
+            row = await conn.fetchrow(sql.GET, workflow_id)
         return None if row is None else _workflow(row)
 
     async def overdue(self, now: datetime, limit: int) -> list[Workflow]:
         async with self._connection("find overdue workflows") as conn:
-            rows = await conn.fetch(_OVERDUE, now, limit)
+            rows = await conn.fetch(sql.OVERDUE, now, limit)
         return [_workflow(row) for row in rows]
 
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         async with self._connection("read history") as conn:
-            rows = await conn.fetch(_HISTORY, workflow_id)
+            rows = await conn.fetch(sql.HISTORY, workflow_id)
         return [
             Event(
                 row["event"],
@@ -383,27 +245,27 @@ class PostgresStore(SchemaStore, WorkflowStore):
     ) -> list[DeliveryRow]:
         after = -1 if after_seq is None else after_seq
         async with self._connection("read deliveries") as conn:
-            rows = await conn.fetch(_DELIVERIES, workflow_id, after, status.value if status else None, limit)
+            rows = await conn.fetch(sql.DELIVERIES, workflow_id, after, status.value if status else None, limit)
         return [_delivery(row) for row in rows]
 
     async def delivery_at(self, workflow_id: uuid.UUID, seq: int) -> DeliveryRow | None:
         async with self._connection("read delivery") as conn:
-            row = await conn.fetchrow(_DELIVERY_AT, workflow_id, seq)
+            row = await conn.fetchrow(sql.DELIVERY_AT, workflow_id, seq)
         return None if row is None else _delivery(row)
 
     async def delivery_for(self, workflow_id: uuid.UUID, generation_id: uuid.UUID) -> DeliveryRow | None:
         async with self._connection("read delivery") as conn:
-            row = await conn.fetchrow(_DELIVERY_FOR, workflow_id, generation_id)
+            row = await conn.fetchrow(sql.DELIVERY_FOR, workflow_id, generation_id)
         return None if row is None else _delivery(row)
 
     async def next_open(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
         async with self._connection("read next delivery") as conn:
-            row = await conn.fetchrow(_NEXT_OPEN, workflow_id)
+            row = await conn.fetchrow(sql.NEXT_OPEN, workflow_id)
         return None if row is None else _delivery(row)
 
     async def first_failed(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
         async with self._connection("read failed delivery") as conn:
-            row = await conn.fetchrow(_FIRST_FAILED, workflow_id)
+            row = await conn.fetchrow(sql.FIRST_FAILED, workflow_id)
         return None if row is None else _delivery(row)
 
     async def report(
@@ -411,7 +273,7 @@ class PostgresStore(SchemaStore, WorkflowStore):
     ) -> Counted | None:
         async with self._connection("apply delivery report") as conn:
             row = await conn.fetchrow(
-                _REPORT,
+                sql.REPORT,
                 workflow_id,
                 message_id,
                 report.delivery_id,
@@ -432,7 +294,7 @@ class PostgresStore(SchemaStore, WorkflowStore):
         successor = update.successor
         async with self._connection("write personalized text") as conn:
             result = await conn.fetchrow(
-                _WRITE_TEXT,
+                sql.WRITE_TEXT,
                 workflow_id,
                 message_id,
                 update.answered,
@@ -454,13 +316,13 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def record(self, workflow_id: uuid.UUID, message_id: uuid.UUID, outbox: tuple[Outgoing, ...]) -> bool:
         async with self._connection("record handled message") as conn:
-            status: str = await conn.execute(_RECORD, workflow_id, message_id, [item.to_json() for item in outbox])
+            status: str = await conn.execute(sql.RECORD, workflow_id, message_id, [item.to_json() for item in outbox])
         return status.endswith(" 1")
 
     async def put_budget(self, record: BudgetRecord) -> None:
         async with self._connection("store budget") as conn:
             await conn.execute(
-                _PUT_BUDGET,
+                sql.PUT_BUDGET,
                 record.scope,
                 record.period.value,
                 record.action.value,
@@ -471,7 +333,7 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def active_budgets(self) -> list[BudgetRecord]:
         async with self._connection("read budgets") as conn:
-            rows = await conn.fetch(_ACTIVE_BUDGETS)
+            rows = await conn.fetch(sql.ACTIVE_BUDGETS)
         return [
             BudgetRecord(
                 scope=row["scope"],
@@ -486,5 +348,5 @@ class PostgresStore(SchemaStore, WorkflowStore):
 
     async def purge_processed(self, before: datetime, limit: int) -> int:
         async with self._connection("purge processed messages") as conn:
-            status = await conn.execute(_PURGE, before, limit)
+            status = await conn.execute(sql.PURGE, before, limit)
         return int(status.rsplit(" ", 1)[-1])
