@@ -10,14 +10,13 @@ handled message id and its outbox in one write, then publish the outbox.
                              routers before the sweep; `fail_overdue` makes the same message itself); a
                              delivering workflow ends by its counts instead (delivery.py)
     workflow.fanout        → one chunk of a campaign's delivery.requested, and the next chunk's fan-out
-    workflow.status.query  → WorkflowStatusReply (found only for the owner or an admin); with wait_s, the
-                             reply is sent when the workflow is terminal (or wait_s passed), from a task:
-                             the handler returns at once, holding no prefetch slot (`_answer_when_finished`)
+    workflow.status.query  → WorkflowStatusReply (queries.py: found only for the owner or an admin; with
+                             wait_s, sent when the workflow is terminal, holding no prefetch slot)
     budget.status          → stored; later requests are refused or downgraded accordingly
     delivery.scheduled / delivery.completed / delivery.failed
                            → the delivery's row and the workflow's counters in one store write; then, when
                              the counters say every delivery is finished, the workflow settles
-    delivery.list.query    → DeliveryListReply: a keyset page of a workflow's deliveries (owner or admin)
+    delivery.list.query    → DeliveryListReply: a keyset page of a workflow's deliveries (queries.py)
 
 A personalized campaign's generation results are matched to their delivery (by the request they answer)
 and written with `store.write_text`; the workflow's own generation results go through the cycle below.
@@ -33,10 +32,9 @@ which is how a router killed between commit and publish still finishes the workf
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -48,7 +46,6 @@ from contracts.messages import (
     DeliveryCompleted,
     DeliveryFailed,
     DeliveryListQuery,
-    DeliveryListReply,
     DeliveryScheduled,
     ErrorInfo,
     GenerationCompleted,
@@ -57,11 +54,9 @@ from contracts.messages import (
     WorkflowFanout,
     WorkflowRequested,
     WorkflowStatusQuery,
-    WorkflowStatusReply,
     WorkflowTimer,
-    WorkflowView,
 )
-from libs.bus import Bus, Handler, Reject, ReplyAddress, reply_address
+from libs.bus import Bus, Handler, Reject
 from libs.storage import DatabaseError
 from libs.telemetry import get_logger, get_metrics, workflow_span
 from services.router.budget import BudgetBook
@@ -73,8 +68,6 @@ from services.router.constants import (
     MAX_CONFLICT_RETRIES,
     SERVICE_NAME,
     STATUS_DELIVERIES_LISTED,
-    STATUS_WAIT_MAX_S,
-    STATUS_WAIT_RECHECK_S,
     TERMINAL_CACHE_SIZE,
     WRITTEN_CACHE_SIZE,
 )
@@ -82,6 +75,7 @@ from services.router.delivery import Report, recipients_of, settle_id
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
 from services.router.outbox import Outgoing, publish_all
+from services.router.queries import Queries
 from services.router.selection import select_provider
 from services.router.state import Change, DeliveryRow, Workflow
 from services.router.store import GLOBAL_SCOPE, BudgetRecord, Counted, WorkflowStore
@@ -97,11 +91,6 @@ def utcnow() -> datetime:
 
 def _refused(error_type: ErrorType, message: str) -> WorkflowAccepted:
     return WorkflowAccepted(accepted=False, error=ErrorInfo(type=error_type, message=message, retryable=False))
-
-
-def _visible(workflow: Workflow | None, requester: str, is_admin: bool) -> bool:
-    """Someone else's workflow is reported as not found: its existence is not for them to learn."""
-    return workflow is not None and (workflow.user_id == requester or is_admin)
 
 
 def _budget_message(record: BudgetRecord | None) -> str:
@@ -128,8 +117,7 @@ class Router:
         self.clock = clock
         self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
-        self._waiting: dict[uuid.UUID, list[asyncio.Future[Workflow]]] = defaultdict(list)
-        self._answering: set[asyncio.Task[None]] = set()
+        self.queries = Queries(bus, store, clock)
         self._metrics = get_metrics()
 
     def handlers(self) -> dict[str, Handler]:
@@ -139,8 +127,8 @@ class Router:
             GenerationFailed.TYPE: self.on_generation_result,
             WorkflowTimer.TYPE: self.on_timer,
             WorkflowFanout.TYPE: self.on_fanout,
-            WorkflowStatusQuery.TYPE: self.on_status_query,
-            DeliveryListQuery.TYPE: self.on_delivery_list,
+            WorkflowStatusQuery.TYPE: self.queries.on_status_query,
+            DeliveryListQuery.TYPE: self.queries.on_delivery_list,
             BudgetStatus.TYPE: self.on_budget_status,
             DeliveryScheduled.TYPE: self.on_delivery_report,
             DeliveryCompleted.TYPE: self.on_delivery_report,
@@ -333,94 +321,9 @@ class Router:
         await self._republish(loaded.outbox or ())
         return None
 
-    async def on_delivery_list(self, envelope: Envelope) -> Message | None:
-        query = envelope.payload
-        assert isinstance(query, DeliveryListQuery)
-        workflow = await self.store.get(query.workflow_id)
-        if not _visible(workflow, query.requester_user_id, query.requester_is_admin):
-            return DeliveryListReply(found=False)
-        rows = await self.store.deliveries(
-            query.workflow_id, after_seq=query.after_seq, limit=query.limit + 1, status=query.status
-        )
-        page = rows[: query.limit]
-        cursor = page[-1].seq if len(rows) > query.limit else None
-        return DeliveryListReply(found=True, deliveries=[row.to_view() for row in page], next_cursor=cursor)
-
-    async def _view(self, workflow: Workflow) -> WorkflowView:
-        """The status view: a small workflow's deliveries listed, a delivering one's next slot."""
-        listed: tuple[DeliveryRow, ...] = ()
-        if 0 < workflow.tally.total <= STATUS_DELIVERIES_LISTED:
-            listed = tuple(
-                await self.store.deliveries(workflow.workflow_id, after_seq=None, limit=STATUS_DELIVERIES_LISTED)
-            )
-        next_open = None
-        if workflow.tally.total and not workflow.is_terminal:
-            next_open = await self.store.next_open(workflow.workflow_id)
-        return workflow.to_view(listed, next_open.scheduled_for if next_open else None, now=self.clock())
-
-    async def on_status_query(self, envelope: Envelope) -> Message | None:
-        query = envelope.payload
-        assert isinstance(query, WorkflowStatusQuery)
-        address = reply_address() if query.wait_s else None
-        finished: asyncio.Future[Workflow] | None = None
-        if address is not None:  # registered before the read: a terminal write after it resolves this
-            finished = asyncio.get_running_loop().create_future()
-            self._waiting[query.workflow_id].append(finished)
-        workflow = await self.store.get(query.workflow_id)
-        if workflow is None or not _visible(workflow, query.requester_user_id, query.requester_is_admin):
-            self._stop_waiting(query.workflow_id, finished)
-            return WorkflowStatusReply(found=False)
-        if finished is None or address is None or workflow.is_terminal:
-            self._stop_waiting(query.workflow_id, finished)
-            return WorkflowStatusReply(found=True, workflow=await self._view(workflow))
-        task = asyncio.create_task(self._answer_when_finished(query, address, finished))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
-        return None
-
-    async def _answer_when_finished(
-        self, query: WorkflowStatusQuery, address: ReplyAddress, finished: asyncio.Future[Workflow]
-    ) -> None:
-        """Reply to a waiting status query when this replica finishes the workflow, or when a re-read finds
-        another replica did (every STATUS_WAIT_RECHECK_S), or with the state then after the wait."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + min(query.wait_s or 0.0, STATUS_WAIT_MAX_S)
-        workflow: Workflow | None = None
-        try:
-            while workflow is None or not workflow.is_terminal:
-                left = until - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    workflow = await asyncio.wait_for(asyncio.shield(finished), min(left, STATUS_WAIT_RECHECK_S))
-                except TimeoutError:
-                    workflow = await self.store.get(query.workflow_id)
-        except Exception as exc:  # the requester times out and asks again
-            log.warning("status.wait_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        finally:
-            self._stop_waiting(query.workflow_id, finished)
-        if workflow is None:
-            workflow = await self.store.get(query.workflow_id)
-        reply = WorkflowStatusReply(
-            found=workflow is not None, workflow=await self._view(workflow) if workflow else None
-        )
-        await self.bus.reply_later(address, reply)
-
-    def _stop_waiting(self, workflow_id: uuid.UUID, finished: asyncio.Future[Workflow] | None) -> None:
-        if finished is None:
-            return
-        waiting = self._waiting.get(workflow_id)
-        if waiting is not None and finished in waiting:
-            waiting.remove(finished)
-            if not waiting:
-                del self._waiting[workflow_id]
-
     async def close(self) -> None:
         """Stop answering waiting status queries (their requesters time out and ask another replica)."""
-        for task in list(self._answering):
-            task.cancel()
-        await asyncio.gather(*self._answering, return_exceptions=True)
+        await self.queries.close()
 
     async def on_budget_status(self, envelope: Envelope) -> Message | None:
         status = envelope.payload
@@ -496,7 +399,7 @@ class Router:
         if workflow.user_id != envelope.user_id:
             return _refused(ErrorType.INVALID_REQUEST, "the workflow id belongs to another user")
         log.info("workflow.duplicate_request", status=workflow.status.value)
-        return WorkflowAccepted(accepted=True, workflow=await self._view(workflow))
+        return WorkflowAccepted(accepted=True, workflow=await self.queries.view(workflow))
 
     async def _committed(self, change: Change, now: datetime) -> None:
         """After the write: publish the outbox, then log and measure what happened."""
@@ -509,9 +412,7 @@ class Router:
         else:
             self._written.pop(workflow.workflow_id, None)
             self._remember_terminal(workflow.workflow_id)
-            for finished in self._waiting.pop(workflow.workflow_id, ()):
-                if not finished.done():
-                    finished.set_result(workflow)
+            self.queries.finished(workflow)
             self._metrics.record_workflow(
                 provider=workflow.current_provider.value if workflow.current_provider else "none",
                 success=workflow.status is WorkflowStatus.COMPLETED,

@@ -325,7 +325,7 @@ class TestWaitingStatusQuery:
         started = time.monotonic()
         reply = await harness.status(accepted.workflow.workflow_id, "mallory", wait_s=10)
         assert not reply.found and time.monotonic() - started < 1
-        assert not harness.router._waiting  # nothing left registered
+        assert not harness.router.queries._waiting  # nothing left registered
 
 
 class TestBadMessages:
