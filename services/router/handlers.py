@@ -71,7 +71,7 @@ from services.router.constants import (
     TERMINAL_CACHE_SIZE,
     WRITTEN_CACHE_SIZE,
 )
-from services.router.delivery import Report, recipients_of, settle_id
+from services.router.delivery import Report, settle_id
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
 from services.router.outbox import Outgoing, publish_all
@@ -144,7 +144,8 @@ class Router:
             return _refused(ErrorType.INVALID_REQUEST, "workflow.requested needs a workflow_id and a user_id")
         if not is_user_id(envelope.user_id):  # never the global budget scope "*" (issue 14)
             return _refused(ErrorType.INVALID_REQUEST, "the user_id is not a user id (contracts.ids)")
-        if request.intent.send_to_onlyfans and not recipients_of(request.intent, request.recipients):
+        intent = request.intent
+        if intent.send_to_onlyfans and not (intent.recipient_id or intent.recipient_ids or request.recipients):
             return _refused(ErrorType.INVALID_REQUEST, "send_to_onlyfans needs recipient_id or recipient_ids")
         action, budget = await self.budgets.action_for(envelope.user_id)
         if action is BudgetAction.BLOCK:

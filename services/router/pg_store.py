@@ -249,23 +249,20 @@ class PostgresStore(SchemaStore, WorkflowStore):
         return [_delivery(row) for row in rows]
 
     async def delivery_at(self, workflow_id: uuid.UUID, seq: int) -> DeliveryRow | None:
-        async with self._connection("read delivery") as conn:
-            row = await conn.fetchrow(sql.DELIVERY_AT, workflow_id, seq)
-        return None if row is None else _delivery(row)
+        return await self._one_delivery("read delivery", sql.DELIVERY_AT, workflow_id, seq)
 
     async def delivery_for(self, workflow_id: uuid.UUID, generation_id: uuid.UUID) -> DeliveryRow | None:
-        async with self._connection("read delivery") as conn:
-            row = await conn.fetchrow(sql.DELIVERY_FOR, workflow_id, generation_id)
-        return None if row is None else _delivery(row)
+        return await self._one_delivery("read delivery", sql.DELIVERY_FOR, workflow_id, generation_id)
 
     async def next_open(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
-        async with self._connection("read next delivery") as conn:
-            row = await conn.fetchrow(sql.NEXT_OPEN, workflow_id)
-        return None if row is None else _delivery(row)
+        return await self._one_delivery("read next delivery", sql.NEXT_OPEN, workflow_id)
 
     async def first_failed(self, workflow_id: uuid.UUID) -> DeliveryRow | None:
-        async with self._connection("read failed delivery") as conn:
-            row = await conn.fetchrow(sql.FIRST_FAILED, workflow_id)
+        return await self._one_delivery("read failed delivery", sql.FIRST_FAILED, workflow_id)
+
+    async def _one_delivery(self, action: str, query: str, *args: Any) -> DeliveryRow | None:
+        async with self._connection(action) as conn:
+            row = await conn.fetchrow(query, *args)
         return None if row is None else _delivery(row)
 
     async def report(
