@@ -29,6 +29,7 @@ class WorkflowStatus(StrEnum):
     DELIVERING = "delivering"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # an owner or an admin cancelled it: nothing more is generated or sent
 
 
 class ProviderState(StrEnum):
@@ -57,6 +58,7 @@ class DeliveryState(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     RATE_LIMITED = "rate_limited"
+    CANCELLED = "cancelled"  # its workflow was cancelled before it was sent
 
 
 class ErrorType(StrEnum):

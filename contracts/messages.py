@@ -95,6 +95,10 @@ class WorkflowRequested(Message):
     # intent.recipient_ids), and where to POST the summary when the workflow ends.
     recipients: list[Recipient] = Field(default_factory=list)
     callback_url: str | None = None
+    # Optional additions (issue 13): the creator's platform account the messages are sent from (None: the
+    # requester's own id, as before), and the failed workflow this one retries.
+    account_id: str | None = None
+    retry_of: uuid.UUID | None = None
 
 
 @register
@@ -334,6 +338,9 @@ class WorkflowView(Part):
     # Optional addition: a workflow with deliveries. `deliveries` above lists them only for a small workflow
     # (delivery.list.query pages through any).
     progress: Progress | None = None
+    # Optional additions (issue 13): the account it sends from (None: user_id), the workflow it retries.
+    account_id: str | None = None
+    retry_of: uuid.UUID | None = None
 
 
 @register
@@ -383,6 +390,101 @@ class DeliveryListReply(Message):
     found: bool
     deliveries: list[DeliveryView] = Field(default_factory=list)
     next_cursor: int | None = None  # the after_seq of the next page; None: this was the last
+
+
+class Requester(Part):
+    """Who asks an operator question of the router: their id, whether an admin, the accounts they act for."""
+
+    user_id: str
+    is_admin: bool = False
+    accounts: list[str] = Field(default_factory=list)  # the token's `accounts` claim
+
+
+@register
+class WorkflowCancelRequest(Message):
+    """Cancel a workflow: nothing more is generated or sent for it (owner, an account's user, or admin)."""
+
+    TYPE = "workflow.cancel"
+    workflow_id: uuid.UUID
+    requester: Requester
+
+
+@register
+class WorkflowCancelReply(Message):
+    """`cancelled` (the workflow as it is now, with `sent_before`), or why not."""
+
+    TYPE = "workflow.cancel.reply"
+    outcome: Literal["cancelled", "not_found", "forbidden", "finished"]
+    workflow: WorkflowView | None = None
+    sent_before: int = Field(default=0, ge=0)  # deliveries sent before the cancel took effect
+
+
+@register
+class WorkflowCancelled(Message):
+    """Announced when a workflow is cancelled: the of-sender sends none of its deliveries from then on."""
+
+    TYPE = "workflow.cancelled"
+    workflow_id: uuid.UUID
+    account_id: str
+    cancelled_at: AwareDatetime
+
+
+class WorkflowListItem(Part):
+    """One line of a workflow list: what it is, whose, how far it got."""
+
+    workflow_id: uuid.UUID
+    user_id: str
+    account_id: str | None = None
+    status: WorkflowStatus
+    intent_type: IntentType
+    priority: Priority
+    deliveries: DeliveryCounts | None = None
+    error: ErrorInfo | None = None
+    retry_of: uuid.UUID | None = None
+    trace_id: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    completed_at: AwareDatetime | None = None
+
+
+@register
+class WorkflowListQuery(Message):
+    """The requester's workflows (an admin's: anyone's), newest first, filtered; keyset pages."""
+
+    TYPE = "workflow.list.query"
+    requester: Requester
+    status: WorkflowStatus | None = None
+    account_id: str | None = None
+    intent_type: IntentType | None = None
+    created_from: AwareDatetime | None = None  # inclusive
+    created_to: AwareDatetime | None = None  # exclusive
+    cursor: str | None = Field(default=None, max_length=200)  # the previous reply's next_cursor
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+@register
+class WorkflowListReply(Message):
+    TYPE = "workflow.list.reply"
+    ok: bool
+    workflows: list[WorkflowListItem] = Field(default_factory=list)
+    next_cursor: str | None = None  # None: this was the last page
+    error: str | None = None  # why a query was refused (a cursor that is not one of ours)
+
+
+@register
+class WorkflowRetryRequest(Message):
+    """Start a failed workflow again as a new workflow linked by `retry_of` (a campaign: its unsent fans)."""
+
+    TYPE = "workflow.retry"
+    workflow_id: uuid.UUID
+    requester: Requester
+
+
+@register
+class WorkflowRetryReply(Message):
+    TYPE = "workflow.retry.reply"
+    outcome: Literal["retried", "not_found", "forbidden", "not_failed"]
+    workflow: WorkflowView | None = None  # the new workflow
 
 
 class WorkflowSummary(Part):
