@@ -1,5 +1,6 @@
 """Bearer-token authentication: JWTs whose `sub` is the user id and `role: admin` (or `roles` containing
-"admin") marks an admin.
+"admin") marks an admin. The claim `accounts` (a list of platform account ids, as the company's identity
+provider issues it) names the creator accounts the user may send from, besides their own id.
 
 Two kinds of token are accepted, each only with its own key: HS256 signed with GATEWAY_JWT_SECRET (development,
 `make run`), and RS256/ES256 signed by an identity provider, verified with the key its header's `kid` names in
@@ -12,14 +13,17 @@ HS256 one — for tests and for the dev token `make run` prints.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from contracts.ids import USER_ID_MAX_LENGTH, is_user_id
+from contracts.messages import Requester
 from services.gateway import constants as c
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import Unauthorized
@@ -32,9 +36,18 @@ class Principal:
 
     user_id: str
     is_admin: bool = False
+    accounts: tuple[str, ...] = ()  # the token's `accounts` claim
 
     def may_see(self, owner_user_id: str) -> bool:
         return self.is_admin or owner_user_id == self.user_id
+
+    def may_send_as(self, account_id: str) -> bool:
+        """Whether this caller may send from the creator account `account_id`."""
+        return self.is_admin or account_id == self.user_id or account_id in self.accounts
+
+    def requester(self) -> Requester:
+        """Who asks, as the router's operator queries carry it."""
+        return Requester(user_id=self.user_id, is_admin=self.is_admin, accounts=list(self.accounts))
 
 
 def make_token(
@@ -45,12 +58,16 @@ def make_token(
     *,
     issuer: str | None = None,
     audience: str | None = None,
+    accounts: Sequence[str] | None = None,
 ) -> str:
-    """A signed HS256 token for user `sub` (with `role`, e.g. "admin"), valid for `ttl_s` seconds."""
+    """A signed HS256 token for user `sub` (with `role`, e.g. "admin", and the creator `accounts` it may send
+    from), valid for `ttl_s` seconds."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + int(ttl_s)}
     if role is not None:
         claims["role"] = role
+    if accounts is not None:
+        claims["accounts"] = list(accounts)
     if issuer is not None:
         claims["iss"] = issuer
     if audience is not None:
@@ -189,7 +206,7 @@ class TokenVerifier:
             )
         roles = claims.get("roles")
         is_admin = claims.get("role") == c.ADMIN_ROLE or (isinstance(roles, list) and c.ADMIN_ROLE in roles)
-        return Principal(user_id=sub, is_admin=is_admin), float(claims["exp"])
+        return Principal(user_id=sub, is_admin=is_admin, accounts=_accounts(claims)), float(claims["exp"])
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
         """exp - iat within the maximum, and iat not in the future (else a far-future iat would stretch it)."""
@@ -213,3 +230,16 @@ def _bearer(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("invalid_token", "the Authorization header must be 'Bearer <JWT>'")
     return token
+
+
+_PLATFORM_ID = re.compile(c.PLATFORM_ID_PATTERN)
+
+
+def _accounts(claims: dict[str, Any]) -> tuple[str, ...]:
+    """The `accounts` claim's account ids; absent, or not a list, grants none. An entry that is not a platform
+    id is dropped (it could never name an account a message is sent from), as are entries beyond the cap."""
+    listed = claims.get("accounts")
+    if not isinstance(listed, list):
+        return ()
+    valid = (a for a in listed if isinstance(a, str) and len(a) <= c.MAX_ID_LENGTH and _PLATFORM_ID.match(a))
+    return tuple(dict.fromkeys(valid))[: c.MAX_TOKEN_ACCOUNTS]

@@ -87,6 +87,9 @@ COST_MAX_YEAR: Final = 2099
 # A recipient or account id becomes a path segment of the platform's URL: letters, digits, "_", "-" and
 # ".", never only dots ("." and ".." would rewrite the path the platform token is sent to).
 PLATFORM_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
+# A token's `accounts` claim: the creator accounts a user may send from (more entries are ignored).
+MAX_TOKEN_ACCOUNTS: Final = 1000
+
 # Personalisation: a recipient's `vars` (name, last purchase, ...) go into that recipient's prompt.
 MAX_VARS: Final = 20
 MAX_VAR_NAME_LENGTH: Final = 64

@@ -180,7 +180,7 @@ class DeliveryDecisions:
         workflow = change.workflow
         change.emit(
             DeliveryRequested(
-                delivery_id=row.delivery_id, account_id=workflow.user_id, recipient_id=row.recipient_id, text=text
+                delivery_id=row.delivery_id, account_id=workflow.sends_as, recipient_id=row.recipient_id, text=text
             )
         )
 

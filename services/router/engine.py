@@ -82,6 +82,8 @@ class Engine:
             trace_id=request.trace_id,
             callback_url=request.callback_url,
             personalized=personalized,
+            account_id=request.account_id,
+            retry_of=request.retry_of,
             tally=Tally(total=len(recipients)),
         )
         change = Change(workflow, envelope, now, created=True)

@@ -7,11 +7,13 @@ workflow's row and its delivery rows locks the workflow row first, so they never
 
 from __future__ import annotations
 
-# Written by a create; the counters after them only by per-delivery writes (and a closing save's `failed`).
+# Written by a create; the counters after them only by per-delivery writes (and a closing save's `failed`
+# or a cancelling save's `cancelled`).
 COLUMNS = (
     "workflow_id, user_id, status, intent, trace_id, current_provider, provider_states, fallback_history,"
     " retry_attempts, recoveries, attempts, generation_id, result, model, usage, error, version,"
-    " created_at, updated_at, deadline_at, completed_at, callback_url, personalized, deliveries_total"
+    " created_at, updated_at, deadline_at, completed_at, callback_url, personalized, deliveries_total,"
+    " account_id, retry_of"
 )
 TALLY = "generated, ungenerated, scheduled, sent, failed, cancelled, delivery_retries, last_slot_at, rate_limiter"
 READ = f"{COLUMNS}, {TALLY}"
@@ -34,7 +36,7 @@ SELECT count(*) FROM w
 CREATE = (
     f"WITH w AS (INSERT INTO hybrid_workflows ({COLUMNS})"
     " VALUES ($1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
-    " $22, $23, $24, $25, $26, $27, $28)"
+    " $22, $23, $24, $25, $26, $27, $28, $29, $30)"
     " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, version, updated_at)"
     ", d AS (INSERT INTO deliveries"
     " (workflow_id, seq, delivery_id, recipient_id, vars, generation_id, attempts, updated_at)"
@@ -44,17 +46,19 @@ CREATE = (
     + EVENTS_AND_PROCESSED
 )
 
-# $5 the error the open deliveries fail with (Change.closing; null: none), then the columns from $6.
+# $5 what the open deliveries become ('failed' by Change.closing, 'cancelled' by Change.cancelling; null:
+# nothing), the columns from $6, and $22 the error they fail with.
 SAVE = (
     "WITH w AS (UPDATE hybrid_workflows SET status = $6, current_provider = $7, provider_states = $8,"
     " fallback_history = $9, retry_attempts = $10, recoveries = $11, attempts = $12, generation_id = $13,"
     " result = $14, model = $15, usage = $16, error = $17, version = $18,"
     " updated_at = $19, completed_at = $20, deadline_at = $21,"
-    " failed = CASE WHEN $5::jsonb IS NULL THEN failed ELSE deliveries_total - sent - cancelled END"
+    " failed = CASE WHEN $5::text = 'failed' THEN deliveries_total - sent - cancelled ELSE failed END,"
+    " cancelled = CASE WHEN $5::text = 'cancelled' THEN deliveries_total - sent - failed ELSE cancelled END"
     " WHERE workflow_id = $1 AND version = $18 - 1 RETURNING workflow_id, version)"
-    ", c AS (UPDATE deliveries SET status = 'failed', error = $5::jsonb, updated_at = $19"
-    " WHERE $5::jsonb IS NOT NULL AND workflow_id = (SELECT workflow_id FROM w) AND status NOT IN ('sent', 'failed'))"
-    + EVENTS_AND_PROCESSED
+    ", c AS (UPDATE deliveries SET status = $5::text, error = $22::jsonb, updated_at = $19"
+    " WHERE $5::text IS NOT NULL AND workflow_id = (SELECT workflow_id FROM w)"
+    " AND status NOT IN ('sent', 'failed', 'cancelled'))" + EVENTS_AND_PROCESSED
 )
 
 LOAD = (
@@ -77,7 +81,7 @@ DELIVERIES = (
 )
 DELIVERY_AT = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE workflow_id = $1 AND seq = $2"
 DELIVERY_FOR = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE generation_id = $2 AND workflow_id = $1"
-OPEN = "workflow_id = $1 AND status NOT IN ('sent', 'failed')"
+OPEN = "workflow_id = $1 AND status NOT IN ('sent', 'failed', 'cancelled')"
 NEXT_OPEN = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {OPEN} ORDER BY scheduled_for NULLS LAST, seq LIMIT 1"
 FAILED = "workflow_id = $1 AND status = 'failed'"
 FIRST_FAILED = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FAILED} ORDER BY seq LIMIT 1"
@@ -95,7 +99,7 @@ x AS (
     UPDATE deliveries SET text = $4, status = $5, error = $6::jsonb, generation_id = $7, attempts = $8,
         updated_at = $9
     WHERE workflow_id = (SELECT workflow_id FROM lk) AND seq = $10 AND generation_id = $3 AND text IS NULL
-        AND status NOT IN ('sent', 'failed')
+        AND status NOT IN ('sent', 'failed', 'cancelled')
     RETURNING seq
 ), s AS (
     UPDATE deliveries SET generation_id = $12, attempts = 1, updated_at = $9
@@ -119,7 +123,7 @@ RECORD = (
 # Served by the partial index hybrid_workflows_running (deadline_at WHERE not terminal).
 OVERDUE = (
     f"SELECT {READ} FROM hybrid_workflows"
-    " WHERE status NOT IN ('completed', 'failed') AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
+    " WHERE status NOT IN ('completed', 'failed', 'cancelled') AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
 )
 
 HISTORY = (

@@ -55,7 +55,7 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
 
 
 def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$6 … $28 of a create, in sql.COLUMNS order after workflow_id."""
+    """$6 … $30 of a create, in sql.COLUMNS order after workflow_id."""
     (status, provider, states, history, retries, recoveries, attempts, generation, result, model, usage, error,
      version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
     return (
@@ -82,6 +82,8 @@ def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
         workflow.callback_url,
         workflow.personalized,
         workflow.tally.total,
+        workflow.account_id,
+        workflow.retry_of,
     )
 
 
@@ -176,6 +178,8 @@ def _workflow(row: asyncpg.Record) -> Workflow:
         callback_url=row["callback_url"],
         personalized=row["personalized"],
         tally=_tally(row),
+        account_id=row["account_id"],
+        retry_of=row["retry_of"],
     )
 
 
@@ -188,7 +192,8 @@ class PostgresStore(SchemaStore, WorkflowStore):
         return await self._write("create workflow", sql.CREATE, change, message_id, columns)
 
     async def save(self, change: Change, message_id: uuid.UUID) -> bool:
-        columns = (_dump(change.closing), *_mutable_columns(change.result()))
+        closing = "cancelled" if change.cancelling else "failed" if change.closing is not None else None
+        columns = (closing, *_mutable_columns(change.result()), _dump(change.closing))
         return await self._write("save workflow", sql.SAVE, change, message_id, columns)
 
     async def _write(

@@ -4,10 +4,10 @@ changes to it (`Change`: the new state, the history events, the outbox).
     accepted ──► generating ──► generated ──► delivering ──► completed
         │            │ ▲            │  │           │ ▲
         │            └─┘            │  └───────────┼─┼──────► completed (nothing to deliver)
-        └────────────┴──────────────┴──────────────┴─┴──────► failed
+        └────────────┴──────────────┴──────────────┴─┴──────► failed, or cancelled (an operator's cancel)
 
-generating → generating records a new attempt (a fallback or a queued retry). completed and failed are
-final. Anything else raises IllegalTransition.
+generating → generating records a new attempt (a fallback or a queued retry). completed, failed and
+cancelled are final. Anything else raises IllegalTransition.
 
 A workflow's deliveries are not part of this state: each is its own row (`DeliveryRow`), and the workflow
 keeps only their counters (`Tally`), which the store updates in the same statement as a delivery's row —
@@ -45,17 +45,18 @@ from services.router.outbox import Outgoing
 S = WorkflowStatus
 TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = MappingProxyType(
     {
-        S.ACCEPTED: frozenset({S.GENERATING, S.FAILED}),
-        S.GENERATING: frozenset({S.GENERATING, S.GENERATED, S.FAILED}),
-        S.GENERATED: frozenset({S.DELIVERING, S.COMPLETED, S.FAILED}),
-        S.DELIVERING: frozenset({S.DELIVERING, S.COMPLETED, S.FAILED}),
+        S.ACCEPTED: frozenset({S.GENERATING, S.FAILED, S.CANCELLED}),
+        S.GENERATING: frozenset({S.GENERATING, S.GENERATED, S.FAILED, S.CANCELLED}),
+        S.GENERATED: frozenset({S.DELIVERING, S.COMPLETED, S.FAILED, S.CANCELLED}),
+        S.DELIVERING: frozenset({S.DELIVERING, S.COMPLETED, S.FAILED, S.CANCELLED}),
         S.COMPLETED: frozenset(),
         S.FAILED: frozenset(),
+        S.CANCELLED: frozenset(),
     }
 )
-TERMINAL = frozenset({S.COMPLETED, S.FAILED})
+TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
 D = DeliveryState
-FINAL_DELIVERY = frozenset({D.SENT, D.FAILED})
+FINAL_DELIVERY = frozenset({D.SENT, D.FAILED, D.CANCELLED})
 WEBHOOK_NAMESPACE = uuid.UUID("8d0f5b7e-2c41-5a93-b6e8-0f7a1d3c9e24")  # event ids: uuid5(this, workflow id)
 
 
@@ -172,6 +173,13 @@ class Workflow:
     callback_url: str | None = None
     personalized: bool = False  # each recipient gets a text of its own (delivery.py)
     tally: Tally = field(default_factory=Tally)
+    account_id: str | None = None  # the creator account it sends from; None: user_id (`sends_as`)
+    retry_of: uuid.UUID | None = None  # the failed workflow this one retries
+
+    @property
+    def sends_as(self) -> str:
+        """The platform account its messages are sent from."""
+        return self.account_id or self.user_id
 
     @property
     def is_terminal(self) -> bool:
@@ -251,6 +259,8 @@ class Workflow:
             deadline_at=self.deadline_at,
             completed_at=self.completed_at,
             progress=self.progress(now or self.updated_at, next_slot_at),
+            account_id=self.account_id,
+            retry_of=self.retry_of,
         )
 
     def webhook(self) -> WebhookRequested | None:
@@ -289,6 +299,7 @@ class Change:
         self.outbox: list[Outgoing] = []
         self.new_deliveries: tuple[DeliveryRow, ...] = ()  # a created workflow's deliveries
         self.closing: ErrorInfo | None = None  # set by close_open: the open deliveries fail with this
+        self.cancelling = False  # set by cancel_open: the open deliveries are cancelled
         if created:
             self.events.append(Event("accepted", None, workflow.status, at, {}))
 
@@ -325,6 +336,17 @@ class Change:
         self.closing = error
         closed = replace(tally, failed=tally.total - tally.sent - tally.cancelled)
         self.workflow = replace(self.workflow, tally=closed)
+
+    def cancel_open(self) -> None:
+        """Cancel every delivery not yet finished, in the same write as this change (the workflow is being
+        cancelled); the counters say so from here on. A send already under way may still report `sent`: the
+        report then moves its delivery from cancelled to sent (it was)."""
+        tally = self.workflow.tally
+        if self.closing is not None or self.cancelling or tally.all_finished or tally.total == 0:
+            return
+        self.cancelling = True
+        cancelled = replace(tally, cancelled=tally.total - tally.sent - tally.failed)
+        self.workflow = replace(self.workflow, tally=cancelled)
 
     def emit(
         self, payload: Message, *, delay_s: float = 0.0, attempt: int = 1, id: uuid.UUID | None = None

@@ -167,12 +167,16 @@ class MemoryStore(WorkflowStore):
         if stored is None or stored.version != change.expected_version or message_id in self._processed:
             return False
         tally = stored.tally  # the counters are the per-delivery writes', not the change's
-        if change.closing is not None:
+        if change.closing is not None or change.cancelling:
+            status = DeliveryState.CANCELLED if change.cancelling else DeliveryState.FAILED
             rows = self._deliveries[workflow.workflow_id]
             for i, row in enumerate(rows):
                 if not row.is_final:
-                    rows[i] = replace(row, status=DeliveryState.FAILED, error=change.closing)
-            tally = replace(tally, failed=tally.total - tally.sent - tally.cancelled)
+                    rows[i] = replace(row, status=status, error=change.closing)
+            if change.cancelling:
+                tally = replace(tally, cancelled=tally.total - tally.sent - tally.failed)
+            else:
+                tally = replace(tally, failed=tally.total - tally.sent - tally.cancelled)
         self._workflows[workflow.workflow_id] = replace(workflow, tally=tally)
         self._events[workflow.workflow_id].extend(change.events)
         self._processed[message_id] = (datetime.now(UTC), tuple(change.outbox))
@@ -230,7 +234,8 @@ class MemoryStore(WorkflowStore):
         if report.kind is DeliveryState.SENT:
             if row.status is not DeliveryState.SENT:
                 failed = tally.failed - (row.status is DeliveryState.FAILED)
-                tally = replace(tally, sent=tally.sent + 1, failed=failed)
+                cancelled = tally.cancelled - (row.status is DeliveryState.CANCELLED)
+                tally = replace(tally, sent=tally.sent + 1, failed=failed, cancelled=cancelled)
                 row = replace(row, status=DeliveryState.SENT, sent_at=report.sent_at,
                               platform_message_id=report.platform_message_id, error=None)  # fmt: skip
         elif report.kind is DeliveryState.FAILED:
