@@ -483,8 +483,9 @@ class WorkflowRetryRequest(Message):
 @register
 class WorkflowRetryReply(Message):
     TYPE = "workflow.retry.reply"
-    outcome: Literal["retried", "not_found", "forbidden", "not_failed"]
+    outcome: Literal["retried", "not_found", "forbidden", "not_failed", "refused"]
     workflow: WorkflowView | None = None  # the new workflow
+    error: ErrorInfo | None = None  # refused: why the new workflow was not accepted (a spent budget)
 
 
 class WorkflowSummary(Part):
@@ -508,7 +509,7 @@ class WebhookRequested(Message):
     TYPE = "webhook.requested"
     url: str
     event_id: uuid.UUID  # stable across retries: the receiver's de-duplication key
-    event: Literal["workflow.completed", "workflow.failed"]
+    event: Literal["workflow.completed", "workflow.failed", "workflow.cancelled"]
     summary: WorkflowSummary
 
 

@@ -17,6 +17,8 @@ handled message id and its outbox in one write, then publish the outbox.
                            → the delivery's row and the workflow's counters in one store write; then, when
                              the counters say every delivery is finished, the workflow settles
     delivery.list.query    → DeliveryListReply: a keyset page of a workflow's deliveries (queries.py)
+    workflow.cancel / workflow.retry
+                           → an operator's cancel, or the retry of a failed workflow (control.py)
 
 A personalized campaign's generation results are matched to their delivery (by the request they answer)
 and written with `store.write_text`; the workflow's own generation results go through the cycle below.
@@ -51,8 +53,10 @@ from contracts.messages import (
     GenerationCompleted,
     GenerationFailed,
     WorkflowAccepted,
+    WorkflowCancelRequest,
     WorkflowFanout,
     WorkflowRequested,
+    WorkflowRetryRequest,
     WorkflowStatusQuery,
     WorkflowTimer,
 )
@@ -71,6 +75,7 @@ from services.router.constants import (
     TERMINAL_CACHE_SIZE,
     WRITTEN_CACHE_SIZE,
 )
+from services.router.control import Control
 from services.router.delivery import Report, settle_id
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
@@ -118,6 +123,7 @@ class Router:
         self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
         self.queries = Queries(bus, store, clock)
+        self.control = Control(store, self._apply, self.on_requested)
         self._metrics = get_metrics()
 
     def handlers(self) -> dict[str, Handler]:
@@ -129,6 +135,8 @@ class Router:
             WorkflowFanout.TYPE: self.on_fanout,
             WorkflowStatusQuery.TYPE: self.queries.on_status_query,
             DeliveryListQuery.TYPE: self.queries.on_delivery_list,
+            WorkflowCancelRequest.TYPE: self.control.on_cancel,
+            WorkflowRetryRequest.TYPE: self.control.on_retry,
             BudgetStatus.TYPE: self.on_budget_status,
             DeliveryScheduled.TYPE: self.on_delivery_report,
             DeliveryCompleted.TYPE: self.on_delivery_report,

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from contracts import Envelope, Message
 from contracts.enums import DeliveryState, Provider, RateLimiterState, WorkflowStatus
@@ -57,6 +57,11 @@ TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = MappingProxyTy
 TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
 D = DeliveryState
 FINAL_DELIVERY = frozenset({D.SENT, D.FAILED, D.CANCELLED})
+_WEBHOOK_EVENTS: Mapping[WorkflowStatus, Literal["workflow.completed", "workflow.failed", "workflow.cancelled"]] = {
+    S.COMPLETED: "workflow.completed",
+    S.FAILED: "workflow.failed",
+    S.CANCELLED: "workflow.cancelled",
+}
 WEBHOOK_NAMESPACE = uuid.UUID("8d0f5b7e-2c41-5a93-b6e8-0f7a1d3c9e24")  # event ids: uuid5(this, workflow id)
 
 
@@ -281,7 +286,7 @@ class Workflow:
         return WebhookRequested(
             url=self.callback_url,
             event_id=uuid.uuid5(WEBHOOK_NAMESPACE, str(self.workflow_id)),
-            event="workflow.completed" if self.status is S.COMPLETED else "workflow.failed",
+            event=_WEBHOOK_EVENTS[self.status],
             summary=summary,
         )
 

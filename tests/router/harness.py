@@ -243,9 +243,11 @@ class Harness:
         deadline_s: float | None = None,
         recipients: tuple[Recipient, ...] = (),
         callback_url: str | None = None,
+        account_id: str | None = None,
     ) -> WorkflowAccepted:
         request = WorkflowRequested(intent=intent, deadline_s=deadline_s, trace_id="0" * 32,
-                                    recipients=list(recipients), callback_url=callback_url)  # fmt: skip
+                                    recipients=list(recipients), callback_url=callback_url,
+                                    account_id=account_id)  # fmt: skip
         envelope = Envelope.new(
             request,
             workflow_id=workflow_id or uuid.uuid4(),
