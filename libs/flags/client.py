@@ -3,6 +3,8 @@
     client = open_flag_client(settings)          # Redis when REDIS_URL is set, else in this process
     await client.start()                         # first read; the environment defaults if the store is down
     client.admits(user_id)                       # per request: no I/O, a set lookup and one sha256
+    client.held(account_id)                      # before a send or a retry: None, or why it must wait
+    await client.set_paused("account-7", True, updated_by="admin-1")
     await client.update(FlagUpdate(...), updated_by="admin-1")   # write, apply here, announce to the others
     await client.stop()
 
@@ -11,6 +13,10 @@ Freshness: a background task re-reads the store every FLAGS_REFRESH_S, and at on
 milliseconds — or within FLAGS_REFRESH_S if the announcement is lost. While the store cannot be read the
 last known flags stay in force (logged once per outage, not per attempt); a replica that starts while the
 store is down applies its environment defaults until the store answers.
+
+The environment's kill switch wins: a client opened with HYBRID_ORCHESTRATOR_ENABLED=false (`forced_off`)
+applies "off" whatever the store holds. `state` still shows the stored flags (what the other replicas
+apply); `flags`, `admits` and `held` are what this replica applies.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from datetime import UTC, datetime
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from libs.flags import constants as c
-from libs.flags.errors import FlagsError
+from libs.flags.errors import FlagsError, PausedLimit, VersionConflict
 from libs.flags.model import Flags, FlagState, FlagUpdate
 from libs.flags.redis_store import RedisFlagStore, redis_client
 from libs.flags.settings import FlagSettings
@@ -41,14 +47,18 @@ class FlagClient:
         refresh_s: float = c.DEFAULT_REFRESH_S,
         watch: bool = True,
         owns_store: bool = True,
+        forced_off: bool = False,
     ) -> None:
-        """`watch`: also re-read on the store's change announcements; `owns_store`: close it on stop."""
+        """`watch`: also re-read on the store's change announcements; `owns_store`: close it on stop;
+        `forced_off`: apply the kill switch off whatever the store holds (the environment said false)."""
         self.store = store
         self._owns_store = owns_store
         self.defaults = defaults
+        self.forced_off = forced_off
         self._refresh_s = refresh_s
         self._watch = watch
         self._state = FlagState(flags=defaults)
+        self._applied = self._effective(defaults)
         # Reads and writes of this client take turns, so a read that started before our own write cannot
         # land after it and briefly put the old flags back.
         self._lock = asyncio.Lock()
@@ -63,7 +73,8 @@ class FlagClient:
 
     @property
     def flags(self) -> Flags:
-        return self._state.flags
+        """The flags this replica applies: the stored ones, with the kill switch off when `forced_off`."""
+        return self._applied
 
     @property
     def stale(self) -> bool:
@@ -72,7 +83,12 @@ class FlagClient:
 
     def admits(self, user_id: str) -> bool:
         """Whether `user_id` may start new work under the flags in force."""
-        return self._state.flags.admits(user_id)
+        return self._applied.admits(user_id)
+
+    def held(self, account_id: str | None = None) -> str | None:
+        """Why work (of `account_id`, when given) must wait now — "disabled" (the kill switch is off, stored
+        or in this replica's environment) or "account_paused" — or None when it may go on. No I/O."""
+        return self._applied.held(account_id)
 
     async def start(self) -> None:
         try:
@@ -127,6 +143,26 @@ class FlagClient:
         log.info("flags.updated", updated_by=updated_by, changed=sorted(update.fields()), **self._fields())
         return state
 
+    async def set_paused(self, account_id: str, paused: bool, *, updated_by: str) -> FlagState:
+        """Pause (or resume) one account: added to (or removed from) the paused set, the rest of the set
+        as another admin may have just written it (raises VersionConflict after PAUSE_WRITE_ATTEMPTS lost
+        races, PausedLimit when the set is full, FlagsUnavailable, FlagsInvalid)."""
+        for _ in range(c.PAUSE_WRITE_ATTEMPTS - 1):
+            with contextlib.suppress(VersionConflict):  # another admin wrote in between: read again
+                return await self._set_paused_once(account_id, paused, updated_by)
+        return await self._set_paused_once(account_id, paused, updated_by)
+
+    async def _set_paused_once(self, account_id: str, paused: bool, updated_by: str) -> FlagState:
+        state = await self.refresh()
+        current = set(state.flags.paused_accounts)
+        wanted = current | {account_id} if paused else current - {account_id}
+        if wanted == current:
+            return state  # already so: no write, no new version
+        if len(wanted) > c.MAX_PAUSED_ACCOUNTS:
+            raise PausedLimit(f"{c.MAX_PAUSED_ACCOUNTS} accounts are paused already; resume one first")
+        update = FlagUpdate(paused_accounts=tuple(wanted))
+        return await self.update(update, updated_by=updated_by, expected_version=state.version)
+
     async def _refresh_loop(self) -> None:
         while True:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives as the
@@ -146,6 +182,7 @@ class FlagClient:
         if state != self._state:
             previous = self._state.version
             self._state = state
+            self._applied = self._effective(state.flags)
             log.info("flags.changed", previous_version=previous, **self._fields())
 
     def _failed(self, exc: FlagsError) -> None:
@@ -154,8 +191,13 @@ class FlagClient:
             log.warning("flags.store.failed", store=self.store.kind, reason=reason, keeping=self._state.version)
         self._failure = reason
 
+    def _effective(self, flags: Flags) -> Flags:
+        if self.forced_off and flags.hybrid_orchestrator_enabled:
+            return flags.model_copy(update={"hybrid_orchestrator_enabled": False})
+        return flags
+
     def _fields(self) -> dict[str, object]:
-        return {"version": self._state.version, **_summary(self._state.flags)}
+        return {"version": self._state.version, "forced_off": self.forced_off, **_summary(self._state.flags)}
 
 
 def _summary(flags: Flags) -> dict[str, object]:
@@ -163,6 +205,7 @@ def _summary(flags: Flags) -> dict[str, object]:
         "enabled": flags.hybrid_orchestrator_enabled,
         "rollout_percentage": flags.rollout_percentage,
         "allow_list_size": len(flags.allow_list),
+        "paused_accounts": len(flags.paused_accounts),
     }
 
 
@@ -182,4 +225,5 @@ def open_flag_client(settings: FlagSettings, *, store: FlagStore | None = None) 
         refresh_s=settings.flags_refresh_s,
         watch=settings.flags_pubsub,
         owns_store=owns_store,
+        forced_off=not settings.hybrid_orchestrator_enabled,
     )

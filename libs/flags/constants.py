@@ -27,7 +27,8 @@ UPDATED_BY_FIELD: Final = "@updated_by"
 KILL_SWITCH: Final = "hybrid_orchestrator_enabled"
 ROLLOUT_PERCENTAGE: Final = "rollout_percentage"
 ALLOW_LIST: Final = "allow_list"
-FLAG_NAMES: Final = (KILL_SWITCH, ROLLOUT_PERCENTAGE, ALLOW_LIST)
+PAUSED_ACCOUNTS: Final = "paused_accounts"
+FLAG_NAMES: Final = (KILL_SWITCH, ROLLOUT_PERCENTAGE, ALLOW_LIST, PAUSED_ACCOUNTS)
 
 # A user's rollout bucket is sha256(f"{len(name)}:{name}:{user}") mod ROLLOUT_BUCKETS, with this name.
 # Never change it: every user would land in a new bucket, and a 10 % rollout would swap its users.
@@ -38,6 +39,17 @@ ROLLOUT_BUCKETS: Final = 100
 MAX_USER_ID_LENGTH: Final = 128
 MAX_ALLOW_LIST: Final = 1000
 MAX_UPDATED_BY_LENGTH: Final = 128
+# Paused creator accounts are the few an operator stopped by hand while looking into them; the whole set
+# travels in every read of the hash, so it stays small.
+MAX_ACCOUNT_ID_LENGTH: Final = 128
+MAX_PAUSED_ACCOUNTS: Final = 1000
+# A pause or resume is a read, then a write at the version read (two admins pausing two accounts at once
+# must both land); after this many lost races it gives up with VersionConflict.
+PAUSE_WRITE_ATTEMPTS: Final = 5
+
+# --- Why FlagClient.held keeps work waiting (logged, and the services' reason for a hold).
+HELD_DISABLED: Final = "disabled"
+HELD_ACCOUNT_PAUSED: Final = "account_paused"
 
 # --- Refresh. Every replica re-reads the hash at least this often (FLAGS_REFRESH_S), so a change lands
 # everywhere within about this long even when a pub/sub notification is lost; with pub/sub it lands at once.

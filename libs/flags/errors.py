@@ -8,8 +8,9 @@
     ├── FlagsInvalid            the store holds a value that is not a valid flag (written by hand, or by a
     │                           newer release with other rules); names the field. Readers keep the last
     │                           known flags rather than guess a kill switch's value.
-    └── VersionConflict         a write named the version it expected and the store had moved on
+    ├── VersionConflict         a write named the version it expected and the store had moved on
                                 (another admin wrote meanwhile); carries the current version.
+    └── PausedLimit             a pause would make the paused set larger than MAX_PAUSED_ACCOUNTS.
 
 An update with bad values never reaches the store: `FlagUpdate` (pydantic) refuses it first.
 """
@@ -36,3 +37,7 @@ class VersionConflict(FlagsError):
         super().__init__(f"expected version {expected}, the flags are at version {current}")
         self.expected = expected
         self.current = current
+
+
+class PausedLimit(FlagsError):
+    """The paused accounts are at their bound; pausing one more is refused."""

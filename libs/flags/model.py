@@ -2,11 +2,15 @@
 
     flags = Flags(hybrid_orchestrator_enabled=True, rollout_percentage=10, allow_list=("tester-1",))
     flags.admits("creator-42")       # kill switch on, and the user in the allow list or the 10 %
+    flags.held("account-7")          # None, "disabled" (kill switch off) or "account_paused"
 
 Percentage rollout: a user is in when bucket(ROLLOUT_FLAG, user) < percentage, the bucket being a stable
 hash of (flag name, user id) mod 100. The same user is therefore always in or always out at a given
 percentage, on every replica and across restarts, and raising the percentage only adds users (a user in
 at 10 % is in at 20 %). The allow list is in whatever the percentage; the kill switch off keeps everyone out.
+
+The kill switch and the paused accounts also hold work already accepted: a service asks `held(account)`
+before it does anything a fan sees (a send, a generation retry) and waits while it answers a reason.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from libs.flags.errors import FlagsInvalid
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_USER_ID_LENGTH, strip_whitespace=True)]
 Percentage = Annotated[StrictInt, Field(ge=0, le=100)]
 AllowList = Annotated[tuple[UserId, ...], Field(max_length=c.MAX_ALLOW_LIST)]
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_ACCOUNT_ID_LENGTH, strip_whitespace=True)]
+PausedAccounts = Annotated[tuple[AccountId, ...], Field(max_length=c.MAX_PAUSED_ACCOUNTS)]
 
 
 def bucket(flag: str, user_id: str) -> int:
@@ -57,28 +63,45 @@ def _canonical(users: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class Flags(BaseModel):
-    """The values a replica applies. Defaults: on, everyone (100 %), nobody listed."""
+    """The values a replica applies. Defaults: on, everyone (100 %), nobody listed, no account paused."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    hybrid_orchestrator_enabled: StrictBool = Field(default=True, description="the kill switch: false stops new work")
+    hybrid_orchestrator_enabled: StrictBool = Field(
+        default=True, description="the kill switch: false refuses new work and holds accepted work"
+    )
     rollout_percentage: Percentage = Field(default=100, description="share of users let in (by a stable hash)")
     allow_list: AllowList = Field(default=(), description="user ids let in whatever the percentage")
+    paused_accounts: PausedAccounts = Field(default=(), description="creator accounts whose sends are held")
     _allowed: frozenset[str] = PrivateAttr(default=frozenset())
+    _paused: frozenset[str] = PrivateAttr(default=frozenset())
 
-    @field_validator("allow_list")
+    @field_validator("allow_list", "paused_accounts")
     @classmethod
-    def _sorted(cls, users: tuple[str, ...]) -> tuple[str, ...]:
-        return _canonical(users)
+    def _sorted(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        return _canonical(ids)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._allowed = frozenset(self.allow_list)  # the per-request lookup is a set lookup
+        # The per-request and per-send lookups are set lookups.
+        self._allowed = frozenset(self.allow_list)
+        self._paused = frozenset(self.paused_accounts)
 
     def admits(self, user_id: str) -> bool:
         """Whether `user_id` may start new work under these flags."""
         if not self.hybrid_orchestrator_enabled:
             return False
         return user_id in self._allowed or in_rollout(c.ROLLOUT_FLAG, user_id, self.rollout_percentage)
+
+    def held(self, account_id: str | None = None) -> str | None:
+        """Why work (of `account_id`, when given) must wait under these flags, or None when it may go on."""
+        if not self.hybrid_orchestrator_enabled:
+            return c.HELD_DISABLED
+        if account_id is not None and account_id in self._paused:
+            return c.HELD_ACCOUNT_PAUSED
+        return None
+
+    def is_paused(self, account_id: str) -> bool:
+        return account_id in self._paused
 
 
 class FlagUpdate(BaseModel):
@@ -89,11 +112,12 @@ class FlagUpdate(BaseModel):
     hybrid_orchestrator_enabled: StrictBool | None = None
     rollout_percentage: Percentage | None = None
     allow_list: AllowList | None = None
+    paused_accounts: PausedAccounts | None = None
 
-    @field_validator("allow_list")
+    @field_validator("allow_list", "paused_accounts")
     @classmethod
-    def _sorted(cls, users: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if users is None else _canonical(users)
+    def _sorted(cls, ids: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if ids is None else _canonical(ids)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:

@@ -1,7 +1,10 @@
 """The flags' environment: the defaults a replica applies to flags never set in the store, and how it
 follows the store. A service that evaluates flags extends FlagSettings (the gateway does).
 
-HYBRID_ORCHESTRATOR_ENABLED=true     the kill switch's default (the seed's variable)
+HYBRID_ORCHESTRATOR_ENABLED=true     the kill switch's default (the seed's variable); false always wins:
+                                     this replica applies "off" whatever the store holds (the stored flag
+                                     keeps its value and still applies on the other replicas), so one
+                                     process can be stopped from its environment alone
 FLAGS_ROLLOUT_PERCENTAGE=100         the rollout percentage's default (0-100)
 FLAGS_ALLOW_LIST=                    the allow list's default: user ids, comma-separated
 FLAGS_KEY=ho:flags                   the Redis hash (and, + ":changed", the pub/sub channel)
@@ -11,7 +14,8 @@ FLAGS_PUBSUB=true                    also re-read at once when another replica a
                                      FLAGS_REFRESH_S)
 
 The store is Redis when REDIS_URL is set, else this process's memory (the embedded mode).
-A flag set through the admin API overrides its environment default on every replica.
+A flag set through the admin API overrides its environment default on every replica — except
+HYBRID_ORCHESTRATOR_ENABLED=false, above. The paused accounts have no environment default.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from libs.flags.model import Flags
 
 
 class FlagSettings(CommonSettings):
-    hybrid_orchestrator_enabled: bool = Field(default=True, description="false: new workflows answer 503")
+    hybrid_orchestrator_enabled: bool = Field(
+        default=True, description="false: this replica is off, whatever the stored flag"
+    )
     flags_rollout_percentage: int = Field(default=100, ge=0, le=100, description="share of users let in")
     flags_allow_list: str = Field(default="", description="user ids let in whatever the percentage, comma-separated")
     flags_key: str = Field(default=c.DEFAULT_KEY, min_length=1, description="Redis hash of the flags")

@@ -164,12 +164,15 @@ class TestKillSwitch:
         await put_flags(gw, {"hybridOrchestratorEnabled": False, "allowList": [ALICE]})
         assert (await gw.client.post(PLAN, user=ALICE)).status == 503
 
-    async def test_the_environment_default_applies_until_a_change(self, make_gateway: MakeGateway) -> None:
-        """HYBRID_ORCHESTRATOR_ENABLED=false is the default; a PUT switches on over it."""
+    async def test_false_in_the_environment_wins_over_a_stored_true(self, make_gateway: MakeGateway) -> None:
+        """HYBRID_ORCHESTRATOR_ENABLED=false: a PUT of true is stored (and shown) but this replica stays off."""
         gw = await make_gateway(hybrid_orchestrator_enabled=False)
         assert (await gw.client.post(PLAN)).status == 503
-        await put_flags(gw, {"hybridOrchestratorEnabled": True})
-        assert (await gw.client.post(PLAN)).status == 202
+        stored = await put_flags(gw, {"hybridOrchestratorEnabled": True})
+        assert stored.body["data"]["hybridOrchestratorEnabled"] is True
+        answer = await gw.client.post(PLAN)
+        assert (answer.status, answer.body["error"]["code"]) == (503, "disabled")
+        assert "hybridOrchestratorEnabled=false" in answer.body["error"]["message"]
 
 
 class TestRollout:
