@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,7 +42,8 @@ from aio_pika.abc import (
 from contracts.routing import ROUTES
 from libs.bus import constants as c
 from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
-from libs.bus.errors import BusConnectionError, PublishError, Unroutable
+from libs.bus.dead_letters import dead_headers, replay_headers, selected
+from libs.bus.errors import BusConnectionError, BusError, PublishError, Unroutable
 
 log = structlog.get_logger("libs.bus.amqp")
 
@@ -82,7 +85,16 @@ def tier_queue_arguments(namespace: str, tier: int) -> dict[str, Any]:
     }
 
 
-DLQ_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "quorum"}
+# Dead-letter queues are bounded (libs.bus.constants.DEAD_LETTER_MAX_LENGTH). `drop-head`, not
+# `reject-publish`: a full DLQ refusing a dead letter would leave the failing message unacknowledged on its
+# service's queue, redelivered until the broker's delivery limit drops it anyway; dropping the oldest dead
+# letter keeps the service moving and the newest reasons visible. Queue arguments cannot change on an
+# existing queue (PRECONDITION_FAILED): `connect` then keeps the old DLQ and warns (README: migrating).
+DLQ_ARGUMENTS: Mapping[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-max-length": c.DEAD_LETTER_MAX_LENGTH,
+    "x-overflow": "drop-head",
+}
 
 
 def split_declare_option(url: str) -> tuple[str, bool]:
@@ -153,12 +165,26 @@ class AmqpBus(Bus):
         self._exchanges["expired"] = expired
         services = sorted({s for targets in ROUTES.values() for s in targets})
         for service in services:
-            await channel.declare_queue(c.dlq_name(ns, service), durable=True, arguments=dict(DLQ_ARGUMENTS))
+            await self._declare_dead_letter_queue(c.dlq_name(ns, service))
             queue = await channel.declare_queue(
                 self._q(service), durable=True, arguments=service_queue_arguments(ns, service)
             )
             await queue.bind(self._exchanges["direct"], routing_key=service)
             await queue.bind(expired, routing_key=f"*.{service}")
+
+    async def _declare_dead_letter_queue(self, name: str) -> None:
+        """Declare a DLQ on a channel of its own: a DLQ declared by an older release without the bound has
+        other arguments, the broker refuses the declaration and closes that channel — the bus still works
+        (with the old, unbounded DLQ) and says so."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=dict(DLQ_ARGUMENTS))
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            log.warning("bus.amqp.dlq_arguments_differ", queue=name, error=str(exc))
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def _tier_exchange(self, tier: int) -> AbstractExchange:
         """The delay exchange, after making sure the queue of `tier` exists (tiers are declared lazily)."""
@@ -281,7 +307,7 @@ class AmqpBus(Bus):
     async def _dead_letter(self, service: str, body: bytes, headers: Mapping[str, str], reason: str) -> None:
         dead = aio_pika.Message(
             body,
-            headers={**headers, c.H_DEAD_REASON: reason[:1000]},
+            headers=dict(dead_headers(headers, reason)),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         dlq = c.dlq_name(self.namespace, service)
@@ -312,16 +338,63 @@ class AmqpBus(Bus):
     # --- operations --------------------------------------------------------------------------------------
 
     async def dead_letters(self, service: str) -> list[DeadLetter]:
-        assert self._connection is not None
-        async with self._connection.channel() as channel:
-            queue = await channel.declare_queue(c.dlq_name(self.namespace, service), passive=True)
+        async with self._dead_letter_queue(service) as (queue, _):
             taken: list[DeadLetter] = []
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                headers = _text_headers(message.headers)
-                reason = headers.get(c.H_DEAD_REASON) or _x_death_reason(message.headers)
-                taken.append(DeadLetter(message.body, reason, headers))
+                taken.append(_dead_letter_of(message))
                 await message.ack()
             return taken
+
+    async def peek_dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        """basic.get without acknowledging, then closing the channel, which hands every message back in
+        its place (a bounded get loop: a consumer would have the broker push more than asked). The broker
+        counts each return as a delivery: harmless here (a DLQ has no delivery limit up to RabbitMQ 3.13;
+        on 4.x set one high by policy, README: dead letters)."""
+        async with self._dead_letter_queue(service) as (queue, depth):
+            seen: list[DeadLetter] = []
+            for _ in range(min(limit, depth)):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                seen.append(_dead_letter_of(message))
+            return seen
+
+    async def replay_dead_letters(self, service: str, message_id: str | None = None) -> int:
+        """One pass over the messages the DLQ held when the replay began: each one selected is published
+        (confirmed) to the service's queue, then acknowledged; the others go back in their place when the
+        channel closes. Messages dead-lettered meanwhile sit behind that pass and are not reached."""
+        replay_id = new_instance_id()
+        replayed = 0
+        async with self._dead_letter_queue(service) as (queue, depth):
+            for _ in range(depth):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                dead = _dead_letter_of(message)
+                if not selected(dead, message_id, replay_id):
+                    continue  # not acknowledged: returned when the channel closes
+                await self._send(f"replay.{service}", (service,), dead.body, replay_headers(dead.headers, replay_id), 0)
+                await message.ack()
+                replayed += 1
+        return replayed
+
+    async def dead_letter_depth(self, service: str) -> int:
+        async with self._dead_letter_queue(service) as (_, depth):
+            return depth
+
+    @asynccontextmanager
+    async def _dead_letter_queue(self, service: str) -> AsyncIterator[tuple[AbstractQueue, int]]:
+        """`service`'s DLQ looked up (passive: no permission needed) on a channel of its own, and its ready
+        messages; closing the channel returns whatever was taken and not acknowledged."""
+        if self._connection is None:
+            raise BusConnectionError("not connected to RabbitMQ")
+        try:
+            async with self._connection.channel() as channel:
+                queue = await channel.declare_queue(c.dlq_name(self.namespace, service), passive=True)
+                result = queue.declaration_result
+                yield queue, int(result.message_count or 0) if result is not None else 0
+        except aiormq.exceptions.AMQPError as exc:
+            raise BusError(f"dead-letter queue of {service}: {exc!r}") from exc
 
     async def ping(self) -> None:
         if self._connection is None or self._connection.is_closed or not self._connection.connected.is_set():
@@ -338,6 +411,23 @@ class AmqpBus(Bus):
                 await channel.queue_delete(name, if_unused=False, if_empty=False)
             for kind in ("direct", "delay", "expired"):
                 await channel.exchange_delete(f"{self.namespace}.{kind}")
+
+
+def _dead_letter_of(message: AbstractIncomingMessage) -> DeadLetter:
+    """A message of a DLQ as a DeadLetter. One the broker dead-lettered itself (delivery limit) has no
+    headers of ours: its reason and time come from the broker's x-death header."""
+    headers = _text_headers(message.headers)
+    reason = headers.get(c.H_DEAD_REASON) or _x_death_reason(message.headers)
+    headers.setdefault(c.H_DEAD_REASON, reason)
+    if c.H_DEAD_AT not in headers and (when := _x_death_time(message.headers)) is not None:
+        headers[c.H_DEAD_AT] = str(int(when.timestamp() * 1000))
+    return DeadLetter(message.body, reason, headers)
+
+
+def _x_death_time(raw: Mapping[str, Any] | None) -> datetime | None:
+    deaths = (raw or {}).get("x-death") or []
+    when = deaths[0].get("time") if deaths and isinstance(deaths[0], Mapping) else None
+    return when if isinstance(when, datetime) else None
 
 
 def _x_death_reason(raw: Mapping[str, Any] | None) -> str:

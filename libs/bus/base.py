@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,6 +27,9 @@ from libs.bus import constants as c
 from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable, is_permanent
 from libs.telemetry.messaging import consumer_span, producer_span
 from libs.telemetry.metrics import get_metrics
+
+if TYPE_CHECKING:
+    from libs.bus.dead_letters import DeadLetterInfo
 
 Handler = Callable[[Envelope], Awaitable[Message | None]]
 """Handles one message. A returned payload is sent back as the reply when the message was a request."""
@@ -255,7 +259,27 @@ class Bus(ABC):
 
     @abstractmethod
     async def dead_letters(self, service: str) -> list[DeadLetter]:
-        """Take every message out of `service`'s dead-letter queue (operations and tests)."""
+        """Take every message out of `service`'s dead-letter queue (tests; operators list and replay)."""
+
+    async def list_dead_letters(self, service: str, *, limit: int = c.DEAD_LETTER_LIST_DEFAULT) -> list[DeadLetterInfo]:
+        """Up to `limit` of `service`'s dead letters, oldest first where the broker keeps an order, described
+        for an operator (libs.bus.dead_letters.describe) and left in the queue."""
+        from libs.bus.dead_letters import describe  # it builds on this module
+
+        return [describe(dead) for dead in await self.peek_dead_letters(service, limit)]
+
+    @abstractmethod
+    async def peek_dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        """Up to `limit` of `service`'s dead letters, left where they are (each transport says how)."""
+
+    @abstractmethod
+    async def replay_dead_letters(self, service: str, message_id: str | None = None) -> int:
+        """Send `service`'s dead letters with id `message_id` (None: all of them) back to its queue with
+        `replay_headers`; each leaves the dead-letter queue only once its copy is stored. How many went."""
+
+    @abstractmethod
+    async def dead_letter_depth(self, service: str) -> int:
+        """Messages in `service`'s dead-letter queue (the broker's count; approximate on SQS)."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -11,6 +11,9 @@ H_DELIVERIES = "x-ho-deliveries"  # how many times this message was already hand
 H_DELIVER_AT = "x-ho-deliver-at"  # epoch milliseconds before which the message must not be handled
 H_TARGET = "x-ho-target"  # the one service a delayed/retried message is for
 H_DEAD_REASON = "x-ho-dead-reason"  # why a message was dead-lettered
+H_DEAD_AT = "x-ho-dead-at"  # epoch milliseconds when it was dead-lettered
+H_REPLAYS = "x-ho-replays"  # how many times an operator replayed it from its dead-letter queue
+H_REPLAY_ID = "x-ho-replay-id"  # the replay that sent it back (that replay never picks it up again)
 H_ROUTE = "x-ho-route"  # the routing key the message was published with
 H_REPLY_TO = "x-ho-reply-to"  # reply queue of a request (transports with native reply-to use theirs)
 H_CORRELATION = "x-ho-correlation-id"
@@ -26,6 +29,17 @@ RETRY_CAP_S = 30.0
 
 # Graceful shutdown waits this long for in-flight handlers before giving up on them (they are redelivered).
 SHUTDOWN_GRACE_S = 30.0
+
+# Dead-letter queues are bounded: beyond this many messages the broker drops the oldest (RabbitMQ
+# `x-max-length` with `x-overflow: drop-head`; the memory bus does the same). 100,000 dead letters means
+# something is badly broken; keeping the newest ones keeps today's reasons visible. SQS bounds by age instead
+# (14 days of retention, libs.bus.sqs_config.DLQ_RETENTION_S). Alert on the depth gauge long before this.
+DEAD_LETTER_MAX_LENGTH = 100_000
+# Listing dead letters (Bus.list_dead_letters): how many by default and at most per call.
+DEAD_LETTER_LIST_DEFAULT = 50
+DEAD_LETTER_LIST_MAX = 1000
+# How often a DeadLetterDepth monitor reads every dead-letter queue's depth for the gauge.
+DEAD_LETTER_DEPTH_INTERVAL_S = 30.0
 
 # Delays up to this long are supported (DESIGN §4 asks for at least 15 minutes).
 MAX_DELAY_S = 24 * 3600.0

@@ -1,17 +1,19 @@
 """`memory://`: the bus inside one process — for the embedded mode and fast unit tests.
 
 Same routing, redelivery, dead-lettering, delays and request/reply as the brokers, minus durability:
-what is in its queues dies with the process.
+what is in its queues dies with the process. Dead-letter queues are bounded like RabbitMQ's (the oldest
+dead letter goes when DEAD_LETTER_MAX_LENGTH is reached); peeking copies, replaying moves.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 
 from libs.bus import constants as c
 from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
+from libs.bus.dead_letters import dead_headers, replay_headers, selected
 from libs.bus.errors import Unroutable
 
 Item = tuple[bytes, dict[str, str]]
@@ -23,7 +25,7 @@ class MemoryBus(Bus):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._queues: dict[str, asyncio.Queue[Item]] = defaultdict(asyncio.Queue)
-        self._dead: dict[str, list[DeadLetter]] = defaultdict(list)
+        self._dead: dict[str, deque[DeadLetter]] = defaultdict(lambda: deque(maxlen=c.DEAD_LETTER_MAX_LENGTH))
         self._loops: dict[int, asyncio.Task[None]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._reply_name = f"memory.reply.{new_instance_id()}"
@@ -79,7 +81,7 @@ class MemoryBus(Bus):
             retry_headers = {**headers, c.H_DELIVERIES: str(int_header(headers, c.H_DELIVERIES) + 1)}
             self._put(consumer.service, body, retry_headers, outcome.delay_s)
         elif outcome.verdict is Verdict.DEAD:
-            self._dead[consumer.service].append(DeadLetter(body, outcome.reason, dict(headers)))
+            self._dead[consumer.service].append(DeadLetter(body, outcome.reason, dead_headers(headers, outcome.reason)))
 
     async def _stop_consumer(self, consumer: Consumer) -> None:
         loop = self._loops.pop(id(consumer), None)
@@ -92,8 +94,24 @@ class MemoryBus(Bus):
         self._timers.clear()
 
     async def dead_letters(self, service: str) -> list[DeadLetter]:
-        taken, self._dead[service] = self._dead[service], []
+        taken = list(self._dead[service])
+        self._dead[service].clear()
         return taken
+
+    async def peek_dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        return list(self._dead[service])[:limit]
+
+    async def replay_dead_letters(self, service: str, message_id: str | None = None) -> int:
+        replay_id = new_instance_id()
+        queue = self._dead[service]
+        chosen = [dead for dead in queue if selected(dead, message_id, replay_id)]
+        for dead in chosen:
+            queue.remove(dead)
+            self._put(service, dead.body, replay_headers(dead.headers, replay_id), 0.0)
+        return len(chosen)
+
+    async def dead_letter_depth(self, service: str) -> int:
+        return len(self._dead[service])
 
     async def ping(self) -> None:
         return None

@@ -12,6 +12,8 @@ true). From those two facts come, per service and namespace `ns`:
     topic      on `{ns}.delay` it may only write keys `<tier>.<service>` of the services it sends to
 - SQS: an IAM policy (deploy/aws/iam/<service>.json) — receive/delete/change visibility on its own queue,
   send to the queues it publishes to (its own: retries; its DLQ), reply queues as requester or responder.
+- Dead letters: the gateway (OPERATES_DEAD_LETTERS) also reads every DLQ and sends to every service queue,
+  for the admin API that lists and replays them; no other service reads a DLQ.
 
 RabbitMQ cannot check the routing key of a direct exchange or of the default exchange, so a service that
 may publish at all may put a message on any queue through them; consuming, declaring and deleting are
@@ -87,6 +89,11 @@ REQUESTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
+# Services that read every dead-letter queue and replay dead letters to their service's queue: the gateway's
+# admin API (GET /api/admin/dead-letters, POST .../replay). Inspecting the broker is an operator's act, not
+# service-to-service messaging, so it is granted here rather than derived from the routing table.
+OPERATES_DEAD_LETTERS: tuple[str, ...] = (r.GATEWAY,)
+
 AMQP_DEFAULT_EXCHANGE = "amq.default"  # the default exchange's name in permission checks
 NOTHING = "^$"  # a RabbitMQ permission regex that matches no resource
 PASSWORD_ENV = "RABBITMQ_PASSWORD_"  # + service, upper case, "-" → "_": --passwords-from-env reads these
@@ -102,6 +109,7 @@ class Access:
     request_targets: tuple[str, ...]  # services it sends requests to (never delayed)
     requests: bool  # has reply queues
     replies: bool  # answers requests (sends to requesters' reply queues)
+    operates_dead_letters: bool  # lists and replays every service's dead letters (the admin API)
 
 
 def access(service: str) -> Access:
@@ -115,7 +123,13 @@ def access(service: str) -> Access:
         request_targets=tuple(sorted({t for key in REQUESTS.get(service, ()) for t in r.consumers(key)})),
         requests=bool(REQUESTS.get(service)),
         replies=any(key in requested for key in consumed),
+        operates_dead_letters=service in OPERATES_DEAD_LETTERS,
     )
+
+
+def consuming_services() -> tuple[str, ...]:
+    """Every service with a queue (and so a dead-letter queue)."""
+    return tuple(sorted({s for targets in r.ROUTES.values() for s in targets}))
 
 
 # --- RabbitMQ --------------------------------------------------------------------------------------------
@@ -136,13 +150,15 @@ def rabbitmq_permissions(service: str, namespace: str) -> dict[str, str]:
     """configure / write / read regexes of `service`'s broker user."""
     a = access(service)
     write: list[str] = []
-    if a.targets or a.request_targets:
-        write.append(f"{namespace}.direct")
+    if a.targets or a.request_targets or a.operates_dead_letters:
+        write.append(f"{namespace}.direct")  # a replay goes to the service's queue through it
     if a.targets or a.consumes:
         write.append(f"{namespace}.delay")
     if a.consumes:
         write.append(AMQP_DEFAULT_EXCHANGE)
     read = [c.queue_name(namespace, service)] if a.consumes else []
+    if a.operates_dead_letters:
+        read += [c.dlq_name(namespace, s) for s in consuming_services()]
     replies = (reply_queues(namespace),) if a.requests else ()
     return {
         "configure": _alternatives([], replies),
@@ -176,7 +192,7 @@ def rabbitmq_definitions(
     and the namespace's whole topology, declared as `AmqpBus.connect` would. Users without a password in
     `passwords` get none (`rabbitmqctl change_password` sets it)."""
     services = r.SERVICES
-    consumers = sorted({s for targets in r.ROUTES.values() for s in targets})
+    consumers = consuming_services()
     exchange = {"vhost": vhost, "durable": True, "auto_delete": False, "internal": False, "arguments": {}}
     queue = {"vhost": vhost, "durable": True, "auto_delete": False}
 
@@ -280,7 +296,8 @@ def iam_policy(service: str, namespace: str) -> dict[str, Any]:
                 "Resource": _arn(queue),
             }
         )
-    sends = sorted({physical_name(c.queue_name(namespace, t)) for t in a.targets + a.request_targets})
+    replays = consuming_services() if a.operates_dead_letters else ()
+    sends = sorted({physical_name(c.queue_name(namespace, t)) for t in a.targets + a.request_targets + replays})
     own = [queue, dlq] if a.consumes else []  # retries and delays go back to its queue; dead letters to its DLQ
     if sends or own:
         statements.append(
@@ -289,6 +306,16 @@ def iam_policy(service: str, namespace: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": ["sqs:SendMessage"],
                 "Resource": [_arn(n) for n in sorted(set(sends) | set(own))],
+            }
+        )
+    if a.operates_dead_letters:
+        statements.append(
+            {
+                # Listing receives dead letters and makes them visible again; a replay deletes what it sent.
+                "Sid": "OperateDeadLetterQueues",
+                "Effect": "Allow",
+                "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+                "Resource": [_arn(physical_name(c.dlq_name(namespace, s))) for s in consuming_services()],
             }
         )
     if a.requests:

@@ -6,7 +6,8 @@
 (every parameter optional; see libs.bus.sqs_config for what each means; credentials come from the
 standard AWS chain). One standard queue per consuming service plus its dead-letter queue, named
 `{ns}-{service}` / `{ns}-{service}-dlq`, created idempotently at `connect` and by
-`python -m libs.bus.sqs provision` (libs.bus.sqs_provision). Publishing sends to the queue of every
+`python -m libs.bus.sqs provision` (libs.bus.sqs_provision); dead-letter queues are read, replayed and
+measured by libs.bus.sqs_dead. Publishing sends to the queue of every
 service the routing table names; sends and deletes are batched (libs.bus.sqs_batch); consuming, the
 visibility heartbeat and retries live in libs.bus.sqs_consume; headers ↔ MessageAttributes and the
 X-Ray `AWSTraceHeader` in libs.bus.sqs_wire.
@@ -27,13 +28,12 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from libs.bus import constants as c
+from libs.bus import sqs_dead
 from libs.bus.base import Bus, Consumer, DeadLetter, new_instance_id
 from libs.bus.errors import BusConnectionError, BusError, Unroutable
 from libs.bus.sqs_batch import Batcher
 from libs.bus.sqs_config import (
     AWS_TRACE_ATTRIBUTE,
-    DLQ_SOURCE_ATTRIBUTE,
-    DRAIN_WAIT_S,
     LOCAL_WAIT_S,
     MAX_BATCH_ENTRIES,
     MAX_DELAY_SECONDS,
@@ -149,14 +149,20 @@ class SqsBus(Bus):
         await self._deleter.submit(url, {"ReceiptHandle": receipt_handle})
 
     async def receive(
-        self, url: str, max_messages: int, wait: int, system_attributes: tuple[str, ...] = _SYSTEM_ATTRIBUTES
+        self,
+        url: str,
+        max_messages: int,
+        wait: int,
+        system_attributes: tuple[str, ...] = _SYSTEM_ATTRIBUTES,
+        visibility: int | None = None,
     ) -> list[Incoming]:
+        """Up to `max_messages`, hidden for `visibility` seconds (default: the URL's visibility_timeout)."""
         try:
             response = await self._client.receive_message(
                 QueueUrl=url,
                 MaxNumberOfMessages=max_messages,
                 WaitTimeSeconds=wait,
-                VisibilityTimeout=self.settings.visibility_timeout,
+                VisibilityTimeout=self.settings.visibility_timeout if visibility is None else visibility,
                 MessageAttributeNames=["All"],
                 MessageSystemAttributeNames=list(system_attributes),
             )
@@ -272,25 +278,26 @@ class SqsBus(Bus):
 
     async def dead_letters(self, service: str) -> list[DeadLetter]:
         url = self._topology.dead_letter_queues.get(service)
+        return [] if url is None else await sqs_dead.drain(self, url)
+
+    async def peek_dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
+        """Received hidden, then made visible again at once (libs.bus.sqs_dead explains why and how)."""
+        return await sqs_dead.peek(self, self._dead_letter_url(service), limit)
+
+    async def replay_dead_letters(self, service: str, message_id: str | None = None) -> int:
+        target = self._topology.queues.get(service)
+        if target is None:
+            raise Unroutable(f"service {service!r} has no queue")
+        return await sqs_dead.replay(self, self._dead_letter_url(service), target, message_id, new_instance_id())
+
+    async def dead_letter_depth(self, service: str) -> int:
+        return await sqs_dead.depth(self._client, self._dead_letter_url(service))
+
+    def _dead_letter_url(self, service: str) -> str:
+        url = self._topology.dead_letter_queues.get(service)
         if url is None:
-            return []
-        taken: list[DeadLetter] = []
-        while True:
-            messages = await self.receive(
-                url, MAX_BATCH_ENTRIES, DRAIN_WAIT_S, (*_SYSTEM_ATTRIBUTES, DLQ_SOURCE_ATTRIBUTE)
-            )
-            if not messages:
-                return taken
-            for message in messages:
-                reason = message.headers.get(c.H_DEAD_REASON) or _redrive_reason(message)
-                taken.append(DeadLetter(message.body, reason, message.headers))
-            await asyncio.gather(*(self.delete(url, m.receipt_handle) for m in messages))
-
-
-def _redrive_reason(message: Incoming) -> str:
-    """Why SQS itself moved a message here: its consumers kept failing to delete it (crashed or stalled)."""
-    source = f" (from {message.source_arn.rsplit(':', 1)[-1]})" if message.source_arn else ""
-    return f"sqs: redrive policy, maxReceiveCount exceeded{source}"
+            raise Unroutable(f"service {service!r} has no dead-letter queue")
+        return url
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ LOCAL_WAIT_S: Final = 2.0
 # After a failed ReceiveMessage (SQS unreachable, throttled), retry with this backoff: doubling, capped.
 POLL_BACKOFF_S: Final = 0.5
 POLL_BACKOFF_CAP_S: Final = 10.0
+# Listing or replaying dead letters receives them hidden for this long, then makes the ones it leaves visible
+# again at once (ChangeMessageVisibility 0); if the process dies meanwhile they reappear after it.
+DLQ_PEEK_VISIBILITY_S: Final = 60
 # dead_letters() drains with this long-poll wait: a short poll (0) samples only some SQS servers and may
 # answer "empty" while messages exist.
 DRAIN_WAIT_S: Final = 1
@@ -97,6 +100,7 @@ XRAY_HEADER: Final = "X-Amzn-Trace-Id"  # what the X-Ray propagator reads and wr
 AWS_TRACE_ATTRIBUTE: Final = "AWSTraceHeader"  # the SQS system attribute X-Ray itself follows
 DLQ_SOURCE_ATTRIBUTE: Final = "DeadLetterQueueSourceArn"
 RECEIVE_COUNT_ATTRIBUTE: Final = "ApproximateReceiveCount"
+SENT_TIMESTAMP_ATTRIBUTE: Final = "SentTimestamp"
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _TRUE = {"1", "true", "yes", "on"}

@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from libs.bus import constants as c
 from libs.bus.base import Consumer, Verdict, int_header
+from libs.bus.dead_letters import dead_headers
 from libs.bus.errors import BusError
 from libs.bus.sqs_config import (
     LOCAL_WAIT_S,
@@ -168,7 +169,7 @@ class Subscription:
                 }
                 await self.transport.send_to(self.url, message.body, retry, outcome.delay_s)
             elif outcome.verdict is Verdict.DEAD:
-                dead = {**headers, c.H_DEAD_REASON: outcome.reason[:1000]}
+                dead = dead_headers(headers, outcome.reason)
                 await self.transport.send_to(self.dlq_url, message.body, dead, 0.0)
             await self.transport.delete(self.url, message.receipt_handle)
         except BusError as exc:

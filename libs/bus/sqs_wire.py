@@ -32,6 +32,7 @@ from libs.bus.sqs_config import (
     H_PACKED,
     MAX_MESSAGE_ATTRIBUTES,
     RECEIVE_COUNT_ATTRIBUTE,
+    SENT_TIMESTAMP_ATTRIBUTE,
     XRAY_HEADER,
 )
 
@@ -55,6 +56,7 @@ class Incoming:
     receipt_handle: str
     receive_count: int  # how many times SQS has handed it out, this time included
     source_arn: str | None = None  # the queue SQS's own redrive moved it from (dead-letter queues only)
+    sent_at_ms: int | None = None  # SentTimestamp, when asked for (a redriven message keeps its first one)
 
 
 def outgoing(body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -114,6 +116,7 @@ def incoming(message: Mapping[str, Any]) -> Incoming:
         receipt_handle=str(message["ReceiptHandle"]),
         receive_count=int(system.get(RECEIVE_COUNT_ATTRIBUTE, "1")),
         source_arn=system.get(DLQ_SOURCE_ATTRIBUTE),
+        sent_at_ms=int(system[SENT_TIMESTAMP_ATTRIBUTE]) if system.get(SENT_TIMESTAMP_ATTRIBUTE) else None,
     )
 
 

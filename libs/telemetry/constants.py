@@ -95,12 +95,14 @@ METRIC_MESSAGE_ERRORS: Final = "message_errors"
 METRIC_MESSAGE_PROCESSING_TIME: Final = "message_processing_time"
 METRIC_RATE_LIMITER_THROTTLES: Final = "rate_limiter_throttles"
 METRIC_CIRCUIT_BREAKER_STATE: Final = "circuit_breaker_state"
+METRIC_BUS_DEAD_LETTERS: Final = "bus_dead_letters"  # messages in each service's dead-letter queue
 
 # Metric attribute keys. Keep them low-cardinality: never a workflow, user or message id.
 METRIC_ATTR_PROVIDER: Final = "provider"
 METRIC_ATTR_SUCCESS: Final = "success"
 METRIC_ATTR_QUEUE: Final = "queue"
 METRIC_ATTR_SCOPE: Final = "scope"
+METRIC_ATTR_SERVICE: Final = "service"
 
 # circuit_breaker_state gauge values: a number per state so dashboards can plot and alert on it (> 0 is bad).
 CIRCUIT_CLOSED: Final = 0

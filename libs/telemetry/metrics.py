@@ -5,6 +5,7 @@
     m.record_message(queue="generation.requested", duration_ms=3.1, failed=False)
     m.record_throttle(scope="account")
     register_circuit_state(lambda: {"azure": CIRCUIT_OPEN, "openai": CIRCUIT_CLOSED})
+    m.register_dead_letter_depth(lambda: {"router": 3})  # libs.bus.dead_letters.DeadLetterDepth does this
 
 Instruments come from the global meter provider. `get_metrics()` may run before `setup_telemetry`: the
 API's proxy instruments forward to the real provider once it is installed. Attribute values stay
@@ -26,6 +27,9 @@ from libs.telemetry import constants as c
 CircuitStateCallback = Callable[[], Mapping[str, int]]
 """Returns {provider: CIRCUIT_CLOSED | CIRCUIT_HALF_OPEN | CIRCUIT_OPEN}; called at each collection."""
 
+DeadLetterDepthCallback = Callable[[], Mapping[str, int]]
+"""Returns {service: messages in its dead-letter queue}; called at each collection (must not block)."""
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -39,6 +43,7 @@ class Metrics:
     message_processing_time: Histogram  # ms; attrs: queue
     rate_limiter_throttles: Counter  # deliveries pushed to a later slot; attrs: scope (account|recipient)
     _circuit_callbacks: list[CircuitStateCallback] = field(default_factory=list, repr=False)
+    _dead_letter_callbacks: list[DeadLetterDepthCallback] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_meter(cls, meter: Meter) -> "Metrics":
@@ -85,6 +90,12 @@ class Metrics:
             unit="1",
             description="Circuit breaker state per provider: 0 closed, 1 half-open, 2 open",
         )
+        meter.create_observable_gauge(
+            c.METRIC_BUS_DEAD_LETTERS,
+            callbacks=[instance._observe_dead_letters],
+            unit="{message}",
+            description="Messages in each service's dead-letter queue (last read by libs.bus.dead_letters)",
+        )
         return instance
 
     def record_workflow(
@@ -115,6 +126,19 @@ class Metrics:
     def register_circuit_state(self, callback: CircuitStateCallback) -> None:
         """Report `callback()`'s {provider: state} on the circuit_breaker_state gauge from now on."""
         self._circuit_callbacks.append(callback)
+
+    def register_dead_letter_depth(self, callback: DeadLetterDepthCallback) -> None:
+        """Report `callback()`'s {service: depth} on the bus_dead_letters gauge until unregistered."""
+        self._dead_letter_callbacks.append(callback)
+
+    def unregister_dead_letter_depth(self, callback: DeadLetterDepthCallback) -> None:
+        if callback in self._dead_letter_callbacks:
+            self._dead_letter_callbacks.remove(callback)
+
+    def _observe_dead_letters(self, _: CallbackOptions) -> Iterable[Observation]:
+        for callback in list(self._dead_letter_callbacks):
+            for service, depth in callback().items():
+                yield Observation(depth, {c.METRIC_ATTR_SERVICE: service})
 
     def _observe_circuits(self, _: CallbackOptions) -> Iterable[Observation]:
         # Runs on the metric reader's thread; iterate over a copy in case a breaker registers meanwhile.

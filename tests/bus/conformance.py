@@ -23,6 +23,7 @@ from contracts import messages as m
 from libs.bus import Bus, RequestTimeout, Unroutable, reply_address
 from libs.bus.errors import Reject
 from libs.storage import DatabaseError
+from tests.bus.conformance_dead_letters import DeadLetterConformance
 
 MakeBus = Callable[..., Awaitable[Bus]]
 ROUTER = "router"
@@ -69,7 +70,7 @@ class Recorder:
         return None
 
 
-class BusConformance:
+class BusConformance(DeadLetterConformance):
     """Semantics every transport must show. Subclasses set DURABLE and provide `make_bus`."""
 
     DURABLE: ClassVar[bool] = True  # does a message survive its bus instance (a process restart)?

@@ -8,10 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from libs.bus import Bus, RedeliveryPolicy, Unroutable
 from libs.bus.amqp import AmqpBus, tier_for
 from tests.bus.conformance import ROUTER, BusConformance, MakeBus, Recorder, eventually, requested
+from tests.bus.conformance_dead_letters import Rejecting, listed
 
 FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.05, cap_s=0.2)
 
@@ -67,6 +69,22 @@ class TestAmqpBusConformance(BusConformance):
         await bus.publish(after)  # rides out the reconnect
         await eventually(lambda: any(e.id == after.id for e in rec.seen), timeout=30)
         assert {e.id for e in rec.seen} == {before.id, after.id}
+
+    async def test_amqp_a_dlq_declared_without_the_bound_still_connects(self, make_bus: MakeBus) -> None:
+        """A DLQ an older release declared without x-max-length makes connect warn, not fail, and dead letters
+        still reach it (README: migrating a DLQ to the bound)."""
+        bus = await make_bus()
+        assert isinstance(bus, AmqpBus) and bus._connection is not None
+        dlq = f"{bus.namespace}.{ROUTER}.dlq"
+        async with bus._connection.channel() as channel:
+            await channel.queue_delete(dlq, if_unused=False, if_empty=False)
+            await channel.declare_queue(dlq, durable=True, arguments={"x-queue-type": "quorum"})
+        with capture_logs() as logs:
+            again = await make_bus()
+        assert [e["queue"] for e in logs if e["event"] == "bus.amqp.dlq_arguments_differ"] == [dlq]
+        await again.subscribe(ROUTER, {"workflow.requested": Rejecting()})
+        await again.publish(requested())
+        assert (await listed(again, 1))[0].reason == "rejected: attempt 1"
 
 
 class TestDelayTiers:

@@ -100,11 +100,13 @@ class TestPermissions:
 
     @pytest.mark.parametrize("service", r.SERVICES)
     def test_each_user_reads_only_its_own_queue(self, service: str) -> None:
-        """read matches the service's own queue (if it consumes) and no other service's queue or DLQ."""
+        """read matches the service's own queue (if it consumes) and no other service's queue; DLQs only for
+        the gateway, whose admin API lists and replays dead letters."""
         read = p.rabbitmq_permissions(service, "ho")["read"]
         for other in r.SERVICES:
             assert (re.fullmatch(read, f"ho.{other}") is not None) == (other == service and service != r.GATEWAY)
-            assert re.fullmatch(read, f"ho.{other}.dlq") is None
+            dlq_readable = re.fullmatch(read, f"ho.{other}.dlq") is not None
+            assert dlq_readable == (service == r.GATEWAY and other in p.consuming_services())
 
     @pytest.mark.parametrize("service", r.SERVICES)
     def test_iam_policies_are_valid_and_never_wildcard_message_actions(self, service: str) -> None:
@@ -114,8 +116,10 @@ class TestPermissions:
         for statement in policy["Statement"]:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             if "sqs:ReceiveMessage" in statement["Action"]:
+                dead_letter_queues = [f"arn:aws:sqs:*:*:ho-{s}-dlq" for s in p.consuming_services()]
                 assert resources in (
                     [f"arn:aws:sqs:*:*:ho-{service}"],
                     ["arn:aws:sqs:*:*:ho-reply-*"],
+                    *([dead_letter_queues] if service == r.GATEWAY else []),
                 ), statement
             assert "sqs:*" not in statement["Action"]
