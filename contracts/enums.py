@@ -32,6 +32,10 @@ class WorkflowStatus(StrEnum):
     CANCELLED = "cancelled"  # an owner or an admin cancelled it: nothing more is generated or sent
 
 
+# The statuses a workflow never leaves.
+TERMINAL_STATUSES = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED})
+
+
 class ProviderState(StrEnum):
     """State of one LLM provider within a workflow (`provider_states.azure` / `.openai`)."""
 

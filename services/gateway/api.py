@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from contracts import Envelope, Message
-from contracts.enums import DeliveryState, ErrorType, WorkflowStatus
+from contracts.enums import TERMINAL_STATUSES, DeliveryState, ErrorType, WorkflowStatus
 from contracts.messages import (
     DeliveryListQuery,
     DeliveryListReply,
@@ -43,6 +43,8 @@ from services.gateway.errors import (
     BadGateway,
     BadRequest,
     BodyTimeout,
+    Conflict,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -68,7 +70,6 @@ from services.gateway.storable import refuse_unstorable
 
 log = get_logger(__name__)
 
-TERMINAL = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED})
 # A finished workflow's view with the cost-tracker's figure as its cost (costs.CostEndpoints.with_recorded_cost).
 RecordedCost = Callable[[WorkflowView, Principal], Awaitable[WorkflowView]]
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
@@ -122,6 +123,7 @@ class Api:
             idempotency_key=key,
             recipients=campaign.to_recipients(),
             callback_url=campaign.callback_url,
+            account_id=campaign.account_id,
         )
         envelope = Envelope.new(payload, workflow_id=workflow_id, user_id=principal.user_id)
         with structlog.contextvars.bound_contextvars(workflow_id=str(workflow_id)):
@@ -131,12 +133,14 @@ class Api:
             if wait_s is None:
                 return accepted(workflow_id, WorkflowStatus.ACCEPTED, trace_id)
             view = await self._wait(workflow_id, principal, view, deadline=started + wait_s)
-            if view is not None and view.status in TERMINAL and self._recorded_cost is not None:
+            if view is not None and view.status in TERMINAL_STATUSES and self._recorded_cost is not None:
                 view = await self._recorded_cost(view, principal)  # metrics.cost: what the cost-tracker recorded
-        if view is None or view.status not in TERMINAL:
+        if view is None or view.status not in TERMINAL_STATUSES:
             return accepted(workflow_id, view.status if view else WorkflowStatus.ACCEPTED, trace_id)
         if view.status is WorkflowStatus.COMPLETED:
             return json_response(CompletedResponse.of(view).dump())
+        if view.status is WorkflowStatus.CANCELLED:
+            raise Conflict("cancelled", "the workflow was cancelled")
         error = view.error or ErrorInfo(
             type=ErrorType.PROVIDER_UNAVAILABLE, message="the workflow failed", retryable=False
         )
@@ -239,7 +243,7 @@ class Api:
         a router that does not hold; one shutting down) is followed by a pause: POLL_INITIAL_S, times
         POLL_FACTOR, up to POLL_MAX_S."""
         pause = c.POLL_INITIAL_S
-        while view is None or view.status not in TERMINAL:
+        while view is None or view.status not in TERMINAL_STATUSES:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -256,7 +260,7 @@ class Api:
                 continue
             except BusError as exc:
                 raise _unavailable(exc) from exc
-            if (view is None or view.status not in TERMINAL) and time.monotonic() - asked < hold / 2:
+            if (view is None or view.status not in TERMINAL_STATUSES) and time.monotonic() - asked < hold / 2:
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * c.POLL_FACTOR, c.POLL_MAX_S)
         return view
@@ -378,11 +382,17 @@ def parse_campaign(body: dict[str, Any], settings: GatewaySettings, principal: P
                 f"invalid request body: callbackUrl: {problem}",
                 details=[FieldError(field="callbackUrl", message=problem)],
             )
-    if campaign.send_to_onlyfans and not re.fullmatch(c.PLATFORM_ID_PATTERN, principal.user_id):
-        # The account messages are sent from is the caller's id: it becomes a platform URL path segment.
+    if campaign.account_id is not None:
+        if not principal.may_send_as(campaign.account_id):
+            raise Forbidden(
+                "forbidden", f"the token may not send from account {campaign.account_id} (its `accounts` claim)"
+            )
+    elif campaign.send_to_onlyfans and not re.fullmatch(c.PLATFORM_ID_PATTERN, principal.user_id):
+        # Without accountId the account messages are sent from is the caller's id: a platform URL path segment.
         raise BadRequest(
             "invalid_account",
-            "the caller's id (the token's sub) is not a valid platform account id: letters, digits, _ - . only",
+            "the caller's id (the token's sub) is not a valid platform account id: letters, digits, _ - . only;"
+            " give accountId",
         )
     return campaign
 

@@ -9,6 +9,8 @@ from typing import Final
 PATH_CAMPAIGN: Final = "/api/v2/campaigns/hybrid"
 PATH_STATUS: Final = "/api/v2/campaigns/status"
 PATH_DELIVERIES: Final = "/api/v2/campaigns/deliveries"
+PATH_CANCEL: Final = "/api/v2/campaigns/cancel"
+PATH_RETRY: Final = "/api/v2/campaigns/retry"
 PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
 PATH_OPENAPI: Final = "/api/openapi.json"
 PATH_FEATURE_FLAGS: Final = "/api/admin/feature-flags"

@@ -5,6 +5,8 @@
     ├── Unauthorized      401     missing_token, invalid_token, token_expired
     ├── Forbidden         403     forbidden (authenticated, but not allowed: e.g. another user's costs)
     ├── NotFound          404     not_found (unknown, or another user's workflow: the same answer)
+    ├── Conflict          409     the workflow's state does not allow it: already_finished (cancel),
+    │                             not_failed (retry), cancelled (?wait=true on a cancelled workflow)
     ├── PayloadTooLarge   413     payload_too_large
     ├── UnsupportedMedia  415     unsupported_media_type
     ├── TooManyRequests   429     too_many_requests (the user's GATEWAY_RATE_LIMIT_* bucket is empty), Retry-After
@@ -125,6 +127,10 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status = 404
+
+
+class Conflict(ApiError):
+    status = 409
 
 
 class BodyTimeout(ApiError):

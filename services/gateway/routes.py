@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from contracts.enums import DeliveryState
 from services.gateway import constants as c
+from services.gateway.control_routes import CONTROL_ROUTES
 from services.gateway.cost_routes import COST_ROUTES
 from services.gateway.flag_routes import FLAG_ROUTES
 from services.gateway.openapi import Param, Reply, RouteDoc
@@ -73,11 +74,18 @@ CREATE_CAMPAIGN = RouteDoc(
         400: Reply(
             "invalid_json, invalid_body, validation_error (naming the fields: an id outside the pattern, "
             "more than CAMPAIGN_MAX_RECIPIENTS fans, a callbackUrl that is not https), "
-            "invalid_parameter, or invalid_account (sendToOnlyFans: the token's sub is not a platform id)",
+            "invalid_parameter, or invalid_account (sendToOnlyFans without accountId: the token's sub is not a "
+            "platform id)",
             ErrorResponse,
         ),
         401: _UNAUTHORIZED,
         402: Reply("cost_limit_exceeded: the user's budget blocks new workflows", ErrorResponse),
+        403: Reply(
+            "forbidden: accountId is neither the caller's id nor in the token's `accounts` claim (admins may use "
+            "any)",
+            ErrorResponse,
+        ),
+        409: Reply("cancelled: wait=true, and the workflow was cancelled meanwhile", ErrorResponse),
         408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),
         413: Reply("payload_too_large: the body exceeds GATEWAY_CAMPAIGN_MAX_BODY_BYTES", ErrorResponse),
         415: Reply("unsupported_media_type: the body must be application/json (UTF-8)", ErrorResponse),
@@ -209,6 +217,7 @@ ROUTES: tuple[RouteDoc, ...] = tuple(
         CREATE_CAMPAIGN,
         GET_STATUS,
         GET_DELIVERIES,
+        *CONTROL_ROUTES,
         HEALTH,
         OPENAPI,
         *COST_ROUTES,

@@ -147,6 +147,11 @@ class CampaignRequest(BaseModel):
     requires_multi_platform: StrictBool = False
     force_provider: Provider | None = Field(default=None, description="skip provider selection")
     priority: Priority = Priority.MEDIUM
+    account_id: PlatformId | None = Field(
+        default=None,
+        description="the creator's platform account the messages are sent from: the caller's own id (the "
+        "default), an account in the token's `accounts` claim, or any account for an admin",
+    )
 
     @model_validator(mode="after")
     def _recipient_when_sending(self) -> Self:
@@ -368,6 +373,8 @@ class WorkflowStatusData(ApiModel):
     deadline_at: AwareDatetime
     completed_at: AwareDatetime | None
     progress: ProgressBody | None = Field(default=None, description="a workflow with deliveries")
+    account_id: str | None = Field(default=None, description="the account it sends from (null: userId)")
+    retry_of: uuid.UUID | None = Field(default=None, description="the failed workflow this one retries")
 
     @classmethod
     def of(cls, view: WorkflowView) -> WorkflowStatusData:
@@ -377,6 +384,25 @@ class WorkflowStatusData(ApiModel):
 class StatusResponse(ApiModel):
     success: Literal[True] = True
     data: WorkflowStatusData
+
+
+class CancelData(ApiModel):
+    workflow: WorkflowStatusData = Field(description="the workflow as the cancel left it (status cancelled)")
+    sent_before: int = Field(description="deliveries sent before the cancel took effect")
+
+
+class CancelResponse(ApiModel):
+    success: Literal[True] = True
+    data: CancelData
+
+
+class RetryData(AcceptedData):
+    retry_of: uuid.UUID = Field(description="the failed workflow this new one retries")
+
+
+class RetryResponse(ApiModel):
+    success: Literal[True] = True
+    data: RetryData
 
 
 class DeliveriesPage(ApiModel):

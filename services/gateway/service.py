@@ -23,6 +23,7 @@ from services.gateway import constants as c
 from services.gateway.api import Api
 from services.gateway.auth import TokenVerifier
 from services.gateway.config import GatewaySettings
+from services.gateway.control import ControlEndpoints
 from services.gateway.costs import CostEndpoints
 from services.gateway.errors import GatewayConfigError, error_middleware
 from services.gateway.feature_flags import FeatureFlagEndpoints
@@ -62,6 +63,7 @@ class Gateway:
         store = runtime.resources.get(c.RESOURCE_FLAG_STORE)
         self.flags = open_flag_client(settings, store=store if isinstance(store, FlagStore) else None)
         self.feature_flags = FeatureFlagEndpoints(self.flags, settings, verifier)
+        self.control = ControlEndpoints(runtime.bus, settings, verifier)
         self.api = Api(
             runtime.bus,
             settings,

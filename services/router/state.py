@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from contracts import Envelope, Message
-from contracts.enums import DeliveryState, Provider, RateLimiterState, WorkflowStatus
+from contracts.enums import TERMINAL_STATUSES, DeliveryState, Provider, RateLimiterState, WorkflowStatus
 from contracts.messages import (
     DeliveryCounts,
     DeliveryView,
@@ -54,7 +54,7 @@ TRANSITIONS: Mapping[WorkflowStatus, frozenset[WorkflowStatus]] = MappingProxyTy
         S.CANCELLED: frozenset(),
     }
 )
-TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
+TERMINAL = TERMINAL_STATUSES
 D = DeliveryState
 FINAL_DELIVERY = frozenset({D.SENT, D.FAILED, D.CANCELLED})
 _WEBHOOK_EVENTS: Mapping[WorkflowStatus, Literal["workflow.completed", "workflow.failed", "workflow.cancelled"]] = {

@@ -12,7 +12,7 @@ from tests.gateway.conftest import ALICE, BOB, PLAN, STATUS, Harness, MakeGatewa
 VIEW_KEYS = {
     "workflowId", "userId", "status", "intentType", "priority", "currentProvider", "providerStates",
     "fallbackHistory", "retryAttempts", "result", "model", "usage", "cost", "error", "deliveries", "traceId",
-    "createdAt", "updatedAt", "deadlineAt", "completedAt", "progress",
+    "createdAt", "updatedAt", "deadlineAt", "completedAt", "progress", "accountId", "retryOf",
 }  # fmt: skip
 
 
