@@ -4,6 +4,9 @@ All services on one bus (memory:// unless BUS_URL says otherwise), storage in me
 REDIS_URL are set, and in-process simulators for every provider whose URL is not configured, speaking the
 real wire formats so the real client code runs with no keys and no servers. This is the composition root:
 the one place that imports every service.
+
+It listens on 127.0.0.1 only (GATEWAY_HOST / HEALTH_HOST choose another interface): it prints tokens of a
+fresh development key, admin included, so anyone who could reach it could use them.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ import asyncio
 import os
 import secrets
 import sys
+from pathlib import Path
 from typing import Any
 
-from libs.config import CommonSettings
-from libs.runtime import ServiceFactory, serve
-from libs.runtime.process import run_loop
+from libs.config import CommonSettings, load_settings
+from libs.runtime import ServiceFactory, run_main, serve
 from libs.simulators import LLMSimulator, PlatformSimulator
 from services.azure_worker.service import create as azure_worker
 from services.cost_tracker.service import create as cost_tracker
@@ -26,6 +29,13 @@ from services.of_sender.service import create as of_sender
 from services.openai_worker.service import create as openai_worker
 from services.rate_limiter.service import create as rate_limiter
 from services.router.service import create as router
+
+# Where the embedded mode listens unless GATEWAY_HOST / HEALTH_HOST say otherwise: this machine only.
+LOOPBACK = "127.0.0.1"
+# Who the printed development tokens are for.
+DEV_USER = "creator-1"
+DEV_ADMIN = "admin-1"
+DEV_TOKEN_TTL_S = 24 * 3600
 
 # The gateway starts last, so HTTP is served only once every consumer is subscribed.
 FACTORIES: tuple[ServiceFactory, ...] = (
@@ -57,7 +67,9 @@ async def run(
     # them is fresh per run too unless configured, and printed below so the receiver can verify them.
     os.environ.setdefault("WEBHOOK_ALLOW_LOCAL_HTTP", "true")
     os.environ.setdefault("WEBHOOK_SECRET", secrets.token_urlsafe(32))
+    os.environ.setdefault("GATEWAY_HOST", LOOPBACK)
     os.environ.setdefault("GATEWAY_PORT", "8080")
+    os.environ.setdefault("HEALTH_HOST", LOOPBACK)
     os.environ.setdefault("HEALTH_PORT", "0")
     resources = {} if resources is None else resources
     simulator: LLMSimulator | None = None
@@ -74,7 +86,7 @@ async def run(
         await serve(
             FACTORIES,
             name="hybrid-orchestrator",
-            settings=CommonSettings(),
+            settings=load_settings(CommonSettings),
             resources=resources,
             stop=stop,
             started=ready,
@@ -89,27 +101,41 @@ async def run(
 
 async def _banner(ready: asyncio.Event, resources: dict[str, Any]) -> None:
     await ready.wait()
-    url = resources.get("gateway_url", "http://127.0.0.1:8080")
-    token = make_token(os.environ["GATEWAY_JWT_SECRET"], sub="creator-1", ttl_s=24 * 3600)
+    print(banner(str(resources.get("gateway_url", f"http://{LOOPBACK}:8080"))), file=sys.stderr, flush=True)
+
+
+def banner(url: str) -> str:
+    """What `make run` prints once it serves: the URLs, a user's and an admin's token (signed with this run's
+    GATEWAY_JWT_SECRET, valid 24 h), the webhook key and sample requests."""
+    secret = os.environ["GATEWAY_JWT_SECRET"]
+    token = make_token(secret, sub=DEV_USER, ttl_s=DEV_TOKEN_TTL_S)
+    admin = make_token(secret, sub=DEV_ADMIN, role="admin", ttl_s=DEV_TOKEN_TTL_S)
     body = '{"type": "message_generation", "data": {"fanName": "Alex", "topic": "weekend plans"}}'
-    print(
+    return (
         f"\nHybrid Orchestrator is running (embedded mode)\n"
         f"  gateway:  {url}\n"
         f"  openapi:  {url}/api/openapi.json\n"
         f"  health:   {url}/api/health/hybrid-orchestrator\n"
-        f"  dev token (user creator-1, 24 h):\n    {token}\n"
+        f"  user token ({DEV_USER}, 24 h):\n    {token}\n"
+        f"  admin token ({DEV_ADMIN}, role admin, 24 h):\n    {admin}\n"
         f"  webhook secret (X-Signature key):\n    {os.environ['WEBHOOK_SECRET']}\n\n"
         f"  try:\n"
         f"    curl -s -X POST '{url}/api/v2/campaigns/hybrid?wait=true' \\\n"
         f"      -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
-        f"      -d '{body}'\n",
-        file=sys.stderr,
-        flush=True,
+        f"      -d '{body}'\n"
+        f"    curl -s '{url}/api/admin/feature-flags' -H 'Authorization: Bearer {admin}'\n"
+        f"    {_ho()} flags get --url {url} --token {admin}\n"
     )
 
 
+def _ho() -> str:
+    """The `ho` command: the one installed beside this Python (.venv/bin/ho) when it is there."""
+    beside = Path(sys.executable).with_name("ho")
+    return str(beside) if beside.exists() else "ho"
+
+
 def main() -> None:
-    run_loop(run())
+    run_main(run(), "embedded")
 
 
 if __name__ == "__main__":

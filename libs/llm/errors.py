@@ -1,7 +1,7 @@
 """Errors of libs.llm.
 
     LLMError                      something the LLM plumbing could not do
-    ├── LLMConfigError            a provider is not configured (no endpoint/key and no simulator); also ValueError
+    ├── LLMConfigError            a provider is not configured (no endpoint/key and no simulator); a ConfigError
     ├── CacheError                the idempotency cache failed; wraps redis.RedisError
     ├── GenerationInFlight        another delivery of the same request still holds its lease (redeliver later)
     └── ProviderResponseError     a 2xx answer that cannot be used
@@ -16,12 +16,14 @@ bugs propagate, so that the bus redelivers the message.
 
 from __future__ import annotations
 
+from libs.config import ConfigError
+
 
 class LLMError(Exception):
     pass
 
 
-class LLMConfigError(LLMError, ValueError):
+class LLMConfigError(LLMError, ConfigError):
     pass
 
 

@@ -3,12 +3,17 @@
 `serve` owns the lifecycle: telemetry and logging, the bus connection, the services' start hooks, the
 health server, and on SIGTERM/SIGINT the drain — readiness off, stop taking messages, let in-flight
 handlers finish, then the services' stop hooks.
+
+`run_main` is every entry point's outer shell: a configuration mistake (libs.config.ConfigError — a bad or
+missing setting, a port in use) ends the process with one line on stderr, `<name>: VARIABLE: problem`, and
+exit status 2, instead of a traceback an operator has to read (and that could quote a secret).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -16,7 +21,7 @@ import structlog
 import uvloop
 
 from libs.bus import create_bus
-from libs.config import CommonSettings
+from libs.config import CONFIG_EXIT_STATUS, CommonSettings, ConfigError, bind_error, load_settings
 from libs.runtime.health import HealthServer
 from libs.runtime.metrics_http import MetricsEndpoint
 from libs.runtime.service import Runtime, Service, ServiceFactory
@@ -36,14 +41,17 @@ async def serve(
     started: asyncio.Event | None = None,
 ) -> None:
     """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit."""
-    settings = settings or CommonSettings()
+    settings = settings or load_settings(CommonSettings)
     owns_telemetry = setup_telemetry(name)
     configure_logging(name)
     instrumented = instrument_libraries()
     # Before anything records a measurement: a reader attached later misses what came before it.
     metrics_endpoint = MetricsEndpoint() if settings.metrics_port is not None else None
     if metrics_endpoint is not None and settings.metrics_port is not None:
-        await metrics_endpoint.start(settings.metrics_port)
+        try:
+            await metrics_endpoint.start(settings.metrics_port)
+        except OSError as exc:
+            raise bind_error("METRICS_PORT", "0.0.0.0", settings.metrics_port, exc) from None
     bus = create_bus(settings.bus_url, namespace=settings.bus_namespace)
     await bus.connect()
     runtime = Runtime(bus=bus, settings=settings, resources=resources or {})
@@ -57,7 +65,10 @@ async def serve(
             services.append(service)
             health.checks.update({f"{service.name}.{k}": check for k, check in service.checks.items()})
             await service.start(runtime)
-        port = await health.start(settings.health_port)
+        try:
+            port = await health.start(settings.health_port, settings.health_host)
+        except OSError as exc:
+            raise bind_error("HEALTH_PORT", settings.health_host, settings.health_port, exc) from None
         log.info("service.started", services=[s.name for s in services], health_port=port, bus=bus.system)
         if started is not None:
             started.set()
@@ -92,12 +103,26 @@ async def _until_stopped(stop: asyncio.Event | None) -> None:
 def run_loop(main: Coroutine[Any, Any, None], event_loop: str | None = None) -> None:
     """Run `main` to completion on the event loop EVENT_LOOP names (default uvloop: the same asyncio API on
     libuv, which costs markedly less CPU per message in these services — see README, Performance)."""
-    if (event_loop or CommonSettings().event_loop) == "uvloop":
+    try:
+        chosen = event_loop or load_settings(CommonSettings).event_loop
+    except ConfigError:
+        main.close()  # never started: closing it spares a "never awaited" warning on stderr
+        raise
+    if chosen == "uvloop":
         uvloop.run(main)
     else:
         asyncio.run(main)
 
 
+def run_main(main: Coroutine[Any, Any, None], name: str) -> None:
+    """Run `main` (run_loop); a ConfigError ends the process with one line on stderr and exit status 2."""
+    try:
+        run_loop(main)
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(CONFIG_EXIT_STATUS) from None
+
+
 def main(factory: ServiceFactory, name: str) -> None:
     """Entry point of `python -m services.<name>`."""
-    run_loop(serve([factory], name=name))
+    run_main(serve([factory], name=name), name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from libs.bus import Bus, Handler
-from libs.config import CommonSettings
+from libs.config import CommonSettings, load_settings
 
 Check = Callable[[], Awaitable[None]]
 """A readiness check: returns when the dependency is usable, raises (with a reason) when not."""
@@ -32,13 +32,13 @@ class Runtime:
 
     def settings_as(self, cls: type[S], resource: str | None = None) -> S:
         """A service's own settings: those the runner put in `resources[resource]`, else the shared settings
-        when they are of that class, else read from the environment."""
+        when they are of that class, else read from the environment (a bad value: ConfigError)."""
         given = self.resources.get(resource) if resource else None
         if isinstance(given, cls):
             return given
         if isinstance(self.settings, cls):
             return self.settings
-        return cls()
+        return load_settings(cls)
 
 
 @dataclass

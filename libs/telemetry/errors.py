@@ -4,7 +4,8 @@
     └── TelemetryConfigError      a bad configuration value: an unknown name in OTEL_PROPAGATORS,
                                   OTEL_TRACES_EXPORTER or OTEL_METRICS_EXPORTER, an OTLP protocol we do
                                   not ship, a LOG_FORMAT or LOG_LEVEL we do not know, or a propagator
-                                  entry point that fails to load
+                                  entry point that fails to load (a libs.config.ConfigError: the
+                                  process ends with one line naming it)
 
 Configuration errors are raised at start-up (from `setup_telemetry`, `configure_propagators` or
 `configure_logging`) so a misconfigured service fails fast instead of silently losing its traces.
@@ -12,10 +13,12 @@ Failures of the OpenTelemetry SDK itself (an unreachable collector, a full expor
 the SDK logs them and drops data, which is what a service should do with telemetry.
 """
 
+from libs.config import ConfigError
+
 
 class TelemetryError(Exception):
     """Anything raised by libs.telemetry."""
 
 
-class TelemetryConfigError(TelemetryError, ValueError):
+class TelemetryConfigError(TelemetryError, ConfigError):
     """A telemetry or logging configuration value that cannot be honoured."""

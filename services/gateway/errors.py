@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from contracts.enums import ErrorType
 from contracts.messages import ErrorInfo, WorkflowView
+from libs.config import ConfigError
 from libs.telemetry import get_logger
 from services.gateway.schemas import ErrorInfoBody, ErrorResponse, FieldError, wait_metrics, wait_result
 
@@ -65,8 +66,8 @@ _HTTP_CODES: Mapping[int, str] = {
 _MAX_DETAILS = 10
 
 
-class GatewayConfigError(Exception):
-    """The gateway cannot start with this configuration (e.g. no GATEWAY_JWT_SECRET)."""
+class GatewayConfigError(ConfigError):
+    """The gateway cannot start with this configuration (e.g. no GATEWAY_JWT_SECRET): one line, exit 2."""
 
 
 class ApiError(Exception):

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from contracts.routing import GATEWAY
+from libs.config import bind_error
 from libs.flags import FlagStore, open_flag_client
 from libs.ratelimit import Rate, TokenBucket, open_token_bucket
 from libs.runtime import Runtime, Service
@@ -113,7 +114,12 @@ class Gateway:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise bind_error("GATEWAY_PORT", self.settings.gateway_host, self.settings.gateway_port, exc) from None
         sockets = getattr(site._server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.gateway_port
         self._runtime.resources[c.RESOURCE_GATEWAY_URL] = self.url
