@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from libs.config import CommonSettings, load_settings
+from libs.flags import MemoryFlagStore
+from libs.flags.constants import RESOURCE_FLAG_STORE
 from libs.runtime import ServiceFactory, run_main, serve
 from libs.simulators import LLMSimulator, PlatformSimulator
 from services.azure_worker.service import create as azure_worker
@@ -72,6 +74,10 @@ async def run(
     os.environ.setdefault("HEALTH_HOST", LOOPBACK)
     os.environ.setdefault("HEALTH_PORT", "0")
     resources = {} if resources is None else resources
+    if not os.environ.get("REDIS_URL"):
+        # One flag store for every service of this process: a switch flipped or an account paused through
+        # the gateway holds the router's and the of-sender's work too (with Redis they share the hash).
+        resources.setdefault(RESOURCE_FLAG_STORE, MemoryFlagStore())
     simulator: LLMSimulator | None = None
     if _needs_llm_simulator() and "llm_simulator_url" not in resources:
         simulator = LLMSimulator()

@@ -18,19 +18,22 @@ OF_LOOKUP_MAX_S=600                   a look-up failing for this long after the 
                                       approval dead-lettered) instead of being sent blindly
 OF_SENDER_KEY_PREFIX=ho:of:           Redis keys of the send log
 plus OF_ACCOUNT_LIMIT, OF_ACCOUNT_WINDOW_S, OF_RECIPIENT_MIN_INTERVAL_S, OF_SAFETY_MARGIN_S and the
-RATE_LIMITER_DOWN_* policy (libs.ratelimit.settings), shared with the rate-limiter.
+RATE_LIMITER_DOWN_* policy (libs.ratelimit.settings), shared with the rate-limiter, and the feature flags'
+HYBRID_ORCHESTRATOR_ENABLED and FLAGS_* (libs.flags.settings): the kill switch and the paused accounts hold
+sends (sender.py).
 """
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
+from libs.flags import FlagSettings
 from libs.ratelimit import DeliveryLimitSettings
 from libs.ratelimit.constants import SEND_LOG_PREFIX
 from services.of_sender.constants import DB_SCHEMA
 
 
-class OfSenderSettings(DeliveryLimitSettings):
+class OfSenderSettings(DeliveryLimitSettings, FlagSettings):
     onlyfans_api_url: str | None = Field(default=None, description="unset: the runner's platform simulator")
     onlyfans_api_token: SecretStr | None = Field(default=None)
     onlyfans_timeout_s: float = Field(default=10.0, gt=0)

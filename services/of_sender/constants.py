@@ -27,6 +27,13 @@ PURGE_BATCH: Final = 10_000
 # keeps the re-check from landing a hair before the slot frees up (clock resolution, rounding).
 RECHECK_SLACK_S: Final = 0.005
 
+# An approval held by the flags (kill switch off, account paused) asks again this long later, plus up to
+# HOLD_JITTER_S so that the held approvals of a campaign do not come back in lockstep. Short, so sending
+# resumes within about a second of the switch; each round costs one record write and one publish per held
+# delivery, which is what a longer period would save.
+HOLD_RECHECK_S: Final = 1.0
+HOLD_JITTER_S: Final = 0.25
+
 # A handling whose compare-and-set on the delivery's record lost reads the record again and goes on; each
 # loss means another handling moved the delivery, so more than a few in a row is a storm of copies, left
 # to the bus's redelivery backoff (the handler raises) rather than spun on here.

@@ -3,6 +3,10 @@
 asyncpg's errors leave this module as libs.storage.DatabaseError. The compare-and-set of `queue` and
 `sending` is the WHERE clause of one UPDATE: under READ COMMITTED a second UPDATE of the row waits for the
 first to commit and then re-checks its WHERE against the new row, so of two racing, one matches.
+
+The cancellation fence is part of the claim's WHERE too: `sending` matches no row of a workflow listed in
+cancelled_workflows. A cancel committed before the claim's statement began is seen by it; one committing
+while it runs is not — that request goes out and is reported as sent, which is the truth.
 """
 
 from __future__ import annotations
@@ -18,12 +22,19 @@ from contracts.messages import DeliveryApproved, ErrorInfo
 from libs.ratelimit import SentRecord
 from libs.storage.schema_store import SchemaStore
 from services.of_sender.constants import DB_SCHEMA, MIGRATIONS_DIR
-from services.of_sender.store import MessageRecord, MessageStatus, MessageStore, RecordChanged, to_ms
+from services.of_sender.store import (
+    MessageRecord,
+    MessageStatus,
+    MessageStore,
+    RecordChanged,
+    WorkflowCancelled,
+    to_ms,
+)
 
 _COLUMNS = (
     "delivery_id, workflow_id, account_id, recipient_id, status, attempts, max_retries, rate_limited,"
     " scheduled_for, held_since, attempted_at, sent_at, platform_message_id, last_error, bus_message_id,"
-    " requeued_from"
+    " requeued_from, paused_since"
 )
 
 # The compare of the compare-and-sets: still naming the approval the handler read, with as many attempts,
@@ -48,7 +59,8 @@ _QUEUE = f"""
 UPDATE onlyfans_messages SET status = CASE WHEN $10 THEN 'sending' ELSE 'queued' END,
     bus_message_id = $4, requeued_from = $5, scheduled_for = $6,
     last_error = COALESCE($7::jsonb, last_error), rate_limited = rate_limited + $8,
-    held_since = CASE WHEN $9 THEN COALESCE(held_since, now()) END, updated_at = now()
+    held_since = CASE WHEN $9 THEN COALESCE(held_since, now()) END,
+    paused_since = CASE WHEN $11 THEN COALESCE(paused_since, now()) END, updated_at = now()
 WHERE {_UNCHANGED}
 RETURNING {_COLUMNS}
 """
@@ -57,8 +69,9 @@ RETURNING {_COLUMNS}
 _SENDING = f"""
 WITH moved AS (
     UPDATE onlyfans_messages SET status = 'sending', attempts = attempts + 1, attempted_at = $5,
-        held_since = NULL, updated_at = now()
+        held_since = NULL, paused_since = NULL, updated_at = now()
     WHERE {_UNCHANGED}
+        AND NOT EXISTS (SELECT 1 FROM cancelled_workflows c WHERE c.workflow_id = onlyfans_messages.workflow_id)
     RETURNING {_COLUMNS}
 ), a AS (
     INSERT INTO onlyfans_send_attempts (token, delivery_id, account_id, recipient_id, checked_at)
@@ -77,6 +90,13 @@ _FAILED = f"""
 UPDATE onlyfans_messages SET status = 'failed', last_error = $2::jsonb, updated_at = now()
 WHERE delivery_id = $1
 RETURNING {_COLUMNS}
+"""
+
+_IS_CANCELLED = "SELECT EXISTS (SELECT 1 FROM cancelled_workflows WHERE workflow_id = $1)"
+
+_CANCEL = """
+INSERT INTO cancelled_workflows (workflow_id, account_id, cancelled_at) VALUES ($1, $2, $3)
+ON CONFLICT (workflow_id) DO NOTHING
 """
 
 _RECENT = """
@@ -110,6 +130,7 @@ def _record(row: asyncpg.Record) -> MessageRecord:
         platform_message_id=row["platform_message_id"],
         last_error=ErrorInfo.model_validate(error) if error is not None else None,
         requeued_from=row["requeued_from"],
+        paused_since=row["paused_since"],
     )
 
 
@@ -154,6 +175,7 @@ class PostgresMessageStore(SchemaStore, MessageStore):
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        paused: bool = False,
         unconfirmed: bool = False,
     ) -> MessageRecord:
         dumped = error.model_dump(mode="json") if error is not None else None
@@ -168,10 +190,27 @@ class PostgresMessageStore(SchemaStore, MessageStore):
             int(rate_limited),
             held,
             unconfirmed,
+            paused,
         )
 
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
-        return await self._compare_and_set("record send attempt", _SENDING, record, token, checked_at)
+        try:
+            return await self._compare_and_set("record send attempt", _SENDING, record, token, checked_at)
+        except RecordChanged:
+            # No row matched: the record moved, or the fence stopped it. A cancel is never undone, so if the
+            # workflow is cancelled now, that is the answer either way (nothing may be sent).
+            if record.workflow_id is not None and await self.is_cancelled(record.workflow_id):
+                raise WorkflowCancelled(f"workflow {record.workflow_id} is cancelled") from None
+            raise
+
+    async def cancel(self, workflow_id: uuid.UUID, account_id: str, cancelled_at: datetime) -> bool:
+        async with self._connection("record cancelled workflow") as conn:
+            status: str = await conn.execute(_CANCEL, workflow_id, account_id, cancelled_at)
+        return status.endswith(" 1")
+
+    async def is_cancelled(self, workflow_id: uuid.UUID) -> bool:
+        async with self._connection("read cancelled workflow") as conn:
+            return bool(await conn.fetchval(_IS_CANCELLED, workflow_id))
 
     async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord:
         return await self._one("mark sent", _SENT, delivery_id, platform_message_id, sent_at)

@@ -36,7 +36,7 @@ connection or SQS visibility lapsed may still be running while its message is re
 - one approval owns a delivery: the record names it (`bus_message_id`: the first approval, then each
   re-published one). Any other approval is stale — superseded by a re-queue — and is acknowledged and
   dropped (`delivery.stale_approval`), never sent; the one exception is the approval that made the
-  re-queue (`requeued_from`), which may only re-publish it (see `_requeue` for why);
+  re-queue (`requeued_from`), which may only re-publish it (see publish.Publisher.requeue for why);
 - the record's moves are compare-and-set on what the handler read (store.py): of two handlings racing —
   two copies of the owning approval, or an owner and a re-publishing predecessor — one records the attempt
   or the re-queue, and the other reads the record again and goes on from what it says now (usually: the
@@ -44,23 +44,40 @@ connection or SQS visibility lapsed may still be running while its message is re
 
 A redelivered approval of a finished delivery only repeats its report. The router dedupes reports by
 delivery state.
+
+Stopping (the feature flags, libs.flags): while the kill switch is off — stored, or HYBRID_ORCHESTRATOR_ENABLED
+=false in this process's environment — or the delivery's account is paused, an approval is not sent: it is
+re-queued HOLD_RECHECK_S later, spending no attempt and no retry, until the flags let it go (the router
+hears of the hold once). It is asked twice, no I/O either time: before the last check, and again right
+before the attempt is claimed, so a switch flipped during the check stops the send too. A resumed approval
+goes through the last check on actual send times like any other, however late its slot.
+
+Cancelling: a workflow.cancelled is recorded (store.cancel); from then on the claim of an attempt refuses
+its deliveries (store.sending raises WorkflowCancelled) and the approval is dropped without a report (the
+router marked the deliveries cancelled). A request that went out before the cancel was recorded is
+reported as usual.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from datetime import timedelta
 
 from contracts import Envelope, Message
 from contracts.enums import ErrorType
-from contracts.messages import DeliveryApproved, DeliveryCompleted, DeliveryFailed, DeliveryScheduled, ErrorInfo
+from contracts.messages import (
+    DeliveryApproved,
+    ErrorInfo,
+    WorkflowCancelled,
+)
 from libs.bus import Bus, Handler, Reject
+from libs.flags import FlagClient
 from libs.ratelimit import Check, DownPolicy, LimiterUnavailable, SendLog
 from libs.telemetry import get_logger, get_metrics
 from services.of_sender.config import OfSenderSettings
-from services.of_sender.constants import MAX_RECORD_CONFLICTS, RECHECK_SLACK_S
+from services.of_sender.constants import HOLD_JITTER_S, HOLD_RECHECK_S, MAX_RECORD_CONFLICTS, RECHECK_SLACK_S
 from services.of_sender.platform import Platform, Sent, Unknown
+from services.of_sender.publish import Publisher
 from services.of_sender.store import (
     FINAL,
     MessageRecord,
@@ -70,6 +87,7 @@ from services.of_sender.store import (
     from_ms,
     utcnow,
 )
+from services.of_sender.store import WorkflowCancelled as Fenced
 
 log = get_logger(__name__)
 
@@ -84,8 +102,11 @@ class Sender:
         settings: OfSenderSettings,
         *,
         bypass_log: SendLog,
+        flags: FlagClient,
     ) -> None:
         self.bus = bus
+        self.out = Publisher(bus, store)
+        self.flags = flags
         self.store = store
         self.send_log = send_log
         self.bypass_log = bypass_log
@@ -96,7 +117,14 @@ class Sender:
         self._bypassed: set[str] = set()
 
     def handlers(self) -> dict[str, Handler]:
-        return {DeliveryApproved.TYPE: self.on_approved}
+        return {DeliveryApproved.TYPE: self.on_approved, WorkflowCancelled.TYPE: self.on_cancelled}
+
+    async def on_cancelled(self, envelope: Envelope) -> Message | None:
+        cancelled = envelope.payload
+        assert isinstance(cancelled, WorkflowCancelled)
+        new = await self.store.cancel(cancelled.workflow_id, cancelled.account_id, cancelled.cancelled_at)
+        log.info("workflow.cancel_recorded", workflow_id=str(cancelled.workflow_id), new=new)
+        return None
 
     async def on_approved(self, envelope: Envelope) -> Message | None:
         approval = envelope.payload
@@ -118,7 +146,7 @@ class Sender:
         assert isinstance(approval, DeliveryApproved)
         if record.bus_message_id != envelope.id:
             if record.requeued_from == envelope.id and record.status not in FINAL:
-                await self._reissue(envelope, record)
+                await self.out.reissue(envelope, record)
                 return
             log.warning(
                 "delivery.stale_approval",
@@ -130,7 +158,9 @@ class Sender:
             return
         if record.status in FINAL:
             log.info("delivery.duplicate_approval", status=record.status.value)
-            await self._report_final(envelope, record)
+            await self.out.report_final(envelope, record)
+            return
+        if await self._held(envelope, record):
             return
         if record.status is MessageStatus.SENDING and not await self._reconcile(envelope, record):
             return
@@ -143,20 +173,59 @@ class Sender:
             return
         if not check.allowed:
             get_metrics().record_throttle(scope="last_check")
-            await self._requeue(envelope, record, delay_s=check.wait_s + RECHECK_SLACK_S)
+            await self.out.requeue(envelope, record, delay_s=check.wait_s + RECHECK_SLACK_S)
             return
-        record = await self.store.sending(record, token, from_ms(check.now_ms))
+        await self._send(envelope, record, token, check)
+
+    async def _send(self, envelope: Envelope, record: MessageRecord, token: str, check: Check) -> None:
+        """The last check passed: claim the attempt, make the request, act on its outcome."""
+        approval = envelope.payload
+        assert isinstance(approval, DeliveryApproved)
+        # Asked again after the check (no I/O): a switch flipped while it ran still stops this send. The
+        # check's entry stays in the send log, counted as a send that never happened — on the safe side.
+        if await self._held(envelope, record):
+            return
+        try:
+            record = await self.store.sending(record, token, from_ms(check.now_ms))
+        except Fenced:
+            log.info("delivery.cancelled", delivery_id=str(record.delivery_id), workflow_id=str(record.workflow_id))
+            return
         outcome = await self.platform.send(
             approval.account_id, approval.recipient_id, approval.text, idempotency_key=str(approval.delivery_id)
         )
         if isinstance(outcome, Sent):
             record = await self.store.sent(record.delivery_id, outcome.platform_message_id, from_ms(check.now_ms))
             log.info("delivery.sent", attempts=record.attempts, delivery_id=str(record.delivery_id))
-            await self._report_final(envelope, record)
+            await self.out.report_final(envelope, record)
         elif isinstance(outcome, Unknown):
             await self._outcome_unknown(envelope, record, outcome.error)
         else:
             await self._after_failure(envelope, record, outcome.error)
+
+    # --- the flags ----------------------------------------------------------------------------------------
+
+    async def _held(self, envelope: Envelope, record: MessageRecord) -> bool:
+        """True when the flags hold the delivery (kill switch off, account paused): re-queued to ask again
+        soon, its state, attempts and retries as they were; the router hears of it when the hold begins."""
+        reason = self.flags.held(record.account_id)
+        if reason is None:
+            return False
+        if record.workflow_id is not None and await self.store.is_cancelled(record.workflow_id):
+            # Dropped now rather than re-queued every second for as long as the hold lasts.
+            log.info("delivery.cancelled", delivery_id=str(record.delivery_id), workflow_id=str(record.workflow_id))
+            return True
+        first = record.paused_since is None
+        if first:  # not at every round: a held campaign would log each delivery every second
+            log.info("delivery.held", reason=reason, delivery_id=str(record.delivery_id))
+        await self.out.requeue(
+            envelope,
+            record,
+            delay_s=HOLD_RECHECK_S + random.uniform(0, HOLD_JITTER_S),
+            paused=True,
+            unconfirmed=record.status is MessageStatus.SENDING,
+            report=first,
+        )
+        return True
 
     # --- the last check ----------------------------------------------------------------------------------
 
@@ -191,7 +260,7 @@ class Sender:
         if held_s >= settings.rate_limiter_down_max_hold_s:
             message = f"the send log (Redis) was unreachable for {held_s:.0f}s, delivery given up: {exc}"
             error = ErrorInfo(type=ErrorType.PROVIDER_UNAVAILABLE, message=message, retryable=False)
-            await self._fail(envelope, record, error)
+            await self.out.fail(envelope, record, error)
             return None
         log.warning("send_log.unavailable", policy="hold", reason=str(exc), held_s=round(held_s, 1))
         error = ErrorInfo(
@@ -201,7 +270,7 @@ class Sender:
             retry_after_s=settings.rate_limiter_down_retry_s,
         )
         # The router hears of the hold once, not at every re-check.
-        await self._requeue(
+        await self.out.requeue(
             envelope,
             record,
             delay_s=settings.rate_limiter_down_retry_s,
@@ -220,26 +289,26 @@ class Sender:
             # OF_RATE_LIMITED_MAX_RETRIES more do too, the next one fails the delivery.
             if record.rate_limited > settings.of_rate_limited_max_retries:
                 message = f"{error.message}; already re-queued {record.rate_limited} times"
-                await self._fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
+                await self.out.fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
                 return
             delay = max(settings.of_rate_limited_delay_s, error.retry_after_s or 0.0)
             log.warning("delivery.rate_limited", delay_s=delay, retry_after_s=error.retry_after_s)
-            await self._requeue(envelope, record, delay_s=delay, error=error, rate_limited=True)
+            await self.out.requeue(envelope, record, delay_s=delay, error=error, rate_limited=True)
             return
         if not error.retryable:
-            await self._fail(envelope, record, error)
+            await self.out.fail(envelope, record, error)
             return
         await self._fail_if_spent(envelope, record, error)
         delay = max(self._backoff(record.failures), error.retry_after_s or 0.0)
         log.warning("delivery.retry", attempt=record.attempts, delay_s=round(delay, 3), status=error.status_code)
-        await self._requeue(envelope, record, delay_s=delay, error=error)
+        await self.out.requeue(envelope, record, delay_s=delay, error=error)
 
     async def _fail_if_spent(self, envelope: Envelope, record: MessageRecord, error: ErrorInfo) -> None:
         """Past OF_MAX_RETRIES failed attempts: fail the delivery and dead-letter its approval (raises Reject)."""
         if record.failures <= record.max_retries:
             return
         message = f"{error.message}; gave up after {record.attempts} attempts"
-        await self._fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
+        await self.out.fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
         raise Reject(f"delivery {record.delivery_id} failed after {record.attempts} attempts: {error.message}")
 
     def _backoff(self, failures: int) -> float:
@@ -253,7 +322,7 @@ class Sender:
         """The platform may have taken the message: re-queued as `sending`, to be looked up, not resent."""
         delay = max(self._backoff(record.failures), self._lookup_wait_s(record))
         log.warning("delivery.outcome_unknown", attempt=record.attempts, delay_s=round(delay, 3), reason=error.message)
-        await self._requeue(envelope, record, delay_s=delay, error=error, unconfirmed=True)
+        await self.out.requeue(envelope, record, delay_s=delay, error=error, unconfirmed=True)
 
     async def _reconcile(self, envelope: Envelope, record: MessageRecord) -> bool:
         """Look a delivery found `sending` up on the platform. True when its message is not there and may be
@@ -262,7 +331,7 @@ class Sender:
         assert isinstance(approval, DeliveryApproved)
         early_s = self._lookup_wait_s(record)
         if early_s > 0:  # the request may still be on its way: a look-up now could miss it
-            await self._requeue(envelope, record, delay_s=early_s, unconfirmed=True, report=False)
+            await self.out.requeue(envelope, record, delay_s=early_s, unconfirmed=True, report=False)
             return False
         found = await self.platform.lookup(approval.account_id, str(approval.delivery_id))
         if isinstance(found, Unknown):
@@ -274,7 +343,7 @@ class Sender:
                 record.delivery_id, found.platform_message_id, record.attempted_at or utcnow()
             )
             log.info("delivery.reconciled", found=True, attempts=record.attempts, delivery_id=delivery_id)
-            await self._report_final(envelope, record)
+            await self.out.report_final(envelope, record)
             return False
         log.info("delivery.reconciled", found=False, attempts=record.attempts, delivery_id=delivery_id)
         lost = ErrorInfo(
@@ -290,11 +359,11 @@ class Sender:
         unknown_s = (utcnow() - record.attempted_at).total_seconds() if record.attempted_at else 0.0
         if unknown_s >= self.settings.of_lookup_max_s:
             message = f"outcome unknown for {unknown_s:.0f}s (it may have arrived), look-up failing: {error.message}"
-            await self._fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
+            await self.out.fail(envelope, record, error.model_copy(update={"retryable": False, "message": message}))
             raise Reject(f"delivery {record.delivery_id}: {message}")
         delay = self._backoff(max(record.failures, 1))
         log.warning("delivery.lookup_failed", delay_s=round(delay, 3), status=error.status_code, reason=error.message)
-        await self._requeue(envelope, record, delay_s=delay, error=error, unconfirmed=True)
+        await self.out.requeue(envelope, record, delay_s=delay, error=error, unconfirmed=True)
 
     def _lookup_wait_s(self, record: MessageRecord) -> float:
         """How long until the last request is OF_LOOKUP_DELAY_S old (assumption 3 in platform.py)."""
@@ -302,94 +371,3 @@ class Sender:
             return 0.0
         age_s = (utcnow() - record.attempted_at).total_seconds()
         return max(0.0, self.settings.of_lookup_delay_s - age_s)
-
-    # --- publishing --------------------------------------------------------------------------------------
-
-    async def _requeue(
-        self,
-        envelope: Envelope,
-        record: MessageRecord,
-        *,
-        delay_s: float,
-        error: ErrorInfo | None = None,
-        rate_limited: bool = False,
-        held: bool = False,
-        unconfirmed: bool = False,
-        report: bool = True,
-    ) -> None:
-        """Publish the approval again, `delay_s` from now, and (when `report`) tell the router the new time.
-        `unconfirmed`: the last request's outcome is unknown, so the delivery stays `sending`.
-
-        Recorded first, then published. The record's compare-and-set is the decision: only the handling
-        whose write lands re-queues (a racing one gets RecordChanged before it publishes anything), and from
-        then on only the new approval owns the delivery. The other order cannot work: a re-published
-        approval due at once could be handled before its record says it owns the delivery — dropped as
-        stale, and the delivery stranded when this approval is then acknowledged.
-
-        A crash between the write and the publish leaves the record naming an approval that was never
-        published, and this one unacknowledged: the bus redelivers it, and `_reissue` (it is the record's
-        `requeued_from`) publishes the re-queue again. A crash after the publish, before the ack, makes the
-        same redelivery while the new approval is also on its way: `_reissue` then replaces it if it has not
-        moved the delivery yet (it arrives stale), and is stale itself otherwise. Never two owners, never
-        none."""
-        approval = envelope.payload
-        assert isinstance(approval, DeliveryApproved)
-        slot = utcnow() + timedelta(seconds=delay_s)
-        moved = envelope.child(approval.model_copy(update={"slot_at": slot}), attempt=envelope.attempt + 1)
-        await self.store.queue(
-            record,
-            bus_message_id=moved.id,
-            requeued_from=envelope.id,
-            scheduled_for=slot,
-            error=error,
-            rate_limited=rate_limited,
-            held=held,
-            unconfirmed=unconfirmed,
-        )
-        await self.bus.publish(moved, delay=delay_s)
-        if report:
-            scheduled = DeliveryScheduled(
-                delivery_id=approval.delivery_id, recipient_id=approval.recipient_id, slot_at=slot, error=error
-            )
-            await self.bus.publish(envelope.child(scheduled))
-
-    async def _reissue(self, envelope: Envelope, record: MessageRecord) -> None:
-        """This approval re-queued the delivery but was redelivered (its handler died before the ack), so
-        the re-published approval may never have left: publish a new one for the same slot, owning the
-        delivery in its place — unless the record moved since (RecordChanged: this one is then stale)."""
-        approval = envelope.payload
-        assert isinstance(approval, DeliveryApproved)
-        slot = record.scheduled_for or utcnow()
-        moved = envelope.child(approval.model_copy(update={"slot_at": slot}), attempt=envelope.attempt + 1)
-        await self.store.queue(
-            record,
-            bus_message_id=moved.id,
-            requeued_from=envelope.id,
-            scheduled_for=slot,
-            held=record.held_since is not None,
-            unconfirmed=record.status is MessageStatus.SENDING,
-        )
-        log.info("delivery.requeue_reissued", delivery_id=str(record.delivery_id), replaced=str(record.bus_message_id))
-        await self.bus.publish(moved, delay=max(0.0, (slot - utcnow()).total_seconds()))
-
-    async def _fail(self, envelope: Envelope, record: MessageRecord, error: ErrorInfo) -> None:
-        record = await self.store.failed(record.delivery_id, error)
-        log.warning("delivery.failed", error_type=error.type.value, status=error.status_code, attempts=record.attempts)
-        await self._report_final(envelope, record)
-
-    async def _report_final(self, envelope: Envelope, record: MessageRecord) -> None:
-        payload: Message
-        if record.status is MessageStatus.SENT:
-            assert record.sent_at is not None
-            payload = DeliveryCompleted(
-                delivery_id=record.delivery_id,
-                recipient_id=record.recipient_id,
-                platform_message_id=record.platform_message_id or "",
-                sent_at=record.sent_at,
-            )
-        else:
-            error = record.last_error or ErrorInfo(
-                type=ErrorType.ONLYFANS_API_ERROR, message="delivery failed", retryable=False
-            )
-            payload = DeliveryFailed(delivery_id=record.delivery_id, recipient_id=record.recipient_id, error=error)
-        await self.bus.publish(envelope.child(payload))

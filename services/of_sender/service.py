@@ -5,6 +5,9 @@ The platform is a `Platform` handed in as `runtime.resources[PLATFORM_RESOURCE]`
 a test double), else the HTTP client on ONLYFANS_API_URL; without it, on the platform simulator the runner
 passed in `runtime.resources["platform_simulator_url"]` (the embedded mode); with none of them, `create`
 raises PlatformConfigError.
+
+The feature flags (libs.flags) come from Redis when REDIS_URL is set, else from this process, unless
+`runtime.resources["flag_store"]` gives the store every service of the process shares (the embedded mode).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import contextlib
 from typing import Any
 
 from contracts.routing import OF_SENDER
+from libs.flags import FlagStore, open_flag_client
+from libs.flags.constants import RESOURCE_FLAG_STORE
 from libs.ratelimit import MemorySendLog, open_send_log
 from libs.runtime import Runtime, Service
 from libs.runtime.periodic import in_batches_forever
@@ -69,7 +74,9 @@ async def create(runtime: Runtime) -> Service:
         platform = PlatformClient(url, token, timeout_s=settings.onlyfans_timeout_s)
     send_log = open_send_log(settings.redis_url, settings.limits(), prefix=settings.of_sender_key_prefix)
     bypass_log = MemorySendLog(settings.bypass_limits())
-    sender = Sender(runtime.bus, store, send_log, platform, settings, bypass_log=bypass_log)
+    shared = runtime.resources.get(RESOURCE_FLAG_STORE)
+    flags = open_flag_client(settings, store=shared if isinstance(shared, FlagStore) else None)
+    sender = Sender(runtime.bus, store, send_log, platform, settings, bypass_log=bypass_log, flags=flags)
     limits = settings.limits()
     log.info(
         "of_sender.configured",
@@ -86,6 +93,7 @@ async def create(runtime: Runtime) -> Service:
     async def start() -> None:
         await store.start()
         await platform.start()
+        await flags.start()  # before consuming: the first approval already sees the stored flags
 
         async def purge_attempts() -> int:  # send attempts older than the retention
             return await store.purge_attempts(ATTEMPT_RETENTION_S, PURGE_BATCH)
@@ -98,6 +106,7 @@ async def create(runtime: Runtime) -> Service:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await flags.stop()
         await platform.close()
         await send_log.close()
         await store.close()

@@ -10,6 +10,10 @@ one. `queue` and `sending` are compare-and-set on what the handler read — the 
 number of attempts, not finished — and raise RecordChanged when another handling got there first, so that
 of two approvals handled at once (a stale one, or two copies of one) at most one re-queues or sends.
 `sent` and `failed` are not conditional: they record what the platform answered, or a verdict on it.
+
+The cancellation fence: `cancel` records a cancelled workflow, and `sending` — the claim every request
+needs — refuses a delivery of a cancelled workflow with WorkflowCancelled, in the same statement, so a
+cancel recorded before the claim is never followed by a request.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class RecordChanged(Exception):
     attempt or finished it): the compare-and-set was not applied; read the record again."""
 
 
+class WorkflowCancelled(Exception):
+    """The delivery's workflow is cancelled: no attempt was recorded, and none may be sent."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -69,6 +77,7 @@ class MessageRecord:
     rate_limited: int = 0
     scheduled_for: datetime | None = None
     held_since: datetime | None = None
+    paused_since: datetime | None = None  # held by the kill switch or the account's pause (flags)
     attempted_at: datetime | None = None
     sent_at: datetime | None = None
     platform_message_id: str | None = None
@@ -112,19 +121,29 @@ class MessageStore(Store):
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        paused: bool = False,
         unconfirmed: bool = False,
     ) -> MessageRecord:
         """Re-queued by approval `requeued_from` as approval `bus_message_id`, from now on the only one
         allowed to move the delivery — if the record is still as `record` was read (else RecordChanged).
         Waiting for `scheduled_for`: a 429 counts in `rate_limited`; `held` starts (or continues) the time
-        held while the limiter is unreachable; `error`, when given, becomes the last error; `unconfirmed`
+        held while the limiter is unreachable; `paused` starts (or continues) the time held by the flags
+        (kill switch off, account paused); `error`, when given, becomes the last error; `unconfirmed`
         (the last request's outcome is unknown) keeps the status `sending` instead of `queued`, so that the
         next try looks the message up first."""
 
     @abstractmethod
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
         """The last check passed at `checked_at`: record the attempt (durably) before the request goes out —
-        if the record is still as `record` was read (else RecordChanged, and no attempt is recorded)."""
+        if the record is still as `record` was read (else RecordChanged, and no attempt is recorded) and
+        its workflow is not cancelled (else WorkflowCancelled, and no attempt is recorded)."""
+
+    @abstractmethod
+    async def cancel(self, workflow_id: uuid.UUID, account_id: str, cancelled_at: datetime) -> bool:
+        """Record the workflow as cancelled (durably); False when it already was."""
+
+    @abstractmethod
+    async def is_cancelled(self, workflow_id: uuid.UUID) -> bool: ...
 
     @abstractmethod
     async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord: ...
@@ -147,6 +166,7 @@ class MemoryMessageStore(MessageStore):
     def __init__(self) -> None:
         self._records: dict[uuid.UUID, MessageRecord] = {}
         self._attempts: dict[str, tuple[str, SentRecord]] = {}  # token -> (account, attempt)
+        self._cancelled: set[uuid.UUID] = set()
 
     def get(self, delivery_id: uuid.UUID) -> MessageRecord | None:
         return self._records.get(delivery_id)
@@ -180,6 +200,7 @@ class MemoryMessageStore(MessageStore):
         error: ErrorInfo | None = None,
         rate_limited: bool = False,
         held: bool = False,
+        paused: bool = False,
         unconfirmed: bool = False,
     ) -> MessageRecord:
         current = self._unchanged(record)
@@ -192,10 +213,13 @@ class MemoryMessageStore(MessageStore):
             last_error=error or current.last_error,
             rate_limited=current.rate_limited + int(rate_limited),
             held_since=(current.held_since or utcnow()) if held else None,
+            paused_since=(current.paused_since or utcnow()) if paused else None,
         )
 
     async def sending(self, record: MessageRecord, token: str, checked_at: datetime) -> MessageRecord:
         current = self._unchanged(record)
+        if current.workflow_id in self._cancelled:
+            raise WorkflowCancelled(f"workflow {current.workflow_id} is cancelled")
         self._attempts[token] = (record.account_id, SentRecord(token, record.recipient_id, to_ms(checked_at)))
         return self._update(
             record.delivery_id,
@@ -203,7 +227,17 @@ class MemoryMessageStore(MessageStore):
             attempts=current.attempts + 1,
             attempted_at=checked_at,
             held_since=None,
+            paused_since=None,
         )
+
+    async def cancel(self, workflow_id: uuid.UUID, account_id: str, cancelled_at: datetime) -> bool:
+        if workflow_id in self._cancelled:
+            return False
+        self._cancelled.add(workflow_id)
+        return True
+
+    async def is_cancelled(self, workflow_id: uuid.UUID) -> bool:
+        return workflow_id in self._cancelled
 
     async def sent(self, delivery_id: uuid.UUID, platform_message_id: str, sent_at: datetime) -> MessageRecord:
         return self._update(

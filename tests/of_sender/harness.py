@@ -16,6 +16,8 @@ from contracts.messages import DeliveryApproved, DeliveryCompleted, DeliveryFail
 from contracts.routing import ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
+from libs.flags import FlagStore
+from libs.flags.constants import RESOURCE_FLAG_STORE
 from libs.runtime import Runtime, Service
 from libs.simulators import PlatformLimits, PlatformSimulator
 from services.of_sender.config import OfSenderSettings
@@ -97,11 +99,15 @@ class SenderHarness:
         settings: OfSenderSettings,
         store: MessageStore | None = None,
         bus: MemoryBus | None = None,
+        flag_store: FlagStore | None = None,
     ) -> SenderHarness:
         bus = bus or MemoryBus(policy=FAST_REDELIVERY)
         store = store or MemoryMessageStore()
         settings = settings.model_copy(update={"onlyfans_api_url": sim.url})
-        runtime = Runtime(bus=bus, settings=settings, resources={STORE_RESOURCE: store})
+        resources: dict[str, Any] = {STORE_RESOURCE: store}
+        if flag_store is not None:  # the flags a test flips (libs.flags), as the embedded mode shares them
+            resources[RESOURCE_FLAG_STORE] = flag_store
+        runtime = Runtime(bus=bus, settings=settings, resources=resources)
         service = await create(runtime)
         await service.start(runtime)
         sink = RouterSink(bus)
