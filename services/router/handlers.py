@@ -17,6 +17,7 @@ handled message id and its outbox in one write, then publish the outbox.
                            → the delivery's row and the workflow's counters in one store write; then, when
                              the counters say every delivery is finished, the workflow settles
     delivery.list.query    → DeliveryListReply: a keyset page of a workflow's deliveries (queries.py)
+    workflow.list.query    → WorkflowListReply: a keyset page of the requester's workflows (queries.py)
     workflow.cancel / workflow.retry
                            → an operator's cancel, or the retry of a failed workflow (control.py)
 
@@ -55,6 +56,7 @@ from contracts.messages import (
     WorkflowAccepted,
     WorkflowCancelRequest,
     WorkflowFanout,
+    WorkflowListQuery,
     WorkflowRequested,
     WorkflowRetryRequest,
     WorkflowStatusQuery,
@@ -135,6 +137,7 @@ class Router:
             WorkflowFanout.TYPE: self.on_fanout,
             WorkflowStatusQuery.TYPE: self.queries.on_status_query,
             DeliveryListQuery.TYPE: self.queries.on_delivery_list,
+            WorkflowListQuery.TYPE: self.queries.on_list,
             WorkflowCancelRequest.TYPE: self.control.on_cancel,
             WorkflowRetryRequest.TYPE: self.control.on_retry,
             BudgetStatus.TYPE: self.on_budget_status,

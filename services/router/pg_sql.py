@@ -7,6 +7,10 @@ workflow's row and its delivery rows locks the workflow row first, so they never
 
 from __future__ import annotations
 
+from typing import Any
+
+from services.router.listing import WorkflowFilter
+
 # Written by a create; the counters after them only by per-delivery writes (and a closing save's `failed`
 # or a cancelling save's `cancelled`).
 COLUMNS = (
@@ -149,3 +153,83 @@ DELETE FROM processed_messages WHERE message_id IN (
     SELECT message_id FROM processed_messages WHERE processed_at < $1 LIMIT $2
 )
 """
+
+# --- the workflow list (listing.py) ---------------------------------------------------------------------
+# Composed per request from the fragments below, each naming only the parameters it uses, so the planner
+# sees which filters are there and picks the index that serves them. Each part ("branch") of the visibility
+# rule is an ordered, keyset-bounded scan of one index, LIMITed on its own:
+#   everyone's (an admin)                 hybrid_workflows_created         (created_at DESC, workflow_id DESC)
+#   the requester's own                   hybrid_workflows_user_created    (user_id, created_at DESC, …)
+#   per account of their token: sent      hybrid_workflows_account_created (account_id, created_at DESC, …)
+#   from it, and by its own user without  hybrid_workflows_user_created
+#   an account (LATERAL over the accounts: one ordered scan each, not `= ANY`, whose rows come unordered
+#   and which the planner answered with a walk of the whole created index, filtering)
+# The branches are disjoint (UNION ALL, no de-duplication); the outer ORDER BY … LIMIT takes the page from
+# at most `limit` rows of each scan. The `account_id` filter is on sends_as = COALESCE(account_id, user_id),
+# written as its two index-friendly halves (account_id = x; account_id IS NULL AND user_id = x): no index
+# serves the COALESCE. The page's start is a row comparison on (created_at, workflow_id), an index condition:
+# page 1000 costs what page 1 does (no OFFSET).
+LIST_ORDER = "ORDER BY created_at DESC, workflow_id DESC"
+LIST_BRANCH = f"(SELECT {READ} FROM hybrid_workflows WHERE {{where}} {LIST_ORDER} LIMIT {{limit}})"
+LIST_PER_ACCOUNT = "(SELECT page.* FROM unnest({accounts}) AS a (id) CROSS JOIN LATERAL {branch} AS page)"
+LIST_UNION = f"SELECT * FROM ({{branches}}) AS page {LIST_ORDER} LIMIT {{limit}}"
+
+
+class _Args:
+    """The parameters of a composed statement: each value bound once, referenced as $n::type."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any, cast: str) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}::{cast}"
+
+
+def list_workflows(where: WorkflowFilter, limit: int) -> tuple[str, list[Any]]:
+    """The statement and parameters of one page of the workflow list."""
+    args = _Args()
+    common: list[str] = []
+    if where.status is not None:
+        common.append(f"status = {args(where.status.value, 'text')}")
+    if where.intent_type is not None:
+        common.append(f"intent->>'type' = {args(where.intent_type.value, 'text')}")
+    if where.created_from is not None:
+        common.append(f"created_at >= {args(where.created_from, 'timestamptz')}")
+    if where.created_to is not None:
+        common.append(f"created_at < {args(where.created_to, 'timestamptz')}")
+    if where.after is not None:
+        after_at, after_id = args(where.after.created_at, "timestamptz"), args(where.after.workflow_id, "uuid")
+        common.append(f"(created_at, workflow_id) < ({after_at}, {after_id})")
+    branches, accounts = _visible_branches(where, args)
+    page = args(limit, "integer")
+    parts = []
+    for branch, per_account in branches:
+        part = LIST_BRANCH.format(where=" AND ".join([*branch, *common]) or "TRUE", limit=page)
+        parts.append(LIST_PER_ACCOUNT.format(accounts=accounts, branch=part) if per_account else part)
+    if len(parts) == 1:
+        return parts[0][1:-1], args.values
+    return LIST_UNION.format(branches=" UNION ALL ".join(parts), limit=page), args.values
+
+
+def _visible_branches(where: WorkflowFilter, args: _Args) -> tuple[list[tuple[list[str], bool]], str]:
+    """The disjoint parts of "visible to the requester (and sent from where.account_id)", each a conjunction
+    one index serves (True: once per account of the requester's, `a.id`); and the accounts' parameter."""
+    if where.account_id is not None:
+        account = args(where.account_id, "text")
+        branches = [[f"account_id = {account}"], ["account_id IS NULL", f"user_id = {account}"]]
+        if not where.is_admin and where.account_id not in where.accounts:
+            me = args(where.user_id, "text")  # not their account: only what they started themselves
+            branches = [[*branch, f"user_id = {me}"] for branch in branches]
+        return [(branch, False) for branch in branches], ""
+    if where.is_admin:
+        return [([], False)], ""
+    me = args(where.user_id, "text")
+    if not where.accounts:
+        return [([f"user_id = {me}"], False)], ""
+    accounts = args(list(where.accounts), "text[]")
+    return [
+        ([f"user_id = {me}"], False),
+        (["account_id = a.id", f"user_id <> {me}"], True),
+        (["account_id IS NULL", "user_id = a.id", f"user_id <> {me}"], True),
+    ], accounts

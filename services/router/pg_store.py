@@ -23,6 +23,7 @@ from libs.storage.schema_store import SchemaStore
 from services.router import pg_sql as sql
 from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR
 from services.router.delivery import Report, TextUpdate
+from services.router.listing import WorkflowFilter
 from services.router.outbox import Outgoing
 from services.router.state import Change, DeliveryRow, Event, Tally, Workflow
 from services.router.store import BudgetRecord, Counted, Loaded, WorkflowStore
@@ -244,6 +245,12 @@ class PostgresStore(SchemaStore, WorkflowStore):
             )
             for row in rows
         ]
+
+    async def list_workflows(self, where: WorkflowFilter, limit: int) -> list[Workflow]:
+        statement, args = sql.list_workflows(where, limit)
+        async with self._connection("list workflows") as conn:
+            rows = await conn.fetch(statement, *args)
+        return [_workflow(row) for row in rows]
 
     async def deliveries(
         self, workflow_id: uuid.UUID, *, after_seq: int | None, limit: int, status: DeliveryState | None = None

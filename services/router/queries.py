@@ -1,7 +1,8 @@
 """The router's read side: status queries (answered at once, or — `wait_s`, the gateway's ?wait=true — when
 the workflow is terminal: `finished` is told by the write side, and a re-read every STATUS_WAIT_RECHECK_S
-finds what another replica finished) and pages of a workflow's deliveries. A user sees only their own
-workflows; someone else's is reported as not found.
+finds what another replica finished), pages of a workflow's deliveries, and pages of the workflow list
+(listing.py says who sees which). A user sees only their own workflows; someone else's is reported as not
+found.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from contracts import Envelope, Message
 from contracts.messages import (
     DeliveryListQuery,
     DeliveryListReply,
+    WorkflowListQuery,
+    WorkflowListReply,
     WorkflowStatusQuery,
     WorkflowStatusReply,
     WorkflowView,
@@ -23,6 +26,7 @@ from contracts.messages import (
 from libs.bus import Bus, ReplyAddress, reply_address
 from libs.telemetry import get_logger
 from services.router.constants import STATUS_DELIVERIES_LISTED, STATUS_WAIT_MAX_S, STATUS_WAIT_RECHECK_S
+from services.router.listing import InvalidCursor, Keyset, WorkflowFilter, list_item
 from services.router.state import DeliveryRow, Workflow
 from services.router.store import WorkflowStore
 
@@ -60,6 +64,18 @@ class Queries:
         page = rows[: query.limit]
         cursor = page[-1].seq if len(rows) > query.limit else None
         return DeliveryListReply(found=True, deliveries=[row.to_view() for row in page], next_cursor=cursor)
+
+    async def on_list(self, envelope: Envelope) -> Message | None:
+        query = envelope.payload
+        assert isinstance(query, WorkflowListQuery)
+        try:
+            where = WorkflowFilter.of(query)
+        except InvalidCursor as exc:
+            return WorkflowListReply(ok=False, error=str(exc))
+        rows = await self.store.list_workflows(where, query.limit + 1)  # one more: is there a next page?
+        page = rows[: query.limit]
+        cursor = Keyset.of(page[-1]).encode() if len(rows) > query.limit else None
+        return WorkflowListReply(ok=True, workflows=[list_item(w) for w in page], next_cursor=cursor)
 
     async def view(self, workflow: Workflow) -> WorkflowView:
         """The status view: a small workflow's deliveries listed, a delivering one's next slot."""

@@ -24,6 +24,7 @@ from decimal import Decimal
 from contracts.enums import BudgetAction, CostPeriod, DeliveryState, WorkflowStatus
 from libs.storage.store import Store
 from services.router.delivery import Report, TextUpdate
+from services.router.listing import WorkflowFilter, sort_key
 from services.router.outbox import Outgoing
 from services.router.state import TERMINAL, Change, DeliveryRow, Event, Tally, Workflow
 
@@ -83,6 +84,11 @@ class WorkflowStore(Store):
     @abstractmethod
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         """The workflow's events, oldest first."""
+
+    @abstractmethod
+    async def list_workflows(self, where: WorkflowFilter, limit: int) -> list[Workflow]:
+        """Up to `limit` workflows `where` selects (listing.py: visible to its requester, filtered, after its
+        cursor), newest first: by created_at, then workflow_id, descending."""
 
     # --- deliveries ----------------------------------------------------------------------------------------
 
@@ -195,6 +201,10 @@ class MemoryStore(WorkflowStore):
 
     async def history(self, workflow_id: uuid.UUID) -> list[Event]:
         return list(self._events.get(workflow_id, ()))
+
+    async def list_workflows(self, where: WorkflowFilter, limit: int) -> list[Workflow]:
+        selected = (w for w in self._workflows.values() if where.matches(w))
+        return sorted(selected, key=sort_key, reverse=True)[:limit]
 
     async def deliveries(
         self, workflow_id: uuid.UUID, *, after_seq: int | None, limit: int, status: DeliveryState | None = None
