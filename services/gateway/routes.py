@@ -9,6 +9,7 @@ from contracts.enums import DeliveryState
 from services.gateway import constants as c
 from services.gateway.control_routes import CONTROL_ROUTES
 from services.gateway.cost_routes import COST_ROUTES
+from services.gateway.dead_letter_routes import DEAD_LETTER_ROUTES
 from services.gateway.flag_routes import FLAG_ROUTES
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import (
@@ -222,5 +223,6 @@ ROUTES: tuple[RouteDoc, ...] = tuple(
         OPENAPI,
         *COST_ROUTES,
         *FLAG_ROUTES,
+        *DEAD_LETTER_ROUTES,
     )
 )

@@ -26,6 +26,7 @@ from services.gateway.auth import TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.control import ControlEndpoints
 from services.gateway.costs import CostEndpoints
+from services.gateway.dead_letters import DeadLetterEndpoints
 from services.gateway.errors import GatewayConfigError, error_middleware
 from services.gateway.feature_flags import FeatureFlagEndpoints
 from services.gateway.guard import Guard
@@ -64,6 +65,7 @@ class Gateway:
         store = runtime.resources.get(c.RESOURCE_FLAG_STORE)
         self.flags = open_flag_client(settings, store=store if isinstance(store, FlagStore) else None)
         self.feature_flags = FeatureFlagEndpoints(self.flags, settings, verifier)
+        self.dead_letters = DeadLetterEndpoints(runtime.bus, settings, verifier)
         self.control = ControlEndpoints(runtime.bus, settings, verifier)
         self.api = Api(
             runtime.bus,
@@ -123,9 +125,11 @@ class Gateway:
         sockets = getattr(site._server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.gateway_port
         self._runtime.resources[c.RESOURCE_GATEWAY_URL] = self.url
+        self.dead_letters.depth.start()  # the bus_dead_letters gauge
         log.info("gateway.listening", url=self.url, enabled=self.flags.flags.hybrid_orchestrator_enabled)
 
     async def stop(self) -> None:
+        await self.dead_letters.depth.stop()
         await self._health.close()
         await self.guard.close()
         if self._runner is not None:
