@@ -24,7 +24,7 @@ from contracts import Envelope, Message
 from contracts import messages as m
 from contracts import routing as r
 from contracts.enums import Provider
-from libs.bus import Bus, PublishError, RedeliveryPolicy, create_bus
+from libs.bus import Bus, BusError, PublishError, RedeliveryPolicy, create_bus
 from libs.bus.amqp import AmqpBus
 from libs.bus.permissions import rabbitmq_definitions, user_name
 from tests.bus.conformance import Recorder, eventually, requested
@@ -166,6 +166,30 @@ class TestGeneratedRabbitmqUsers:
             assert len(dead) == 1
         finally:
             await admin.close()
+
+    async def test_the_gateway_lists_and_replays_another_service_s_dead_letters(self, bus_as: BusAs) -> None:
+        """The gateway's user (read on every DLQ, write on the direct exchange) lists a worker's dead letter
+        without taking it, reads the depth, and replays it to the worker's queue; the worker's user may not."""
+        worker, gateway = await bus_as(r.AZURE_WORKER), await bus_as(r.GATEWAY)
+        await worker.subscribe(r.AZURE_WORKER, {m.GenerationRequested.TYPE: Recorder()})
+        sent = _generation(Provider.AZURE, requested())  # v9 of its type: dead-lettered on every delivery
+        await worker.publish_raw(r.AZURE_WORKER, sent.encode().replace(b'"version":1', b'"version":9'))
+        for _ in range(50):
+            if await gateway.dead_letter_depth(r.AZURE_WORKER) == 1:
+                break
+            await asyncio.sleep(0.1)
+        (item,) = await gateway.list_dead_letters(r.AZURE_WORKER)
+        assert item.id == str(sent.id) and "v9 is not supported" in item.reason
+        assert await gateway.dead_letter_depth(r.AZURE_WORKER) == 1
+        assert await gateway.replay_dead_letters(r.AZURE_WORKER, item.id) == 1
+        for _ in range(50):  # back through the worker's queue, dead-lettered again
+            if [i.replays for i in await gateway.list_dead_letters(r.AZURE_WORKER)] == [1]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the replayed message did not come back as a replayed dead letter")
+        with pytest.raises(BusError):
+            await worker.list_dead_letters(r.AZURE_WORKER)
 
     async def test_a_worker_cannot_consume_the_routers_queue(self, bus_as: BusAs) -> None:
         """basic.consume on another service's queue is refused by the broker."""
