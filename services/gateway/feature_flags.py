@@ -1,22 +1,36 @@
-"""The feature-flag admin endpoints: GET and PUT /api/admin/feature-flags (admin token only).
+"""The feature-flag admin endpoints: GET and PUT /api/admin/feature-flags, PUT /api/admin/accounts/{accountId}/
+pause and /resume (admin token only).
 
 GET reads the store (not this replica's cache), so it shows what every replica converges to; PUT writes
 through this replica's FlagClient, which applies the change here at once and announces it to the others
-(libs.flags). Who changed what is logged (`flags.updated`) and kept as updatedBy/updatedAt.
+(libs.flags). Who changed what is logged (`flags.updated`) and kept as updatedBy/updatedAt. A pause or
+resume changes one account of the paused set, as another admin may have just written it (a version-checked
+write, retried on a race: FlagClient.set_paused).
 """
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from pydantic import ValidationError
 
-from libs.flags import FlagClient, FlagsError, FlagsInvalid, VersionConflict
+from libs.flags import FlagClient, FlagsError, FlagsInvalid, PausedLimit, VersionConflict
 from libs.telemetry import get_logger
+from services.gateway import constants as c
 from services.gateway.api import read_json_object
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import ApiError, BadRequest, Forbidden, Unavailable, json_response
-from services.gateway.flag_schemas import FeatureFlagsData, FeatureFlagsResponse, FeatureFlagsUpdate
+from services.gateway.flag_schemas import (
+    AccountPauseData,
+    AccountPauseResponse,
+    FeatureFlagsData,
+    FeatureFlagsResponse,
+    FeatureFlagsUpdate,
+)
+
+_ACCOUNT_ID = re.compile(c.PLATFORM_ID_PATTERN)
 
 log = get_logger(__name__)
 
@@ -61,6 +75,33 @@ class FeatureFlagEndpoints:
         except FlagsError as exc:
             raise _unavailable(exc) from exc
         return self._answer(FeatureFlagsData.of(state, self._client.store.kind))
+
+    async def pause(self, request: web.Request) -> web.Response:
+        return await self._set_paused(request, True)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return await self._set_paused(request, False)
+
+    async def _set_paused(self, request: web.Request, paused: bool) -> web.Response:
+        principal = self._admin(request)
+        account_id = request.match_info["accountId"]
+        if len(account_id) > c.MAX_ID_LENGTH or not _ACCOUNT_ID.fullmatch(account_id):
+            raise BadRequest(
+                "invalid_parameter",
+                f"accountId must be a platform account id: letters, digits, _ - . (not only dots), "
+                f"at most {c.MAX_ID_LENGTH} characters",
+            )
+        try:
+            state = await self._client.set_paused(account_id, paused, updated_by=principal.user_id)
+        except PausedLimit as exc:
+            raise Conflict("paused_accounts_full", str(exc)) from exc
+        except VersionConflict as exc:
+            raise Conflict("version_conflict", f"the flags kept changing ({exc}); try again") from exc
+        except FlagsError as exc:
+            raise _unavailable(exc) from exc
+        log.info("flags.account_paused" if paused else "flags.account_resumed", account_id=account_id)
+        body = AccountPauseResponse(data=AccountPauseData.of(account_id, state))
+        return json_response(body.dump())
 
     def _admin(self, request: web.Request) -> Principal:
         principal = self._verifier.verify(request.headers.get("Authorization"))

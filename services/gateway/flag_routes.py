@@ -1,11 +1,11 @@
 """The feature-flag admin endpoints' entries in the route table (routes.ROUTES includes FLAG_ROUTES):
-handlers "feature_flags.get" / "feature_flags.put" of services.gateway.feature_flags.FeatureFlagEndpoints."""
+handlers "feature_flags.get" / "put" / "pause" / "resume" of services.gateway.feature_flags.FeatureFlagEndpoints."""
 
 from __future__ import annotations
 
 from services.gateway import constants as c
-from services.gateway.flag_schemas import FeatureFlagsResponse, FeatureFlagsUpdate
-from services.gateway.openapi import Reply, RouteDoc
+from services.gateway.flag_schemas import AccountPauseResponse, FeatureFlagsResponse, FeatureFlagsUpdate
+from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import ErrorResponse
 
 _UNAUTHORIZED = Reply(
@@ -20,13 +20,21 @@ _UNAVAILABLE = Reply(
     ErrorResponse,
     ("Retry-After",),
 )
+# One creator account's pause and resume: a change of the flags' paused set.
+PATH_ACCOUNT_PAUSE = "/api/admin/accounts/{accountId}/pause"
+PATH_ACCOUNT_RESUME = "/api/admin/accounts/{accountId}/resume"
+
 _TAGS = ("admin",)
 _SEMANTICS = (
     "Flags: `hybridOrchestratorEnabled` is the kill switch (false: every POST /api/v2/campaigns/hybrid answers "
-    "503 `disabled`; status reads keep working); `rolloutPercentage` lets in that share of users, chosen by a "
-    "stable hash of their id (raising it only adds users); `allowList` users are in whatever the percentage. "
-    "A flag never set takes the replica's environment default (HYBRID_ORCHESTRATOR_ENABLED, "
-    "FLAGS_ROLLOUT_PERCENTAGE, FLAGS_ALLOW_LIST)."
+    "503 `disabled`, and nothing more is sent or generated for workflows already accepted — their deliveries "
+    "and generation retries wait, none is lost, and go on when it is true again; status reads keep working); "
+    "`rolloutPercentage` lets in that share of users, chosen by a stable hash of their id (raising it only "
+    "adds users); `allowList` users are in whatever the percentage; `pausedAccounts` (read-only here: "
+    "PUT /api/admin/accounts/{accountId}/pause and /resume change it) are creator accounts whose deliveries "
+    "wait. A flag never set takes the replica's environment default (HYBRID_ORCHESTRATOR_ENABLED, "
+    "FLAGS_ROLLOUT_PERCENTAGE, FLAGS_ALLOW_LIST); HYBRID_ORCHESTRATOR_ENABLED=false in a replica's environment "
+    "keeps that replica off whatever the stored switch (which this answer shows)."
 )
 
 GET_FLAGS = RouteDoc(
@@ -74,4 +82,55 @@ PUT_FLAGS = RouteDoc(
     tags=_TAGS,
 )
 
-FLAG_ROUTES = (GET_FLAGS, PUT_FLAGS)
+_ACCOUNT = Param(
+    "accountId",
+    "path",
+    "the creator's platform account id",
+    {"type": "string", "pattern": c.PLATFORM_ID_PATTERN, "maxLength": c.MAX_ID_LENGTH},
+    True,
+)
+_PAUSE_REPLIES = {
+    200: Reply("the account, whether it is paused, and the flags' version", AccountPauseResponse),
+    400: Reply("invalid_parameter: accountId is not a platform account id", ErrorResponse),
+    401: _UNAUTHORIZED,
+    403: _FORBIDDEN,
+    409: Reply(
+        "paused_accounts_full: as many accounts as the flags hold are paused (resume one first); "
+        "version_conflict: the flags kept changing under concurrent writes (try again)",
+        ErrorResponse,
+    ),
+    503: _UNAVAILABLE,
+}
+
+PAUSE_ACCOUNT = RouteDoc(
+    method="PUT",
+    path=PATH_ACCOUNT_PAUSE,
+    handler="feature_flags.pause",
+    operation_id="pauseAccount",
+    summary="Pause a creator account (admin): nothing more is sent from it until it is resumed",
+    description=(
+        "Adds the account to the flags' pausedAccounts. Its deliveries not yet sent wait (none is lost) on every "
+        "replica within moments (as any flag change); new campaigns for it are still accepted and wait too. "
+        "Pausing a paused account changes nothing (same version). No body."
+    ),
+    params=(_ACCOUNT,),
+    replies=_PAUSE_REPLIES,
+    tags=_TAGS,
+)
+
+RESUME_ACCOUNT = RouteDoc(
+    method="PUT",
+    path=PATH_ACCOUNT_RESUME,
+    handler="feature_flags.resume",
+    operation_id="resumeAccount",
+    summary="Resume a paused creator account (admin): its waiting deliveries are sent",
+    description=(
+        "Removes the account from pausedAccounts; its waiting deliveries go out within about a second, within "
+        "the platform's limits. Resuming an account that is not paused changes nothing. No body."
+    ),
+    params=(_ACCOUNT,),
+    replies=_PAUSE_REPLIES,
+    tags=_TAGS,
+)
+
+FLAG_ROUTES = (GET_FLAGS, PUT_FLAGS, PAUSE_ACCOUNT, RESUME_ACCOUNT)

@@ -1,4 +1,5 @@
-"""The feature-flag admin API's bodies (camelCase, like every gateway body): what PUT takes and both answer.
+"""The feature-flag admin API's bodies (camelCase, like every gateway body): what PUT takes and both answer,
+and the answer of an account's pause or resume.
 
 The flags' own rules (ranges, list sizes) come from libs.flags, so the API cannot accept a value the
 store would refuse.
@@ -64,6 +65,10 @@ class FeatureFlagsData(ApiModel):
     hybrid_orchestrator_enabled: bool = Field(description="the kill switch")
     rollout_percentage: int = Field(ge=0, le=100, description="share of users let in")
     allow_list: list[str] = Field(description="user ids let in whatever the percentage (sorted)")
+    paused_accounts: list[str] = Field(
+        description="creator accounts paused (PUT /api/admin/accounts/{accountId}/pause): nothing is sent from "
+        "them until they are resumed (sorted)"
+    )
     version: int = Field(ge=0, description="+1 on every change; 0: never changed (environment defaults)")
     updated_at: AwareDatetime | None = Field(description="when the flags last changed")
     updated_by: str | None = Field(description="the admin who changed them last")
@@ -79,6 +84,7 @@ class FeatureFlagsData(ApiModel):
                 "hybrid_orchestrator_enabled": flags.hybrid_orchestrator_enabled,
                 "rollout_percentage": flags.rollout_percentage,
                 "allow_list": list(flags.allow_list),
+                "paused_accounts": list(flags.paused_accounts),
                 "version": state.version,
                 "updated_at": state.updated_at,
                 "updated_by": state.updated_by,
@@ -90,3 +96,28 @@ class FeatureFlagsData(ApiModel):
 class FeatureFlagsResponse(ApiModel):
     success: Literal[True] = True
     data: FeatureFlagsData
+
+
+class AccountPauseData(ApiModel):
+    account_id: str = Field(description="the creator account")
+    paused: bool = Field(description="true: its deliveries are held (none is sent) until it is resumed")
+    version: int = Field(ge=0, description="the flags' version after the change (unchanged if it already was so)")
+    updated_at: AwareDatetime | None = Field(description="when the flags last changed")
+    updated_by: str | None = Field(description="the admin who changed them last")
+
+    @classmethod
+    def of(cls, account_id: str, state: FlagState) -> AccountPauseData:
+        return cls.model_validate(
+            {
+                "account_id": account_id,
+                "paused": state.flags.is_paused(account_id),
+                "version": state.version,
+                "updated_at": state.updated_at,
+                "updated_by": state.updated_by,
+            }
+        )
+
+
+class AccountPauseResponse(ApiModel):
+    success: Literal[True] = True
+    data: AccountPauseData

@@ -37,7 +37,7 @@ HEADERS: Mapping[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Param:
     name: str
-    location: Literal["query", "header"]
+    location: Literal["query", "header", "path"]  # a path parameter is always required
     description: str
     schema: Mapping[str, Any]
     required: bool = False

@@ -84,6 +84,7 @@ class TestAdminAccess:
                 "hybridOrchestratorEnabled": True,
                 "rolloutPercentage": 20,
                 "allowList": ["alice", "bob"],
+                "pausedAccounts": [],
                 "version": 0,
                 "updatedAt": None,
                 "updatedBy": None,
