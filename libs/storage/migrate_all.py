@@ -31,10 +31,10 @@ import structlog
 
 import libs
 from libs.storage.errors import StorageError
-from libs.storage.migrator import migrate
+from libs.storage.migrator import SchemaStatus, migrate, migration_status
 from libs.storage.pg import create_pool, quote_schema
 
-__all__ = ["SchemaPlan", "default_services_dir", "main", "migrate_all", "plan"]
+__all__ = ["SchemaPlan", "default_services_dir", "main", "migrate_all", "plan", "status_all"]
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +102,15 @@ async def migrate_all(dsn: str, plans: Sequence[SchemaPlan]) -> dict[str, list[s
     if failures:
         raise failures[0]
     return applied
+
+
+async def status_all(dsn: str, plans: Sequence[SchemaPlan]) -> list[SchemaStatus]:
+    """Each plan's applied and pending migrations on ``dsn`` (nothing is changed)."""
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        return [await migration_status(pool, schema=p.schema, directory=p.directory) for p in plans]
+    finally:
+        await pool.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -30,7 +31,7 @@ from libs.storage.constants import (
 from libs.storage.errors import MigrationError, StorageError, is_retryable, to_database_error
 from libs.storage.pg import quote_schema
 
-__all__ = ["Migration", "discover", "migrate"]
+__all__ = ["Migration", "SchemaStatus", "discover", "migrate", "migration_status"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,15 @@ class Migration:
     name: str
     sql: str
     checksum: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """What a schema's history says against the files: applied (file name, when) and pending file names."""
+
+    schema: str
+    applied: list[tuple[str, datetime]]
+    pending: list[str]
 
 
 def discover(directory: Path) -> list[Migration]:
@@ -90,6 +100,31 @@ async def migrate(pool: asyncpg.Pool, *, schema: str, directory: Path) -> list[s
         raise
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         raise to_database_error(exc, action=f"migrate schema {schema}") from exc
+
+
+async def migration_status(pool: asyncpg.Pool, *, schema: str, directory: Path) -> SchemaStatus:
+    """Which of ``directory``'s files ``schema`` has applied and which are pending; changes nothing (a schema
+    never migrated has every file pending). Raises MigrationError for bad files, DatabaseError as `migrate`."""
+    quoted = quote_schema(schema)
+    migrations = discover(directory)
+    try:
+        async with pool.acquire() as conn:
+            table = await conn.fetchval("SELECT to_regclass($1)", f"{quoted}.{MIGRATIONS_TABLE}")
+            rows = (
+                []
+                if table is None
+                else await conn.fetch(
+                    f"SELECT version, name, applied_at FROM {quoted}.{MIGRATIONS_TABLE} ORDER BY version"
+                )
+            )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise to_database_error(exc, action=f"read the migrations of schema {schema}") from exc
+    applied = {row["version"] for row in rows}
+    return SchemaStatus(
+        schema=schema,
+        applied=[(row["name"], row["applied_at"]) for row in rows],
+        pending=[m.name for m in migrations if m.version not in applied],
+    )
 
 
 def _lock_key(schema: str) -> int:
