@@ -9,6 +9,7 @@ from typing import Final
 PATH_CAMPAIGN: Final = "/api/v2/campaigns/hybrid"
 PATH_STATUS: Final = "/api/v2/campaigns/status"
 PATH_DELIVERIES: Final = "/api/v2/campaigns/deliveries"
+PATH_WORKFLOWS: Final = "/api/v2/campaigns"  # the list of workflows (listing.py)
 PATH_CANCEL: Final = "/api/v2/campaigns/cancel"
 PATH_RETRY: Final = "/api/v2/campaigns/retry"
 PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
@@ -109,6 +110,11 @@ MAX_DUPLICATES_NAMED: Final = 10
 # GET deliveries: page size.
 DELIVERIES_DEFAULT_LIMIT: Final = 100
 DELIVERIES_MAX_LIMIT: Final = 1000
+# GET the workflow list: page size (the router's WorkflowListQuery bounds it to 500 too), and a cursor's length
+# (WorkflowListQuery.cursor's bound: the router's cursors are ~70 characters).
+WORKFLOWS_DEFAULT_LIMIT: Final = 50
+WORKFLOWS_MAX_LIMIT: Final = 500
+WORKFLOWS_CURSOR_MAX_LENGTH: Final = 200
 # --- Health: a failing check whose name has one of these dot-separated segments ("bus", "router.database")
 # makes the system unhealthy (503); any other failing check (providers, redis, workers) only degrades it.
 # The router is critical because without it nothing progresses and no status can be read.

@@ -11,6 +11,7 @@ from services.gateway.control_routes import CONTROL_ROUTES
 from services.gateway.cost_routes import COST_ROUTES
 from services.gateway.dead_letter_routes import DEAD_LETTER_ROUTES
 from services.gateway.flag_routes import FLAG_ROUTES
+from services.gateway.listing_routes import LISTING_ROUTES
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import (
     AcceptedResponse,
@@ -218,6 +219,7 @@ ROUTES: tuple[RouteDoc, ...] = tuple(
         CREATE_CAMPAIGN,
         GET_STATUS,
         GET_DELIVERIES,
+        *LISTING_ROUTES,
         *CONTROL_ROUTES,
         HEALTH,
         OPENAPI,

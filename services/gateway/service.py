@@ -32,6 +32,7 @@ from services.gateway.feature_flags import FeatureFlagEndpoints
 from services.gateway.guard import Guard
 from services.gateway.health import HealthAggregator
 from services.gateway.jwks import KeySetUnavailable
+from services.gateway.listing import ListingEndpoints
 from services.gateway.openapi import build_document
 from services.gateway.routes import ROUTES
 from services.gateway.server import GatewayRunner
@@ -67,6 +68,7 @@ class Gateway:
         self.feature_flags = FeatureFlagEndpoints(self.flags, settings, verifier)
         self.dead_letters = DeadLetterEndpoints(runtime.bus, settings, verifier)
         self.control = ControlEndpoints(runtime.bus, settings, verifier)
+        self.listing = ListingEndpoints(runtime.bus, settings, verifier)
         self.api = Api(
             runtime.bus,
             settings,
