@@ -26,6 +26,9 @@ REDIS_SOCKET_TIMEOUT_S: Final = 2.0
 # connection loss) polls for the first one's result this often, until the lease ends.
 LEASE_MARGIN_S: Final = 5.0
 IN_FLIGHT_POLL_S: Final = 0.2
+# While the kill switch is off a generation request is not called: it goes back on the bus this much later
+# (not yet a delivery of its own, so it never reaches the dead-letter queue for having waited).
+HOLD_RECHECK_S: Final = 1.0
 
 # --- Provider calls.
 CHAT_COMPLETIONS_PATH: Final = "/chat/completions"  # under the client's base URL (Azure: the deployment's)

@@ -10,6 +10,9 @@ One provider call per request, however often the request is delivered:
                     plus usage.recorded whenever tokens were billed — children of the request envelope
                   → store them in the cache → publish them
 
+While the kill switch is off (libs.flags: FlagClient.held), a request is put back on the bus
+HOLD_RECHECK_S later instead of calling the provider: first attempts and the router's delayed retries alike.
+
 Provider failures are results (generation.failed, for the router's fallback matrix), not exceptions. What
 does propagate — the cache or the bus failing, a bug — makes the bus redeliver the request, and the lease is
 released first so that the redelivery may call at once.
@@ -40,6 +43,7 @@ from contracts.messages import (
 )
 from libs.bus import Bus, Handler, Reject
 from libs.content import Checker, Violation, default_checker
+from libs.flags import FlagClient
 from libs.llm import constants as c
 from libs.llm.cache import Claim, IdempotencyCache
 from libs.llm.classify import classify
@@ -88,6 +92,7 @@ class GenerationHandler:
         timeout_s: float,
         prompts: Mapping[IntentType, Prompt] = PROMPTS,
         checker: Checker | None = None,
+        flags: FlagClient | None = None,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -97,6 +102,7 @@ class GenerationHandler:
         self.timeout_s = timeout_s
         self.prompts = prompts
         self.checker = checker or default_checker()
+        self.flags = flags
 
     async def __call__(self, envelope: Envelope) -> Message | None:
         request = envelope.payload
@@ -104,8 +110,13 @@ class GenerationHandler:
             raise Reject(f"{self.provider.value} worker cannot handle {envelope.type}")
         if request.provider is not self.provider:
             raise Reject(f"a {request.provider.value} request reached the {self.provider.value} worker")
-        timeout_s = min(self.timeout_s, request.timeout_s)
         key = str(envelope.id)
+        held = self.flags.held() if self.flags is not None else None
+        if held is not None:  # the kill switch: no provider call until it is on again, nothing dropped
+            log.info("generation.held", provider=self.provider.value, generation_id=key, reason=held)
+            await self.bus.publish(envelope, delay=c.HOLD_RECHECK_S)
+            return None
+        timeout_s = min(self.timeout_s, request.timeout_s)
         claim = await self._claim(key, timeout_s + c.LEASE_MARGIN_S)
         token = claim.token
         if token is None:  # not owned, so cached: _claim waits out busy answers
@@ -299,6 +310,7 @@ def make_generation_handler(
     cache: IdempotencyCache,
     timeout_s: float,
     checker: Checker | None = None,
+    flags: FlagClient | None = None,
 ) -> Handler:
     """The generation.requested handler of `provider`'s worker (see the module docstring)."""
-    return GenerationHandler(provider, client, model, bus, cache, timeout_s, checker=checker)
+    return GenerationHandler(provider, client, model, bus, cache, timeout_s, checker=checker, flags=flags)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from libs.config import CommonSettings
+from libs.flags import FlagSettings
 
 
-class AzureWorkerSettings(CommonSettings):
+class AzureWorkerSettings(FlagSettings):
     azure_openai_endpoint: str | None = Field(
         default=None, description="https://<resource>.openai.azure.com; unset: the runner's LLM simulator"
     )

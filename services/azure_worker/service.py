@@ -48,4 +48,5 @@ async def create(runtime: Runtime) -> Service:
         cache=cache,
         timeout_s=settings.azure_timeout_s,
         runtime=runtime,
+        settings=settings,
     )

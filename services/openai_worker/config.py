@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from libs.config import CommonSettings
+from libs.flags import FlagSettings
 
 
-class OpenAIWorkerSettings(CommonSettings):
+class OpenAIWorkerSettings(FlagSettings):
     openai_api_key: SecretStr | None = Field(default=None, description="unset (and no base URL): the simulator")
     openai_base_url: str | None = Field(default=None, description="a proxy or compatible server; unset: OpenAI")
     openai_model: str = Field(default="gpt-4o-mini", min_length=1)

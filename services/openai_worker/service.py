@@ -40,4 +40,5 @@ async def create(runtime: Runtime) -> Service:
         cache=cache,
         timeout_s=settings.openai_timeout_s,
         runtime=runtime,
+        settings=settings,
     )

@@ -13,6 +13,9 @@ ROUTER_DEADLINE_SWEEP_S=1             how often each replica looks for running w
                                       (a workflow fails at most this long after its deadline)
 CAMPAIGN_GENERATION_CONCURRENCY=8     a personalized campaign's texts being generated at once
 
+The feature flags (libs.flags, FLAGS_* and HYBRID_ORCHESTRATOR_ENABLED): while the kill switch is off, or a
+delivering workflow's account is paused, its deadline does not fail it (engine.on_deadline holds it).
+
 Completion webhooks (services/router/webhooks.py):
 WEBHOOK_SECRET=<at least 32 bytes>    HMAC-SHA256 key of X-Signature. Unset: no webhook is sent (an unsigned
                                       one is unverifiable); each is dead-lettered with the reason instead, to
@@ -30,12 +33,12 @@ from pydantic import Field, SecretStr, field_validator
 
 from contracts.enums import Provider
 from libs.callbacks import MIN_WEBHOOK_SECRET_BYTES
-from libs.config import CommonSettings
+from libs.flags import FlagSettings
 from services.router.constants import MAX_DEADLINE_S
 from services.router.fallback import RuleOverride, check_scenarios
 
 
-class RouterSettings(CommonSettings):
+class RouterSettings(FlagSettings):
     router_workflow_deadline_s: float = Field(default=120.0, gt=0, le=MAX_DEADLINE_S)
     router_max_attempts: int = Field(default=4, ge=1, description="generation requests per workflow")
     router_fallback_matrix: dict[str, RuleOverride] = Field(

@@ -39,6 +39,9 @@ MIN_ATTEMPT_S: Final = 1.0
 # A deadline message (a workflow.timer published by an older router, or the sweep's own) this much earlier
 # than the deadline (clock skew between replicas) changes nothing: the sweep handles the workflow when due.
 DEADLINE_TOLERANCE_S: Final = 0.5
+# A workflow whose work is held (the kill switch is off, or its account paused) is not failed at its
+# deadline: the deadline moves this far on, again and again, until the work may go on.
+DEADLINE_HOLD_S: Final = 30.0
 
 # The longest deadline a workflow may ask for: retries and delivery slots travel as delayed bus messages,
 # guaranteed up to 15 minutes on every transport (SQS's DelaySeconds limit), and none may outlive it.

@@ -28,7 +28,7 @@ from contracts.messages import (
 )
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
-from services.router.constants import DEADLINE_TOLERANCE_S, MAX_DEADLINE_S, MIN_ATTEMPT_S
+from services.router.constants import DEADLINE_HOLD_S, DEADLINE_TOLERANCE_S, MAX_DEADLINE_S, MIN_ATTEMPT_S
 from services.router.delivery import (
     DeliveryDecisions,
     TextUpdate,
@@ -240,16 +240,26 @@ class Engine:
     # --- workflow.timer (deadline) -----------------------------------------------------------------------
 
     def on_deadline(
-        self, workflow: Workflow, envelope: Envelope, now: datetime, next_open: DeliveryRow | None = None
+        self,
+        workflow: Workflow,
+        envelope: Envelope,
+        now: datetime,
+        next_open: DeliveryRow | None = None,
+        held: str | None = None,
     ) -> Change | None:
         """End a workflow still running at its deadline, saying where it was stuck. One that was delivering
         (or writing personalized texts) ends by its counts: the unfinished deliveries fail, and it is
-        completed if any was sent."""
+        completed if any was sent. One whose work is `held` (the kill switch, a paused account) waits
+        instead: its deadline moves DEADLINE_HOLD_S on, so nothing held is failed for having waited."""
         if workflow.is_terminal:
             return None
         if (workflow.deadline_at - now).total_seconds() > DEADLINE_TOLERANCE_S:
             # Not due (yet, or any more: deliveries extended it): the sweep finds the workflow when it is.
             return None
+        if held is not None:
+            change = Change(workflow, envelope, now)
+            change.hold_deadline(now + timedelta(seconds=DEADLINE_HOLD_S), held)
+            return change
         if workflow.status is S.DELIVERING or (workflow.status is S.GENERATING and workflow.personalized):
             change = Change(workflow, envelope, now)
             reason = unfinished_reason(workflow, next_open)

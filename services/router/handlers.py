@@ -63,6 +63,7 @@ from contracts.messages import (
     WorkflowTimer,
 )
 from libs.bus import Bus, Handler, Reject
+from libs.flags import FlagClient
 from libs.storage import DatabaseError
 from libs.telemetry import get_logger, get_metrics, workflow_span
 from services.router.budget import BudgetBook
@@ -116,8 +117,10 @@ class Router:
         engine: Engine,
         *,
         clock: Callable[[], datetime] = utcnow,
+        flags: FlagClient | None = None,
     ) -> None:
         self.bus = bus
+        self.flags = flags
         self.store = store
         self.engine = engine
         self.budgets = BudgetBook(store, refresh_s=engine.settings.router_budget_refresh_s)
@@ -230,8 +233,18 @@ class Router:
         if envelope.workflow_id in self._terminal or envelope.workflow_id is None:
             return None
         next_open = await self.store.next_open(envelope.workflow_id)
-        await self._apply(envelope, lambda workflow, now: self.engine.on_deadline(workflow, envelope, now, next_open))
+
+        def decide(workflow: Workflow, now: datetime) -> Change | None:
+            return self.engine.on_deadline(workflow, envelope, now, next_open, held=self._held(workflow))
+
+        await self._apply(envelope, decide)
         return None
+
+    def _held(self, workflow: Workflow) -> str | None:
+        """Why `workflow`'s work waits now (the kill switch; for one that delivers, its account paused)."""
+        if self.flags is None:
+            return None
+        return self.flags.held(workflow.sends_as if workflow.tally.total else None)
 
     async def _on_text(self, envelope: Envelope) -> bool:
         """Handle a personalized campaign's text result; False when the result is not one (the workflow's own

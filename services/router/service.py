@@ -1,6 +1,6 @@
 """The router as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), breakers,
-fallback matrix and handlers, and the completion-webhook sender on the same queue, declared for
-libs.runtime (own process or embedded)."""
+fallback matrix and handlers, the feature flags (which hold deadlines while work is held), and the
+completion-webhook sender on the same queue, declared for libs.runtime (own process or embedded)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
+from libs.flags import FlagClient, open_flag_client
 from libs.runtime import Runtime, Service
 from libs.runtime.periodic import in_batches_forever
 from libs.telemetry import register_circuit_state
@@ -32,7 +33,9 @@ def build_store(settings: RouterSettings) -> WorkflowStore:
     return MemoryStore()
 
 
-def build_router(runtime: Runtime, settings: RouterSettings, store: WorkflowStore) -> Router:
+def build_router(
+    runtime: Runtime, settings: RouterSettings, store: WorkflowStore, flags: FlagClient | None = None
+) -> Router:
     breakers = Breakers(
         failure_threshold=settings.router_breaker_failure_threshold,
         open_s=settings.router_breaker_open_s,
@@ -40,7 +43,7 @@ def build_router(runtime: Runtime, settings: RouterSettings, store: WorkflowStor
     )
     register_circuit_state(breakers.states)
     engine = Engine(settings, FallbackMatrix.from_overrides(settings.router_fallback_matrix), breakers)
-    return Router(runtime.bus, store, engine)
+    return Router(runtime.bus, store, engine, flags=flags)
 
 
 def sweep_deadlines_forever(router: Router, interval_s: float) -> Coroutine[Any, Any, None]:
@@ -51,12 +54,14 @@ def sweep_deadlines_forever(router: Router, interval_s: float) -> Coroutine[Any,
 async def create(runtime: Runtime) -> Service:
     settings = runtime.settings_as(RouterSettings)
     store: WorkflowStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
-    router = build_router(runtime, settings, store)
+    flags = open_flag_client(settings, resources=runtime.resources)
+    router = build_router(runtime, settings, store, flags)
     webhooks = WebhookSender(runtime.bus, settings)
     background: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         await store.start()
+        await flags.start()
         await webhooks.start()
         retention = timedelta(hours=settings.router_processed_retention_h)
 
@@ -75,6 +80,7 @@ async def create(runtime: Runtime) -> Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await webhooks.close()
+        await flags.stop()
         await store.close()
 
     return Service(

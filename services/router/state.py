@@ -332,6 +332,12 @@ class Change:
         if webhook is not None:
             self.emit(webhook)
 
+    def hold_deadline(self, until: datetime, reason: str) -> None:
+        """Move the deadline to `until` without a transition (the workflow's work is held: `reason`)."""
+        status = self.workflow.status
+        self.workflow = replace(self.workflow, deadline_at=until, updated_at=self.at)
+        self.events.append(Event("deadline_held", status, status, self.at, {"reason": reason}))
+
     def close_open(self, error: ErrorInfo) -> None:
         """Fail every delivery not yet finished, with `error`, in the same write as this change (the workflow
         is ending without them); the counters say so from here on."""

@@ -36,6 +36,7 @@ from contracts.messages import (
 from contracts.routing import AZURE_WORKER, COST_TRACKER, OPENAI_WORKER, ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
+from libs.flags import FlagClient
 from libs.runtime import Runtime
 from services.router.config import RouterSettings
 from services.router.fallback import RuleOverride
@@ -212,10 +213,10 @@ class Harness:
         self.sweep = asyncio.create_task(sweep_deadlines_forever(self.router, SWEEP_S))
 
     @classmethod
-    async def start(cls, store: WorkflowStore, settings: RouterSettings) -> Harness:
+    async def start(cls, store: WorkflowStore, settings: RouterSettings, flags: FlagClient | None = None) -> Harness:
         bus = RecordingBus(policy=FAST_REDELIVERY)
         await bus.connect()
-        router = build_router(Runtime(bus=bus, settings=settings), settings, store)
+        router = build_router(Runtime(bus=bus, settings=settings), settings, store, flags)
         await bus.subscribe(ROUTER, router.handlers())
         workers, sink = FakeWorkers(bus), Sink(bus)
         await workers.start()
