@@ -66,8 +66,11 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     rows = items(data)
     if args.json or rows is None:
         print_json(data)
-    else:
-        print_table(rows, DEAD_LETTER_COLUMNS)
+        return 0
+    print_table(rows, DEAD_LETTER_COLUMNS)
+    if isinstance(data, dict) and data.get("depth") is not None:
+        # The list is cut at --limit; the depth says how many the queue holds in all.
+        print(f"depth: {data['depth']}")
     return 0
 
 

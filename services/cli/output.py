@@ -32,6 +32,8 @@ def _cell(value: Any) -> str:
         return EMPTY_CELL
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.1f}"
     text = (
         json.dumps(value, ensure_ascii=False, separators=(",", ":")) if isinstance(value, dict | list) else str(value)
     )

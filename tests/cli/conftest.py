@@ -4,6 +4,7 @@ command in a process of its own."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from tests.integration.stack import ROOT
 # The console script `make setup` installs beside the interpreter (pyproject's [project.scripts]).
 HO = Path(sys.executable).with_name("ho")
 SECRET = "a-gateway-secret-for-the-cli-tests-0123456789"
+# A log line of a gateway running in the test's process (structlog's console format shares stdout with `ho`).
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
 
 @dataclass
@@ -46,3 +49,8 @@ def ho_process(*argv: str, env: dict[str, str] | None = None) -> Ran:
         [str(HO), *argv], cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=60
     )
     return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def printed(out: str) -> list[str]:
+    """The lines `ho` printed, without the log lines of a gateway running in this process."""
+    return [line for line in out.splitlines() if not LOG_LINE.match(line)]

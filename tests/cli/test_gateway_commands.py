@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import SECRET, Ran, ho
+from tests.cli.conftest import Ran, ho, printed
 from tests.gateway.conftest import ALICE, BOB, PLAN, Harness, MakeGateway
 from tests.gateway.test_control import CAMPAIGN_BODY, Stack, token
 
@@ -24,11 +24,6 @@ def answer(ran: Ran) -> Any:
     first = next(i for i, line in enumerate(lines) if line in ("{", "["))
     last = max(i for i, line in enumerate(lines) if line in ("}", "]"))
     return json.loads("\n".join(lines[first : last + 1]))
-
-
-@pytest.fixture
-def admin_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_JWT_SECRET", SECRET)
 
 
 class TestFlags:
@@ -116,3 +111,54 @@ class TestWorkflows:
         assert cancelled.code == 1 and cancelled.err.startswith("ho: 403 forbidden: ")
         assert len(shown.err.splitlines()) == len(cancelled.err.splitlines()) == 1
         assert await stack.status(workflow_id, token(ALICE)) != "cancelled"
+
+
+class TestWorkflowList:
+    async def test_pages_filters_and_json(self, stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        """A table a page at a time (the last line gives the next --cursor), filters passed on, --json whole."""
+        alice = token(ALICE)
+        first = await stack.delivering({**CAMPAIGN_BODY, "recipientIds": ["fan-1"]}, alice)
+        second = await stack.delivering({**CAMPAIGN_BODY, "recipientIds": ["fan-2"]}, alice)
+        argv = ("--url", stack.gw.url, "--token", alice)
+
+        page = await asyncio.to_thread(ho, capsys, "workflows", "list", "--limit", "1", *argv)
+        assert page.code == 0 and page.err == "", page
+        header, row, more = printed(page.out)
+        assert header.split() == [
+            "workflowId",
+            "status",
+            "intentType",
+            "accountId",
+            "userId",
+            "createdAt",
+            "completedAt",
+        ]
+        assert row.split()[:3] == [second, "delivering", "campaign_execution"]  # newest first
+        assert more.startswith("next page: --cursor ")
+        cursor = more.removeprefix("next page: --cursor ")
+        page = await asyncio.to_thread(ho, capsys, "workflows", "list", "--limit", "1", "--cursor", cursor, *argv)
+        assert printed(page.out)[1].split()[0] == first
+
+        await asyncio.to_thread(ho, capsys, "workflows", "cancel", first, *argv)
+        listed = await asyncio.to_thread(
+            ho, capsys, "workflows", "list", "--status", "cancelled", "--type", "campaign_execution", "--json", *argv
+        )
+        data = answer(listed)
+        assert [w["workflowId"] for w in data["workflows"]] == [first] and data["nextCursor"] is None
+
+        theirs = await asyncio.to_thread(ho, capsys, "workflows", "list", "--url", stack.gw.url, "--token", token(BOB))
+        assert printed(theirs.out) == ["(none)"]
+
+    async def test_a_foreign_account_is_one_error_line(self, stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        """--account outside the token's sub and accounts: the gateway's 403 as one line, exit 1."""
+        ran = await asyncio.to_thread(
+            ho, capsys, "workflows", "list", "--account", "acct-x", "--url", stack.gw.url, "--token", token(ALICE)
+        )
+        assert ran.code == 1 and ran.err.startswith("ho: 403 forbidden: ") and len(ran.err.splitlines()) == 1
+
+    async def test_a_bad_filter_is_the_gateways_400(self, stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+        """A status the API does not know is refused by the gateway (400 naming it), not guessed at by ho."""
+        ran = await asyncio.to_thread(
+            ho, capsys, "workflows", "list", "--status", "sleeping", "--url", stack.gw.url, "--token", token(ALICE)
+        )
+        assert ran.code == 1 and ran.err.startswith("ho: 400 invalid_parameter: ") and "status" in ran.err
