@@ -64,6 +64,9 @@ The invariants, which make the run exit 1 when broken: every fan reached exactly
 and a truthful final status — terminal, `completed`, its counts (progress, or the listed deliveries; and
 the deliveries list endpoint where served) n deliveries of which as many sent as fans were reached.
 raw_chain_per_s then counts chains of 4 hops (one delivery's messages); ratio = deliveries_per_s / it.
+
+--mode stop runs the campaign with TWO of-sender processes and flips the kill switch off mid-way and on
+again: switch_to_last_send_ms and the rest are described in tests/bench/stop.py (no raw chains).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ import redis.asyncio as aioredis
 
 from tests.bench.campaign import measure_campaign
 from tests.bench.phases import at_fixed_concurrency, pct, raw_chains, submit_all, wait_terminal
+from tests.bench.stop import measure_stop
 from tests.bench.system import machine, proc_usage
 from tests.bench.workload import (
     CAMPAIGN,
@@ -96,6 +100,7 @@ from tests.bench.workload import (
     HOPS,
     MODES,
     SERVICES,
+    STOP,
     WARMUP,
     Workload,
     check_deliveries,
@@ -111,6 +116,7 @@ TRANSPORTS = ("amqp", "sqs")
 # gateway's reply): 2000 workflows per phase would take many minutes there.
 DEFAULT_N = {"amqp": 2000, "sqs": 200}
 DEFAULT_CAMPAIGN_FANS = {"amqp": 5000, "sqs": 500}
+DEFAULT_STOP_FANS = {"amqp": 500, "sqs": 200}
 SQS_REGION = "us-east-1"
 
 
@@ -167,7 +173,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=MODES, default=GENERATION, help="what a workflow does (default: generation)")
     args = parser.parse_args()
     if args.n is None:
-        args.n = (DEFAULT_CAMPAIGN_FANS if args.mode == CAMPAIGN else DEFAULT_N)[args.transport]
+        defaults = {CAMPAIGN: DEFAULT_CAMPAIGN_FANS, STOP: DEFAULT_STOP_FANS}.get(args.mode, DEFAULT_N)
+        args.n = defaults[args.transport]
         if args.transport != "amqp":
             print(f"note: -n {args.n} by default on {args.transport} (moto is slow); -n overrides", file=sys.stderr)
     return args
@@ -231,10 +238,11 @@ def report(result: dict[str, Any], breaches: list[str]) -> None:
     for key, value in result.items():
         if isinstance(value, dict) and key not in ("cpu_s", "peak_rss_mib"):
             print(f"{key:<28} {value}")
-    per = "delivery" if result["mode"] == CAMPAIGN else "workflow"
-    print(f"{'service':<28} {'cpu_s':>8} {'peak_rss_mib':>13} {'cpu_ms/' + per:>16}")
-    for name, cpu in result["cpu_s"].items():
-        print(f"{name:<28} {cpu:>8} {result['peak_rss_mib'][name]:>13} {cpu * 1000 / result['n']:>16.2f}")
+    if "cpu_s" in result:  # not measured by --mode stop
+        per = "delivery" if result["mode"] == CAMPAIGN else "workflow"
+        print(f"{'service':<28} {'cpu_s':>8} {'peak_rss_mib':>13} {'cpu_ms/' + per:>16}")
+        for name, cpu in result["cpu_s"].items():
+            print(f"{name:<28} {cpu:>8} {result['peak_rss_mib'][name]:>13} {cpu * 1000 / result['n']:>16.2f}")
     for breach in breaches:
         print(f"INVARIANT BROKEN: {breach}")
     print(json.dumps(result))
@@ -282,10 +290,15 @@ async def main() -> int:
             resources.push_async_callback(drop_keys, redis_url, key_prefix)
         async with Stack(broker.url, dsn, redis_url, workdir, env=env) as stack:
             await asyncio.gather(*(stack.start(s, env=service_env(args.mode, s)) for s in SERVICES[args.mode]))
+            if args.mode == STOP:
+                await stack.start("of_sender", name="of_sender-2", env=service_env(args.mode, "of_sender"))
             await stack.start("gateway")
             workload = Workload.create(args.mode, f"http://127.0.0.1:{env['GATEWAY_PORT']}", secret, run_tag)
             try:
-                if args.mode == CAMPAIGN:
+                if args.mode == STOP:
+                    assert platform is not None
+                    measured, breaches = await measure_stop(workload, platform, args.n, args.concurrency, secret)
+                elif args.mode == CAMPAIGN:
                     assert platform is not None
                     measured, breaches = await measure_campaign(
                         stack, workload, platform, args.n, args.concurrency, broker.url
@@ -304,10 +317,12 @@ async def main() -> int:
                     delivered_twice=check.twice,
                     platform_outcomes=check.outcomes,
                 )
-        raw = await raw_chains(broker.url, args.n, args.concurrency, HOPS[args.mode])
+        if args.mode != STOP:
+            raw = await raw_chains(broker.url, args.n, args.concurrency, HOPS[args.mode])
     result.update(measured)
-    speed = result["deliveries_per_s" if args.mode == CAMPAIGN else "workflows_per_s"]
-    result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(speed / raw, 3))
+    if args.mode != STOP:
+        speed = result["deliveries_per_s" if args.mode == CAMPAIGN else "workflows_per_s"]
+        result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(speed / raw, 3))
     result["machine"] = machine()
     print(f"(logs in {workdir})")
     report(result, breaches)

@@ -7,6 +7,7 @@ for `delivery` the platform's limits (lifted) and the check that every fan got i
   the workflows go round-robin over ACCOUNTS creator accounts (the JWT subject is the sending account).
 - campaign: one workflow with n fans (tests/chaos/campaign.py builds it), one text for all of them, sent
   from one account; the warm-up before it is delivery workflows.
+- stop: the same campaign, the kill switch flipped off and on again mid-way (tests/bench/stop.py).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from typing import Any
 from tests.chaos.servers import SimulatorProcess
 from tests.integration.client import GatewayClient
 
-GENERATION, DELIVERY, CAMPAIGN = "generation", "delivery", "campaign"
-MODES = (GENERATION, DELIVERY, CAMPAIGN)
-DELIVERING = (DELIVERY, CAMPAIGN)  # the modes that run the platform simulator and the delivery services
+GENERATION, DELIVERY, CAMPAIGN, STOP = "generation", "delivery", "campaign", "stop"
+MODES = (GENERATION, DELIVERY, CAMPAIGN, STOP)
+DELIVERING = (DELIVERY, CAMPAIGN, STOP)  # the modes that run the platform simulator and the delivery services
 
 SERVICES = {
     GENERATION: ("router", "azure_worker", "openai_worker", "cost_tracker"),
     DELIVERY: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
     CAMPAIGN: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
+    # and a second of-sender (run.py starts it): the stop is measured across replicas
+    STOP: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
 }
 # Messages published per workflow (what the raw chain repeats with empty handlers).
 # generation, 6: workflow.requested, its reply, generation.requested, generation.completed, usage.recorded,
@@ -38,7 +41,7 @@ SERVICES = {
 #   router). No re-queue (no delivery.scheduled from the of-sender) while nothing is throttled.
 # campaign, 4 per delivery: delivery.requested, delivery.scheduled, delivery.approved, delivery.completed (the
 #   one generation and whatever the router publishes to fan the campaign out are not counted).
-HOPS = {GENERATION: 6, DELIVERY: 10, CAMPAIGN: 4}
+HOPS = {GENERATION: 6, DELIVERY: 10, CAMPAIGN: 4, STOP: 4}
 # Warm-up POSTs (?wait=true) before the measured phases: at most this many, never more than half of n; in
 # campaign mode exactly this many delivery workflows (n there counts fans, not workflows).
 WARMUP = 100
@@ -64,6 +67,8 @@ def delivery_env(platform: SimulatorProcess, key_prefix: str) -> dict[str, str]:
         "OF_SAFETY_MARGIN_S": "0",
         "RATE_LIMITER_KEY_PREFIX": f"{key_prefix}rl:",
         "OF_SENDER_KEY_PREFIX": f"{key_prefix}of:",
+        # The flags of this run only: --mode stop flips the kill switch, which must stop nobody else's stack.
+        "FLAGS_KEY": f"{key_prefix}flags",
     }
 
 
