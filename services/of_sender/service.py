@@ -17,8 +17,7 @@ import contextlib
 from typing import Any
 
 from contracts.routing import OF_SENDER
-from libs.flags import FlagStore, open_flag_client
-from libs.flags.constants import RESOURCE_FLAG_STORE
+from libs.flags import open_flag_client
 from libs.ratelimit import MemorySendLog, open_send_log
 from libs.runtime import Runtime, Service
 from libs.runtime.periodic import in_batches_forever
@@ -74,8 +73,7 @@ async def create(runtime: Runtime) -> Service:
         platform = PlatformClient(url, token, timeout_s=settings.onlyfans_timeout_s)
     send_log = open_send_log(settings.redis_url, settings.limits(), prefix=settings.of_sender_key_prefix)
     bypass_log = MemorySendLog(settings.bypass_limits())
-    shared = runtime.resources.get(RESOURCE_FLAG_STORE)
-    flags = open_flag_client(settings, store=shared if isinstance(shared, FlagStore) else None)
+    flags = open_flag_client(settings, resources=runtime.resources)
     sender = Sender(runtime.bus, store, send_log, platform, settings, bypass_log=bypass_log, flags=flags)
     limits = settings.limits()
     log.info(
