@@ -13,6 +13,8 @@ its own reply queue: it only looks the exchanges up, so a service whose broker u
 permission on them still connects (the topology is provisioned once, e.g. from the definitions that
 `python -m libs.bus.permissions rabbitmq` generates; see libs.bus.permissions).
 
+Dead-letter queues are bounded (DLQ_ARGUMENTS) and listed, replayed and measured through libs.bus.amqp_dead.
+
 Delays use fixed-TTL tier queues (no head-of-line blocking: every message in a tier waits the same time).
 A delay is covered by hops through the largest tier not longer than what remains; the consumer sends a
 message that arrives early on to its next tier instead of handling it.
@@ -24,7 +26,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,9 +41,11 @@ from aio_pika.abc import (
 )
 
 from contracts.routing import ROUTES
+from libs.bus import amqp_dead
 from libs.bus import constants as c
+from libs.bus.amqp_dead import text_headers
 from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
-from libs.bus.dead_letters import dead_headers, replay_headers, selected
+from libs.bus.dead_letters import dead_headers
 from libs.bus.errors import BusConnectionError, BusError, PublishError, Unroutable
 
 log = structlog.get_logger("libs.bus.amqp")
@@ -109,16 +112,6 @@ def split_declare_option(url: str) -> tuple[str, bool]:
             declare = value.lower() == "true"
     kept = urlencode([(k, v) for k, v in query if k != "declare"])
     return urlunsplit(parts._replace(query=kept)), declare
-
-
-def _text_headers(raw: Mapping[str, Any] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in (raw or {}).items():
-        if isinstance(value, bytes):
-            out[key] = value.decode("utf-8", "replace")
-        elif isinstance(value, str | int | float):
-            out[key] = str(value)
-    return out
 
 
 class AmqpBus(Bus):
@@ -260,7 +253,7 @@ class AmqpBus(Bus):
                     queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
 
                     async def on_reply(message: AbstractIncomingMessage) -> None:
-                        self._resolve_reply(message.body, _text_headers(message.headers))
+                        self._resolve_reply(message.body, text_headers(message.headers))
 
                     await queue.consume(on_reply, no_ack=True)
                     self._reply_name = name
@@ -284,7 +277,7 @@ class AmqpBus(Bus):
         self._consumer_channels[id(consumer)] = (channel, queue, tag)
 
     async def _process(self, consumer: Consumer, message: AbstractIncomingMessage) -> None:
-        headers = _text_headers(message.headers)
+        headers = text_headers(message.headers)
         due = int_header(headers, c.H_DELIVER_AT)
         remaining = due - int(time.time() * 1000)
         if tier_for(remaining) is not None:
@@ -339,44 +332,19 @@ class AmqpBus(Bus):
 
     async def dead_letters(self, service: str) -> list[DeadLetter]:
         async with self._dead_letter_queue(service) as (queue, _):
-            taken: list[DeadLetter] = []
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                taken.append(_dead_letter_of(message))
-                await message.ack()
-            return taken
+            return await amqp_dead.drain(queue)
 
     async def peek_dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
-        """basic.get without acknowledging, then closing the channel, which hands every message back in
-        its place (a bounded get loop: a consumer would have the broker push more than asked). The broker
-        counts each return as a delivery: harmless here (a DLQ has no delivery limit up to RabbitMQ 3.13;
-        on 4.x set one high by policy, README: dead letters)."""
+        """basic.get without acknowledging, then the channel closes (libs.bus.amqp_dead explains)."""
         async with self._dead_letter_queue(service) as (queue, depth):
-            seen: list[DeadLetter] = []
-            for _ in range(min(limit, depth)):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                seen.append(_dead_letter_of(message))
-            return seen
+            return await amqp_dead.peek(queue, depth, limit)
 
     async def replay_dead_letters(self, service: str, message_id: str | None = None) -> int:
-        """One pass over the messages the DLQ held when the replay began: each one selected is published
-        (confirmed) to the service's queue, then acknowledged; the others go back in their place when the
-        channel closes. Messages dead-lettered meanwhile sit behind that pass and are not reached."""
-        replay_id = new_instance_id()
-        replayed = 0
+        async def send(body: bytes, headers: dict[str, str]) -> None:
+            await self._send(f"replay.{service}", (service,), body, headers, 0.0)
+
         async with self._dead_letter_queue(service) as (queue, depth):
-            for _ in range(depth):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                dead = _dead_letter_of(message)
-                if not selected(dead, message_id, replay_id):
-                    continue  # not acknowledged: returned when the channel closes
-                await self._send(f"replay.{service}", (service,), dead.body, replay_headers(dead.headers, replay_id), 0)
-                await message.ack()
-                replayed += 1
-        return replayed
+            return await amqp_dead.replay(queue, depth, message_id, new_instance_id(), send)
 
     async def dead_letter_depth(self, service: str) -> int:
         async with self._dead_letter_queue(service) as (_, depth):
@@ -411,28 +379,3 @@ class AmqpBus(Bus):
                 await channel.queue_delete(name, if_unused=False, if_empty=False)
             for kind in ("direct", "delay", "expired"):
                 await channel.exchange_delete(f"{self.namespace}.{kind}")
-
-
-def _dead_letter_of(message: AbstractIncomingMessage) -> DeadLetter:
-    """A message of a DLQ as a DeadLetter. One the broker dead-lettered itself (delivery limit) has no
-    headers of ours: its reason and time come from the broker's x-death header."""
-    headers = _text_headers(message.headers)
-    reason = headers.get(c.H_DEAD_REASON) or _x_death_reason(message.headers)
-    headers.setdefault(c.H_DEAD_REASON, reason)
-    if c.H_DEAD_AT not in headers and (when := _x_death_time(message.headers)) is not None:
-        headers[c.H_DEAD_AT] = str(int(when.timestamp() * 1000))
-    return DeadLetter(message.body, reason, headers)
-
-
-def _x_death_time(raw: Mapping[str, Any] | None) -> datetime | None:
-    deaths = (raw or {}).get("x-death") or []
-    when = deaths[0].get("time") if deaths and isinstance(deaths[0], Mapping) else None
-    return when if isinstance(when, datetime) else None
-
-
-def _x_death_reason(raw: Mapping[str, Any] | None) -> str:
-    """The broker's own dead-lettering reason (e.g. `delivery_limit`), from the x-death header."""
-    deaths = (raw or {}).get("x-death") or []
-    if deaths and isinstance(deaths[0], Mapping):
-        return f"broker: {deaths[0].get('reason', 'unknown')}"
-    return "broker: unknown"
