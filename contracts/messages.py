@@ -421,12 +421,15 @@ class WorkflowCancelReply(Message):
 
 @register
 class WorkflowCancelled(Message):
-    """Announced when a workflow is cancelled: the of-sender sends none of its deliveries from then on."""
+    """Announced when a workflow is cancelled: the of-sender sends none of its deliveries from then on, and
+    the cost-tracker records how the workflow ended."""
 
     TYPE = "workflow.cancelled"
     workflow_id: uuid.UUID
     account_id: str
     cancelled_at: AwareDatetime
+    duration_ms: float = Field(default=0.0, ge=0)  # from acceptance to the cancel
+    deliveries: DeliveryCounts | None = None  # the counts the cancel left (a workflow that delivers)
 
 
 class WorkflowListItem(Part):

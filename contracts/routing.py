@@ -47,8 +47,9 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         m.WorkflowCancelRequest.TYPE: (ROUTER,),
         m.WorkflowListQuery.TYPE: (ROUTER,),
         m.WorkflowRetryRequest.TYPE: (ROUTER,),
-        # The of-sender keeps the cancelled workflows so that no approval of theirs is sent from then on.
-        m.WorkflowCancelled.TYPE: (OF_SENDER,),
+        # The of-sender keeps the cancelled workflows so that no approval of theirs is sent from then on; the
+        # cost-tracker records the end, as for workflow.completed / .failed.
+        m.WorkflowCancelled.TYPE: (OF_SENDER, COST_TRACKER),
         # The router POSTs completion webhooks from its own queue: a retry waits on the bus, not in a handler.
         m.WebhookRequested.TYPE: (ROUTER,),
         f"{m.GenerationRequested.TYPE}.azure": (AZURE_WORKER,),

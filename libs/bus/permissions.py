@@ -58,6 +58,7 @@ PUBLISHES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             m.WorkflowFanout.TYPE,
             m.WorkflowTimer.TYPE,
             m.WebhookRequested.TYPE,
+            m.WorkflowCancelled.TYPE,
         ),
         r.AZURE_WORKER: (m.GenerationCompleted.TYPE, m.GenerationFailed.TYPE, m.UsageRecorded.TYPE),
         r.OPENAI_WORKER: (m.GenerationCompleted.TYPE, m.GenerationFailed.TYPE, m.UsageRecorded.TYPE),
@@ -85,6 +86,9 @@ REQUESTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             m.WorkflowStatusQuery.TYPE,
             m.DeliveryListQuery.TYPE,
             m.CostQuery.TYPE,
+            m.WorkflowCancelRequest.TYPE,
+            m.WorkflowRetryRequest.TYPE,
+            m.WorkflowListQuery.TYPE,
         ),
     }
 )

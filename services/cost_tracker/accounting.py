@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contracts import Envelope, Message
 from contracts.ids import is_user_id
-from contracts.messages import UsageRecorded, WorkflowCompleted, WorkflowFailed
+from contracts.messages import UsageRecorded, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from libs.bus import Reject
 from libs.telemetry import constants as tc
 from libs.telemetry import get_logger, get_metrics
@@ -21,6 +21,10 @@ from services.cost_tracker.prices import PriceTable
 from services.cost_tracker.store import CostStore
 
 log = get_logger(__name__)
+
+
+# The outcome status each end message records.
+_ENDED_AS: dict[type, str] = {WorkflowCompleted: "completed", WorkflowFailed: "failed", WorkflowCancelled: "cancelled"}
 
 
 class Accounting:
@@ -79,15 +83,14 @@ class Accounting:
 
     async def on_workflow_end(self, envelope: Envelope) -> Message | None:
         end = envelope.payload
-        assert isinstance(end, WorkflowCompleted | WorkflowFailed)
+        assert isinstance(end, WorkflowCompleted | WorkflowFailed | WorkflowCancelled)
         if envelope.workflow_id is None or not is_user_id(envelope.user_id):
             raise Reject(f"{envelope.type} without a workflow_id and a valid user_id")
-        completed = isinstance(end, WorkflowCompleted)
         usage = end.usage if isinstance(end, WorkflowCompleted) else None
         outcome = WorkflowOutcome(
             workflow_id=envelope.workflow_id,
             user_id=envelope.user_id,
-            status="completed" if completed else "failed",
+            status=_ENDED_AS[type(end)],
             provider=end.provider if isinstance(end, WorkflowCompleted) else None,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,

@@ -126,11 +126,11 @@ class CostEntry:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowOutcome:
-    """How a workflow ended (workflow.completed / workflow.failed), for campaign costs and settling."""
+    """How a workflow ended (workflow.completed / .failed / .cancelled), for campaign costs and settling."""
 
     workflow_id: uuid.UUID
     user_id: str
-    status: str  # "completed" | "failed"
+    status: str  # "completed" | "failed" | "cancelled"
     provider: Provider | None
     prompt_tokens: int | None  # the final generation's usage, as the router reported it
     completion_tokens: int | None

@@ -203,9 +203,11 @@ def _settled(entries: list[CostEntry], outcome: WorkflowOutcome | None) -> bool:
     )
 
 
-def _status(outcome: WorkflowOutcome | None) -> Literal["running", "completed", "failed"]:
+def _status(outcome: WorkflowOutcome | None) -> Literal["running", "completed", "failed", "cancelled"]:
     if outcome is None:
         return "running"
+    if outcome.status == "cancelled":
+        return "cancelled"
     return "completed" if outcome.status == "completed" else "failed"
 
 

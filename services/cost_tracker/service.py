@@ -12,7 +12,14 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from contracts.messages import CostAlert, CostQuery, UsageRecorded, WorkflowCompleted, WorkflowFailed
+from contracts.messages import (
+    CostAlert,
+    CostQuery,
+    UsageRecorded,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
+)
 from contracts.routing import COST_TRACKER
 from libs.bus import Bus, Handler
 from libs.runtime import Runtime, Service
@@ -91,6 +98,7 @@ class CostTracker:
             UsageRecorded.TYPE: self.accounting.on_usage,
             WorkflowCompleted.TYPE: self.accounting.on_workflow_end,
             WorkflowFailed.TYPE: self.accounting.on_workflow_end,
+            WorkflowCancelled.TYPE: self.accounting.on_workflow_end,
             CostQuery.TYPE: self.queries.on_query,
             CostAlert.TYPE: self.notifier.on_alert,
         }

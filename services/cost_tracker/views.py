@@ -82,7 +82,7 @@ class WorkflowCostView(View):
     workflow_id: uuid.UUID
     user_id: str
     workflow_type: IntentType | None  # None: the workflow ended before any call was billed
-    status: Literal["running", "completed", "failed"]
+    status: Literal["running", "completed", "failed", "cancelled"]
     total_cost: Decimal
     requests: int
     prompt_tokens: int

@@ -188,7 +188,7 @@ class WorkflowCost(ApiModel):
     workflow_id: uuid.UUID
     user_id: str
     workflow_type: IntentType | None
-    status: Literal["running", "completed", "failed"]
+    status: Literal["running", "completed", "failed", "cancelled"]
     total_cost: Money
     requests: int
     prompt_tokens: int

@@ -88,8 +88,15 @@ class Control:
             change = Change(current, cause, now)
             change.cancel_open()
             change.move(WorkflowStatus.CANCELLED, "cancelled", {"by": by}, completed_at=now)
+            tally = change.workflow.tally
             change.emit(
-                WorkflowCancelled(workflow_id=current.workflow_id, account_id=current.sends_as, cancelled_at=now)
+                WorkflowCancelled(
+                    workflow_id=current.workflow_id,
+                    account_id=current.sends_as,
+                    cancelled_at=now,
+                    duration_ms=current.duration_ms(now),
+                    deliveries=tally.counts() if tally.total else None,
+                )
             )
             return change
 

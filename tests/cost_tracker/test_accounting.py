@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 
 from contracts import Envelope
 from contracts.enums import IntentType, Provider
-from contracts.messages import Usage, WorkflowCompleted, WorkflowFailed
+from contracts.messages import Usage, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from contracts.routing import COST_TRACKER
 from libs.telemetry.constants import METRIC_WORKFLOW_COST
 from libs.telemetry.metrics import Metrics
@@ -185,6 +185,17 @@ class TestOutcomes:
         await harness.tracker.accounting.on_workflow_end(Envelope.new(failed, workflow_id=workflow, user_id=ALICE))
         view = await harness.data("campaign", {"workflow_id": str(workflow)})
         assert (view["status"], view["settled"], D(view["total_cost"])) == ("failed", True, D("0.001"))
+
+    async def test_a_cancelled_workflow_is_settled_as_cancelled(self, harness: Harness) -> None:
+        """workflow.cancelled ends a workflow like the others: status cancelled, settled with what it billed."""
+        workflow = uuid.uuid4()
+        await harness.record(usage(workflow_id=workflow, prompt=100, completion=0))
+        cancelled = WorkflowCancelled(
+            workflow_id=workflow, account_id=ALICE, cancelled_at=datetime.now(UTC), duration_ms=7.0
+        )
+        await harness.tracker.accounting.on_workflow_end(Envelope.new(cancelled, workflow_id=workflow, user_id=ALICE))
+        view = await harness.data("campaign", {"workflow_id": str(workflow)})
+        assert (view["status"], view["settled"], D(view["total_cost"])) == ("cancelled", True, D("0.001"))
 
     async def test_the_end_records_the_workflow_cost_once_with_the_latest_provider(
         self, harness: Harness, monkeypatch: pytest.MonkeyPatch
