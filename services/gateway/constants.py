@@ -15,9 +15,9 @@ PATH_RETRY: Final = "/api/v2/campaigns/retry"
 PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
 PATH_OPENAPI: Final = "/api/openapi.json"
 PATH_FEATURE_FLAGS: Final = "/api/admin/feature-flags"
-
 PATH_DEAD_LETTERS: Final = "/api/admin/dead-letters"
 PATH_DEAD_LETTERS_REPLAY: Final = "/api/admin/dead-letters/replay"
+
 # --- Settings defaults (GATEWAY_* environment variables; see config.py).
 DEFAULT_PORT: Final = 8080
 DEFAULT_HOST: Final = "0.0.0.0"  # the gateway is the public entry point

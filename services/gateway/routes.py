@@ -83,8 +83,7 @@ CREATE_CAMPAIGN = RouteDoc(
         401: _UNAUTHORIZED,
         402: Reply("cost_limit_exceeded: the user's budget blocks new workflows", ErrorResponse),
         403: Reply(
-            "forbidden: accountId is neither the caller's id nor in the token's `accounts` claim (admins may use "
-            "any)",
+            "forbidden: accountId is neither the caller's id nor in the token's `accounts` claim (admins may use any)",
             ErrorResponse,
         ),
         409: Reply("cancelled: wait=true, and the workflow was cancelled meanwhile", ErrorResponse),
