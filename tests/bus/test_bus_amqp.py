@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from libs.bus import Bus, RedeliveryPolicy, Unroutable
+from libs.bus import Bus, RedeliveryPolicy, Unroutable, amqp
 from libs.bus.amqp import AmqpBus, tier_for
 from tests.bus.conformance import ROUTER, BusConformance, MakeBus, Recorder, eventually, requested
 from tests.bus.conformance_dead_letters import Rejecting, listed
@@ -85,6 +85,25 @@ class TestAmqpBusConformance(BusConformance):
         await again.subscribe(ROUTER, {"workflow.requested": Rejecting()})
         await again.publish(requested())
         assert (await listed(again, 1))[0].reason == "rejected: attempt 1"
+
+    async def test_amqp_a_full_dead_letter_queue_drops_its_oldest(
+        self, make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the bound at 3 (x-max-length, drop-head), five dead letters leave the newest three."""
+        monkeypatch.setattr(amqp, "DLQ_ARGUMENTS", {**amqp.DLQ_ARGUMENTS, "x-max-length": 3})
+        bus = await make_bus()
+        sent = [requested(n) for n in range(5)]
+        for envelope in sent:  # one at a time: the order they are dead-lettered in is the order published
+            await bus.publish_raw(ROUTER, envelope.encode().replace(b'"version":1', b'"version":9'))
+        await bus.subscribe(ROUTER, {}, prefetch=1)
+        newest = [str(e.id) for e in sent[2:]]
+        for _ in range(100):
+            if [i.id for i in await bus.list_dead_letters(ROUTER)] == newest:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"expected the newest three, listed {await bus.list_dead_letters(ROUTER)}")
+        assert await bus.dead_letter_depth(ROUTER) == 3
 
 
 class TestDelayTiers:
