@@ -54,6 +54,7 @@ from services.gateway.errors import (
     json_response,
 )
 from services.gateway.health import HealthAggregator, public
+from services.gateway.router_client import ask_router, expect, unavailable
 from services.gateway.schemas import (
     AcceptedData,
     AcceptedResponse,
@@ -152,7 +153,7 @@ class Api:
         try:
             view = await self._query(workflow_id, principal, timeout=self._settings.gateway_request_timeout_s)
         except BusError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         if view is None:
             raise NotFound("not_found", f"no workflow {workflow_id}")
         return json_response(StatusResponse(data=WorkflowStatusData.of(view)).dump())
@@ -160,14 +161,14 @@ class Api:
     async def get_deliveries(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
         query = parse_deliveries_query(request.query, principal)
-        try:
-            reply = await self._bus.request(
-                Envelope.new(query, workflow_id=query.workflow_id, user_id=principal.user_id),
-                timeout=self._settings.gateway_request_timeout_s,
-            )
-        except BusError as exc:
-            raise _unavailable(exc) from exc
-        answer = _expect(reply, DeliveryListReply)
+        answer = await ask_router(
+            self._bus,
+            query,
+            DeliveryListReply,
+            user_id=principal.user_id,
+            timeout=self._settings.gateway_request_timeout_s,
+            workflow_id=query.workflow_id,
+        )
         if not answer.found:
             raise NotFound("not_found", f"no workflow {query.workflow_id}")
         page = DeliveriesPage(
@@ -199,8 +200,8 @@ class Api:
             log.warning("gateway.workflow.unconfirmed", timeout_s=timeout)
             return None
         except BusError as exc:
-            raise _unavailable(exc) from exc
-        answer = _expect(reply, WorkflowAccepted)
+            raise unavailable(exc) from exc
+        answer = expect(reply, WorkflowAccepted)
         if not answer.accepted:
             error = answer.error or ErrorInfo(
                 type=ErrorType.INVALID_REQUEST, message="the workflow was refused", retryable=False
@@ -228,7 +229,7 @@ class Api:
         reply = await self._bus.request(
             Envelope.new(query, workflow_id=workflow_id, user_id=principal.user_id), timeout=timeout + (wait_s or 0)
         )
-        answer = _expect(reply, WorkflowStatusReply)
+        answer = expect(reply, WorkflowStatusReply)
         view = answer.workflow if answer.found else None
         # The router filters by requester too; checking here as well keeps one bug from leaking workflows.
         if view is None or not principal.may_see(view.user_id):
@@ -259,7 +260,7 @@ class Api:
             except RequestTimeout:
                 continue
             except BusError as exc:
-                raise _unavailable(exc) from exc
+                raise unavailable(exc) from exc
             if (view is None or view.status not in TERMINAL_STATUSES) and time.monotonic() - asked < hold / 2:
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * c.POLL_FACTOR, c.POLL_MAX_S)
@@ -435,15 +436,3 @@ def parse_workflow_id(query: Mapping[str, str]) -> uuid.UUID:
         return uuid.UUID(raw.strip())
     except ValueError as exc:
         raise BadRequest("invalid_parameter", "workflowId must be a UUID") from exc
-
-
-def _expect(reply: Envelope, kind: type[M]) -> M:
-    if not isinstance(reply.payload, kind):
-        log.error("gateway.reply.unexpected", expected=kind.__name__, got=reply.type)
-        raise BadGateway("bad_gateway", "the workflow service answered something unexpected")
-    return reply.payload
-
-
-def _unavailable(exc: BusError) -> Unavailable:
-    log.error("gateway.bus.failed", reason=f"{type(exc).__name__}: {exc}")
-    return Unavailable("unavailable", "the workflow service is unavailable; try again", headers={"Retry-After": "1"})

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from contracts import Envelope, Message
+from contracts import Message
 from contracts.enums import ErrorType
 from contracts.messages import (
     ErrorInfo,
@@ -21,13 +21,14 @@ from contracts.messages import (
     WorkflowRetryReply,
     WorkflowRetryRequest,
 )
-from libs.bus import Bus, BusError
+from libs.bus import Bus
 from libs.telemetry import get_logger
 from services.gateway import constants as c
-from services.gateway.api import _expect, _unavailable, parse_workflow_id
+from services.gateway.api import parse_workflow_id
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import Conflict, Forbidden, NotFound, WorkflowError, json_response
+from services.gateway.router_client import ask_router
 from services.gateway.schemas import CancelData, CancelResponse, RetryData, RetryResponse, WorkflowStatusData
 
 log = get_logger(__name__)
@@ -77,12 +78,10 @@ class ControlEndpoints:
         return json_response(RetryResponse(data=data).dump(), status=202, headers={"Location": location})
 
     async def _ask(self, payload: Message, workflow_id: uuid.UUID, principal: Principal, kind: type[R]) -> R:
-        envelope = Envelope.new(payload, workflow_id=workflow_id, user_id=principal.user_id)
-        try:
-            reply = await self._bus.request(envelope, timeout=self._settings.gateway_request_timeout_s)
-        except BusError as exc:
-            raise _unavailable(exc) from exc
-        return _expect(reply, kind)
+        timeout = self._settings.gateway_request_timeout_s
+        return await ask_router(
+            self._bus, payload, kind, user_id=principal.user_id, timeout=timeout, workflow_id=workflow_id
+        )
 
 
 def _refuse(outcome: str, workflow_id: uuid.UUID) -> None:

@@ -17,17 +17,16 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from contracts import Envelope
 from contracts.enums import IntentType, Priority, WorkflowStatus
 from contracts.messages import WorkflowListItem, WorkflowListQuery, WorkflowListReply
-from libs.bus import Bus, BusError
+from libs.bus import Bus
 from libs.telemetry import get_logger
 from services.gateway import constants as c
-from services.gateway.api import _expect, _unavailable
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.costs import From, To, _invalid_query
 from services.gateway.errors import BadRequest, Forbidden, json_response
+from services.gateway.router_client import ask_router
 from services.gateway.schemas import ApiModel, PlatformId, WorkflowErrorBody
 
 log = get_logger(__name__)
@@ -105,13 +104,8 @@ class ListingEndpoints:
     async def list_workflows(self, request: web.Request) -> web.Response:
         principal = self._verifier.verify(request.headers.get("Authorization"))
         query = parse_list_query(request, principal)
-        try:
-            reply = await self._bus.request(
-                Envelope.new(query, user_id=principal.user_id), timeout=self._settings.gateway_request_timeout_s
-            )
-        except BusError as exc:
-            raise _unavailable(exc) from exc
-        answer = _expect(reply, WorkflowListReply)
+        timeout = self._settings.gateway_request_timeout_s
+        answer = await ask_router(self._bus, query, WorkflowListReply, user_id=principal.user_id, timeout=timeout)
         if not answer.ok:
             raise BadRequest("invalid_parameter", f"cursor: {answer.error or 'not a cursor of this list'}")
         # The router filters by requester; checking here as well keeps one bug from leaking workflows.
