@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
 from libs.bus.dead_letters import DeadLetterInfo
+from libs.bus.permissions import consuming_services
 from services.gateway.schemas import ApiModel
 
 
@@ -59,24 +60,45 @@ class DeadLettersResponse(ApiModel):
 class DeadLetterReplayRequest(BaseModel):
     """POST /api/admin/dead-letters/replay: one dead letter by id, or all of a service's."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=False,
-        validate_by_alias=True,
-        extra="forbid",
-        frozen=True,
-        json_schema_extra={"oneOf": [{"required": ["id"]}, {"required": ["all"]}]},
+    # camelCase, unknown fields refused, and exactly one of id / all: true — in the document too, so that
+    # what it allows is exactly what is accepted.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=lambda schema: _exact(schema))
+
+    service: StrictStr = Field(
+        description="the service whose dead-letter queue it is",
+        json_schema_extra={"enum": list(consuming_services())},
+    )
+    id: StrictStr | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, max_length=200, description="the dead letter's id (from the listing)"
+    )
+    all: StrictBool | SkipJsonSchema[None] = Field(
+        default=None, description="every dead letter of the service", json_schema_extra={"const": True}
     )
 
-    service: StrictStr = Field(description="the service whose dead-letter queue it is")
-    id: StrictStr | None = Field(default=None, min_length=1, max_length=200, description="the dead letter's id")
-    all: StrictBool | None = Field(default=None, description="true: every dead letter of the service")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(key in data and data[key] is None for key in ("id", "all")):
+            raise ValueError("id and all may be left out, not null")
+        return data
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
-        if (self.id is None) == (self.all is not True):
+        if self.all is False:
+            raise ValueError('all can only be true (give "id" for one dead letter)')
+        if (self.id is None) == (self.all is None):
             raise ValueError('give either "id" or "all": true')
         return self
+
+
+def _exact(schema: dict[str, Any]) -> None:
+    """Exactly one of id / all, and no `default: null` (null is not accepted: the document must not say it)."""
+    schema["oneOf"] = [
+        {"required": ["id"], "not": {"required": ["all"]}},
+        {"required": ["all"], "not": {"required": ["id"]}},
+    ]
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
 
 
 class ReplayData(ApiModel):

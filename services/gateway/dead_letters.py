@@ -94,11 +94,11 @@ class DeadLetterEndpoints:
         return principal
 
     def _service(self, name: str | None) -> str:
-        if name is None or not name.strip():
+        if not name:
             raise BadRequest("invalid_parameter", f"service is required, one of: {', '.join(self.services)}")
-        if name.strip() not in self.services:
+        if name not in self.services:
             raise BadRequest("invalid_parameter", f"unknown service; one of: {', '.join(self.services)}")
-        return name.strip()
+        return name
 
 
 def _unavailable(exc: BusError) -> Unavailable:
