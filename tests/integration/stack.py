@@ -104,6 +104,8 @@ class Stack:
             BUS_NAMESPACE=self.namespace,
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
+            # The stack's own feature flags: a test flipping the kill switch never holds another run's stack.
+            FLAGS_KEY=f"ho:flags:{self.namespace}",
             LOG_FORMAT="json",
             SHUTDOWN_GRACE_S="5",
             PYTHONUNBUFFERED="1",
