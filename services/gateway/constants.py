@@ -125,9 +125,6 @@ HEALTH_CHECK_TIMEOUT_S: Final = 2.0
 RESOURCE_HEALTH_CHECKS: Final = "health_checks"
 RESOURCE_GATEWAY_URL: Final = "gateway_url"
 RESOURCE_SETTINGS: Final = "gateway_settings"
-# A libs.flags FlagStore to use instead of opening one from REDIS_URL (the embedded mode, tests: several
-# gateways in one process sharing one in-memory store). The gateway does not close a store it is given.
-RESOURCE_FLAG_STORE: Final = "flag_store"
 
 # --- Cost endpoints (issue 6): the cost-tracker answers them over the bus (cost.query).
 PATH_COST_STATS: Final = "/api/v2/costs/stats"

@@ -21,7 +21,7 @@ from services.gateway import constants as c
 from services.gateway.api import read_json_object
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import ApiError, BadRequest, Forbidden, Unavailable, json_response
+from services.gateway.errors import BadRequest, Conflict, Forbidden, Unavailable, json_response
 from services.gateway.flag_schemas import (
     AccountPauseData,
     AccountPauseResponse,
@@ -33,12 +33,6 @@ from services.gateway.flag_schemas import (
 _ACCOUNT_ID = re.compile(c.PLATFORM_ID_PATTERN)
 
 log = get_logger(__name__)
-
-
-class Conflict(ApiError):
-    """409: the write named a version the flags have moved past."""
-
-    status = 409
 
 
 class FeatureFlagEndpoints:

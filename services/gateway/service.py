@@ -3,7 +3,8 @@
 `create(runtime)` reads GatewaySettings (from `runtime.resources["gateway_settings"]` when the embedded mode
 passes one, else from the environment); the start hook binds the site and publishes its URL in
 `runtime.resources["gateway_url"]` (GATEWAY_PORT=0 picks a free port). The feature flags (libs.flags) come
-from Redis when REDIS_URL is set, else from this process, unless `runtime.resources["flag_store"]` gives a store.
+from Redis when REDIS_URL is set, else from this process, unless `runtime.resources` holds the store a process's
+services share (libs.flags.constants.RESOURCE_FLAG_STORE).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiohttp.typedefs import Handler
 
 from contracts.routing import GATEWAY
 from libs.config import bind_error
-from libs.flags import FlagStore, open_flag_client
+from libs.flags import open_flag_client
 from libs.ratelimit import Rate, TokenBucket, open_token_bucket
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
@@ -63,8 +64,7 @@ class Gateway:
         verifier = TokenVerifier.from_settings(settings)
         self.guard = Guard(verifier, _request_bucket(settings))
         self.costs = CostEndpoints(runtime.bus, settings, verifier)
-        store = runtime.resources.get(c.RESOURCE_FLAG_STORE)
-        self.flags = open_flag_client(settings, store=store if isinstance(store, FlagStore) else None)
+        self.flags = open_flag_client(settings, resources=runtime.resources)
         self.feature_flags = FeatureFlagEndpoints(self.flags, settings, verifier)
         self.dead_letters = DeadLetterEndpoints(runtime.bus, settings, verifier)
         self.control = ControlEndpoints(runtime.bus, settings, verifier)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
+from libs.config import ConfigError
 from libs.flags import FlagSettings
 from libs.ratelimit import DeliveryLimitSettings
 from libs.ratelimit.constants import SEND_LOG_PREFIX
@@ -48,5 +49,6 @@ class OfSenderSettings(DeliveryLimitSettings, FlagSettings):
     of_sender_db_schema: str = Field(default=DB_SCHEMA, min_length=1)
 
 
-class PlatformConfigError(ValueError):
-    """The platform API is not configured (no ONLYFANS_API_URL and no simulator), or only half of it."""
+class PlatformConfigError(ConfigError):
+    """The platform API is not configured (no ONLYFANS_API_URL and no simulator), or only half of it: one
+    line naming the variable, exit 2."""

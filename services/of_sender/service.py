@@ -55,11 +55,13 @@ def platform_endpoint(settings: OfSenderSettings, resources: dict[str, Any]) -> 
     token = settings.onlyfans_api_token.get_secret_value() if settings.onlyfans_api_token else None
     if settings.onlyfans_api_url:
         if not token:
-            raise PlatformConfigError("ONLYFANS_API_URL is set but ONLYFANS_API_TOKEN is not")
+            raise PlatformConfigError("required when ONLYFANS_API_URL is set", "ONLYFANS_API_TOKEN")
         return settings.onlyfans_api_url, token, False
     simulator = resources.get(SIMULATOR_RESOURCE)
     if not simulator:
-        raise PlatformConfigError("set ONLYFANS_API_URL and ONLYFANS_API_TOKEN (or run embedded with the simulator)")
+        raise PlatformConfigError(
+            "required, with ONLYFANS_API_TOKEN (or run embedded with the simulator)", "ONLYFANS_API_URL"
+        )
     return str(simulator), token or SIMULATOR_TOKEN, True
 
 

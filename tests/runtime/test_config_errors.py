@@ -77,6 +77,11 @@ class TestAtStart:
         line = one_line(start("services.gateway"))
         assert line.startswith("gateway: GATEWAY_JWT_SECRET"), line
 
+    def test_a_sender_without_its_platform_names_the_variable(self) -> None:
+        """The of-sender with no ONLYFANS_API_URL (and no simulator): one line naming it, exit 2."""
+        line = one_line(start("services.of_sender", ONLYFANS_API_URL="", ONLYFANS_API_TOKEN=""))
+        assert line.startswith("of-sender: ONLYFANS_API_URL: required"), line
+
     def test_gateway_port_in_use(self, port_in_use: int) -> None:
         """The HTTP port taken by another process: one line naming GATEWAY_PORT and the port."""
         result = start(
