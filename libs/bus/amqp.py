@@ -45,7 +45,6 @@ from libs.bus import amqp_dead
 from libs.bus import constants as c
 from libs.bus.amqp_dead import text_headers
 from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
-from libs.bus.dead_letters import dead_headers
 from libs.bus.errors import BusConnectionError, BusError, PublishError, Unroutable
 
 log = structlog.get_logger("libs.bus.amqp")
@@ -286,21 +285,17 @@ class AmqpBus(Bus):
             return
         if remaining > 0:
             await asyncio.sleep(remaining / 1000)  # below the smallest tier: never early
-        broker_deliveries = int_header(headers, "x-delivery-count")
-        outcome = await consumer.handle(message.body, headers, broker_deliveries)
+        outcome = await consumer.handle(message.body, headers, int_header(headers, c.H_BROKER_DELIVERIES))
         if outcome.verdict is Verdict.RETRY:
-            retry = {k: v for k, v in headers.items() if k != "x-delivery-count"}
-            retry[c.H_DELIVERIES] = str(int_header(headers, c.H_DELIVERIES) + broker_deliveries + 1)
-            retry[c.H_DELIVER_AT] = str(int((time.time() + outcome.delay_s) * 1000))
-            await self._send_one(consumer.service, message.body, retry, int(outcome.delay_s * 1000))
+            await self._send_one(consumer.service, message.body, outcome.headers, int(outcome.delay_s * 1000))
         elif outcome.verdict is Verdict.DEAD:
-            await self._dead_letter(consumer.service, message.body, headers, outcome.reason)
+            await self._dead_letter(consumer.service, message.body, outcome.headers)
         await self._settle(message)
 
-    async def _dead_letter(self, service: str, body: bytes, headers: Mapping[str, str], reason: str) -> None:
+    async def _dead_letter(self, service: str, body: bytes, headers: Mapping[str, str]) -> None:
         dead = aio_pika.Message(
             body,
-            headers=dict(dead_headers(headers, reason)),
+            headers=dict(headers),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         dlq = c.dlq_name(self.namespace, service)

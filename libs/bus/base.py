@@ -2,8 +2,9 @@
 
 A transport only moves bytes and headers: `_send` (to the queues of the given services, optionally delayed),
 `_reply` (to a requester's reply queue) and the consume loop of its broker, which hands each message to
-`Consumer.handle` and then does what the returned `Outcome` says (ack / retry later / dead-letter).
-Everything else — routing, trace context, redelivery bounds, request/reply — is decided here, once.
+`Consumer.handle` and then does what the returned `Outcome` says: acknowledge it, or first requeue a copy
+after `delay_s` or dead-letter it — in both cases with the `Outcome.headers` decided here.
+Everything else — routing, trace context, redelivery bounds and counts, request/reply — is decided here, once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,27 @@ def int_header(headers: Mapping[str, str], key: str) -> int:
         return 0
 
 
+def deliver_at(delay_s: float) -> str:
+    """The `x-ho-deliver-at` value of a message due `delay_s` from now (epoch milliseconds)."""
+    return str(int((time.time() + delay_s) * 1000))
+
+
+def retry_headers(headers: Mapping[str, str], deliveries: int, delay_s: float) -> dict[str, str]:
+    """`headers` of the copy that retries a message after its `deliveries`-th failed handler run, due in
+    `delay_s` (the broker's own count stays behind: the copy is a new message to the broker)."""
+    kept = {k: v for k, v in headers.items() if k != c.H_BROKER_DELIVERIES}
+    return {**kept, c.H_DELIVERIES: str(deliveries), c.H_DELIVER_AT: deliver_at(delay_s)}
+
+
+def dead_headers(headers: Mapping[str, str], reason: str) -> dict[str, str]:
+    """`headers` of a message being dead-lettered now because of `reason` (what every transport stores)."""
+    return {
+        **headers,
+        c.H_DEAD_REASON: reason[: c.DEAD_REASON_MAX_CHARS],
+        c.H_DEAD_AT: str(int(time.time() * 1000)),
+    }
+
+
 @dataclass(frozen=True)
 class RedeliveryPolicy:
     max_deliveries: int = c.MAX_DELIVERIES
@@ -91,9 +113,13 @@ class Verdict(Enum):
 
 @dataclass(frozen=True)
 class Outcome:
+    """What the transport does with a handled message: ACK it; RETRY: requeue a copy with `headers` after
+    `delay_s`, then ack; DEAD: put it in the dead-letter queue with `headers`, then ack."""
+
     verdict: Verdict
     reason: str = ""
     delay_s: float = 0.0
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,18 +142,24 @@ class Consumer:
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def handle(self, body: bytes, headers: Mapping[str, str], broker_deliveries: int = 0) -> Outcome:
-        """Decode, run the handler inside a CONSUMER span, reply if asked; say what to do with the message."""
+        """Decode, run the handler inside a CONSUMER span, reply if asked; say what to do with the message
+        and with which headers. `broker_deliveries`: earlier deliveries the broker counted that never
+        reached an outcome (a consumer died holding the message)."""
         started = time.perf_counter()
-        outcome = await self._handle(body, headers, broker_deliveries)
+        deliveries = int_header(headers, c.H_DELIVERIES) + broker_deliveries + 1
+        outcome = await self._handle(body, headers, deliveries)
         get_metrics().record_message(
             queue=self.service,
             duration_ms=(time.perf_counter() - started) * 1000,
             failed=outcome.verdict is not Verdict.ACK,
         )
+        if outcome.verdict is Verdict.RETRY:
+            return replace(outcome, headers=retry_headers(headers, deliveries, outcome.delay_s))
+        if outcome.verdict is Verdict.DEAD:
+            return replace(outcome, headers=dead_headers(headers, outcome.reason))
         return outcome
 
-    async def _handle(self, body: bytes, headers: Mapping[str, str], broker_deliveries: int) -> Outcome:
-        deliveries = int_header(headers, c.H_DELIVERIES) + broker_deliveries + 1
+    async def _handle(self, body: bytes, headers: Mapping[str, str], deliveries: int) -> Outcome:
         try:
             envelope = Envelope.decode(body)
         except ContractError as exc:
@@ -323,7 +355,7 @@ class Bus(ABC):
         key = route_key(envelope)
         headers = {c.H_ROUTE: key, **extra}
         if delay > 0:
-            headers[c.H_DELIVER_AT] = str(int((time.time() + delay) * 1000))
+            headers[c.H_DELIVER_AT] = deliver_at(delay)
         with producer_span(
             system=self.system,
             destination=key,

@@ -83,15 +83,10 @@ class DeadLetterInfo:
         return max(0.0, ((now or datetime.now(UTC)) - self.dead_lettered_at).total_seconds())
 
 
-def dead_headers(headers: Mapping[str, str], reason: str) -> dict[str, str]:
-    """`headers` of a message being dead-lettered now because of `reason` (what every transport stores)."""
-    return {**headers, c.H_DEAD_REASON: reason[:1000], c.H_DEAD_AT: str(_now_ms())}
-
-
 def replay_headers(headers: Mapping[str, str], replay_id: str) -> dict[str, str]:
     """The headers a dead letter goes back to its queue with: no delivery count, no delay, no dead-letter
     bookkeeping (so a new failure counts from one and records its own reason), marked as replayed."""
-    dropped = {c.H_DELIVERIES, c.H_DELIVER_AT, c.H_DEAD_REASON, c.H_DEAD_AT, "x-delivery-count"}
+    dropped = {c.H_DELIVERIES, c.H_DELIVER_AT, c.H_DEAD_REASON, c.H_DEAD_AT, c.H_BROKER_DELIVERIES}
     kept = {k: v for k, v in headers.items() if k not in dropped and not k.startswith(_BROKER_DEATH_HEADERS)}
     kept[c.H_REPLAYS] = str(int_header(headers, c.H_REPLAYS) + 1)
     kept[c.H_REPLAY_ID] = replay_id
@@ -226,7 +221,3 @@ def _short(text: str) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)

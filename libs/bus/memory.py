@@ -12,8 +12,8 @@ from collections import defaultdict, deque
 from collections.abc import Mapping
 
 from libs.bus import constants as c
-from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, int_header, new_instance_id
-from libs.bus.dead_letters import dead_headers, replay_headers, selected
+from libs.bus.base import Bus, Consumer, DeadLetter, Verdict, new_instance_id
+from libs.bus.dead_letters import replay_headers, selected
 from libs.bus.errors import Unroutable
 
 Item = tuple[bytes, dict[str, str]]
@@ -78,10 +78,9 @@ class MemoryBus(Bus):
     async def _process(self, consumer: Consumer, body: bytes, headers: Mapping[str, str]) -> None:
         outcome = await consumer.handle(body, headers)
         if outcome.verdict is Verdict.RETRY:
-            retry_headers = {**headers, c.H_DELIVERIES: str(int_header(headers, c.H_DELIVERIES) + 1)}
-            self._put(consumer.service, body, retry_headers, outcome.delay_s)
+            self._put(consumer.service, body, dict(outcome.headers), outcome.delay_s)
         elif outcome.verdict is Verdict.DEAD:
-            self._dead[consumer.service].append(DeadLetter(body, outcome.reason, dead_headers(headers, outcome.reason)))
+            self._dead[consumer.service].append(DeadLetter(body, outcome.reason, outcome.headers))
 
     async def _stop_consumer(self, consumer: Consumer) -> None:
         loop = self._loops.pop(id(consumer), None)

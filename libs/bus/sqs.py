@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from libs.bus import constants as c
 from libs.bus import sqs_dead
-from libs.bus.base import Bus, Consumer, DeadLetter, new_instance_id
+from libs.bus.base import Bus, Consumer, DeadLetter, deliver_at, new_instance_id
 from libs.bus.errors import BusConnectionError, BusError, Unroutable
 from libs.bus.sqs_batch import Batcher
 from libs.bus.sqs_config import (
@@ -213,7 +213,7 @@ class SqsBus(Bus):
             urls.append(url)
         if delay > 0:
             # publish() already stamped it; publish_raw() did not, and steps beyond 900 s need it.
-            headers.setdefault(c.H_DELIVER_AT, str(int((time.time() + delay) * 1000)))
+            headers.setdefault(c.H_DELIVER_AT, deliver_at(delay))
         await asyncio.gather(*(self.send_to(url, body, headers, delay) for url in urls))
 
     async def _reply(self, reply_to: str, body: bytes, headers: dict[str, str]) -> None:

@@ -28,7 +28,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from libs.bus import constants as c
 from libs.bus.base import Consumer, Verdict, int_header
-from libs.bus.dead_letters import dead_headers
 from libs.bus.errors import BusError
 from libs.bus.sqs_config import (
     LOCAL_WAIT_S,
@@ -159,18 +158,10 @@ class Subscription:
             if await self._early(message):
                 return
             outcome = await self.consumer.handle(message.body, message.headers, message.receive_count - 1)
-            headers = message.headers
             if outcome.verdict is Verdict.RETRY:
-                deliveries = int_header(headers, c.H_DELIVERIES) + message.receive_count
-                retry = {
-                    **headers,
-                    c.H_DELIVERIES: str(deliveries),
-                    c.H_DELIVER_AT: str(int((time.time() + outcome.delay_s) * 1000)),
-                }
-                await self.transport.send_to(self.url, message.body, retry, outcome.delay_s)
+                await self.transport.send_to(self.url, message.body, outcome.headers, outcome.delay_s)
             elif outcome.verdict is Verdict.DEAD:
-                dead = dead_headers(headers, outcome.reason)
-                await self.transport.send_to(self.dlq_url, message.body, dead, 0.0)
+                await self.transport.send_to(self.dlq_url, message.body, outcome.headers, 0.0)
             await self.transport.delete(self.url, message.receipt_handle)
         except BusError as exc:
             # Not deleted: SQS hands the message out again after the visibility timeout.
@@ -180,10 +171,7 @@ class Subscription:
 
     async def _early(self, message: Incoming) -> bool:
         """Handle a message that is not due yet: send it on (True), or sleep until it is due (False)."""
-        try:
-            due_ms = int_header(message.headers, c.H_DELIVER_AT)
-        except ValueError:
-            return False
+        due_ms = int_header(message.headers, c.H_DELIVER_AT)
         # +1 ms: the header holds whole milliseconds, rounded down from the time the publisher asked for.
         remaining = (due_ms + 1) / 1000 - time.time()
         if remaining >= LOCAL_WAIT_S:
