@@ -1,4 +1,5 @@
-"""`python -m contracts.export [--freeze]`: write every contract's JSON Schema under contracts/schemas/.
+"""`python -m contracts.export [--freeze]`: write every contract's JSON Schema under contracts/schemas/, and the
+AsyncAPI 3.0 document of the bus that references them (contracts/asyncapi.json).
 
 `--freeze` also copies schemas not yet frozen into contracts/frozen/ (do it once, when a version is
 published; a frozen file is never rewritten).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from contracts.asyncapi import ASYNCAPI_FILE, document, render_document
 from contracts.schema import FROZEN_DIR, SCHEMA_DIR, all_schemas, render
 
 
@@ -26,7 +28,8 @@ def main() -> None:
         if args.freeze and not frozen.exists():
             FROZEN_DIR.mkdir(exist_ok=True)
             frozen.write_text(render(schema))
-    print(f"wrote {len(schemas)} schemas to {SCHEMA_DIR}")
+    ASYNCAPI_FILE.write_text(render_document(document()))
+    print(f"wrote {len(schemas)} schemas to {SCHEMA_DIR} and the AsyncAPI document {ASYNCAPI_FILE.name}")
 
 
 if __name__ == "__main__":
