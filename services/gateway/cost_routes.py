@@ -31,7 +31,7 @@ _TAGS = ("costs",)
 # The year as written is COST_MIN_YEAR..COST_MAX_YEAR (20xx), so the time in UTC and the day after exist.
 _YEAR = r"20\d{2}"
 assert (c.COST_MIN_YEAR, c.COST_MAX_YEAR) == (2000, 2099), "_YEAR states these bounds"
-_DAY_OR_TIME: dict[str, Any] = {
+DAY_OR_TIME: dict[str, Any] = {
     "type": "string",
     "anyOf": [
         {"format": "date", "pattern": rf"^{_YEAR}-"},
@@ -49,8 +49,8 @@ USER_ID = Param(
     # A user id (contracts.ids): never "*", the global scope.
     {"type": "string", "minLength": 1, "maxLength": USER_ID_MAX_LENGTH, "pattern": USER_ID_PATTERN},
 )
-FROM = Param("from", "query", "UTC day (YYYY-MM-DD) or ISO time with offset; default: 1st of this month", _DAY_OR_TIME)
-TO = Param("to", "query", "UTC day, included (YYYY-MM-DD), or ISO time, excluded; default: now", _DAY_OR_TIME)
+FROM = Param("from", "query", "UTC day (YYYY-MM-DD) or ISO time with offset; default: 1st of this month", DAY_OR_TIME)
+TO = Param("to", "query", "UTC day, included (YYYY-MM-DD), or ISO time, excluded; default: now", DAY_OR_TIME)
 LIMIT = Param("limit", "query", "at most this many items", {"type": "integer", "minimum": 1, "maximum": 500})
 LOOKBACK = Param("lookbackDays", "query", "days of history used", {"type": "integer", "minimum": 1, "maximum": 366})
 

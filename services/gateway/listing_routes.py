@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contracts.enums import IntentType, WorkflowStatus
 from services.gateway import constants as c
+from services.gateway.cost_routes import DAY_OR_TIME
 from services.gateway.listing import WorkflowListResponse
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import ErrorResponse
@@ -15,11 +16,6 @@ _UNAUTHORIZED = Reply(
     ("WWW-Authenticate",),
 )
 # As the cost endpoints' from/to (costs.py), which read them the same way.
-_DATE = {
-    "type": "string",
-    "description": "YYYY-MM-DD (a UTC day) or an ISO 8601 time with its offset, in the years "
-    f"{c.COST_MIN_YEAR}-{c.COST_MAX_YEAR}",
-}
 
 LIST_WORKFLOWS = RouteDoc(
     method="GET",
@@ -44,8 +40,8 @@ LIST_WORKFLOWS = RouteDoc(
             {"type": "string", "minLength": 1, "maxLength": c.MAX_ID_LENGTH, "pattern": c.PLATFORM_ID_PATTERN},
         ),
         Param("type", "query", "only workflows of this intent type", {"type": "string", "enum": [*IntentType]}),
-        Param("from", "query", "created at or after", _DATE),
-        Param("to", "query", "created before", _DATE),
+        Param("from", "query", "created at or after: a UTC day (YYYY-MM-DD) or an ISO time with offset", DAY_OR_TIME),
+        Param("to", "query", "created before: a UTC day (included) or an ISO time (excluded)", DAY_OR_TIME),
         Param(
             "cursor",
             "query",
