@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint contracts run bench chaos clean
+.PHONY: setup test lint contracts prices run bench chaos clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,12 @@ chaos: setup
 
 contracts: setup
 	$(BIN)/python -m contracts.export
+
+# Rewrites services/cost_tracker/prices.toml from the genai-prices package's list prices (offline: the
+# package ships its data); review the diff, then commit it. Bump the pin in pyproject.toml for newer prices.
+prices: setup
+	$(BIN)/pip install -q -e '.[prices]'
+	$(BIN)/python -m services.cost_tracker.price_source
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

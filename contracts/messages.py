@@ -79,6 +79,9 @@ class Usage(Part):
     completion_tokens: int = Field(ge=0)
     total_tokens: int = Field(ge=0)
     estimated: bool = False
+    # Optional addition (issue 15): the part of prompt_tokens the provider served from its prompt cache
+    # (OpenAI's prompt_tokens_details.cached_tokens), billed at the cached rate.
+    cached_prompt_tokens: int = Field(default=0, ge=0)
 
 
 # --- workflow -------------------------------------------------------------------------------------------

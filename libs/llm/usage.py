@@ -25,10 +25,14 @@ def estimate_tokens(text: str) -> int:
 def usage_of(reported: CompletionUsage | None, prompt_texts: Iterable[str], completion_text: str) -> Usage:
     """The provider's usage when it reported one, else an estimate from the texts sent and received."""
     if reported is not None:
+        details = reported.prompt_tokens_details
+        cached = (details.cached_tokens or 0) if details is not None else 0
         return Usage(
             prompt_tokens=reported.prompt_tokens,
             completion_tokens=reported.completion_tokens,
             total_tokens=reported.total_tokens,
+            # Part of prompt_tokens; never more than it (the cost-tracker bills them at the cached rate).
+            cached_prompt_tokens=min(cached, reported.prompt_tokens),
         )
     prompt_tokens = sum(estimate_tokens(text) for text in prompt_texts)
     completion_tokens = estimate_tokens(completion_text)

@@ -57,8 +57,10 @@ class Accounting:
             price_entry=quote.entry,
             prompt_price_per_1k=quote.price.prompt_per_1k,
             completion_price_per_1k=quote.price.completion_per_1k,
-            cost_usd=quote.price.cost(tokens.prompt_tokens, tokens.completion_tokens),
+            cost_usd=quote.price.cost(tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_prompt_tokens),
             occurred_at=envelope.occurred_at,
+            cached_prompt_tokens=min(tokens.cached_prompt_tokens, tokens.prompt_tokens),
+            cached_price_per_1k=quote.price.cached_rate,
         )
         totals = await self._store.record_usage(entry)
         if totals is None:
@@ -75,6 +77,7 @@ class Accounting:
             model=usage.model,
             prompt_tokens=entry.prompt_tokens,
             completion_tokens=entry.completion_tokens,
+            cached_prompt_tokens=entry.cached_prompt_tokens,
             cost_usd=str(entry.cost_usd),
             price_estimated=entry.price_estimated,
         )

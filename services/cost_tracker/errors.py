@@ -3,7 +3,8 @@
 ::
 
     CostTrackerError             base of everything the cost-tracker raises on purpose
-    ├── PriceTableError          the price file or COST_PRICES is unreadable or incomplete (start-up)
+    ├── PriceTableError          the price file or COST_PRICES is unreadable or incomplete (start-up);
+    │                            also a libs.config.ConfigError: the process exits 2 with one line
     ├── QueryRefused             a cost.query cannot be answered as asked; `code` goes back to the gateway
     │   ├── InvalidParameter     code "invalid_parameter": a parameter is missing, malformed or out of range
     │   ├── Forbidden            code "forbidden": the requester may not see or change that
@@ -18,13 +19,16 @@ in channels.py.
 
 from __future__ import annotations
 
+from libs.config import ConfigError
+
 
 class CostTrackerError(Exception):
     """Base class of the cost-tracker's own errors."""
 
 
-class PriceTableError(CostTrackerError, ValueError):
-    """The price table cannot be loaded."""
+class PriceTableError(CostTrackerError, ConfigError):
+    """The price table cannot be loaded: a configuration error (one line, exit 2) naming COST_PRICE_FILE or
+    COST_PRICES."""
 
 
 class QueryRefused(CostTrackerError):

@@ -122,6 +122,9 @@ class CostEntry:
     completion_price_per_1k: Decimal
     cost_usd: Decimal
     occurred_at: datetime
+    # Of prompt_tokens, those the provider served from its prompt cache, and their rate.
+    cached_prompt_tokens: int = 0
+    cached_price_per_1k: Decimal | None = None  # None: the prompt rate
 
 
 @dataclass(frozen=True, slots=True)

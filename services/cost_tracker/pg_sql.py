@@ -30,20 +30,20 @@ from services.cost_tracker.model import (
 ENTRY_COLUMNS = (
     "message_id, user_id, workflow_id, generation_id, workflow_type, provider, model, prompt_tokens,"
     " completion_tokens, tokens_estimated, price_estimated, price_entry, prompt_price_per_1k,"
-    " completion_price_per_1k, cost_usd, occurred_at"
+    " completion_price_per_1k, cost_usd, occurred_at, cached_prompt_tokens, cached_price_per_1k"
 )
 
 # The totals are added to only when the entry is new (e is empty for a duplicate), in spend_keys order.
 RECORD_USAGE = f"""
 WITH e AS (
     INSERT INTO cost_entries ({ENTRY_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
     ON CONFLICT (message_id) DO NOTHING
     RETURNING cost_usd
 )
 INSERT INTO spend_totals AS s (scope, period, period_start, spent_usd)
 SELECT k.scope, k.period, k.period_start, e.cost_usd
-FROM e CROSS JOIN unnest($17::text[], $18::text[], $19::date[]) WITH ORDINALITY AS k(scope, period, period_start, n)
+FROM e CROSS JOIN unnest($19::text[], $20::text[], $21::date[]) WITH ORDINALITY AS k(scope, period, period_start, n)
 ORDER BY k.n
 ON CONFLICT (scope, period, period_start) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd
 RETURNING scope, period, period_start, spent_usd
@@ -205,6 +205,8 @@ def entry(row: asyncpg.Record) -> CostEntry:
         completion_price_per_1k=row["completion_price_per_1k"],
         cost_usd=row["cost_usd"],
         occurred_at=row["occurred_at"],
+        cached_prompt_tokens=row["cached_prompt_tokens"],
+        cached_price_per_1k=row["cached_price_per_1k"],
     )
 
 

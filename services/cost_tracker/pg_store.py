@@ -66,6 +66,8 @@ class PostgresStore(SchemaStore, CostStore):
                 entry.completion_price_per_1k,
                 entry.cost_usd,
                 entry.occurred_at,
+                entry.cached_prompt_tokens,
+                entry.prompt_price_per_1k if entry.cached_price_per_1k is None else entry.cached_price_per_1k,
                 *pg_sql.key_arrays(keys),
             )
         return {pg_sql.spend_key(row): row["spent_usd"] for row in rows} if rows else None

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from services.cost_tracker.service import CostTracker
 from services.cost_tracker.store import CostStore, MemoryStore
 from tests.fixtures import waiting
 
+# The seeds' flat rates (tests/fixtures/seed_prices.toml), not the list prices `make prices` writes.
+SEED_PRICES = Path(__file__).resolve().parents[1] / "fixtures" / "seed_prices.toml"
 STORES = [pytest.param("memory"), pytest.param("postgres", marks=pytest.mark.integration)]
 FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.01, cap_s=0.05)
 WAIT_S = 5.0
@@ -42,6 +45,7 @@ def tracker_settings(**overrides: Any) -> CostTrackerSettings:
         "cost_alert_retry_base_s": 0.05,
         "cost_alert_retry_cap_s": 0.2,
         "cost_alert_channel_timeout_s": 2.0,
+        "cost_price_file": SEED_PRICES,
         **overrides,
     }
     return CostTrackerSettings(**values)
@@ -57,6 +61,7 @@ def usage(
     workflow_id: uuid.UUID | None = None,
     workflow_type: IntentType = IntentType.CONTENT_PLANNING,
     estimated: bool = False,
+    cached: int = 0,
     at: datetime | None = None,
 ) -> Envelope:
     """A usage.recorded as a worker publishes it (a child of its generation request)."""
@@ -64,7 +69,11 @@ def usage(
         provider=provider,
         model=model,
         usage=Usage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, estimated=estimated
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            estimated=estimated,
+            cached_prompt_tokens=cached,
         ),
         workflow_type=workflow_type,
         generation_id=uuid.uuid4(),

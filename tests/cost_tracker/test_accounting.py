@@ -44,6 +44,20 @@ class TestPricing:
         ]
         assert D(data["total_cost"]) == D("0.0237225")
 
+    async def test_cached_prompt_tokens_are_billed_at_the_cached_rate(self, harness: Harness) -> None:
+        """gpt-4o with 1,000 of 1,200 prompt tokens cached: 200 x $0.0025/1K + 1,000 x $0.00125/1K + 100 x
+        $0.01/1K, stored with the entry (the store gives back the same figure)."""
+        workflow = uuid.uuid4()
+        await harness.record(
+            usage(
+                provider=Provider.OPENAI, model="gpt-4o", prompt=1200, completion=100, cached=1000, workflow_id=workflow
+            )
+        )
+        [call] = (await harness.data("campaign", {"workflow_id": str(workflow)}))["calls"]
+        assert D(call["cost"]) == D("0.00275")
+        [entry] = await harness.tracker.store.entries(workflow)
+        assert (entry.cached_prompt_tokens, entry.cached_price_per_1k) == (1000, D("0.00125"))
+
     async def test_an_unknown_model_is_priced_at_its_provider_rate_flagged_and_counted(
         self, harness: Harness, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts.enums import Provider
+from services.cost_tracker import price_source
 from services.cost_tracker.constants import DEFAULT_PRICE_FILE
 from services.cost_tracker.errors import PriceTableError
 from services.cost_tracker.prices import Price, load_price_table
@@ -30,14 +31,36 @@ completion = 0.002
 
 
 class TestDefaultTable:
-    def test_seed_rates_for_the_default_deployments(self) -> None:
-        """gpt-4 on azure costs the seed's $0.01/1K, gpt-4o-mini on openai $0.002/1K, exactly."""
+    def test_the_default_deployments_cost_their_list_prices(self) -> None:
+        """gpt-4o-mini costs $0.15/$0.60 per million prompt/completion tokens, gpt-4 $30/$60, exactly."""
         table = load_price_table(DEFAULT_PRICE_FILE)
-        azure = table.quote(Provider.AZURE, "gpt-4")
-        openai = table.quote(Provider.OPENAI, "gpt-4o-mini")
-        assert (azure.known, azure.entry) == (True, "azure/gpt-4")
-        assert azure.price.cost(1234, 567) == Decimal("0.01801")
-        assert openai.price.cost(1234, 567) == Decimal("0.003602")
+        mini = table.quote(Provider.OPENAI, "gpt-4o-mini")
+        gpt4 = table.quote(Provider.AZURE, "gpt-4")
+        assert (mini.known, mini.entry, gpt4.known, gpt4.entry) == (True, "gpt-4o-mini", True, "gpt-4")
+        # 1,000 x $0.15/1M + 500 x $0.60/1M; 1,000 x $30/1M + 500 x $60/1M
+        assert mini.price.cost(1000, 500) == Decimal("0.00045")
+        assert gpt4.price.cost(1000, 500) == Decimal("0.06")
+
+    def test_cached_prompt_tokens_cost_the_cached_rate(self) -> None:
+        """Of 1,000 prompt tokens 800 served from the cache: 200 x $0.15/1M + 800 x $0.075/1M + 500 x $0.60/1M."""
+        quote = load_price_table(DEFAULT_PRICE_FILE).quote(Provider.OPENAI, "gpt-4o-mini-2024-07-18")
+        assert quote.price.cost(1000, 500, cached_prompt_tokens=800) == Decimal("0.00039")
+
+    def test_every_entry_names_its_source_and_date(self) -> None:
+        """Each model's prices say where they come from (genai-prices and its version) and when."""
+        table = load_price_table(DEFAULT_PRICE_FILE)
+        assert len(table.models) > 50
+        for name, price in table.models.items():
+            assert price.source.startswith("genai-prices "), name
+            assert price.as_of is not None, name
+
+    def test_the_generator_writes_the_file_as_committed(self, tmp_path: Path) -> None:
+        """`make prices` on the committed date reproduces prices.toml (nobody hand-edited the generated entries)."""
+        pytest.importorskip("genai_prices")
+        as_of = next(iter(load_price_table(DEFAULT_PRICE_FILE).models.values())).as_of
+        out = tmp_path / "prices.toml"
+        price_source.main(["--out", str(out), "--date", str(as_of)])
+        assert out.read_text() == DEFAULT_PRICE_FILE.read_text()
 
     def test_a_model_with_its_own_entry_uses_it_on_either_provider(self) -> None:
         """gpt-4o has list prices for prompt and completion separately."""
@@ -50,8 +73,8 @@ class TestDefaultTable:
         quote = load_price_table(DEFAULT_PRICE_FILE).quote(Provider.OPENAI, "gpt-4o-2024-08-06")
         assert (quote.entry, quote.known) == ("gpt-4o", True)
 
-    def test_an_unknown_model_costs_its_providers_rate_and_is_flagged(self) -> None:
-        """A model nobody priced is never free: the provider's rate applies and the quote says so."""
+    def test_an_unknown_model_costs_its_providers_flat_rate_and_is_flagged(self) -> None:
+        """A model nobody priced is never free: the seeds' flat rate applies and the quote says so."""
         quote = load_price_table(DEFAULT_PRICE_FILE).quote(Provider.AZURE, "my-finetune-v3")
         assert (quote.entry, quote.known) == ("providers.azure", False)
         assert quote.price.cost(2000, 1000) == Decimal("0.03")
@@ -88,6 +111,8 @@ class TestLoading:
             (MINIMAL + '[models."m"]\nprompt = -1\ncompletion = 1\n', "", "non-negative"),
             (MINIMAL + '[models."m"]\nprompt = 1\n', "", "completion is missing"),
             (MINIMAL + '[models."m"]\nprompt = 1\ncompletion = 1\ncached = 1\n', "", "unknown key"),
+            (MINIMAL + '[models."m"]\nprompt = 1\ncompletion = 1\ncached_prompt = -0.5\n', "", "non-negative"),
+            (MINIMAL + '[models."m"]\nprompt = 1\ncompletion = 1\nas_of = "yesterday"\n', "", "must be a date"),
             (MINIMAL + "[providers.bedrock]\nprompt = 1\ncompletion = 1\n", "", "not a provider"),
             (MINIMAL, "{not json", "not valid JSON"),
             (MINIMAL, '{"models": {"m": {"prompt": true, "completion": 1}}}', "must be a number"),
@@ -96,5 +121,6 @@ class TestLoading:
     )
     def test_a_bad_table_is_refused_at_start(self, tmp_path: Path, text: str, overrides: str, complaint: str) -> None:
         """Missing providers, negative or missing prices, typos and bad syntax stop the service with a reason."""
-        with pytest.raises(PriceTableError, match=complaint):
+        with pytest.raises(PriceTableError, match=complaint) as refused:
             load_price_table(write(tmp_path, text), overrides)
+        assert refused.value.variable == ("COST_PRICES" if overrides else "COST_PRICE_FILE")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pydantic import Field, SecretStr, ValidationError
@@ -99,6 +100,24 @@ class TestAtStart:
         """EVENT_LOOP is read before anything starts: still one line (no "never awaited" warning after it)."""
         line = one_line(start("services.router", EVENT_LOOP="twisted"))
         assert line == "router: EVENT_LOOP: input should be 'uvloop' or 'asyncio'"
+
+    def test_a_price_file_with_a_negative_rate(self, tmp_path: Path) -> None:
+        """The cost-tracker's price file with a negative rate: one line naming the file and the entry, exit 2."""
+        prices = tmp_path / "prices.toml"
+        prices.write_text(
+            "providers.azure = { prompt = 0.01, completion = 0.01 }\n"
+            "providers.openai = { prompt = 0.002, completion = 0.002 }\n"
+            'models."gpt-4o-mini" = { prompt = -0.00015, completion = 0.0006 }\n'
+        )
+        line = one_line(start("services.cost_tracker", COST_PRICE_FILE=str(prices)))
+        assert line == (
+            f"cost-tracker: COST_PRICE_FILE: {prices}: models.gpt-4o-mini.prompt must be a finite, non-negative number"
+        )
+
+    def test_a_price_override_missing_a_rate(self) -> None:
+        """COST_PRICES adding a model without its completion rate: one line naming COST_PRICES, exit 2."""
+        line = one_line(start("services.cost_tracker", COST_PRICES='{"models": {"m": {"prompt": 0.001}}}'))
+        assert line == "cost-tracker: COST_PRICES: models.m.completion is missing"
 
     def test_embedded_mode_short_secret(self) -> None:
         """`make run` with a configured secret that is too short: the same one line, named `embedded`."""

@@ -219,6 +219,20 @@ class TestUsage:
         assert isinstance(usage.payload, UsageRecorded)
         assert usage.payload.usage.estimated
 
+    async def test_cached_prompt_tokens_are_passed_on(
+        self, provider: Provider, canned: CannedProvider, start_worker: StartWorker, bus: MemoryBus, recorder: Recorder
+    ) -> None:
+        """prompt_tokens_details.cached_tokens reaches usage.recorded as cached_prompt_tokens (billed cheaper)."""
+        body = completion_body("Hello fans")
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": 8, "audio_tokens": 0}
+        canned.respond(200, body)
+        result = await outcome(bus, recorder, provider, canned, start_worker)
+        assert isinstance(result, GenerationCompleted)
+        (usage,) = await recorder.wait_for(UsageRecorded.TYPE)
+        assert isinstance(usage.payload, UsageRecorded)
+        assert (usage.payload.usage.prompt_tokens, usage.payload.usage.cached_prompt_tokens) == (11, 8)
+        assert not usage.payload.usage.estimated
+
     async def test_reported_model_and_request_id_are_kept(
         self, canned: CannedProvider, start_worker: StartWorker, bus: MemoryBus, recorder: Recorder
     ) -> None:
