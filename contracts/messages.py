@@ -195,6 +195,9 @@ class DeliveryRequested(Message):
     account_id: str
     recipient_id: str
     text: str
+    # Optional addition: set by the rate-limiter on a request it holds while its Redis is unreachable — when
+    # the hold began (RATE_LIMITER_DOWN_MAX_HOLD_S counts from it). None: not held.
+    held_since: AwareDatetime | None = None
 
 
 @register

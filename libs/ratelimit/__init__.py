@@ -9,6 +9,8 @@
 Both keep their state in Redis (one Lua script per operation, Redis server time, safe with any number of
 replicas) or, without REDIS_URL, in this process. window.py holds the arithmetic both implement.
 
+down.py decides what a delivery does while Redis is down (RATE_LIMITER_DOWN_POLICY), for both services.
+
 bucket.py is a per-key token bucket of the same make (the gateway's per-user request limit).
 """
 
@@ -20,6 +22,7 @@ from libs.ratelimit.bucket import (
     TokenBucket,
     open_token_bucket,
 )
+from libs.ratelimit.down import DownAction, DownDecision, when_down
 from libs.ratelimit.errors import LimiterUnavailable, RateLimitError
 from libs.ratelimit.planner import MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
 from libs.ratelimit.sendlog import Check, MemorySendLog, RedisSendLog, SendLog, SentRecord, open_send_log
@@ -29,6 +32,8 @@ from libs.ratelimit.window import earliest_slot, earliest_slot_within, fits
 __all__ = [
     "Check",
     "DeliveryLimitSettings",
+    "DownAction",
+    "DownDecision",
     "DownPolicy",
     "LimiterUnavailable",
     "Limits",
@@ -52,4 +57,5 @@ __all__ = [
     "open_planner",
     "open_send_log",
     "open_token_bucket",
+    "when_down",
 ]

@@ -72,7 +72,7 @@ from contracts.messages import (
 )
 from libs.bus import Bus, Handler, Reject
 from libs.flags import FlagClient
-from libs.ratelimit import Check, DownPolicy, LimiterUnavailable, SendLog
+from libs.ratelimit import Check, DownAction, LimiterUnavailable, SendLog, when_down
 from libs.telemetry import get_logger, get_metrics
 from services.of_sender.config import OfSenderSettings
 from services.of_sender.constants import HOLD_JITTER_S, HOLD_RECHECK_S, MAX_RECORD_CONFLICTS, RECHECK_SLACK_S
@@ -90,6 +90,8 @@ from services.of_sender.store import (
 from services.of_sender.store import WorkflowCancelled as Fenced
 
 log = get_logger(__name__)
+
+SEND_LOG = "the send log (Redis)"  # what is unreachable, in the reasons the router hears
 
 
 class Sender:
@@ -251,32 +253,18 @@ class Sender:
         """RATE_LIMITER_DOWN_POLICY: this replica's own conservative log, or hold (then fail) the delivery."""
         approval = envelope.payload
         assert isinstance(approval, DeliveryApproved)
-        settings = self.settings
-        if settings.rate_limiter_down_policy is DownPolicy.BYPASS_WITH_WARNING:
+        decision = when_down(self.settings, record.held_since, utcnow())
+        if decision.action is DownAction.BYPASS:
             log.warning("send_log.bypassed", reason=str(exc), limit=self.bypass_log.limits.account_limit)
             self._bypassed.add(approval.account_id)
             return await self._last_check(self.bypass_log, approval, token)
-        held_s = (utcnow() - record.held_since).total_seconds() if record.held_since else 0.0
-        if held_s >= settings.rate_limiter_down_max_hold_s:
-            message = f"the send log (Redis) was unreachable for {held_s:.0f}s, delivery given up: {exc}"
-            error = ErrorInfo(type=ErrorType.PROVIDER_UNAVAILABLE, message=message, retryable=False)
+        error = decision.error(SEND_LOG, exc)
+        if decision.action is DownAction.GIVE_UP:
             await self.out.fail(envelope, record, error)
             return None
-        log.warning("send_log.unavailable", policy="hold", reason=str(exc), held_s=round(held_s, 1))
-        error = ErrorInfo(
-            type=ErrorType.PROVIDER_UNAVAILABLE,
-            message=f"held: the send log (Redis) is unreachable ({exc})",
-            retryable=True,
-            retry_after_s=settings.rate_limiter_down_retry_s,
-        )
-        # The router hears of the hold once, not at every re-check.
+        log.warning("send_log.unavailable", policy="hold", reason=str(exc), held_s=round(decision.held_s, 1))
         await self.out.requeue(
-            envelope,
-            record,
-            delay_s=settings.rate_limiter_down_retry_s,
-            error=error,
-            held=True,
-            report=record.held_since is None,
+            envelope, record, delay_s=decision.retry_s, error=error, held=True, report=decision.begins
         )
         return None
 

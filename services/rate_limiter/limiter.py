@@ -1,9 +1,10 @@
 """The rate-limiter's handler: delivery.requested → a reserved slot → delivery.scheduled (to the router,
 now) and delivery.approved (to the of-sender, delayed to the slot).
 
-When Redis is unreachable, RATE_LIMITER_DOWN_POLICY decides: `hold` re-publishes the request
-RATE_LIMITER_DOWN_RETRY_S later (the router hears of the hold once) and fails the delivery after
-RATE_LIMITER_DOWN_MAX_HOLD_S; `bypass_with_warning` plans with this replica's own conservative limit.
+When Redis is unreachable, RATE_LIMITER_DOWN_POLICY decides (libs.ratelimit.down): `hold` re-publishes the
+request RATE_LIMITER_DOWN_RETRY_S later, stamped with when its hold began (the router hears of the hold
+once), and fails the delivery RATE_LIMITER_DOWN_MAX_HOLD_S after that; `bypass_with_warning` plans with this
+replica's own conservative limit.
 Either way the of-sender's last check still stands between the plan and the platform.
 """
 
@@ -13,14 +14,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from contracts import Envelope, Message
-from contracts.enums import ErrorType
-from contracts.messages import DeliveryApproved, DeliveryFailed, DeliveryRequested, DeliveryScheduled, ErrorInfo
+from contracts.messages import DeliveryApproved, DeliveryFailed, DeliveryRequested, DeliveryScheduled
 from libs.bus import Bus, Handler
-from libs.ratelimit import DownPolicy, LimiterUnavailable, Reservation, SlotPlanner
+from libs.ratelimit import DownAction, LimiterUnavailable, Reservation, SlotPlanner, when_down
 from libs.telemetry import get_logger, get_metrics
 from services.rate_limiter.config import RateLimiterSettings
 
 log = get_logger(__name__)
+
+LIMITER = "the rate limiter's Redis"  # what is unreachable, in the reasons the router hears
 
 
 def _at(ms: int) -> datetime:
@@ -81,32 +83,22 @@ class Limiter:
     async def _limiter_down(
         self, envelope: Envelope, request: DeliveryRequested, exc: LimiterUnavailable
     ) -> Reservation | None:
-        settings = self.settings
-        if settings.rate_limiter_down_policy is DownPolicy.BYPASS_WITH_WARNING:
+        now = datetime.now(UTC)
+        decision = when_down(self.settings, request.held_since, now)
+        if decision.action is DownAction.BYPASS:
             log.warning("rate_limiter.bypassed", reason=str(exc), limit=self.bypass_planner.limits.account_limit)
             return await self.bypass_planner.reserve(request.account_id, request.recipient_id, str(request.delivery_id))
-        held_s = (envelope.attempt - 1) * settings.rate_limiter_down_retry_s
-        if held_s >= settings.rate_limiter_down_max_hold_s:
-            error = ErrorInfo(
-                type=ErrorType.PROVIDER_UNAVAILABLE,
-                message=f"the rate limiter's Redis was unreachable for {held_s:.0f}s, delivery given up: {exc}",
-                retryable=False,
-            )
-            log.error("rate_limiter.hold_exhausted", held_s=held_s, reason=str(exc))
+        error = decision.error(LIMITER, exc)
+        if decision.action is DownAction.GIVE_UP:
+            log.error("rate_limiter.hold_exhausted", held_s=decision.held_s, reason=str(exc))
             failed = DeliveryFailed(delivery_id=request.delivery_id, recipient_id=request.recipient_id, error=error)
             await self.bus.publish(envelope.child(failed))
             return None
-        retry_s = settings.rate_limiter_down_retry_s
-        log.warning("rate_limiter.unavailable", policy="hold", reason=str(exc), held_s=held_s)
-        await self.bus.publish(envelope.child(request, attempt=envelope.attempt + 1), delay=retry_s)
-        if envelope.attempt == 1:  # the router hears of the hold once, not at every re-check
-            error = ErrorInfo(
-                type=ErrorType.PROVIDER_UNAVAILABLE,
-                message=f"held: the rate limiter's Redis is unreachable ({exc})",
-                retryable=True,
-                retry_after_s=retry_s,
-            )
-            slot_at = datetime.now(UTC) + timedelta(seconds=retry_s)
+        log.warning("rate_limiter.unavailable", policy="hold", reason=str(exc), held_s=decision.held_s)
+        held_request = request.model_copy(update={"held_since": request.held_since or now})
+        await self.bus.publish(envelope.child(held_request, attempt=envelope.attempt + 1), delay=decision.retry_s)
+        if decision.begins:
+            slot_at = now + timedelta(seconds=decision.retry_s)
             held = DeliveryScheduled(
                 delivery_id=request.delivery_id, recipient_id=request.recipient_id, slot_at=slot_at, error=error
             )
