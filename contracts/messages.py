@@ -56,6 +56,9 @@ class ErrorInfo(Part):
     retryable: bool
     retry_after_s: float | None = None
     status_code: int | None = None
+    # Optional addition: True when what was unavailable is a delivery limiter's own Redis (the rate-limiter's
+    # or the of-sender's), not a provider: the delivery was held or given up by RATE_LIMITER_DOWN_POLICY.
+    limiter_down: bool = False
 
 
 class Recipient(Part):

@@ -36,16 +36,18 @@ class DownDecision:
     begins: bool = False  # HOLD: the hold begins now (the router hears of it once, not at every re-check)
 
     def error(self, limiter: str, cause: Exception) -> ErrorInfo:
-        """What the router is told of a HOLD (retryable, with its retry delay) or a GIVE_UP (final).
+        """What the router is told of a HOLD (retryable, with its retry delay) or a GIVE_UP (final); marked
+        `limiter_down`, which is what the router reads into the rate limiter's state.
         `limiter`: what was unreachable, in words ("the rate limiter's Redis")."""
         if self.action is DownAction.GIVE_UP:
             message = f"{limiter} was unreachable for {self.held_s:.0f}s, delivery given up: {cause}"
-            return ErrorInfo(type=ErrorType.PROVIDER_UNAVAILABLE, message=message, retryable=False)
+            return ErrorInfo(type=ErrorType.PROVIDER_UNAVAILABLE, message=message, retryable=False, limiter_down=True)
         return ErrorInfo(
             type=ErrorType.PROVIDER_UNAVAILABLE,
             message=f"held: {limiter} is unreachable ({cause})",
             retryable=True,
             retry_after_s=self.retry_s,
+            limiter_down=True,
         )
 
 

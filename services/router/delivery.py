@@ -98,12 +98,12 @@ class Report:
     def limiter(self) -> RateLimiterState | None:
         """What the report says of the rate limiter: a slot approved or held, a delivery refused for its
         unavailability; None: nothing (a send's outcome)."""
-        unavailable = self.error is not None and self.error.type is ErrorType.PROVIDER_UNAVAILABLE
+        limiter_down = self.error is not None and self.error.limiter_down
         if self.kind is D.FAILED:
-            return RateLimiterState.REJECTED if unavailable else None
+            return RateLimiterState.REJECTED if limiter_down else None
         if self.kind is D.SENT:
             return None
-        return RateLimiterState.THROTTLED if unavailable else RateLimiterState.APPROVED
+        return RateLimiterState.THROTTLED if limiter_down else RateLimiterState.APPROVED
 
     @classmethod
     def of(cls, report: Message) -> Report:
