@@ -31,8 +31,9 @@ class StatsView(View):
     user_id: str | None  # None: everyone's (an admin without a filter)
     today_total: Decimal
     month_total: Decimal
-    provider_breakdown: ProviderAmounts  # month to date
-    today_provider_breakdown: ProviderAmounts
+    provider_breakdown: ProviderAmounts  # today's split: sums to today_total (the seeds' example)
+    month_provider_breakdown: ProviderAmounts  # sums to month_total
+    today_provider_breakdown: ProviderAmounts  # = provider_breakdown, for clients of the earlier shape
     requests: int  # billed calls, month to date
     today_requests: int
     workflows: int  # month to date

@@ -12,8 +12,8 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -71,8 +71,14 @@ from services.gateway.storable import refuse_unstorable
 
 log = get_logger(__name__)
 
-# A finished workflow's view with the cost-tracker's figure as its cost (costs.CostEndpoints.with_recorded_cost).
-RecordedCost = Callable[[WorkflowView, Principal], Awaitable[WorkflowView]]
+
+class RecordedCost(Protocol):
+    """A finished workflow's view with the cost-tracker's figure as its cost (CostEndpoints.with_recorded_cost);
+    `settle`: wait until the cost-tracker has the workflow's last usage (?wait=true), else ask once (status)."""
+
+    def __call__(self, view: WorkflowView, principal: Principal, *, settle: bool = True) -> Awaitable[WorkflowView]: ...
+
+
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 _JSON_TYPES = frozenset({"application/json"})
 M = TypeVar("M", bound=Message)
@@ -156,6 +162,9 @@ class Api:
             raise unavailable(exc) from exc
         if view is None:
             raise NotFound("not_found", f"no workflow {workflow_id}")
+        if view.status in TERMINAL_STATUSES and self._recorded_cost is not None:
+            # The router's view has no cost; a finished workflow's is the cost-tracker's (one query, bounded).
+            view = await self._recorded_cost(view, principal, settle=False)
         return json_response(StatusResponse(data=WorkflowStatusData.of(view)).dump())
 
     async def get_deliveries(self, request: web.Request) -> web.Response:

@@ -141,3 +141,6 @@ COST_MAX_LOOKBACK_DAYS: Final = 366
 # router's result, so the gateway re-asks (POLL_* backoff) until the cost-tracker says the workflow is
 # settled — for at most this long after the workflow ended; then it answers the figure recorded so far.
 COST_SETTLE_MAX_S: Final = 2.0
+# GET status of a finished workflow asks the cost-tracker once for its figure and waits at most this long
+# (a status must not hang on the cost service: past it, or when that is down, `cost` stays null).
+COST_STATUS_TIMEOUT_S: Final = 1.0

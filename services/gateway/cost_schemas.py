@@ -127,8 +127,9 @@ class CostStatsData(ApiModel):
     user_id: str | None = Field(description="whose costs; null: everyone's (an admin without userId)")
     today_total: Money = Field(description="USD since 00:00 UTC")
     month_total: Money = Field(description="USD since the 1st, 00:00 UTC")
-    provider_breakdown: ProviderAmounts = Field(description="month to date")
-    today_provider_breakdown: ProviderAmounts
+    provider_breakdown: ProviderAmounts = Field(description="today's split, summing to todayTotal")
+    month_provider_breakdown: ProviderAmounts = Field(description="the month's split, summing to monthTotal")
+    today_provider_breakdown: ProviderAmounts = Field(description="the same as providerBreakdown (earlier clients)")
     requests: int = Field(description="billed provider calls, month to date")
     today_requests: int
     workflows: int = Field(description="workflows with costs, month to date")

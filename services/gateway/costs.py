@@ -195,10 +195,14 @@ class CostEndpoints:
 
     # --- ?wait=true ----------------------------------------------------------------------------------------
 
-    async def with_recorded_cost(self, view: WorkflowView, principal: Principal) -> WorkflowView:
+    async def with_recorded_cost(
+        self, view: WorkflowView, principal: Principal, *, settle: bool = True
+    ) -> WorkflowView:
         """`view` with `cost_usd` = the cost-tracker's figure for the workflow (unchanged when the cost-tracker
-        has none or does not answer: the workflow's result matters more than its price)."""
-        deadline = time.monotonic() + c.COST_SETTLE_MAX_S
+        has none or does not answer: the workflow's result matters more than its price). `settle`: ask again
+        until the figure is settled, else answer the figure so far (?wait=true); not `settle`: ask once within
+        COST_STATUS_TIMEOUT_S, and only a settled figure counts (GET status)."""
+        deadline = time.monotonic() + (c.COST_SETTLE_MAX_S if settle else c.COST_STATUS_TIMEOUT_S)
         delay = c.POLL_INITIAL_S
         figure = None
         while True:
@@ -211,6 +215,10 @@ class CostEndpoints:
                 cost = None  # no usage recorded yet
             except (Unavailable, BadGateway, ValidationError) as exc:
                 log.warning("gateway.cost.unavailable", reason=f"{type(exc).__name__}: {exc}")
+                break
+            if not settle:
+                # GET status: a figure only once it is final (null until then: not known yet, not $0).
+                figure = cost.total_cost if cost is not None and cost.settled else None
                 break
             if cost is not None:
                 figure = cost.total_cost

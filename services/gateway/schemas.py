@@ -256,16 +256,25 @@ class WaitMetrics(ApiModel):
     cost: CostMetrics
 
 
+class WaitMetadata(ApiModel):
+    total_retries: int = Field(
+        ge=0, description="retries of the workflow's provider calls and deliveries (the status's retryAttempts summed)"
+    )
+
+
 class CompletedResponse(ApiModel):
     """?wait=true, the workflow completed (the seed's example answer)."""
 
     success: Literal[True] = True
     data: WaitResultData
     metrics: WaitMetrics
+    metadata: WaitMetadata
 
     @classmethod
     def of(cls, view: WorkflowView) -> CompletedResponse:
-        return cls(data=wait_result(view), metrics=wait_metrics(view))
+        retries = view.retry_attempts
+        total = retries.azure + retries.openai + retries.onlyfans
+        return cls(data=wait_result(view), metrics=wait_metrics(view), metadata=WaitMetadata(total_retries=total))
 
 
 def wait_result(view: WorkflowView) -> WaitResultData:

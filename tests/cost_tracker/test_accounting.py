@@ -149,7 +149,7 @@ class TestReportsAgree:
             assert sum(D(g["cost"]) for g in breakdown["groups"]) == month, group_by
             assert breakdown["requests"] == stats["requests"] == 4
         by_provider = {g["key"]: D(g["cost"]) for g in (await harness.data("breakdown"))["groups"]}
-        assert by_provider == {k: D(v) for k, v in stats["provider_breakdown"].items()}
+        assert by_provider == {k: D(v) for k, v in stats["month_provider_breakdown"].items()}
         campaigns = await harness.data("campaign", {})
         assert (campaigns["count"], D(campaigns["total"])) == (3, month)
         assert sum(D(w["total_cost"]) for w in campaigns["workflows"]) == month
@@ -157,7 +157,7 @@ class TestReportsAgree:
         assert D(stats["average_cost_per_workflow"]) == (month / 3).quantize(D("1e-10"))
 
     async def test_today_and_month_are_utc_calendar_periods(self, harness: Harness) -> None:
-        """Usage of an earlier day this month counts in the month, not today."""
+        """Usage of an earlier day this month counts in the month, not today, nor in today's provider split."""
         harness.clock.at = datetime(2026, 3, 15, 12, tzinfo=UTC)
         await harness.record(
             usage(prompt=1000, completion=0, at=datetime(2026, 3, 15, 0, 0, 1, tzinfo=UTC)),
@@ -167,6 +167,9 @@ class TestReportsAgree:
         stats = await harness.data("stats")
         assert (D(stats["today_total"]), D(stats["month_total"])) == (D("0.01"), D("0.03"))
         assert (stats["today_requests"], stats["requests"]) == (1, 2)
+        # providerBreakdown is today's split (summing to todayTotal); the month's is given separately.
+        assert {k: D(v) for k, v in stats["provider_breakdown"].items()} == {"azure": D("0.01"), "openai": D(0)}
+        assert {k: D(v) for k, v in stats["month_provider_breakdown"].items()} == {"azure": D("0.03"), "openai": D(0)}
         days = await harness.data("breakdown", {"group_by": "day", "start": "2026-03-13T00:00:00Z"})
         assert [(g["key"], D(g["cost"])) for g in days["groups"]] == [
             ("2026-03-13", D(0)),

@@ -33,7 +33,7 @@ from libs.bus.memory import MemoryBus
 from services.cost_tracker.service import CostTracker
 from services.cost_tracker.store import MemoryStore
 from services.gateway import make_token
-from tests.cost_tracker.conftest import tracker_settings, usage
+from tests.cost_tracker.conftest import eventually, tracker_settings, usage
 from tests.gateway.conftest import ALICE, BOB, PLAN, SECRET, Answer, Harness, MakeGateway
 
 STATS = "/api/v2/costs/stats"
@@ -55,6 +55,7 @@ class PipelineRouter:
     bus: MemoryBus
     tokens: tuple[int, int] = (1200, 800)
     usage_delay_s: float = 0.0
+    retries: RetryAttempts = field(default_factory=RetryAttempts)
     views: dict[uuid.UUID, WorkflowView] = field(default_factory=dict)
 
     async def on_requested(self, envelope: Envelope) -> Message | None:
@@ -69,7 +70,7 @@ class PipelineRouter:
             priority=request.intent.priority,
             current_provider=Provider.AZURE,
             provider_states=ProviderStates(azure=ProviderState.EXECUTING),
-            retry_attempts=RetryAttempts(),
+            retry_attempts=self.retries,
             created_at=now,
             updated_at=now,
             deadline_at=now + timedelta(minutes=1),
@@ -388,6 +389,41 @@ class TestWaitCost:
         recorded = await stack.call("GET", CAMPAIGN_COSTS, params={"workflowId": workflow_id})
         assert answer.body["metrics"]["cost"] == {"tokens": 2000, "cost": recorded.body["data"]["totalCost"]}
         assert recorded.body["data"]["totalCost"] == 0.02
+
+    async def test_wait_answers_the_total_retries(self, stack: Stack) -> None:
+        """metadata.totalRetries of ?wait=true: the workflow's provider and delivery retries summed."""
+        stack.router.retries = RetryAttempts(azure=2, openai=1, onlyfans=3)
+        answer = await stack.gw.client.post(PLAN, params={"wait": "true"})
+        assert (answer.status, answer.body["metadata"]) == (200, {"totalRetries": 6})
+
+    async def test_status_of_a_finished_workflow_carries_its_cost(self, stack: Stack) -> None:
+        """GET status: cost null until the cost-tracker has the ended workflow's last usage, then its figure."""
+        stack.router.usage_delay_s = 0.5  # the usage lands after the end: until then the cost is not known
+        accepted = await stack.gw.client.post(PLAN)
+        workflow_id = accepted.body["data"]["workflowId"]
+        early = await stack.call("GET", "/api/v2/campaigns/status", params={"workflowId": workflow_id})
+        assert early.body["data"]["status"] in ("generating", "completed") and early.body["data"]["cost"] is None
+
+        async def costed() -> bool:
+            answer = await stack.call("GET", "/api/v2/campaigns/status", params={"workflowId": workflow_id})
+            return answer.body["data"]["status"] == "completed" and answer.body["data"]["cost"] is not None
+
+        await eventually(costed)
+        status = await stack.call("GET", "/api/v2/campaigns/status", params={"workflowId": workflow_id})
+        recorded = await stack.call("GET", CAMPAIGN_COSTS, params={"workflowId": workflow_id})
+        assert status.body["data"]["cost"] == recorded.body["data"]["totalCost"] == 0.02
+
+    async def test_status_answers_without_a_cost_tracker(self, make_gateway: MakeGateway) -> None:
+        """Nobody answering cost queries: a finished workflow's status still answers within ~1 s, its cost as
+        the router's view had it (this fake router's figure; the real router's is null)."""
+        gw = await make_gateway()
+        gw.router.finish_after_s = 0.0
+        accepted = await gw.client.post(PLAN, params={"wait": "true"})
+        workflow_id = accepted.body["data"]["workflowId"]
+        started = asyncio.get_running_loop().time()
+        answer = await gw.client.call("GET", "/api/v2/campaigns/status", params={"workflowId": workflow_id})
+        assert (answer.status, answer.body["data"]["status"]) == (200, "completed")
+        assert answer.body["data"]["cost"] == 0.001 and asyncio.get_running_loop().time() - started < 2.0
 
     async def test_wait_waits_for_usage_that_arrives_after_the_result(self, stack: Stack) -> None:
         """The usage record lands 300 ms after the router's completion: the answer still carries it."""
