@@ -1,4 +1,5 @@
-"""The vocabulary shared by every message: the seed's enums, spelled exactly as the seed spells them."""
+"""The vocabulary shared by every message: the original plan's enums, spelled exactly as it spells them
+(docs/deviations.md)."""
 
 from enum import StrEnum
 

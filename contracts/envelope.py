@@ -1,7 +1,7 @@
 """The one envelope every message travels in, and the base class of every payload.
 
 The envelope's `id` is the de-duplication key; `causation_id` links a message to the one that caused it.
-Trace context is NOT here: it travels in transport headers (DESIGN §3).
+Trace context is NOT here: it travels in transport headers (docs/architecture.md#tracing).
 """
 
 from __future__ import annotations

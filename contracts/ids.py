@@ -1,4 +1,4 @@
-"""What a user id may be: one rule for every service that receives one (issue 14).
+"""What a user id may be: one rule for every service that receives one.
 
 A user id is the gateway token's `sub`. It travels in envelopes, names rows and Redis keys, and is compared
 with the cost-tracker's and router's global scope (the string "*"), so it must never be able to spell that

@@ -1,7 +1,7 @@
 """JSON Schema export of every contract, and the compatibility rule a published schema must keep.
 
 `python -m contracts.export` writes contracts/schemas/; contracts/frozen/ holds the schemas as first
-published, which tests compare against: a vN schema may only gain optional fields (DESIGN §3).
+published, which tests compare against: a vN schema may only gain optional fields (docs/architecture.md#contracts).
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ DEAD_LETTER_LIST_MAX = 1000
 # How often a DeadLetterDepth monitor reads every dead-letter queue's depth for the gauge.
 DEAD_LETTER_DEPTH_INTERVAL_S = 30.0
 
-# Delays up to this long are supported (DESIGN §4 asks for at least 15 minutes).
+# Delays up to this long are supported (at least 15 minutes are needed: a workflow's longest deadline,
+# docs/architecture.md#deadlines).
 MAX_DELAY_S = 24 * 3600.0
 
 

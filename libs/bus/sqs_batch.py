@@ -4,7 +4,7 @@ Each caller submits one entry and waits for its own result. Up to MAX_BATCH_CALL
 per queue run at once; entries submitted while all of them are busy wait and leave together in the next
 call (up to 10 entries and MAX_BATCH_BYTES). So an idle bus adds no latency (a lone entry leaves at once)
 and a busy one makes a tenth of the calls — Python CPU per call, not the network, bounds a service
-(DESIGN §13), and SQS bills per call.
+(README.md, Performance), and SQS bills per call.
 
 A batch call can partly fail: entries failing through SQS's fault (`SenderFault` false) are resubmitted
 up to BATCH_ENTRY_RETRIES times; the others fail their caller with a BusError.

@@ -1,7 +1,7 @@
 """The flags' environment: the defaults a replica applies to flags never set in the store, and how it
 follows the store. A service that evaluates flags extends FlagSettings (the gateway does).
 
-HYBRID_ORCHESTRATOR_ENABLED=true     the kill switch's default (the seed's variable); false always wins:
+HYBRID_ORCHESTRATOR_ENABLED=true     the kill switch's default (as originally named); false always wins:
                                      this replica applies "off" whatever the store holds (the stored flag
                                      keeps its value and still applies on the other replicas), so one
                                      process can be stopped from its environment alone

@@ -1,6 +1,6 @@
 """The workers' idempotency cache: what handling a generation.requested produced, keyed by its envelope id.
 
-A redelivered request must not call (and bill) the provider again (DESIGN §4), so a worker first claims the
+A redelivered request must not call (and bill) the provider again, so a worker first claims the
 request's key. Three answers are possible (`Claim`):
 
 - owned: nobody handled it yet; the key now holds a lease marker that expires after `lease_s`, and the

@@ -1,4 +1,5 @@
-"""A failed provider call → the `ErrorInfo` the router's fallback matrix acts on (DESIGN §6).
+"""A failed provider call → the `ErrorInfo` the router's fallback matrix acts on
+(docs/architecture.md#generation-and-fallback).
 
 Classification reads the openai SDK's exception classes and the HTTP status and error code they carry —
 never the wording of a message, which providers change at will:

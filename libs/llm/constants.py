@@ -7,7 +7,8 @@ from typing import Final
 
 from contracts.enums import Provider
 
-# --- Idempotency cache (DESIGN §4: a redelivered generation.requested must not bill the provider twice).
+# --- Idempotency cache (a redelivered generation.requested must not bill the provider twice:
+# docs/decisions/0012-workers-idempotency-cache.md).
 # One key per request envelope: `ho:gen:{envelope id}`. It holds either a lease marker (a call is in flight)
 # or the outgoing envelopes of the finished handling, newline-separated (encoded envelopes are compact JSON,
 # which never contains a raw newline, and always starts with "{", which a lease marker never does).

@@ -1,7 +1,7 @@
 """Provider-call instruments: calls and their duration by provider and outcome, tokens by provider and kind,
 and the content gate's violations by provider, rule and what followed.
 
-They sit beside the seed's instruments (libs.telemetry.metrics) under the same instrumentation scope and come
+They sit beside the workflow instruments (libs.telemetry.metrics) under the same instrumentation scope and come
 from the global meter, so they forward to the real provider once `setup_telemetry` installed it. Attribute
 values stay low-cardinality: a provider name, "ok" or an ErrorType value, "prompt" or "completion", a rule
 name of the content rules file and one of three actions.

@@ -7,7 +7,7 @@ OF_ACCOUNT_HOURLY_LIMIT=0            sends per creator account in any rolling ho
                                      figure for it, and a default below a deployment's real traffic would
                                      silently slow every account (and cap the bench's lifted limits): so the
                                      cap is off until set, and should be set to the platform's hourly figure
-OF_RECIPIENT_MIN_INTERVAL_S=45       spacing between two sends to the same fan (the seed's value)
+OF_RECIPIENT_MIN_INTERVAL_S=45       spacing between two sends to the same fan (the original plan's)
 OF_SAFETY_MARGIN_S=1                 added to the window, the hour and the spacing: absorbs clock skew between our
                                      Redis and the platform, and the jitter between the last check and the
                                      request's arrival, so a tight plan never lands over the platform's limit

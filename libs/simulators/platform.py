@@ -1,4 +1,5 @@
-"""In-process simulator of the fan platform's chat API (DESIGN §11), for tests and the embedded mode.
+"""In-process simulator of the fan platform's chat API, for tests and the embedded mode
+(docs/architecture.md#delivery-safety).
 
     POST /accounts/{accountId}/chats/{recipientId}/messages   {"text": "..."}
     Authorization: Bearer <token>        Idempotency-Key: <the delivery's stable id>

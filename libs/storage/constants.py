@@ -31,7 +31,7 @@ MIGRATION_LOCK_NAMESPACE: Final = "libs.storage.migrations:"
 RETRYABLE_SQLSTATE_CLASSES: Final = frozenset({"08", "40", "53", "57"})
 RETRYABLE_SQLSTATES: Final = frozenset({"55P03"})
 
-# SQLSTATE classes and codes the same data fails with every time (issue 14: retrying only delays the dead
+# SQLSTATE classes and codes the same data fails with every time (retrying only delays the dead
 # letter): 21 cardinality violation (an upsert touching one row twice), 22 data exception (a NUL in text or
 # jsonb, a number or date out of range, an untranslatable character), 54 program limit exceeded (too deep,
 # too large); 23502 not-null and 23514 check violations. A unique or foreign-key violation may be a race,

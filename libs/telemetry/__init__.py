@@ -4,7 +4,7 @@ setup_telemetry("router")            # providers, exporters, propagators from OT
 configure_logging("router")          # structlog JSON with trace_id/span_id/workflow_id, redacted
 with producer_span(...): publish()   # the bus, on publish: PRODUCER span, context into headers
 with consumer_span(...): handle()    # the bus, on consume: CONSUMER span, child of the producer's
-get_metrics().record_message(...)    # the seed's metric instruments
+get_metrics().record_message(...)    # the original plan's metric instruments
 shutdown_telemetry()                 # flush on the way out
 """
 

@@ -84,8 +84,8 @@ ATTR_SERVICE_COMPONENT: Final = "service.component"
 OPERATION_SEND: Final = "send"
 OPERATION_PROCESS: Final = "process"
 
-# --- Metric instrument names: the seed's metrics (WorkflowExecutions, WorkflowDuration, ...) in snake case.
-# Instrument names are case-insensitive in OpenTelemetry and the SDK exports them lower-cased, so the seed's
+# --- Metric instrument names: the original plan's (WorkflowExecutions, WorkflowDuration, ...) in snake case.
+# Instrument names are case-insensitive in OpenTelemetry and the SDK exports them lower-cased, so the plan's
 # CamelCase would reach the backend as "workflowexecutions"; snake case keeps the word boundaries.
 METRIC_WORKFLOW_EXECUTIONS: Final = "workflow_executions"
 METRIC_WORKFLOW_DURATION: Final = "workflow_duration"
@@ -134,6 +134,6 @@ COST_BUCKETS_USD: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1
 
 # Client spans' http.url / url.full (instrumentation.span_url): hosts whose URL path is itself a secret (a
 # capability URL: whoever knows it may post), redacted whole. Any other URL given to `register_secret_url`
-# (SLACK_WEBHOOK_URL on another host, say) is redacted too, and every query value is (issue 14).
+# (SLACK_WEBHOOK_URL on another host, say) is redacted too, and every query value is.
 SECRET_PATH_HOSTS: Final = frozenset({"hooks.slack.com", "discord.com", "discordapp.com", "hooks.zapier.com"})
 URL_REDACTED: Final = "REDACTED"  # in a URL: no brackets to percent-encode

@@ -1,4 +1,4 @@
-"""The platform's metric instruments, with the seed's names, created once from the global meter.
+"""The platform's metric instruments, with the original plan's names, created once from the global meter.
 
     m = get_metrics()
     m.record_workflow(provider="azure", success=True, duration_ms=812.0, cost_usd=Decimal("0.0042"))

@@ -1,4 +1,4 @@
-"""azure-worker settings: the seed's AZURE_OPENAI_* variables plus the call timeout (DESIGN §6: 45 s)."""
+"""azure-worker settings: the AZURE_OPENAI_* variables plus the call timeout (45 s)."""
 
 from __future__ import annotations
 

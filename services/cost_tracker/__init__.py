@@ -1,4 +1,5 @@
-"""The cost-tracker: owner of the price table, the cost ledger, thresholds, alerts and budgets (DESIGN §8).
+"""The cost-tracker: owner of the price table, the cost ledger, thresholds, alerts and budgets
+(docs/architecture.md#costs).
 
 It consumes usage.recorded (one priced cost entry per message, never counted twice), workflow.completed /
 failed (how each workflow ended), cost.query (the gateway's cost endpoints) and cost.alert (its own: alert

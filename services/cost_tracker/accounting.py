@@ -3,7 +3,7 @@
 usage.recorded       → a priced cost entry (once per message id) and its running totals, then the
                        thresholds and budgets those totals crossed (limits.py)
 workflow.completed   → the workflow's outcome (campaign costs; "settled" for the gateway's ?wait=true)
-workflow.failed        and the seed's WorkflowCost metric
+workflow.failed        and the WorkflowCost metric
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ class Channels(Mapping[str, Channel]):
                 session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
                 self._stack.push_async_callback(session.close)
                 webhook_url = settings.slack_webhook_url.get_secret_value()
-                register_secret_url(webhook_url)  # a secret: client spans must not show it (issue 14)
+                register_secret_url(webhook_url)  # a secret: client spans must not show it
                 self._add(SlackChannel(session, webhook_url))
             if wanted & {CHANNEL_SNS, CHANNEL_EMAIL}:
                 aws = await self._aws_clients(settings, sns=CHANNEL_SNS in wanted, ses=CHANNEL_EMAIL in wanted)

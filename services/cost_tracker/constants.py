@@ -13,7 +13,8 @@ from typing import Final
 
 SERVICE_NAME: Final = "cost-tracker"
 
-# PostgreSQL schema owned by the cost-tracker (DESIGN §2: no service reads another's tables) and its files.
+# PostgreSQL schema owned by the cost-tracker (no service reads another's tables: docs/architecture.md#services)
+# and its files.
 DB_SCHEMA: Final = "cost_tracker"
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 DEFAULT_PRICE_FILE: Final = Path(__file__).resolve().parent / "prices.toml"
@@ -25,7 +26,7 @@ RESOURCE_SETTINGS: Final = "cost_tracker_settings"
 # Scope of the global totals, thresholds and budgets (the router's budget_states use the same spelling).
 GLOBAL_SCOPE: Final = "*"
 
-# Prices are per 1,000 tokens (the seed's unit).
+# Prices are per 1,000 tokens (the original plan's unit).
 TOKENS_PER_PRICE_UNIT: Final = Decimal(1000)
 
 # Alert ids are uuid5(ALERT_NAMESPACE, "<threshold id>|<period start>"): every replica that sees the same
@@ -33,8 +34,8 @@ TOKENS_PER_PRICE_UNIT: Final = Decimal(1000)
 # and in consumers' de-duplication. Never change it: alerts of the current period would be raised again.
 ALERT_NAMESPACE: Final = uuid.UUID("3c8e2f4a-6d1b-5a7c-9e0f-2b4d6f8a1c3e")
 
-# Notification channels a threshold may name (the seed's names; "in_app" is the alert list itself). They are
-# the operators' channels: only an admin's thresholds name them, a user's alert in-app only (issue 14).
+# Notification channels a threshold may name (the original plan's names; "in_app" is the alert list itself). They are
+# the operators' channels: only an admin's thresholds name them, a user's alert in-app only.
 CHANNEL_SLACK: Final = "slack"
 CHANNEL_SNS: Final = "sns"
 CHANNEL_EMAIL: Final = "email"
@@ -63,7 +64,7 @@ SNS_SUBJECT_MAX: Final = 100
 MAX_RANGE_DAYS: Final = 366
 # Query times outside these are refused (invalid_parameter), never computed with: a time near datetime's
 # limits overflowed (0001-01-01T00:00+01:00 in UTC, a day after 9999-12-31) and the query was dead-lettered
-# (issue 14). Wider than the gateway's years (2000-2099 as written), so no time it accepts is refused here.
+# Wider than the gateway's years (2000-2099 as written), so no time it accepts is refused here.
 QUERY_MIN_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 QUERY_MAX_TIME: Final = datetime(2200, 1, 1, tzinfo=UTC)
 DEFAULT_LIST_LIMIT: Final = 50

@@ -1,4 +1,4 @@
-"""Threshold and alert management (the seed's phase-2 alert management), with its permissions.
+"""Threshold and alert management (a later phase of the original plan), with its permissions.
 
 Thresholds: a user lists, creates and edits the thresholds of their own scope that they created; an admin
 any, including global ones and thresholds for other users. A threshold with an action (downgrade / block)

@@ -1,6 +1,6 @@
 """The cost-tracker's instruments: money recorded and calls priced without a price of their own.
 
-Beside them it records the seed's WorkflowCost histogram (libs.telemetry) when a workflow completes. Money
+Beside them it records the WorkflowCost histogram (libs.telemetry) when a workflow completes. Money
 is converted to float only here: a metric is an approximation, the ledger is the database.
 """
 

@@ -52,7 +52,7 @@ HEADER = """\
 # source, as_of: where each figure comes from and when it was taken.
 """
 
-# The seeds' flat rates: only for a model with no entry (priceEstimated).
+# The original plan's flat rates (docs/deviations.md): only for a model with no entry (priceEstimated).
 FALLBACK = {
     Provider.AZURE: ("0.01", "0.01"),
     Provider.OPENAI: ("0.002", "0.002"),

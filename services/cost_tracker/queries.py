@@ -49,7 +49,7 @@ from services.cost_tracker.views import View
 
 log = get_logger(__name__)
 
-# Never the global scope "*" (contracts.ids): a user's scope must not be everyone's (issue 14).
+# Never the global scope "*" (contracts.ids): a user's scope must not be everyone's.
 UserId = Annotated[
     str, StringConstraints(max_length=USER_ID_MAX_LENGTH, strip_whitespace=True, pattern=USER_ID_PATTERN)
 ]

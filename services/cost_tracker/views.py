@@ -31,7 +31,7 @@ class StatsView(View):
     user_id: str | None  # None: everyone's (an admin without a filter)
     today_total: Decimal
     month_total: Decimal
-    provider_breakdown: ProviderAmounts  # today's split: sums to today_total (the seeds' example)
+    provider_breakdown: ProviderAmounts  # today's split: sums to today_total (the original plan's example)
     month_provider_breakdown: ProviderAmounts  # sums to month_total
     today_provider_breakdown: ProviderAmounts  # = provider_breakdown, for clients of the earlier shape
     requests: int  # billed calls, month to date

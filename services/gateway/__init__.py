@@ -1,4 +1,4 @@
-"""The gateway: the public HTTP API (DESIGN §10) — workflows in, status and health out, all over the bus."""
+"""The gateway: the public HTTP API (README.md, HTTP API) — workflows in, status and health out, all over the bus."""
 
 from services.gateway.auth import Principal, make_token
 from services.gateway.config import GatewaySettings

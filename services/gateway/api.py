@@ -190,7 +190,7 @@ class Api:
     async def health(self, request: web.Request) -> web.Response:
         status, body = await self._health.report()
         if not await self._is_admin(request):
-            body = public(body)  # error strings and remote details only for an admin's token (issue 14)
+            body = public(body)  # error strings and remote details only for an admin's token
         return json_response(body.dump(), status=status)
 
     async def openapi(self, _: web.Request) -> web.Response:

@@ -198,7 +198,7 @@ class TokenVerifier:
             raise Unauthorized("invalid_token", f"the token is not valid: {exc}") from exc
         self._check_lifetime(claims)
         sub = claims["sub"]
-        if not is_user_id(sub):  # never "*", the global scope of budgets (issue 14), nor blanks or controls
+        if not is_user_id(sub):  # never "*", the global scope of budgets, nor blanks or controls
             raise Unauthorized(
                 "invalid_token",
                 "the token's sub must be a user id: a letter or digit, then letters, digits, _ . @ + | : -"

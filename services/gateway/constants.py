@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-# --- Routes (DESIGN §10; seed names).
+# --- Routes (the original plan's names, docs/deviations.md).
 PATH_CAMPAIGN: Final = "/api/v2/campaigns/hybrid"
 PATH_STATUS: Final = "/api/v2/campaigns/status"
 PATH_DELIVERIES: Final = "/api/v2/campaigns/deliveries"
@@ -24,7 +24,7 @@ DEFAULT_HOST: Final = "0.0.0.0"  # the gateway is the public entry point
 DEFAULT_WAIT_TIMEOUT_S: Final = 60.0
 DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 # GATEWAY_HEADER_TIMEOUT_S: a connection whose request head is not in after this long is closed (server.py),
-# and an idle keep-alive connection too: a slowloris holds no connection for minutes (issue 14).
+# and an idle keep-alive connection too: a slowloris holds no connection for minutes.
 DEFAULT_HEADER_TIMEOUT_S: Final = 15.0
 # GATEWAY_BODY_TIMEOUT_S: a body not in whole after this long answers 408 (a 4 MiB campaign body needs
 # ~1 Mbit/s; a client trickling a body holds no handler for minutes).
@@ -55,7 +55,7 @@ JWKS_FETCH_TIMEOUT_S: Final = 5.0
 # A key set larger than this is not a key set.
 JWKS_MAX_BYTES: Final = 256 * 1024
 
-# --- Per-user request limit (issue 14): a token bucket per user id, in Redis when REDIS_URL is set (shared by
+# --- Per-user request limit: a token bucket per user id, in Redis when REDIS_URL is set (shared by
 # every replica), else in this process. Every authenticated request takes one token.
 DEFAULT_RATE_LIMIT_RPS: Final = 10.0
 DEFAULT_RATE_LIMIT_BURST: Final = 50
@@ -78,7 +78,7 @@ POLL_MAX_S: Final = 0.5
 MAX_PLATFORMS: Final = 16
 MAX_DATA_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 128
-# What a consumer cannot store (issue 14): PostgreSQL's text and jsonb refuse \u0000, and a workflow the
+# What a consumer cannot store: PostgreSQL's text and jsonb refuse \u0000, and a workflow the
 # router cannot store was lost after its 202. Every string of a body (keys too) is refused with a C0 control
 # character other than tab, line feed and carriage return, and a body nested deeper than MAX_JSON_DEPTH (the
 # encoder gave up at ~250 levels: a 500). TEXT_PATTERN states the first rule in the API document.
@@ -126,7 +126,7 @@ RESOURCE_HEALTH_CHECKS: Final = "health_checks"
 RESOURCE_GATEWAY_URL: Final = "gateway_url"
 RESOURCE_SETTINGS: Final = "gateway_settings"
 
-# --- Cost endpoints (issue 6): the cost-tracker answers them over the bus (cost.query).
+# --- Cost endpoints: the cost-tracker answers them over the bus (cost.query).
 PATH_COST_STATS: Final = "/api/v2/costs/stats"
 PATH_COST_BREAKDOWN: Final = "/api/v2/costs/breakdown"
 PATH_CAMPAIGN_COSTS: Final = "/api/v2/campaigns/costs"

@@ -1,4 +1,4 @@
-"""The cost API's request and response bodies (camelCase; the seed's names where it has them: a threshold's
+"""The cost API's request and response bodies (camelCase; the original plan's names where it has them: a threshold's
 `type` and `threshold`, an alert's `threshold`, `currentValue` and `timestamp`).
 
 Response models validate the cost-tracker's snake_case reply data by field name (services/cost_tracker/

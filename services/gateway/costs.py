@@ -69,7 +69,7 @@ D = TypeVar("D", date, datetime)
 
 def _sane_year(moment: D) -> D:
     """`moment` if its written year is COST_MIN_YEAR..COST_MAX_YEAR (near datetime's limits, the day after or
-    the time in UTC overflowed: issue 14)."""
+    the time in UTC overflowed)."""
     if not c.COST_MIN_YEAR <= moment.year <= c.COST_MAX_YEAR:
         raise ValueError(f"the year must be {c.COST_MIN_YEAR} to {c.COST_MAX_YEAR}")
     return moment

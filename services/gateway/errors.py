@@ -41,7 +41,7 @@ from services.gateway.schemas import ErrorInfoBody, ErrorResponse, FieldError, w
 
 log = get_logger(__name__)
 
-# HTTP status of a refused or failed workflow, by its ErrorType (DESIGN §6). The request itself was fine,
+# HTTP status of a refused or failed workflow, by its ErrorType. The request itself was fine,
 # so these say what went wrong further in: the budget (402), the content (422), the provider's rate limit
 # (429, with Retry-After), our own infrastructure (503, retry later), the provider's time limit (504);
 # anything else upstream (provider_unavailable, onlyfans_api_error) is a bad gateway (502).

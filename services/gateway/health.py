@@ -10,7 +10,7 @@ has a dot-separated segment in CRITICAL_CHECK_SEGMENTS (bus, database, router): 
 unhealthy (503). Any other failure (a provider, redis, a worker) leaves it degraded (200).
 
 The endpoint is unauthenticated, so what it answers to anyone is `public`: each check's status, criticality
-and latency, never the error strings or a remote service's own checks (host names, driver messages: issue 14);
+and latency, never the error strings or a remote service's own checks (host names, driver messages);
 an admin's token sees them.
 """
 

@@ -1,4 +1,4 @@
-"""The HTTP API's request and response bodies: camelCase JSON (the seed's names), validated by pydantic.
+"""The HTTP API's request and response bodies: camelCase JSON (the original plan's names), validated by pydantic.
 
 These models are the API's single source of truth: handlers build every JSON answer from them
 (`dump`), and openapi.py derives the OpenAPI document from them, so the document says what the code does.
@@ -53,7 +53,7 @@ VarName = Annotated[
     str, StringConstraints(min_length=1, max_length=c.MAX_VAR_NAME_LENGTH, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
 ]
 VarValue = Annotated[str, StringConstraints(max_length=c.MAX_VAR_VALUE_LENGTH)] | StrictInt | StrictFloat | StrictBool
-# Money is a Decimal everywhere inside; on the wire it is a JSON number, as in the seed's answers.
+# Money is a Decimal everywhere inside; on the wire it is a JSON number, as in the original plan's answers.
 # float() of a Decimal with up to 15 significant digits prints back the same digits, which covers costs.
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
@@ -96,7 +96,7 @@ def _free_form_json(schema: dict[str, Any]) -> None:
 
 
 class CampaignRequest(BaseModel):
-    """The body of POST /api/v2/campaigns/hybrid: the seed's intent (the user comes from the token).
+    """The body of POST /api/v2/campaigns/hybrid: the original plan's intent (the user comes from the token).
     Unknown fields are refused; sendToOnlyFans needs recipientId, recipientIds or recipients. A fan given
     more than once gets one message (at its first place; the vars of its last `recipients` entry)."""
 
@@ -263,7 +263,7 @@ class WaitMetadata(ApiModel):
 
 
 class CompletedResponse(ApiModel):
-    """?wait=true, the workflow completed (the seed's example answer)."""
+    """?wait=true, the workflow completed (the original plan's example answer)."""
 
     success: Literal[True] = True
     data: WaitResultData
@@ -357,7 +357,7 @@ class ProgressBody(ApiModel):
 
 
 class WorkflowStatusData(ApiModel):
-    """A workflow's whole state, as the router persisted it (DESIGN §5)."""
+    """A workflow's whole state, as the router persisted it (docs/architecture.md#workflow-states)."""
 
     workflow_id: uuid.UUID
     user_id: str

@@ -1,5 +1,4 @@
-"""The gateway's HTTP server: aiohttp's, with a header deadline and a JSON answer to requests it cannot parse
-(issue 14).
+"""The gateway's HTTP server: aiohttp's, with a header deadline and a JSON answer to requests it cannot parse.
 
 - Headers: a connection that has not sent a whole request head within GATEWAY_HEADER_TIMEOUT_S is closed
   (aiohttp's keep-alive timer also guards a connection waiting for its first request: unfinished headers

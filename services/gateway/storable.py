@@ -1,4 +1,4 @@
-"""Refuse, at the door, a JSON body no consumer can store (issue 14): a string with a control character (a
+"""Refuse, at the door, a JSON body no consumer can store: a string with a control character (a
 NUL made PostgreSQL refuse the workflow after its 202: retried, dead-lettered, lost) or nesting deeper than
 MAX_JSON_DEPTH (the message encoder failed at ~250 levels: a 500).
 

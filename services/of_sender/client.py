@@ -1,9 +1,10 @@
-"""The fan platform's chat API over HTTP (DESIGN §11), one aiohttp session: the `Platform` the service uses.
+"""The fan platform's chat API over HTTP, one aiohttp session: the `Platform` the service uses
+(docs/architecture.md#delivery-safety).
 
     POST {base}/accounts/{account}/chats/{recipient}/messages   Idempotency-Key: <delivery id>
     GET  {base}/accounts/{account}/messages/by-key/{key}        the look-up: 200 with the message, 404
 
-Neither call raises for what the platform or the network does; each answer is classified (DESIGN §6):
+Neither call raises for what the platform or the network does; each answer is classified:
 
 - 2xx → Sent (the message id from the body);
 - 429 → NotSent, rate_limit_exceeded with the Retry-After; other 4xx → NotSent, onlyfans_api_error,

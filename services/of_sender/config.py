@@ -1,4 +1,4 @@
-"""of-sender settings: the platform API (DESIGN §11), retries, and the shared delivery limits.
+"""of-sender settings: the platform API (docs/architecture.md#delivery-safety), retries, and the shared delivery limits.
 
 ONLYFANS_API_URL=https://…            unset: the platform simulator the runner passed (embedded mode)
 ONLYFANS_API_TOKEN=…                  Authorization: Bearer …

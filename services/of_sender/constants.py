@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-# PostgreSQL schema owned by the of-sender (DESIGN §2: no service reads another's tables) and its migrations.
+# PostgreSQL schema owned by the of-sender (no service reads another's tables: docs/architecture.md#services)
+# and its migrations.
 DB_SCHEMA: Final = "of_sender"
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 

@@ -1,4 +1,4 @@
-"""Where the of-sender keeps its deliveries (the seed's onlyfans_messages) and its send attempts: the
+"""Where the of-sender keeps its deliveries (the original plan's onlyfans_messages) and its send attempts: the
 repository interface and its in-memory implementation (embedded mode, unit tests). pg_store.py is the same
 interface on PostgreSQL.
 

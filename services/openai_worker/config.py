@@ -1,5 +1,5 @@
-"""openai-worker settings: the seed's OPENAI_API_KEY, plus OPENAI_BASE_URL, OPENAI_MODEL and the call
-timeout (DESIGN §6: 30 s)."""
+"""openai-worker settings: OPENAI_API_KEY, plus OPENAI_BASE_URL, OPENAI_MODEL and the call
+timeout (30 s)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The router: owner of the workflow state machine (DESIGN §5), the provider choice, the fallback matrix and
-the circuit breakers (DESIGN §6).
+"""The router: owner of the workflow state machine (docs/architecture.md#workflow-states), the provider
+choice, the fallback matrix and the circuit breakers (docs/architecture.md#generation-and-fallback).
 
 It consumes workflow.requested, generation.completed/failed, workflow.timer, workflow.status.query and
 budget.status; it publishes generation.requested and workflow.completed/failed. Deadlines are enforced by

@@ -1,4 +1,4 @@
-"""What delivery does to a workflow (issues 5 and 12), as decisions on in-memory state: no I/O here.
+"""What delivery does to a workflow (docs/architecture.md#campaigns), as decisions on in-memory state: no I/O here.
 
 A workflow with `send_to_onlyfans` has one delivery per recipient, each its own row (`DeliveryRow`, in
 campaign order: `seq`), created with the workflow. Two ways to a text:

@@ -1,4 +1,5 @@
-"""The fallback matrix (DESIGN §6): what the router does after a generation attempt failed.
+"""The fallback matrix: what the router does after a generation attempt failed
+(docs/architecture.md#generation-and-fallback).
 
 A failure is named by a **scenario**, from the provider that failed and the worker's classified error:
 
@@ -9,7 +10,7 @@ A failure is named by a **scenario**, from the provider that failed and the work
 Each scenario has one row: ``fallback``, ``max_retries``, ``delay_s``. Exactly:
 
 - ``fallback`` — where the next attempt goes: ``azure`` or ``openai``; ``other`` (the provider that did not
-  just fail); ``queue`` (the provider that failed, again, later — the seed's "retry later"); ``fail`` (no
+  just fail); ``queue`` (the provider that failed, again, later — the original plan's "retry later"); ``fail`` (no
   next attempt: the workflow fails).
 - ``delay_s`` — seconds between the failure and the start of the next attempt; the attempt is published
   with the bus's delayed delivery (no handler sleeps). When the next attempt goes to the provider that
@@ -71,7 +72,7 @@ class RuleOverride(BaseModel):
     delay_s: float | None = Field(default=None, ge=0)
 
 
-# The seed's defaults (DESIGN §6); provider_unavailable is the row the issue adds for 5xx / bad responses.
+# The original plan's defaults (docs/deviations.md), plus provider_unavailable for 5xx / bad responses.
 DEFAULT_MATRIX: Mapping[str, Rule] = MappingProxyType(
     {
         "azure_timeout": Rule(Fallback.OPENAI, max_retries=2, delay_s=5.0),

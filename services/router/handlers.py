@@ -156,7 +156,7 @@ class Router:
         assert isinstance(request, WorkflowRequested)
         if envelope.workflow_id is None or envelope.user_id is None:
             return _refused(ErrorType.INVALID_REQUEST, "workflow.requested needs a workflow_id and a user_id")
-        if not is_user_id(envelope.user_id):  # never the global budget scope "*" (issue 14)
+        if not is_user_id(envelope.user_id):  # never the global budget scope "*"
             return _refused(ErrorType.INVALID_REQUEST, "the user_id is not a user id (contracts.ids)")
         intent = request.intent
         if intent.send_to_onlyfans and not (intent.recipient_id or intent.recipient_ids or request.recipients):

@@ -1,4 +1,4 @@
-"""Which provider a new workflow's first attempt goes to (the seed's rules).
+"""Which provider a new workflow's first attempt goes to (the original plan's rules).
 
 1. a budget in `downgrade` sends it to openai, the cheaper provider — an operator's cost rule outranks the
    requester's wish, and an open circuit does not lift it;

@@ -1,5 +1,5 @@
-"""A workflow's state (DESIGN §5), its legal status transitions, and the record of one handled message's
-changes to it (`Change`: the new state, the history events, the outbox).
+"""A workflow's state, its legal status transitions, and the record of one handled message's changes to it
+(`Change`: the new state, the history events, the outbox). The states: docs/architecture.md#workflow-states.
 
     accepted ──► generating ──► generated ──► delivering ──► completed
         │            │ ▲            │  │           │ ▲

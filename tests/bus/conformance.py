@@ -1,4 +1,4 @@
-"""The bus conformance suite: written once, subclassed per transport (DESIGN §4).
+"""The bus conformance suite: written once, subclassed per transport (docs/architecture.md#the-bus).
 
 A transport's test module subclasses `BusConformance` and provides the `make_bus` fixture: an async factory
 returning a connected bus on a namespace private to the test (the same namespace on every call within one
