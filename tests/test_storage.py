@@ -192,7 +192,7 @@ class TestErrorTranslation:
     @pytest.mark.parametrize(
         ("statement", "args", "sqlstate"),
         [
-            ("SELECT $1::jsonb", [{"text": "a\x00b"}], "22P05"),  # jsonb refuses \u0000 (issue 14)
+            ("SELECT $1::jsonb", [{"text": "a\x00b"}], "22P05"),  # jsonb refuses \u0000
             ("SELECT $1::text", ["a\x00b"], "22021"),  # text refuses a NUL byte
             ("SELECT $1::numeric::integer", ["1e20"], "22003"),  # out of range
             ("SELECT $1::date", ["0001-01-01 BC"], None),  # a date asyncpg cannot decode

@@ -565,7 +565,7 @@ class TestMetrics:
         }
 
     def test_workflow_and_message_instruments(self, reader_and_metrics: tuple[InMemoryMetricReader, Metrics]) -> None:
-        """record_* helpers feed the seed's instruments with provider/success/queue attributes."""
+        """record_* helpers feed the workflow instruments with provider/success/queue attributes."""
         reader, m = reader_and_metrics
         m.record_workflow(provider="azure", success=True, duration_ms=800.0, cost_usd=Decimal("0.0042"))
         m.record_workflow(provider="azure", success=False, duration_ms=45_000.0)

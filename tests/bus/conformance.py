@@ -125,7 +125,7 @@ class BusConformance(DeadLetterConformance):
 
     async def test_a_permanent_error_dead_letters_at_once_with_its_reason(self, make_bus: MakeBus) -> None:
         """A handler's error marked permanent (the database refused the data itself) is dead-lettered on its
-        first delivery with the error as the reason, not retried max_deliveries times (issue 14)."""
+        first delivery with the error as the reason, not retried max_deliveries times."""
         bus = await make_bus()
         calls: list[Envelope] = []
 

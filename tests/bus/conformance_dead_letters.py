@@ -1,5 +1,5 @@
 """Dead letters for operators, on every transport: listing leaves them in place, replay sends them back
-once, and a replayed message that fails again is dead-lettered again with its new reason (issue 13).
+once, and a replayed message that fails again is dead-lettered again with its new reason.
 
 Part of the conformance suite: BusConformance inherits these cases, so each transport's module runs them.
 """

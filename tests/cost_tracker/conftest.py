@@ -24,7 +24,7 @@ from services.cost_tracker.service import CostTracker
 from services.cost_tracker.store import CostStore, MemoryStore
 from tests.fixtures import waiting
 
-# The seeds' flat rates (tests/fixtures/seed_prices.toml), not the list prices `make prices` writes.
+# The original plan's flat rates (tests/fixtures/seed_prices.toml), not the list prices `make prices` writes.
 SEED_PRICES = Path(__file__).resolve().parents[1] / "fixtures" / "seed_prices.toml"
 STORES = [pytest.param("memory"), pytest.param("postgres", marks=pytest.mark.integration)]
 FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.01, cap_s=0.05)

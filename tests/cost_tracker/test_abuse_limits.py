@@ -1,4 +1,4 @@
-"""Abuse limits (issue 14): the default daily budget of users without one, at most N thresholds per user,
+"""Abuse limits: the default daily budget of users without one, at most N thresholds per user,
 a user's thresholds alerting in-app only, and alert delivery limited per scope — on both stores."""
 
 from __future__ import annotations

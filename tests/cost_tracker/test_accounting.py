@@ -105,7 +105,7 @@ class TestIdempotency:
     @pytest.mark.parametrize("user_id", [None, "*", "", "alice bob"])
     async def test_without_a_user_the_message_is_dead_lettered(self, harness: Harness, user_id: str | None) -> None:
         """A usage record nobody can be billed for — no user, or a user id spelling the global scope "*" (on
-        PostgreSQL its totals' upsert touched the global row twice and failed, issue 14) — is kept in the
+        PostgreSQL its totals' upsert touched the global row twice and failed) — is kept in the
         dead-letter queue at once, not dropped, guessed or added to the global totals."""
         message = usage().model_copy(update={"user_id": user_id})
         await harness.bus.publish(message)

@@ -207,7 +207,7 @@ class TestSpans:
         self, client_spans: InMemorySpanExporter, harness: Harness, slack: SlackReceiver
     ) -> None:
         """The webhook URL is a secret: the client span of the Slack POST records its path as REDACTED, and no
-        attribute of any span holds the URL (issue 14: it was `http.url`)."""
+        attribute of any span holds the URL (it once was: `http.url`)."""
         harness.clock.at = NOON
         await harness.data(
             "thresholds",

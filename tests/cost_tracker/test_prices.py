@@ -74,7 +74,7 @@ class TestDefaultTable:
         assert (quote.entry, quote.known) == ("gpt-4o", True)
 
     def test_an_unknown_model_costs_its_providers_flat_rate_and_is_flagged(self) -> None:
-        """A model nobody priced is never free: the seeds' flat rate applies and the quote says so."""
+        """A model nobody priced is never free: the original plan's flat rate applies and the quote says so."""
         quote = load_price_table(DEFAULT_PRICE_FILE).quote(Provider.AZURE, "my-finetune-v3")
         assert (quote.entry, quote.known) == ("providers.azure", False)
         assert quote.price.cost(2000, 1000) == Decimal("0.03")

@@ -24,7 +24,7 @@ class TestParameters:
             ("breakdown", {"start": "2026-05-02T00:00:00Z", "end": "2026-05-01T00:00:00Z"}, "start must be before end"),
             ("breakdown", {"start": "2024-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "at most 366 days"),
             ("breakdown", {"start": "2026-05-01T00:00:00"}, "timezone"),
-            # issue 14: an OverflowError here dead-lettered the query (the gateway answered 503 after 5 s)
+            # an OverflowError here once dead-lettered the query (the gateway answered 503 after 5 s)
             ("breakdown", {"end": "0001-01-01T00:00:00+01:00"}, "end: Value error, out of range"),
             ("alerts", {"end": "9999-12-31T23:00:00Z"}, "end: Value error, must be between"),
             ("campaign", {"workflow_id": "not-a-uuid"}, "workflow_id"),

@@ -125,7 +125,7 @@ class TestComposeServices:
 
 class TestComposeExposure:
     def test_ports_are_published_on_loopback_only(self, compose: dict[str, Any]) -> None:
-        """Every published port binds 127.0.0.1: the default passwords never face a network (issue 14)."""
+        """Every published port binds 127.0.0.1: the default passwords never face a network."""
         published = [(name, port) for name, entry in compose["services"].items() for port in entry.get("ports", [])]
         assert published, "the gateway, Jaeger and RabbitMQ's UI are published"
         assert [(name, port) for name, port in published if not str(port).startswith("127.0.0.1:")] == []
@@ -133,7 +133,7 @@ class TestComposeExposure:
     @pytest.mark.parametrize(("service", "name"), [(GATEWAY, "GATEWAY_JWT_SECRET"), ("router", "WEBHOOK_SECRET")])
     def test_signing_keys_have_no_default(self, compose: dict[str, Any], service: str, name: str) -> None:
         """The JWT and webhook keys must be given (${NAME:?…}): a public default passes the length check, and
-        anyone could mint admin tokens or forge webhooks with it (issue 14)."""
+        anyone could mint admin tokens or forge webhooks with it."""
         value = compose["services"][service]["environment"][name]
         assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", value), value
 

@@ -1,5 +1,5 @@
 """libs.runtime.metrics_http: the optional Prometheus scrape endpoint serves the process's OpenTelemetry
-instruments with the seed's names, negotiates the format, and detaches cleanly."""
+instruments with the original plan's names, negotiates the format, and detaches cleanly."""
 
 from __future__ import annotations
 

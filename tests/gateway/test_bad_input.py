@@ -125,7 +125,7 @@ def _nested(depth: int) -> Any:
 
 
 class TestUnstorable:
-    """What no consumer can store is refused at the door, naming the field (issue 14): a NUL made the router's
+    """What no consumer can store is refused at the door, naming the field: a NUL made the router's
     PostgreSQL refuse a workflow already answered 202 (retried, dead-lettered, then 404 for good)."""
 
     @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ class TestAuth:
 
     @pytest.mark.parametrize("sub", ["*", " ", " alice", "alice\n", "al ice", "a\x00b", "al*", "-alice", "a" * 129])
     async def test_reserved_and_odd_subs_answer_401(self, gw: Harness, sub: object) -> None:
-        """A sub that is not a user id — "*" (the global scope of budgets, issue 14), whitespace, a control
+        """A sub that is not a user id — "*" (the global scope of budgets), whitespace, a control
         character, a glob, or too long — is refused (401 invalid_token), never used as a user."""
         token = _token({"sub": sub, "iat": _now(), "exp": _now() + 600})
         error = await _assert_refused(gw, await gw.client.post(PLAN, token=token), 401, "invalid_token")

@@ -166,7 +166,7 @@ class TestIdempotency:
 
 class TestWait:
     async def test_completed_answers_200_with_content_provider_and_metrics(self, gw: Harness) -> None:
-        """?wait=true answers the seed's shape once completed: data {workflowId, content, provider, status},
+        """?wait=true answers the original plan's shape once completed: data {workflowId, content, provider, status},
         metrics {duration ms, cost {tokens, cost}}."""
         gw.router.finish_after_s = 0.2
         answer = await gw.client.post(PLAN, params={"wait": "true"})

@@ -262,7 +262,7 @@ class TestVisibility:
 
 class TestManagement:
     async def test_thresholds_are_created_listed_and_changed(self, stack: Stack) -> None:
-        """POST answers 201 with the seed's names (type, threshold); GET lists it; PUT changes it. A user's
+        """POST answers 201 with the original plan's names (type, threshold); GET lists it; PUT changes it. A user's
         notificationChannels are refused (403: Slack, SNS and email are the operators')."""
         body = {"type": "daily", "threshold": 12.5, "severity": "critical"}
         refused = await stack.call("POST", THRESHOLDS, json={**body, "notificationChannels": ["slack"]})
@@ -337,7 +337,7 @@ class TestBadInput:
         self, stack: Stack, path: str, params: dict[str, str]
     ) -> None:
         """Dates outside the years 2000-2099 and a userId that is no user id answer 400 naming the parameter,
-        from an admin too, without asking the cost-tracker (issue 14)."""
+        from an admin too, without asking the cost-tracker."""
         answer = await stack.call("GET", path, params=params, **admin())
         assert (answer.status, answer.body["error"]["code"]) == (400, "invalid_parameter")
         assert next(iter(params)) in answer.body["error"]["message"], answer.body

@@ -1,5 +1,5 @@
 """Feature flags through the gateway: the admin API, the kill switch, the percentage rollout, and how fast a
-change made on one gateway reaches another (the seed asks for a rollback in under five minutes)."""
+change made on one gateway reaches another (the original plan asks for a rollback in under five minutes)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ ROOT = "root"
 CANDIDATES = [f"creator-{i}" for i in range(200)]
 INSIDE = [u for u in CANDIDATES if bucket(fc.ROLLOUT_FLAG, u) < 50][:5]
 OUTSIDE = [u for u in CANDIDATES if bucket(fc.ROLLOUT_FLAG, u) >= 50][:5]
-# What a propagation test accepts: the seed's bar is five minutes; we hold ourselves to seconds.
+# What a propagation test accepts: the original plan's bar is five minutes; we hold ourselves to seconds.
 PROPAGATION_BUDGET_S = 3.0
 
 

@@ -136,7 +136,7 @@ class TestExposure:
         self, make_gateway: MakeGateway, readyz: StartReadyz, user: str | None, role: str | None
     ) -> None:
         """Anyone (and any user) gets the verdict and which checks failed, never their error strings or a
-        remote service's own checks (host names, driver messages: issue 14); an admin gets them."""
+        remote service's own checks (host names, driver messages); an admin gets them."""
         cost = await readyz(database=_down)
         gw = await make_gateway(bus=DownBus(), gateway_health_urls=f"cost-tracker={cost}")
         status, data = await _health(gw, user=user, role=role)

@@ -1,5 +1,5 @@
 """The gateway's HTTP server (server.py): a request head that never finishes is cut off, and a request aiohttp
-cannot parse is answered with the API's JSON 400, never echoing what it refused (issue 14)."""
+cannot parse is answered with the API's JSON 400, never echoing what it refused."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`make run` (python -m services.embedded) as an operator meets it: it listens on 127.0.0.1 only unless told
-otherwise, and prints a user's and an admin's token and a sample request that work as printed (issue 13)."""
+otherwise, and prints a user's and an admin's token and a sample request that work as printed."""
 
 from __future__ import annotations
 

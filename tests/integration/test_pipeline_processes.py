@@ -74,7 +74,7 @@ class TestPipelineAcrossProcesses:
     async def test_seed_flows_complete_on_the_expected_provider(
         self, client: GatewayClient, llm: LLMSimulator, stack: Stack, body: dict[str, object], provider: str
     ) -> None:
-        """POST ?wait=true answers the generated content from the provider the seed's rules choose."""
+        """POST ?wait=true answers the generated content from the provider the original plan's rules choose."""
         code, answer = await client.submit(body, wait=True)
         assert code == 200, (answer, stack.logs())
         assert answer["data"]["status"] == "completed"

@@ -1,4 +1,4 @@
-"""The platform client classifies every answer (DESIGN §6) — taken, certainly not taken, or unknown — and
+"""The platform client classifies every answer — taken, certainly not taken, or unknown — and
 never raises for the platform's doing."""
 
 from __future__ import annotations

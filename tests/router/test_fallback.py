@@ -20,7 +20,7 @@ def error(kind: ErrorType, *, retryable: bool = True, retry_after_s: float | Non
 
 class TestDefaults:
     def test_seed_defaults(self) -> None:
-        """The defaults are the seed's rows plus provider_unavailable → other."""
+        """The defaults are the original plan's rows plus provider_unavailable → other."""
         rows = {name: (r.fallback.value, r.max_retries, r.delay_s) for name, r in DEFAULT_MATRIX.items()}
         assert rows == {
             "azure_timeout": ("openai", 2, 5.0),

@@ -73,7 +73,7 @@ class TestDuplicates:
 
     async def test_a_workflow_the_database_refuses_is_refused_not_lost(self, harness: Harness) -> None:
         """A workflow whose data PostgreSQL cannot store (a NUL in `data`) is answered "refused" at once —
-        not retried, dead-lettered and lost after the gateway's 202 (issue 14)."""
+        not retried, dead-lettered and lost after the gateway's 202."""
         if not isinstance(harness.store, PostgresStore):
             pytest.skip("the memory store stores anything")
         workflow_id = uuid.uuid4()

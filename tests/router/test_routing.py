@@ -1,4 +1,4 @@
-"""Provider choice end to end on the memory bus: the seed's rules, force_provider, budgets, breakers."""
+"""Provider choice end to end on the memory bus: the original plan's rules, force_provider, budgets, breakers."""
 
 from __future__ import annotations
 

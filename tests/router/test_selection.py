@@ -1,4 +1,4 @@
-"""The first attempt's provider: the seed's preferences, force_provider, budgets and open circuits."""
+"""The first attempt's provider: the original plan's preferences, force_provider, budgets and open circuits."""
 
 from __future__ import annotations
 

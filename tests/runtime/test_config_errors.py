@@ -1,6 +1,6 @@
 """Configuration mistakes are one line: a service (or the embedded mode) started with a bad or missing
 setting, or on a port in use, prints `<name>: VARIABLE: problem` on stderr, exits 2, shows no traceback
-and never a secret's value (issue 13)."""
+and never a secret's value."""
 
 from __future__ import annotations
 

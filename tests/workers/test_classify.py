@@ -1,4 +1,4 @@
-"""Error classification (DESIGN §6) of provider answers the simulator does not produce — 4xx bodies, quota,
+"""Error classification of provider answers the simulator does not produce — 4xx bodies, quota,
 content filters, completions without usage — through a worker and the real SDK, against a canned provider."""
 
 from __future__ import annotations
