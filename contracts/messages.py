@@ -34,7 +34,7 @@ class Part(BaseModel):
 
 
 class Intent(Part):
-    """What the user asked for (the seed's intent, snake_case on the bus)."""
+    """What the user asked for (the original plan's intent, snake_case on the bus)."""
 
     type: IntentType
     data: dict[str, Any] = Field(default_factory=dict)
@@ -49,7 +49,7 @@ class Intent(Part):
 
 
 class ErrorInfo(Part):
-    """A classified failure (DESIGN §6)."""
+    """A classified failure (docs/architecture.md#generation-and-fallback)."""
 
     type: ErrorType
     message: str
@@ -82,7 +82,7 @@ class Usage(Part):
     completion_tokens: int = Field(ge=0)
     total_tokens: int = Field(ge=0)
     estimated: bool = False
-    # Optional addition (issue 15): the part of prompt_tokens the provider served from its prompt cache
+    # Optional addition to v1: the part of prompt_tokens the provider served from its prompt cache
     # (OpenAI's prompt_tokens_details.cached_tokens), billed at the cached rate.
     cached_prompt_tokens: int = Field(default=0, ge=0)
 
@@ -97,11 +97,11 @@ class WorkflowRequested(Message):
     trace_id: str | None = None
     idempotency_key: str | None = None
     deadline_s: float | None = Field(default=None, gt=0)
-    # Optional additions (issue 12): the campaign's fans with their personalisation (instead of, or besides,
+    # Optional additions to v1: the campaign's fans with their personalisation (instead of, or besides,
     # intent.recipient_ids), and where to POST the summary when the workflow ends.
     recipients: list[Recipient] = Field(default_factory=list)
     callback_url: str | None = None
-    # Optional additions (issue 13): the creator's platform account the messages are sent from (None: the
+    # Optional additions to v1: the creator's platform account the messages are sent from (None: the
     # requester's own id, as before), and the failed workflow this one retries.
     account_id: str | None = None
     retry_of: uuid.UUID | None = None
@@ -322,7 +322,7 @@ class Progress(Part):
 
 
 class WorkflowView(Part):
-    """A workflow's whole state as the router persisted it (DESIGN §5), for the status endpoint."""
+    """A workflow's whole persisted state, for the status endpoint (docs/architecture.md#workflow-states)."""
 
     workflow_id: uuid.UUID
     user_id: str
@@ -347,7 +347,7 @@ class WorkflowView(Part):
     # Optional addition: a workflow with deliveries. `deliveries` above lists them only for a small workflow
     # (delivery.list.query pages through any).
     progress: Progress | None = None
-    # Optional additions (issue 13): the account it sends from (None: user_id), the workflow it retries.
+    # Optional additions to v1: the account it sends from (None: user_id), the workflow it retries.
     account_id: str | None = None
     retry_of: uuid.UUID | None = None
 
