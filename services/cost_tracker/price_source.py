@@ -97,7 +97,7 @@ def entries(today: datetime) -> list[tuple[str, Decimal, Decimal, Decimal | None
 
 def render(today: datetime) -> str:
     as_of = today.date().isoformat()
-    lines = [HEADER, "# Every provider needs a flat rate: the seeds' ones, for models with no entry below."]
+    lines = [HEADER, "# Every provider needs a flat rate: the original plan's, for models with no entry below."]
     for provider, (prompt, completion) in FALLBACK.items():
         rates = f"prompt = {prompt}, completion = {completion}"
         lines.append(f'providers.{provider.value} = {{ {rates}, source = "seed flat rate" }}')
