@@ -13,12 +13,13 @@ from contracts.enums import ErrorType
 
 SERVICE_NAME: Final = "router"
 
-# PostgreSQL schema owned by the router (DESIGN §2: no service reads another's tables) and its migrations.
+# PostgreSQL schema owned by the router (no service reads another's tables: docs/architecture.md#services) and
+# its migrations.
 DB_SCHEMA: Final = "router"
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
 # Failures that never deserve another attempt, whatever the worker's `retryable` flag says: the request
-# itself is wrong, so another provider would refuse it too (DESIGN §6).
+# itself is wrong, so another provider would refuse it too.
 NEVER_RETRY: Final = frozenset({ErrorType.INVALID_REQUEST, ErrorType.COMPLIANCE_VIOLATION})
 
 # Failures that count against a provider's circuit breaker: the provider is slow, overloaded or broken.
@@ -73,7 +74,7 @@ SETTLE_NAMESPACE: Final = uuid.UUID("5c2e9a41-8b7d-5f03-a6e1-2d4c8f0b9e17")
 RETRY_NAMESPACE: Final = uuid.UUID("7e3b1f90-4a2c-5d86-b0e7-1c9a5f3d2e48")
 # A retry reads the failed campaign's deliveries in pages of this many.
 RETRY_PAGE: Final = 1000
-# The status view lists a workflow's deliveries when it has at most this many (the seed's shape); a larger
+# The status view lists a workflow's deliveries when it has at most this many (the original plan's shape); a larger
 # campaign's status carries its progress, and delivery.list.query pages through the deliveries.
 STATUS_DELIVERIES_LISTED: Final = 100
 
