@@ -105,6 +105,12 @@ class Envelope(BaseModel):
             payload=payload,
         )
 
+    def derived_child(self, payload: Message, *, key: str | None = None, attempt: int = 1) -> Envelope:
+        """A child whose id is derived from this message's: uuid5(this id, `key`, default the child's type).
+        Handling this message again — a redelivery — publishes the same ids, which consumers de-duplicate;
+        `key` tells apart two children of one type."""
+        return self.child(payload, attempt=attempt, id=uuid.uuid5(self.id, key or payload.TYPE))
+
     def encode(self) -> bytes:
         body = self.model_dump(mode="json", exclude={"payload"})
         body["payload"] = self.payload.model_dump(mode="json")
@@ -128,10 +134,6 @@ class Envelope(BaseModel):
             return cls.model_validate(body)
         except ValidationError as exc:
             raise MalformedMessage(f"{type_} v{version}: {_summary(exc)}") from exc
-
-    def peek(self) -> dict[str, str]:
-        """The fields worth logging (never the payload: it may hold message content)."""
-        return {"message_id": str(self.id), "type": self.type, "workflow_id": str(self.workflow_id or "")}
 
 
 def _summary(exc: ValidationError) -> str:

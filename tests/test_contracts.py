@@ -32,6 +32,15 @@ class TestEnvelope:
         assert (child.workflow_id, child.user_id, child.causation_id) == (None, "u1", parent.id)
         assert child.id != parent.id
 
+    def test_a_derived_child_has_the_same_id_every_time_and_one_per_key(self) -> None:
+        """derived_child: handling the same message again gives the same child id; another key, another id."""
+        parent = _requested()
+        query = m.WorkflowStatusQuery(workflow_id=parent.id, requester_user_id="u1")
+        first, again = parent.derived_child(query), parent.derived_child(query, attempt=2)
+        assert first.id == again.id and again.attempt == 2 and first.causation_id == parent.id
+        assert parent.derived_child(query, key="other").id != first.id
+        assert _requested().derived_child(query).id != first.id
+
     @pytest.mark.parametrize(
         ("raw", "error"),
         [

@@ -320,6 +320,7 @@ class Bus(ABC):
     async def reply_later(self, address: ReplyAddress, payload: Message) -> None:
         """Send `payload` as the reply to the request at `address` (see `reply_address`). A requester that
         gave up waiting simply never reads it."""
+        # A random id is fine: the requester takes the first reply by correlation id and drops the rest.
         await self.reply(address.reply_to, address.correlation_id, address.request.child(payload))
 
     # --- used by Consumer --------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -60,12 +59,6 @@ log = get_logger(__name__)
 
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _child_id(request_id: uuid.UUID, message_type: str) -> uuid.UUID:
-    """The id of what a request produced, derived from the request: even a result computed twice (the
-    in-process cache lost in a restart) reaches consumers under the same id, and they de-duplicate it."""
-    return uuid.uuid5(request_id, message_type)
 
 
 @dataclass(frozen=True)
@@ -261,7 +254,7 @@ class GenerationHandler:
             usage_estimated=reply.usage.estimated,
         )
         usage = self._usage_recorded(envelope, request, reply.model, reply.usage)
-        return [usage, envelope.child(completed, id=_child_id(envelope.id, completed.TYPE))]
+        return [usage, envelope.derived_child(completed)]
 
     def _failed(self, envelope: Envelope, request: GenerationRequested, call: _Call) -> list[Envelope]:
         error = call.error
@@ -279,7 +272,7 @@ class GenerationHandler:
             retry_after_s=error.retry_after_s,
             reason=error.message,
         )
-        outgoing = [envelope.child(failed, id=_child_id(envelope.id, failed.TYPE))]
+        outgoing = [envelope.derived_child(failed)]
         if call.billed is not None:
             outgoing.insert(0, self._usage_recorded(envelope, request, call.model or self.model, call.billed))
         return outgoing
@@ -294,7 +287,9 @@ class GenerationHandler:
             workflow_type=request.intent.type,
             generation_id=envelope.id,
         )
-        return envelope.child(recorded, id=_child_id(envelope.id, key or recorded.TYPE))
+        # Derived: even a result computed twice (the in-process cache lost in a restart) reaches the
+        # cost-tracker under the same id, and it is counted once.
+        return envelope.derived_child(recorded, key=key)
 
     async def _publish(self, outgoing: Sequence[Envelope]) -> None:
         # Usage first: cost accounting then tends to see the tokens before the workflow's end.

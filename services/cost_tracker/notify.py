@@ -63,7 +63,7 @@ class Notifier:
             delay = min(
                 self._settings.cost_alert_retry_cap_s, self._settings.cost_alert_retry_base_s * 2 ** (attempt - 1)
             )
-            await self._bus.publish(envelope.child(raised, attempt=attempt + 1), delay=delay)
+            await self._bus.publish(envelope.derived_child(raised, key="retry", attempt=attempt + 1), delay=delay)
             log.info("cost.alert.retry_scheduled", alert_id=str(alert_id), channels=unfinished, delay_s=delay)
         return None
 

@@ -51,6 +51,8 @@ class Publisher:
         approval = envelope.payload
         assert isinstance(approval, DeliveryApproved)
         slot = utcnow() + timedelta(seconds=delay_s)
+        # A random id, on purpose: the record names the one approval that owns the delivery by it, and a
+        # reissued copy (`reissue`) must be told apart from the one it replaces.
         moved = envelope.child(approval.model_copy(update={"slot_at": slot}), attempt=envelope.attempt + 1)
         await self.store.queue(
             record,
@@ -68,7 +70,7 @@ class Publisher:
             scheduled = DeliveryScheduled(
                 delivery_id=approval.delivery_id, recipient_id=approval.recipient_id, slot_at=slot, error=error
             )
-            await self.bus.publish(envelope.child(scheduled))
+            await self.bus.publish(envelope.derived_child(scheduled))
 
     async def reissue(self, envelope: Envelope, record: MessageRecord) -> None:
         """This approval re-queued the delivery but was redelivered (its handler died before the ack), so
@@ -77,6 +79,7 @@ class Publisher:
         approval = envelope.payload
         assert isinstance(approval, DeliveryApproved)
         slot = record.scheduled_for or utcnow()
+        # A random id: this copy replaces the one `requeue` published (see there), so it must differ from it.
         moved = envelope.child(approval.model_copy(update={"slot_at": slot}), attempt=envelope.attempt + 1)
         await self.store.queue(
             record,
@@ -110,4 +113,5 @@ class Publisher:
                 type=ErrorType.ONLYFANS_API_ERROR, message="delivery failed", retryable=False
             )
             payload = DeliveryFailed(delivery_id=record.delivery_id, recipient_id=record.recipient_id, error=error)
-        await self.bus.publish(envelope.child(payload))
+        # Derived: a redelivered approval of a finished delivery repeats the very same report.
+        await self.bus.publish(envelope.derived_child(payload))

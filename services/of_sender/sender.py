@@ -166,6 +166,7 @@ class Sender:
             return
         if record.status is MessageStatus.SENDING and not await self._reconcile(envelope, record):
             return
+        # Random on purpose: every attempt is its own entry in the send log, a retry of the same delivery too.
         token = f"{approval.delivery_id}:{uuid.uuid4().hex[:12]}"
         try:
             check: Check | None = await self._last_check(self.send_log, approval, token)

@@ -10,7 +10,6 @@ Either way the of-sender's last check still stands between the plan and the plat
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from contracts import Envelope, Message
@@ -74,10 +73,8 @@ class Limiter:
             text=request.text,
             slot_at=slot_at,
         )
-        await self.bus.publish(envelope.child(scheduled, id=uuid.uuid5(envelope.id, DeliveryScheduled.TYPE)))
-        await self.bus.publish(
-            envelope.child(approved, id=uuid.uuid5(envelope.id, DeliveryApproved.TYPE)), delay=reservation.delay_s
-        )
+        await self.bus.publish(envelope.derived_child(scheduled))
+        await self.bus.publish(envelope.derived_child(approved), delay=reservation.delay_s)
         return None
 
     async def _limiter_down(
@@ -92,15 +89,18 @@ class Limiter:
         if decision.action is DownAction.GIVE_UP:
             log.error("rate_limiter.hold_exhausted", held_s=decision.held_s, reason=str(exc))
             failed = DeliveryFailed(delivery_id=request.delivery_id, recipient_id=request.recipient_id, error=error)
-            await self.bus.publish(envelope.child(failed))
+            await self.bus.publish(envelope.derived_child(failed))
             return None
         log.warning("rate_limiter.unavailable", policy="hold", reason=str(exc), held_s=decision.held_s)
         held_request = request.model_copy(update={"held_since": request.held_since or now})
-        await self.bus.publish(envelope.child(held_request, attempt=envelope.attempt + 1), delay=decision.retry_s)
+        await self.bus.publish(
+            envelope.derived_child(held_request, attempt=envelope.attempt + 1), delay=decision.retry_s
+        )
         if decision.begins:
             slot_at = now + timedelta(seconds=decision.retry_s)
             held = DeliveryScheduled(
                 delivery_id=request.delivery_id, recipient_id=request.recipient_id, slot_at=slot_at, error=error
             )
-            await self.bus.publish(envelope.child(held))
+            # Its own key: a redelivery that finds Redis back publishes the slot under the type's key.
+            await self.bus.publish(envelope.derived_child(held, key="held"))
         return None

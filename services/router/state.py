@@ -363,7 +363,9 @@ class Change:
         self, payload: Message, *, delay_s: float = 0.0, attempt: int = 1, id: uuid.UUID | None = None
     ) -> Envelope:
         """Publish `payload` (as a child of the cause) after the commit, `delay_s` from now (`id`: a derived
-        id, for a message that must be the same whoever emits it)."""
+        id, for a message that must be the same whoever emits it). Otherwise a random id is safe here: the
+        outbox is stored with the change, and a redelivered cause re-publishes the stored envelopes, ids and
+        all."""
         envelope = self.cause.child(payload, attempt=attempt, id=id)
         self.outbox.append(Outgoing(envelope, self.at + timedelta(seconds=delay_s)))
         return envelope

@@ -191,7 +191,7 @@ class WebhookSender:
         if attempt >= self._settings.webhook_max_attempts:
             raise Reject(f"gave up after {attempt} attempts, last: {answer.reason}")
         delay = max(self._backoff.delay(attempt), min(RETRY_CAP_S, answer.retry_after_s or 0.0))
-        await self._bus.publish(envelope.child(request, attempt=attempt + 1), delay=delay)
+        await self._bus.publish(envelope.derived_child(request, key="retry", attempt=attempt + 1), delay=delay)
         log.info("webhook.retry_scheduled", event_id=event_id, attempt=attempt, delay_s=round(delay, 3))
 
     async def _post(self, request: WebhookRequested, secret: bytes, attempt: int) -> Answer:
