@@ -72,6 +72,8 @@ FANOUT_NAMESPACE: Final = uuid.UUID("0b6f2d8a-3e4c-5a71-9c0d-7e5f4a2b1c39")
 SETTLE_NAMESPACE: Final = uuid.UUID("5c2e9a41-8b7d-5f03-a6e1-2d4c8f0b9e17")
 # A failed workflow's retry: uuid5(this, failed workflow id) — asking twice answers the same new workflow.
 RETRY_NAMESPACE: Final = uuid.UUID("7e3b1f90-4a2c-5d86-b0e7-1c9a5f3d2e48")
+# Delivery reports written in one commit at most (report_batch.py); the router's prefetch bounds how many wait.
+REPORT_BATCH_MAX: Final = 64
 # A retry reads the failed campaign's deliveries in pages of this many.
 RETRY_PAGE: Final = 1000
 # The status view lists a workflow's deliveries when it has at most this many (the original plan's shape); a larger

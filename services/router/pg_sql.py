@@ -94,6 +94,19 @@ REPORT = (
     " FROM delivery_report($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 
+# Several reports in one statement — one transaction, one commit — each one call of delivery_report, in the
+# order given (the caller sorts them by workflow, so concurrent batches lock workflow rows in one order and
+# never deadlock). $1 … $9 are arrays, one element per report; `i` says which report a row answers (a report
+# for an unknown workflow answers none).
+REPORTS = (
+    f"SELECT r.i, d.applied, d.status, d.deliveries_total, {', '.join('d.' + c.strip() for c in TALLY.split(','))}"
+    " FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[],"
+    " $7::text[], $8::jsonb[], $9::text[]) WITH ORDINALITY"
+    " AS r(workflow_id, message_id, delivery_id, kind, slot, sent_at, platform_message_id, error, limiter, i)"
+    " CROSS JOIN LATERAL delivery_report(r.workflow_id, r.message_id, r.delivery_id, r.kind, r.slot, r.sent_at,"
+    " r.platform_message_id, r.error, r.limiter, $10, $11) AS d"
+)
+
 # A personalized text's outcome, if its row still waits for the request it answers ($3): the row ($4 …),
 # the successor's first request ($11 seq, $12 request id), the counters, the deadline and the handled
 # message with its outbox ($14). The workflow row is locked first (`lk`), as everywhere.

@@ -4,14 +4,17 @@ A write is a single data-modifying statement (CTEs): the conditional INSERT or v
 workflow row, the INSERT of its history events and the INSERT of the handled message with its outbox —
 atomic without BEGIN/COMMIT round trips, one transaction per handled message. A read returns the
 workflow and, in the same round trip, whether the message was handled before (and its outbox).
-A delivery report is one call of the function delivery_report (migrations/002): its row and the counters.
+A delivery report is one call of the function delivery_report (migrations/002): its row and the counters;
+reports arriving together are written in one statement and one commit (report_batch.py).
 The statements live in pg_sql.py; this module binds their parameters and maps rows to the state's types.
 asyncpg's errors leave this module as libs.storage.DatabaseError.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,10 +24,11 @@ from contracts.enums import BudgetAction, CostPeriod, DeliveryState, Provider, R
 from contracts.messages import ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
 from libs.storage.schema_store import SchemaStore
 from services.router import pg_sql as sql
-from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR
+from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR, REPORT_BATCH_MAX
 from services.router.delivery import Report, TextUpdate
 from services.router.listing import WorkflowFilter
 from services.router.outbox import Outgoing
+from services.router.report_batch import Pending, ReportBatcher
 from services.router.state import Change, DeliveryRow, Event, Tally, Workflow
 from services.router.store import BudgetRecord, Counted, Loaded, WorkflowStore
 
@@ -188,6 +192,10 @@ class PostgresStore(SchemaStore, WorkflowStore):
     SCHEMA = DB_SCHEMA
     MIGRATIONS = MIGRATIONS_DIR
 
+    def __init__(self, dsn: str, *, pool_size: int = 10, schema: str | None = None) -> None:
+        super().__init__(dsn, pool_size=pool_size, schema=schema)
+        self._reports: ReportBatcher | None = None  # made on first use: it needs the router's grace
+
     async def create(self, change: Change, message_id: uuid.UUID) -> bool:
         columns = (_new_rows(change), *_all_columns(change.result()))
         return await self._write("create workflow", sql.CREATE, change, message_id, columns)
@@ -280,11 +288,24 @@ class PostgresStore(SchemaStore, WorkflowStore):
     async def report(
         self, workflow_id: uuid.UUID, message_id: uuid.UUID, report: Report, grace_s: float, at: datetime
     ) -> Counted | None:
+        """Written with the reports arriving meanwhile, in one commit (report_batch.py)."""
+        if self._reports is None:
+            grace = timedelta(seconds=grace_s)
+            self._reports = ReportBatcher(
+                functools.partial(self._write_reports, grace=grace),
+                functools.partial(self._write_report, grace=grace),
+                REPORT_BATCH_MAX,
+            )
+        return await self._reports.submit(Pending(workflow_id, message_id, report, at))
+
+    async def _write_report(self, batch: Sequence[Pending], *, grace: timedelta) -> list[Counted | None]:
+        [one] = batch
+        report = one.report
         async with self._connection("apply delivery report") as conn:
             row = await conn.fetchrow(
                 sql.REPORT,
-                workflow_id,
-                message_id,
+                one.workflow_id,
+                one.message_id,
                 report.delivery_id,
                 report.kind.value,
                 report.slot_at,
@@ -292,10 +313,33 @@ class PostgresStore(SchemaStore, WorkflowStore):
                 report.platform_message_id,
                 _dump(report.error),
                 report.limiter.value if report.limiter else None,
-                timedelta(seconds=grace_s),
-                at,
+                grace,
+                one.at,
             )
-        return _counted(row, bool(row and row["applied"]))
+        return [_counted(row, bool(row and row["applied"]))]
+
+    async def _write_reports(self, batch: Sequence[Pending], *, grace: timedelta) -> list[Counted | None]:
+        reports = [p.report for p in batch]
+        async with self._connection("apply delivery reports") as conn:
+            rows = await conn.fetch(
+                sql.REPORTS,
+                [p.workflow_id for p in batch],
+                [p.message_id for p in batch],
+                [r.delivery_id for r in reports],
+                [r.kind.value for r in reports],
+                [r.slot_at for r in reports],
+                [r.sent_at for r in reports],
+                [r.platform_message_id for r in reports],
+                [_dump(r.error) for r in reports],
+                [r.limiter.value if r.limiter else None for r in reports],
+                grace,
+                max(p.at for p in batch),
+            )
+        by_index = {row["i"]: row for row in rows}
+        return [
+            _counted(by_index.get(i), bool(by_index.get(i) and by_index[i]["applied"]))
+            for i in range(1, len(batch) + 1)
+        ]
 
     async def write_text(self, workflow_id: uuid.UUID, message_id: uuid.UUID, update: TextUpdate) -> Counted | None:
         row = update.row
