@@ -16,11 +16,17 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv && pip install pip==25.3
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+# Where a proxy intercepts TLS, pip must trust the proxy's CA: pass a bundle that includes it as the build
+# secret "pip-ca". It is mounted only while pip runs and is stored in no layer; without it pip uses the
+# image's own CA certificates.
+#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t hybrid-orchestrator .
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && python -m venv /opt/venv && pip install pip==25.3 \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 COPY contracts/ contracts/
@@ -28,7 +34,9 @@ COPY libs/ libs/
 COPY services/ services/
 # A regular (non-editable) install: the JSON Schemas and every service's migrations/*.sql ship as package
 # data, and pip compiles the bytecode now (its default), because the root filesystem is read-only at run time.
-RUN pip install --no-deps .
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && pip install --no-deps .
 
 # --- runtime: the virtualenv on a clean base, run as an unprivileged user. --------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

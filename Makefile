@@ -41,6 +41,27 @@ bench: setup
 chaos: setup
 	CHAOS_RESTART_SERVERS=1 $(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
+# The image (hybrid-orchestrator:local) with docker when its engine answers, else podman; the Dockerfile's FROM
+# image is built locally (debootstrap) when it cannot be pulled. Behind a TLS-intercepting proxy pass the CA
+# bundle pip must trust: `make image PIP_CA=/etc/ssl/certs/ca-certificates.crt` (a build secret, in no layer).
+# README, "Containers without Docker Hub".
+PIP_CA ?=
+image:
+	PIP_CA="$(PIP_CA)" deploy/podman/images.sh image
+
+# Debian-built stand-ins for RabbitMQ, PostgreSQL and Redis, only when their upstream images cannot be pulled.
+standins:
+	deploy/podman/images.sh standins
+
+# The image run as the Kubernetes manifests run it and the compose stack (demo profile) answering a workflow
+# with delivery through the gateway, traced; needs podman and root (deploy/podman/setup-host.sh installs it).
+PODMAN_COMPOSE := podman-compose==1.6.0
+test-containers: setup
+	ENGINE=podman PIP_CA="$(PIP_CA)" deploy/podman/images.sh image
+	ENGINE=podman deploy/podman/images.sh standins
+	test -x $(BIN)/podman-compose || $(BIN)/pip install -q $(PODMAN_COMPOSE)
+	HO_CONTAINER_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider --timeout 600 tests/containers
+
 contracts: setup
 	$(BIN)/python -m contracts.export
 

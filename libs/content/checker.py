@@ -18,6 +18,7 @@ Rules are checked in order and the first broken one is reported; a text is never
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -48,10 +49,11 @@ class Violation:
 @functools.cache
 def _url_extractor() -> URLExtract:
     # Loading the TLD list it ships takes a few milliseconds: once per process. Never update(): it downloads.
-    # It takes a file lock beside the list, or in the user's cache or temporary directory when the package
-    # is read-only (the containers' /tmp is writable); with none writable it cannot start.
+    # It takes a file lock in its cache directory, given here as the temporary directory (the containers'
+    # only writable path, /tmp): left to choose, it tries the package folder, then creates ~/.cache, which on
+    # a read-only root filesystem fails with EROFS, an error it does not expect, and the worker cannot start.
     try:
-        return URLExtract(extract_email=False, extract_localhost=False)
+        return URLExtract(extract_email=False, extract_localhost=False, cache_dir=tempfile.gettempdir())
     except CacheFileError as exc:
         raise ContentError(f"urlextract cannot read its list of top-level domains: {exc}") from exc
 
