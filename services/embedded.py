@@ -16,12 +16,10 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
 
 from libs.config import CommonSettings, load_settings
 from libs.flags import MemoryFlagStore
-from libs.flags.constants import RESOURCE_FLAG_STORE
-from libs.runtime import ServiceFactory, run_main, serve
+from libs.runtime import ServiceFactory, Shared, run_main, serve
 from libs.simulators import LLMSimulator, PlatformSimulator
 from services.azure_worker.service import create as azure_worker
 from services.cost_tracker.service import create as cost_tracker
@@ -59,10 +57,10 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
-    resources: dict[str, Any] | None = None,
+    shared: Shared | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT or `stop`; `resources` (if given) receives what the services share,
-    e.g. "gateway_url" once `started` is set."""
+    """Run until SIGTERM/SIGINT or `stop`; `shared` (if given) receives what the services share, e.g. the
+    gateway's URL once `started` is set; simulator URLs already in it are used instead of starting one."""
     # A development secret, fresh per run, unless one is configured: the printed token is signed with it.
     os.environ.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
     # Completion webhooks: a developer's receiver runs on this machine, over plain http; the key that signs
@@ -73,27 +71,27 @@ async def run(
     os.environ.setdefault("GATEWAY_PORT", "8080")
     os.environ.setdefault("HEALTH_HOST", LOOPBACK)
     os.environ.setdefault("HEALTH_PORT", "0")
-    resources = {} if resources is None else resources
-    if not os.environ.get("REDIS_URL"):
+    shared = Shared() if shared is None else shared
+    if not os.environ.get("REDIS_URL") and shared.flag_store is None:
         # One flag store for every service of this process: a switch flipped or an account paused through
         # the gateway holds the router's and the of-sender's work too (with Redis they share the hash).
-        resources.setdefault(RESOURCE_FLAG_STORE, MemoryFlagStore())
+        shared.flag_store = MemoryFlagStore()
     simulator: LLMSimulator | None = None
-    if _needs_llm_simulator() and "llm_simulator_url" not in resources:
+    if _needs_llm_simulator() and shared.llm_simulator_url is None:
         simulator = LLMSimulator()
-        resources["llm_simulator_url"] = await simulator.start()
+        shared.llm_simulator_url = await simulator.start()
     platform: PlatformSimulator | None = None
-    if not os.environ.get("ONLYFANS_API_URL") and "platform_simulator_url" not in resources:
+    if not os.environ.get("ONLYFANS_API_URL") and shared.platform_simulator_url is None:
         platform = PlatformSimulator()  # the platform's default limits: 10 per 60 s, 45 s per fan
-        resources["platform_simulator_url"] = await platform.start()
+        shared.platform_simulator_url = await platform.start()
     ready = started or asyncio.Event()
-    banner = asyncio.create_task(_banner(ready, resources))
+    banner = asyncio.create_task(_banner(ready, shared))
     try:
         await serve(
             FACTORIES,
             name="hybrid-orchestrator",
             settings=load_settings(CommonSettings),
-            resources=resources,
+            shared=shared,
             stop=stop,
             started=ready,
         )
@@ -105,9 +103,9 @@ async def run(
             await platform.stop()
 
 
-async def _banner(ready: asyncio.Event, resources: dict[str, Any]) -> None:
+async def _banner(ready: asyncio.Event, shared: Shared) -> None:
     await ready.wait()
-    print(banner(str(resources.get("gateway_url", f"http://{LOOPBACK}:8080"))), file=sys.stderr, flush=True)
+    print(banner(shared.gateway_url or f"http://{LOOPBACK}:8080"), file=sys.stderr, flush=True)
 
 
 def banner(url: str) -> str:

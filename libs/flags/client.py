@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -210,15 +209,10 @@ def _summary(flags: Flags) -> dict[str, object]:
     }
 
 
-def open_flag_client(
-    settings: FlagSettings, *, store: FlagStore | None = None, resources: Mapping[str, object] | None = None
-) -> FlagClient:
-    """A client on `store`, or on the store a process's services share (`resources`: its Runtime.resources,
-    holding one under RESOURCE_FLAG_STORE) — left open on stop: whoever gave it closes it —, else on Redis
-    when REDIS_URL is set (shared by replicas), else in this process."""
-    if store is None and resources is not None:
-        shared = resources.get(c.RESOURCE_FLAG_STORE)
-        store = shared if isinstance(shared, FlagStore) else None
+def open_flag_client(settings: FlagSettings, *, store: FlagStore | None = None) -> FlagClient:
+    """A client on `store` (the one a process's services share: Runtime.shared.flag_store) — left open on
+    stop: whoever gave it closes it —, else on Redis when REDIS_URL is set (shared by replicas), else in
+    this process."""
     owns_store = store is None
     if store is None:
         store = (

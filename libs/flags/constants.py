@@ -51,10 +51,6 @@ PAUSE_WRITE_ATTEMPTS: Final = 5
 HELD_DISABLED: Final = "disabled"
 HELD_ACCOUNT_PAUSED: Final = "account_paused"
 
-# Runtime.resources key of a FlagStore every service of one process shares (the embedded mode without
-# REDIS_URL: one MemoryFlagStore, so a switch flipped through the gateway holds the of-sender too).
-RESOURCE_FLAG_STORE: Final = "flag_store"
-
 # --- Refresh. Every replica re-reads the hash at least this often (FLAGS_REFRESH_S), so a change lands
 # everywhere within about this long even when a pub/sub notification is lost; with pub/sub it lands at once.
 DEFAULT_REFRESH_S: Final = 1.0

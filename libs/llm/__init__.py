@@ -1,7 +1,7 @@
 """Provider-call plumbing shared by the LLM workers: clients, prompts, error classification, usage,
 the idempotency cache and the generation.requested handler built from them.
 
-    client = build_openai_client(openai_endpoint(base_url, key, runtime.resources), timeout_s=30)
+    client = build_openai_client(openai_endpoint(base_url, key, runtime.shared.llm_simulator_url), timeout_s=30)
     cache = open_cache(settings.redis_url)                       # Redis, or an in-process LRU
     handler = make_generation_handler(Provider.OPENAI, client, "gpt-4o-mini", bus, cache, 30.0)
 """
@@ -16,7 +16,6 @@ from libs.llm.client import (
     create_chat_completion,
     openai_endpoint,
 )
-from libs.llm.constants import SIMULATOR_RESOURCE
 from libs.llm.errors import (
     CacheError,
     ContentFiltered,
@@ -32,7 +31,6 @@ from libs.llm.usage import estimate_tokens
 
 __all__ = [
     "PROMPTS",
-    "SIMULATOR_RESOURCE",
     "CacheError",
     "Claim",
     "ContentFiltered",

@@ -35,9 +35,8 @@ class Endpoint:
     simulated: bool = False
 
 
-def _simulator_url(resources: Mapping[str, object], provider: str, missing: str) -> str:
-    url = resources.get(c.SIMULATOR_RESOURCE)
-    if not isinstance(url, str) or not url:
+def _simulator_url(url: str | None, provider: str, missing: str) -> str:
+    if not url:
         # A worker process must never quietly answer with simulated text in production.
         raise LLMConfigError(
             f"{provider} is not configured: set {missing} (no LLM simulator was provided by the runner)"
@@ -45,23 +44,24 @@ def _simulator_url(resources: Mapping[str, object], provider: str, missing: str)
     return url.rstrip("/")
 
 
-def azure_endpoint(endpoint: str | None, api_key: str | None, resources: Mapping[str, object]) -> Endpoint:
-    """AZURE_OPENAI_ENDPOINT with its key; without an endpoint, the runner's simulator (or LLMConfigError)."""
+def azure_endpoint(endpoint: str | None, api_key: str | None, simulator_url: str | None) -> Endpoint:
+    """AZURE_OPENAI_ENDPOINT with its key; without an endpoint, the runner's simulator (`simulator_url`, or
+    LLMConfigError)."""
     if endpoint:
         if not api_key:
             raise LLMConfigError("AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_ENDPOINT is set")
         return Endpoint(url=endpoint, api_key=api_key)
-    return Endpoint(url=_simulator_url(resources, "Azure OpenAI", "AZURE_OPENAI_ENDPOINT"), simulated=True)
+    return Endpoint(url=_simulator_url(simulator_url, "Azure OpenAI", "AZURE_OPENAI_ENDPOINT"), simulated=True)
 
 
-def openai_endpoint(base_url: str | None, api_key: str | None, resources: Mapping[str, object]) -> Endpoint:
+def openai_endpoint(base_url: str | None, api_key: str | None, simulator_url: str | None) -> Endpoint:
     """OpenAI (OPENAI_API_KEY, with OPENAI_BASE_URL for a proxy or a compatible server); with neither set,
     the runner's simulator (or LLMConfigError)."""
     if api_key:
         return Endpoint(url=base_url or None, api_key=api_key)
     if base_url:
         raise LLMConfigError("OPENAI_API_KEY is required when OPENAI_BASE_URL is set")
-    url = _simulator_url(resources, "OpenAI", "OPENAI_API_KEY")
+    url = _simulator_url(simulator_url, "OpenAI", "OPENAI_API_KEY")
     return Endpoint(url=f"{url}{c.SIMULATOR_OPENAI_PATH}", simulated=True)
 
 

@@ -38,7 +38,6 @@ CHAT_COMPLETIONS_PATH: Final = "/chat/completions"  # under the client's base UR
 TOKEN_LIMIT_PARAM: Final = MappingProxyType({Provider.AZURE: "max_tokens", Provider.OPENAI: "max_completion_tokens"})
 
 # --- The LLM simulator (libs.simulators), used only when a provider's URL is not configured.
-SIMULATOR_RESOURCE: Final = "llm_simulator_url"  # key of runtime.resources set by the embedded mode
 SIMULATOR_API_KEY: Final = "simulator"  # the simulator only checks that a credential is present
 SIMULATOR_OPENAI_PATH: Final = "/v1"  # OpenAI's base URL path; Azure's endpoint is the bare URL
 

@@ -33,7 +33,7 @@ def worker_service(
     settings: FlagSettings,
 ) -> Service:
     checker = default_checker()
-    flags = open_flag_client(settings, resources=runtime.resources)
+    flags = open_flag_client(settings, store=runtime.shared.flag_store)
     handler = make_generation_handler(
         provider, client, model, runtime.bus, cache, timeout_s, checker=checker, flags=flags
     )

@@ -56,9 +56,8 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        addresses = self._runner.addresses  # the bound (host, port, ...): port 0 picks a free one
+        return int(addresses[0][1]) if addresses else port
 
     async def stop(self) -> None:
         if self._runner is not None:

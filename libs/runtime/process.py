@@ -24,7 +24,7 @@ from libs.bus import create_bus
 from libs.config import CONFIG_EXIT_STATUS, CommonSettings, ConfigError, bind_error, load_settings
 from libs.runtime.health import HealthServer
 from libs.runtime.metrics_http import MetricsEndpoint
-from libs.runtime.service import Runtime, Service, ServiceFactory
+from libs.runtime.service import Runtime, Service, ServiceFactory, Shared
 from libs.telemetry import configure_logging, setup_telemetry, shutdown_telemetry
 from libs.telemetry.instrumentation import instrument_libraries, uninstrument_libraries
 
@@ -36,11 +36,12 @@ async def serve(
     *,
     name: str,
     settings: CommonSettings | None = None,
-    resources: dict[str, Any] | None = None,
+    shared: Shared | None = None,
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit."""
+    """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit. `shared`:
+    what the runner shares with them (it also receives every health check and the gateway's URL)."""
     settings = settings or load_settings(CommonSettings)
     owns_telemetry = setup_telemetry(name)
     configure_logging(name)
@@ -54,11 +55,12 @@ async def serve(
             raise bind_error("METRICS_PORT", "0.0.0.0", settings.metrics_port, exc) from None
     bus = create_bus(settings.bus_url, namespace=settings.bus_namespace)
     await bus.connect()
-    runtime = Runtime(bus=bus, settings=settings, resources=resources or {})
+    shared = shared or Shared()
+    runtime = Runtime(bus=bus, settings=settings, shared=shared)
     services: list[Service] = []
     health = HealthServer({"bus": bus.ping})
     # Every in-process check, for whoever aggregates health (the gateway, in the embedded mode).
-    runtime.resources["health_checks"] = health.checks
+    shared.health_checks = health.checks
     try:
         for factory in factories:
             service = await factory(runtime)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from libs.bus import Bus, Handler
 from libs.config import CommonSettings, load_settings
+from libs.flags import FlagStore
 
 Check = Callable[[], Awaitable[None]]
 """A readiness check: returns when the dependency is usable, raises (with a reason) when not."""
@@ -22,19 +23,33 @@ S = TypeVar("S", bound=CommonSettings)
 
 
 @dataclass
+class Shared:
+    """What a runner shares with every service it runs (the embedded mode; tests), each in a field of its
+    own; a process running one service shares nothing but its health checks. What one service alone is
+    handed (its settings, a store) is an argument of that service's `create` instead."""
+
+    # The feature-flag store of the whole process (the embedded mode without REDIS_URL: one MemoryFlagStore,
+    # so a switch flipped through the gateway holds the of-sender too). None: each service opens its own.
+    flag_store: FlagStore | None = None
+    llm_simulator_url: str | None = None  # an LLM simulator the runner started (workers without a provider)
+    platform_simulator_url: str | None = None  # a platform simulator the runner started (the of-sender)
+    # Every readiness check of the process by name, for whoever aggregates health (the gateway, embedded).
+    health_checks: dict[str, Check] = field(default_factory=dict)
+    gateway_url: str | None = None  # where the gateway listens, once it does (the embedded banner, tests)
+
+
+@dataclass
 class Runtime:
-    """What a service gets from whoever runs it: the bus, the shared settings, and shared resources
-    (e.g. simulators the embedded mode started), keyed by name."""
+    """What a service gets from whoever runs it: the bus, the shared settings, and what the runner shares."""
 
     bus: Bus
     settings: CommonSettings
-    resources: dict[str, Any] = field(default_factory=dict)
+    shared: Shared = field(default_factory=Shared)
 
-    def settings_as(self, cls: type[S], resource: str | None = None) -> S:
-        """A service's own settings: those the runner put in `resources[resource]`, else the shared settings
-        when they are of that class, else read from the environment (a bad value: ConfigError)."""
-        given = self.resources.get(resource) if resource else None
-        if isinstance(given, cls):
+    def settings_as(self, cls: type[S], given: S | None = None) -> S:
+        """A service's own settings: `given` (handed to its `create`), else the shared settings when they
+        are of that class, else read from the environment (a bad value: ConfigError)."""
+        if given is not None:
             return given
         if isinstance(self.settings, cls):
             return self.settings

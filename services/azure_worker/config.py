@@ -15,7 +15,3 @@ class AzureWorkerSettings(FlagSettings):
     azure_openai_deployment: str = Field(default="gpt-4", min_length=1, description="deployment every call uses")
     azure_openai_api_version: str = Field(default="2024-06-01", min_length=1)
     azure_timeout_s: float = Field(default=45.0, gt=0, description="upper bound of one call, s")
-
-
-# The embedded mode may hand its settings over in runtime.resources under this key.
-RESOURCE_SETTINGS = "azure_worker_settings"

@@ -1,8 +1,8 @@
 """The azure-worker: Azure OpenAI chat completions for generation.requested (provider azure).
 
-Settings come from `runtime.resources["azure_worker_settings"]` when the runner passes them, else from the
-environment. Without AZURE_OPENAI_ENDPOINT the worker talks to the LLM simulator the runner passed in
-`runtime.resources["llm_simulator_url"]`; with neither, `create` raises LLMConfigError.
+Settings are those handed to `create` (tests), else read from the environment. Without AZURE_OPENAI_ENDPOINT
+the worker talks to the LLM simulator the runner shares (`runtime.shared.llm_simulator_url`); with neither,
+`create` raises LLMConfigError.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from libs.llm import azure_endpoint, build_azure_client, open_cache
 from libs.llm.worker import worker_service
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
-from services.azure_worker.config import RESOURCE_SETTINGS, AzureWorkerSettings
+from services.azure_worker.config import AzureWorkerSettings
 
 log = get_logger(__name__)
 
 
-async def create(runtime: Runtime) -> Service:
-    settings = runtime.settings_as(AzureWorkerSettings, RESOURCE_SETTINGS)
+async def create(runtime: Runtime, *, settings: AzureWorkerSettings | None = None) -> Service:
+    settings = runtime.settings_as(AzureWorkerSettings, settings)
     key = settings.azure_openai_api_key
     endpoint = azure_endpoint(
-        settings.azure_openai_endpoint, key.get_secret_value() if key else None, runtime.resources
+        settings.azure_openai_endpoint, key.get_secret_value() if key else None, runtime.shared.llm_simulator_url
     )
     cache = open_cache(settings.redis_url)
     client = build_azure_client(

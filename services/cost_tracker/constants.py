@@ -19,10 +19,6 @@ DB_SCHEMA: Final = "cost_tracker"
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 DEFAULT_PRICE_FILE: Final = Path(__file__).resolve().parent / "prices.toml"
 
-# Runtime.resources keys under which the embedded mode (or a test) may hand in a store or settings.
-RESOURCE_STORE: Final = "cost_tracker.store"
-RESOURCE_SETTINGS: Final = "cost_tracker_settings"
-
 # Scope of the global totals, thresholds and budgets (the router's budget_states use the same spelling).
 GLOBAL_SCOPE: Final = "*"
 

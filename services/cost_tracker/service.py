@@ -1,9 +1,8 @@
 """The cost-tracker as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), price
 table, thresholds, alert channels and handlers, declared for libs.runtime (own process or embedded).
 
-`create(runtime)` reads CostTrackerSettings from `runtime.resources["cost_tracker_settings"]`, else the
-runtime's settings when they are CostTrackerSettings, else the environment; a store may be handed in as
-`runtime.resources["cost_tracker.store"]`.
+`create(runtime)` takes the CostTrackerSettings handed to it (tests), else the runtime's settings when they
+are CostTrackerSettings, else the environment; a store may be handed to it too.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from libs.telemetry import get_logger
 from services.cost_tracker.accounting import Accounting
 from services.cost_tracker.channels import Channels, configured_channels
 from services.cost_tracker.config import CostTrackerSettings
-from services.cost_tracker.constants import RESOURCE_SETTINGS, RESOURCE_STORE, UNPUBLISHED_GRACE_S
+from services.cost_tracker.constants import UNPUBLISHED_GRACE_S
 from services.cost_tracker.limits import Clock, Limits, ThresholdBook, utcnow
 from services.cost_tracker.manage import Management
 from services.cost_tracker.notify import Notifier
@@ -137,11 +136,12 @@ class CostTracker:
             await self._sweep_once()
 
 
-async def create(runtime: Runtime) -> Service:
-    settings = runtime.settings_as(CostTrackerSettings, RESOURCE_SETTINGS)
-    store: CostStore = runtime.resources.get(RESOURCE_STORE) or build_store(settings)
+async def create(
+    runtime: Runtime, *, settings: CostTrackerSettings | None = None, store: CostStore | None = None
+) -> Service:
+    settings = runtime.settings_as(CostTrackerSettings, settings)
+    store = store or build_store(settings)
     tracker = CostTracker.build(runtime.bus, settings, store)
-    runtime.resources.setdefault("cost_tracker", tracker)
     return Service(
         name=COST_TRACKER,
         handlers=tracker.handlers(),

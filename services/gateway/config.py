@@ -2,9 +2,8 @@
 
 Bearer tokens are HS256 with GATEWAY_JWT_SECRET (development, `make run`) and/or RS256/ES256 of an identity
 provider, verified against the keys at GATEWAY_JWKS_URL. Neither has a default: a gateway with neither
-refuses to start, so a deployment can never run with a guessable key. The embedded mode (`make run`) passes
-a development secret through `runtime.resources["gateway_settings"]` (a GatewaySettings), and prints a token
-signed with it.
+refuses to start, so a deployment can never run with a guessable key. The embedded mode (`make run`) sets a
+development secret, fresh per run, and prints a token signed with it.
 
 The feature flags' defaults and refresh (HYBRID_ORCHESTRATOR_ENABLED, FLAGS_*) come from libs.flags.FlagSettings.
 """

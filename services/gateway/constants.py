@@ -120,11 +120,6 @@ WORKFLOWS_CURSOR_MAX_LENGTH: Final = 200
 # The router is critical because without it nothing progresses and no status can be read.
 CRITICAL_CHECK_SEGMENTS: Final = frozenset({"bus", "database", "router"})
 HEALTH_CHECK_TIMEOUT_S: Final = 2.0
-# Where the embedded mode puts its in-process checks (name -> async callable raising on failure), and
-# where the gateway publishes its URL once the site is bound.
-RESOURCE_HEALTH_CHECKS: Final = "health_checks"
-RESOURCE_GATEWAY_URL: Final = "gateway_url"
-RESOURCE_SETTINGS: Final = "gateway_settings"
 
 # --- Cost endpoints: the cost-tracker answers them over the bus (cost.query).
 PATH_COST_STATS: Final = "/api/v2/costs/stats"

@@ -4,6 +4,7 @@ handlers "control.cancel" / "control.retry" of services.gateway.control.ControlE
 from __future__ import annotations
 
 from services.gateway import constants as c
+from services.gateway.control import ControlEndpoints
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import CancelResponse, ErrorResponse, RetryResponse
 
@@ -29,7 +30,7 @@ _COMMON = {
 CANCEL = RouteDoc(
     method="POST",
     path=c.PATH_CANCEL,
-    handler="control.cancel",
+    handler=ControlEndpoints.cancel,
     operation_id="cancelWorkflow",
     summary="Cancel a workflow: nothing more is generated or sent for it",
     description=(
@@ -50,7 +51,7 @@ CANCEL = RouteDoc(
 RETRY = RouteDoc(
     method="POST",
     path=c.PATH_RETRY,
-    handler="control.retry",
+    handler=ControlEndpoints.retry,
     operation_id="retryWorkflow",
     summary="Start a failed workflow again, as a new workflow linked to it",
     description=(

@@ -8,6 +8,7 @@ from typing import Any
 from contracts.ids import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from services.gateway import constants as c
 from services.gateway import cost_schemas as s
+from services.gateway.costs import CostEndpoints
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import ErrorResponse
 
@@ -81,7 +82,7 @@ def _write(replies: dict[int, Reply], *, forbidden: str, not_found: str | None =
 COST_STATS = RouteDoc(
     method="GET",
     path=c.PATH_COST_STATS,
-    handler="costs.get_stats",
+    handler=CostEndpoints.get_stats,
     operation_id="getCostStats",
     summary="Today's and this month's costs, by provider, with requests and the average per workflow",
     params=(USER_ID,),
@@ -92,7 +93,7 @@ COST_STATS = RouteDoc(
 COST_BREAKDOWN = RouteDoc(
     method="GET",
     path=c.PATH_COST_BREAKDOWN,
-    handler="costs.get_breakdown",
+    handler=CostEndpoints.get_breakdown,
     operation_id="getCostBreakdown",
     summary="Costs over a range, grouped by provider, model, day or workflow type",
     description="Every provider (groupBy=provider) and every day of the range (groupBy=day) is listed.",
@@ -111,7 +112,7 @@ COST_BREAKDOWN = RouteDoc(
 CAMPAIGN_COSTS = RouteDoc(
     method="GET",
     path=c.PATH_CAMPAIGN_COSTS,
-    handler="costs.get_campaign_costs",
+    handler=CostEndpoints.get_campaign_costs,
     operation_id="getCampaignCosts",
     summary="Costs per workflow: one with its calls (workflowId), or the workflows of a range",
     params=(
@@ -131,7 +132,7 @@ CAMPAIGN_COSTS = RouteDoc(
 GET_THRESHOLDS = RouteDoc(
     method="GET",
     path=c.PATH_COST_THRESHOLDS,
-    handler="costs.get_thresholds",
+    handler=CostEndpoints.get_thresholds,
     operation_id="getCostThresholds",
     summary="Alert thresholds and budgets (yours; an admin: everyone's)",
     params=(
@@ -146,7 +147,7 @@ GET_THRESHOLDS = RouteDoc(
 CREATE_THRESHOLD = RouteDoc(
     method="POST",
     path=c.PATH_COST_THRESHOLDS,
-    handler="costs.create_threshold",
+    handler=CostEndpoints.create_threshold,
     operation_id="createCostThreshold",
     summary="Create a threshold: an alert once per period when spend reaches it, and a budget with an action",
     description=(
@@ -167,7 +168,7 @@ CREATE_THRESHOLD = RouteDoc(
 UPDATE_THRESHOLD = RouteDoc(
     method="PUT",
     path=c.PATH_COST_THRESHOLDS,
-    handler="costs.update_threshold",
+    handler=CostEndpoints.update_threshold,
     operation_id="updateCostThreshold",
     summary="Change a threshold (the fields given); enabled=false retires it",
     request=s.ThresholdUpdateRequest,
@@ -182,7 +183,7 @@ UPDATE_THRESHOLD = RouteDoc(
 GET_ALERTS = RouteDoc(
     method="GET",
     path=c.PATH_COST_ALERTS,
-    handler="costs.get_alerts",
+    handler=CostEndpoints.get_alerts,
     operation_id="getCostAlerts",
     summary="Raised alerts, newest first, with their deliveries (yours; an admin: everyone's)",
     params=(
@@ -200,7 +201,7 @@ GET_ALERTS = RouteDoc(
 CREATE_ALERT = RouteDoc(
     method="POST",
     path=c.PATH_COST_ALERTS,
-    handler="costs.create_alert",
+    handler=CostEndpoints.create_alert,
     operation_id="createCostAlert",
     summary="Raise an alert now (admin): stored and delivered to the channels like any other",
     request=s.AlertCreateRequest,
@@ -211,7 +212,7 @@ CREATE_ALERT = RouteDoc(
 UPDATE_ALERT = RouteDoc(
     method="PUT",
     path=c.PATH_COST_ALERTS,
-    handler="costs.update_alert",
+    handler=CostEndpoints.update_alert,
     operation_id="updateCostAlert",
     summary="Acknowledge (or reopen) an alert",
     request=s.AlertUpdateRequest,
@@ -226,7 +227,7 @@ UPDATE_ALERT = RouteDoc(
 COST_FORECAST = RouteDoc(
     method="GET",
     path=c.PATH_COST_FORECAST,
-    handler="costs.get_forecast",
+    handler=CostEndpoints.get_forecast,
     operation_id="getCostForecast",
     summary="The next 7 and 30 days' cost from the daily history, with the method and a 95% interval",
     description=(
@@ -241,7 +242,7 @@ COST_FORECAST = RouteDoc(
 COST_OPTIMIZATION = RouteDoc(
     method="GET",
     path=c.PATH_COST_OPTIMIZATION,
-    handler="costs.get_optimization",
+    handler=CostEndpoints.get_optimization,
     operation_id="getCostOptimization",
     summary="Recommendations from the recorded history: savings of moving a workflow type, models without a price",
     params=(LOOKBACK, USER_ID),

@@ -7,6 +7,7 @@ from libs.bus import constants as bc
 from libs.bus.permissions import consuming_services
 from services.gateway import constants as c
 from services.gateway.dead_letter_schemas import DeadLetterReplayRequest, DeadLettersResponse, ReplayResponse
+from services.gateway.dead_letters import DeadLetterEndpoints
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import ErrorResponse
 
@@ -28,7 +29,7 @@ _SEMANTICS = (
 LIST_DEAD_LETTERS = RouteDoc(
     method="GET",
     path=c.PATH_DEAD_LETTERS,
-    handler="dead_letters.list",
+    handler=DeadLetterEndpoints.list,
     operation_id="listDeadLetters",
     summary="A service's dead letters, left in place (admin)",
     description=(
@@ -56,7 +57,7 @@ LIST_DEAD_LETTERS = RouteDoc(
 REPLAY_DEAD_LETTERS = RouteDoc(
     method="POST",
     path=c.PATH_DEAD_LETTERS_REPLAY,
-    handler="dead_letters.replay",
+    handler=DeadLetterEndpoints.replay,
     operation_id="replayDeadLetters",
     summary="Send one dead letter, or all of a service's, back to its queue (admin)",
     description=(

@@ -4,6 +4,7 @@ handlers "feature_flags.get" / "put" / "pause" / "resume" of services.gateway.fe
 from __future__ import annotations
 
 from services.gateway import constants as c
+from services.gateway.feature_flags import FeatureFlagEndpoints
 from services.gateway.flag_schemas import AccountPauseResponse, FeatureFlagsResponse, FeatureFlagsUpdate
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import ErrorResponse
@@ -40,7 +41,7 @@ _SEMANTICS = (
 GET_FLAGS = RouteDoc(
     method="GET",
     path=c.PATH_FEATURE_FLAGS,
-    handler="feature_flags.get",
+    handler=FeatureFlagEndpoints.get,
     operation_id="getFeatureFlags",
     summary="The feature flags every replica applies, with their version (admin)",
     description=_SEMANTICS,
@@ -56,7 +57,7 @@ GET_FLAGS = RouteDoc(
 PUT_FLAGS = RouteDoc(
     method="PUT",
     path=c.PATH_FEATURE_FLAGS,
-    handler="feature_flags.put",
+    handler=FeatureFlagEndpoints.put,
     operation_id="updateFeatureFlags",
     summary="Change feature flags (admin): applied on every replica within seconds",
     description=(
@@ -105,7 +106,7 @@ _PAUSE_REPLIES = {
 PAUSE_ACCOUNT = RouteDoc(
     method="PUT",
     path=PATH_ACCOUNT_PAUSE,
-    handler="feature_flags.pause",
+    handler=FeatureFlagEndpoints.pause,
     operation_id="pauseAccount",
     summary="Pause a creator account (admin): nothing more is sent from it until it is resumed",
     description=(
@@ -121,7 +122,7 @@ PAUSE_ACCOUNT = RouteDoc(
 RESUME_ACCOUNT = RouteDoc(
     method="PUT",
     path=PATH_ACCOUNT_RESUME,
-    handler="feature_flags.resume",
+    handler=FeatureFlagEndpoints.resume,
     operation_id="resumeAccount",
     summary="Resume a paused creator account (admin): its waiting deliveries are sent",
     description=(

@@ -1,6 +1,6 @@
 """GET /api/health/hybrid-orchestrator: the whole system's health from every check the gateway can reach.
 
-Sources: the bus ping; the in-process checks the embedded mode shares in `resources["health_checks"]`
+Sources: the bus ping; the in-process checks the embedded mode shares in `runtime.shared.health_checks`
 (name → async callable that raises on failure, read on every request because services register after
 the gateway is created); and the readiness endpoints in GATEWAY_HEALTH_URLS, fetched over HTTP (a
 libs.runtime.health `/readyz` answers {"status", "checks": {name: "ok" | reason}}).
@@ -20,11 +20,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 
 from libs.bus import Bus
+from libs.runtime import Shared
 from services.gateway import constants as c
 from services.gateway.schemas import CheckResult, HealthData, HealthResponse
 
@@ -51,13 +51,13 @@ class HealthAggregator:
     def __init__(
         self,
         bus: Bus,
-        resources: Mapping[str, Any],
+        shared: Shared,
         urls: Mapping[str, str],
         *,
         timeout_s: float = c.HEALTH_CHECK_TIMEOUT_S,
     ) -> None:
         self._bus = bus
-        self._resources = resources
+        self._shared = shared
         self._urls = dict(urls)
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -69,7 +69,7 @@ class HealthAggregator:
 
     async def report(self) -> tuple[int, HealthResponse]:
         """(HTTP status, body): 200 healthy or degraded, 503 unhealthy."""
-        local: dict[str, Check] = {"bus": self._bus.ping, **self._resources.get(c.RESOURCE_HEALTH_CHECKS, {})}
+        local: dict[str, Check] = {"bus": self._bus.ping, **self._shared.health_checks}
         names = [*local, *self._urls]
         results = await asyncio.gather(
             *(self._local(name, check) for name, check in local.items()),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from contracts.enums import IntentType, WorkflowStatus
 from services.gateway import constants as c
 from services.gateway.cost_routes import DAY_OR_TIME
-from services.gateway.listing import WorkflowListResponse
+from services.gateway.listing import ListingEndpoints, WorkflowListResponse
 from services.gateway.openapi import Param, Reply, RouteDoc
 from services.gateway.schemas import ErrorResponse
 
@@ -20,7 +20,7 @@ _UNAUTHORIZED = Reply(
 LIST_WORKFLOWS = RouteDoc(
     method="GET",
     path=c.PATH_WORKFLOWS,
-    handler="listing.list_workflows",
+    handler=ListingEndpoints.list_workflows,
     operation_id="listWorkflows",
     summary="Find workflows: newest first, filtered, a page at a time",
     description=(

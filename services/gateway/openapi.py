@@ -9,10 +9,11 @@ every request string must be (no control characters) and `JsonValue`, the free-f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_schema
 
@@ -50,13 +51,18 @@ class Reply:
     headers: tuple[str, ...] = ()
 
 
+EndpointMethod = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
+"""A handler as its endpoint class defines it (e.g. `CostEndpoints.get_stats`); the gateway binds it to its
+instance of that class."""
+
+
 @dataclass(frozen=True)
 class RouteDoc:
-    """One route: how aiohttp serves it (method, path, handler attribute) and how the document shows it."""
+    """One route: how aiohttp serves it (method, path, handler) and how the document shows it."""
 
     method: str
     path: str
-    handler: str
+    handler: EndpointMethod
     operation_id: str
     summary: str
     replies: Mapping[int, Reply]

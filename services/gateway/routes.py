@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from contracts.enums import DeliveryState
 from services.gateway import constants as c
+from services.gateway.api import Api
 from services.gateway.control_routes import CONTROL_ROUTES
 from services.gateway.cost_routes import COST_ROUTES
 from services.gateway.dead_letter_routes import DEAD_LETTER_ROUTES
@@ -43,7 +44,7 @@ TRACEPARENT = Param(
 CREATE_CAMPAIGN = RouteDoc(
     method="POST",
     path=c.PATH_CAMPAIGN,
-    handler="create_campaign",
+    handler=Api.create_campaign,
     operation_id="createHybridCampaign",
     summary="Start a workflow (generate, optionally deliver)",
     description=(
@@ -115,7 +116,7 @@ CREATE_CAMPAIGN = RouteDoc(
 GET_STATUS = RouteDoc(
     method="GET",
     path=c.PATH_STATUS,
-    handler="get_status",
+    handler=Api.get_status,
     operation_id="getWorkflowStatus",
     summary="A workflow's whole state",
     description="A user sees only their own workflows (another user's answers 404); an admin sees all.",
@@ -137,7 +138,7 @@ GET_STATUS = RouteDoc(
 GET_DELIVERIES = RouteDoc(
     method="GET",
     path=c.PATH_DELIVERIES,
-    handler="get_deliveries",
+    handler=Api.get_deliveries,
     operation_id="listWorkflowDeliveries",
     summary="A workflow's deliveries, a page at a time",
     description=(
@@ -172,7 +173,7 @@ GET_DELIVERIES = RouteDoc(
 HEALTH = RouteDoc(
     method="GET",
     path=c.PATH_HEALTH,
-    handler="health",
+    handler=Api.health,
     operation_id="getHealth",
     summary="The system's health: bus, database, redis, providers, services",
     description="healthy or degraded (a non-critical check fails) answer 200; unhealthy answers 503. A failed "
@@ -188,7 +189,7 @@ HEALTH = RouteDoc(
 OPENAPI = RouteDoc(
     method="GET",
     path=c.PATH_OPENAPI,
-    handler="openapi",
+    handler=Api.openapi,
     operation_id="getOpenApi",
     summary="This document",
     auth=False,

@@ -1,16 +1,15 @@
 """The gateway service: the public HTTP API (aiohttp) in front of the bus. It consumes no messages.
 
-`create(runtime)` reads GatewaySettings (from `runtime.resources["gateway_settings"]` when the embedded mode
-passes one, else from the environment); the start hook binds the site and publishes its URL in
-`runtime.resources["gateway_url"]` (GATEWAY_PORT=0 picks a free port). The feature flags (libs.flags) come
-from Redis when REDIS_URL is set, else from this process, unless `runtime.resources` holds the store a process's
-services share (libs.flags.constants.RESOURCE_FLAG_STORE).
+`create(runtime)` takes the GatewaySettings handed to it (tests), else reads them from the environment; the
+start hook binds the site and publishes its URL in `runtime.shared.gateway_url` (GATEWAY_PORT=0 picks a free
+port). The feature flags (libs.flags) come from Redis when REDIS_URL is set, else from this process, unless
+the runner shares the store of every service of the process (`runtime.shared.flag_store`).
 """
 
 from __future__ import annotations
 
-from operator import attrgetter
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -34,7 +33,7 @@ from services.gateway.guard import Guard
 from services.gateway.health import HealthAggregator
 from services.gateway.jwks import KeySetUnavailable
 from services.gateway.listing import ListingEndpoints
-from services.gateway.openapi import build_document
+from services.gateway.openapi import EndpointMethod, build_document
 from services.gateway.routes import ROUTES
 from services.gateway.server import GatewayRunner
 from services.gateway.tracing import tracing_middleware
@@ -60,11 +59,11 @@ class Gateway:
             )
         self.settings = settings
         self._runtime = runtime
-        self._health = HealthAggregator(runtime.bus, runtime.resources, settings.health_urls())
+        self._health = HealthAggregator(runtime.bus, runtime.shared, settings.health_urls())
         verifier = TokenVerifier.from_settings(settings)
         self.guard = Guard(verifier, _request_bucket(settings))
         self.costs = CostEndpoints(runtime.bus, settings, verifier)
-        self.flags = open_flag_client(settings, resources=runtime.resources)
+        self.flags = open_flag_client(settings, store=runtime.shared.flag_store)
         self.feature_flags = FeatureFlagEndpoints(self.flags, settings, verifier)
         self.dead_letters = DeadLetterEndpoints(runtime.bus, settings, verifier)
         self.control = ControlEndpoints(runtime.bus, settings, verifier)
@@ -88,14 +87,17 @@ class Gateway:
             client_max_size=max(self.settings.gateway_max_body_bytes, self.settings.gateway_campaign_max_body_bytes),
         )
         for route in ROUTES:
-            handler = self._handler(route.handler)
+            handler = self._bind(route.handler)
             app.router.add_route(route.method, route.path, self.guard.wrap(handler) if route.auth else handler)
         return app
 
-    def _handler(self, name: str) -> Handler:
-        """A route's handler: an Api method by name, or a dotted path from here ("costs.get_stats")."""
-        handler: Handler = attrgetter(name)(self) if "." in name else getattr(self.api, name)
-        return handler
+    def _bind(self, method: EndpointMethod) -> Handler:
+        """A route's handler (`CostEndpoints.get_stats`) bound to this gateway's instance of its class."""
+        endpoints = (self.api, self.costs, self.feature_flags, self.dead_letters, self.control, self.listing)
+        for owner in endpoints:
+            if getattr(type(owner), method.__name__, None) is method:
+                return cast(Handler, partial(method, owner))
+        raise TypeError(f"no endpoint object of this gateway defines the route handler {method.__qualname__}")
 
     @property
     def url(self) -> str:
@@ -124,9 +126,9 @@ class Gateway:
             await self._runner.cleanup()
             self._runner = None
             raise bind_error("GATEWAY_PORT", self.settings.gateway_host, self.settings.gateway_port, exc) from None
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.gateway_port
-        self._runtime.resources[c.RESOURCE_GATEWAY_URL] = self.url
+        addresses = self._runner.addresses  # the bound (host, port, ...): GATEWAY_PORT=0 picks a free port
+        self.port = int(addresses[0][1]) if addresses else self.settings.gateway_port
+        self._runtime.shared.gateway_url = self.url
         self.dead_letters.depth.start()  # the bus_dead_letters gauge
         log.info("gateway.listening", url=self.url, enabled=self.flags.flags.hybrid_orchestrator_enabled)
 
@@ -153,12 +155,8 @@ def _request_bucket(settings: GatewaySettings) -> TokenBucket | None:
     return open_token_bucket(settings.redis_url, rate, prefix=c.RATE_LIMIT_PREFIX)
 
 
-def settings_for(runtime: Runtime) -> GatewaySettings:
-    return runtime.settings_as(GatewaySettings, c.RESOURCE_SETTINGS)
-
-
-async def create(runtime: Runtime) -> Service:
-    gateway = Gateway(runtime, settings_for(runtime))
+async def create(runtime: Runtime, *, settings: GatewaySettings | None = None) -> Service:
+    gateway = Gateway(runtime, runtime.settings_as(GatewaySettings, settings))
     return Service(
         name=GATEWAY,
         handlers={},

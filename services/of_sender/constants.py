@@ -13,9 +13,8 @@ from typing import Final
 DB_SCHEMA: Final = "of_sender"
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
-# The embedded mode passes the platform simulator's URL under this runtime resource when ONLYFANS_API_URL
-# is not configured; the simulator accepts any bearer token, this one is sent.
-SIMULATOR_RESOURCE: Final = "platform_simulator_url"
+# Without ONLYFANS_API_URL the of-sender sends to the platform simulator the runner shares; the simulator
+# accepts any bearer token, this one is sent.
 SIMULATOR_TOKEN: Final = "simulator-token"
 
 # Attempt rows (the durable record the send log is rebuilt from) matter for one window; they are kept a

@@ -2,7 +2,7 @@
 
 `client.PlatformClient` is the implementation over the platform's HTTP API; another platform (or another
 API of the same one) plugs in by implementing `Platform` and handing it to the service
-(`runtime.resources[service.PLATFORM_RESOURCE]`).
+(`service.create(runtime, platform=...)`).
 
     send(account, recipient, text, key) ─┬─ Sent(id)       the platform took the message
                                          ├─ NotSent(error) it did not: refused with an answer (4xx, 429,

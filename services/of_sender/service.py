@@ -1,20 +1,19 @@
 """The of-sender as a service: its store (PostgreSQL when DATABASE_URL is set, else in memory), the send
 log (Redis when REDIS_URL is set, else in memory), the platform, declared for libs.runtime.
 
-The platform is a `Platform` handed in as `runtime.resources[PLATFORM_RESOURCE]` (another platform's API,
-a test double), else the HTTP client on ONLYFANS_API_URL; without it, on the platform simulator the runner
-passed in `runtime.resources["platform_simulator_url"]` (the embedded mode); with none of them, `create`
-raises PlatformConfigError.
+The platform is a `Platform` handed to `create` (another platform's API, a test double), else the HTTP client
+on ONLYFANS_API_URL; without it, on the platform simulator the runner shares
+(`runtime.shared.platform_simulator_url`, the embedded mode); with none of them, `create` raises
+PlatformConfigError.
 
-The feature flags (libs.flags) come from Redis when REDIS_URL is set, else from this process, unless
-`runtime.resources["flag_store"]` gives the store every service of the process shares (the embedded mode).
+The feature flags (libs.flags) come from Redis when REDIS_URL is set, else from this process, unless the
+runner shares the store of every service of the process (`runtime.shared.flag_store`, the embedded mode).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from contracts.routing import OF_SENDER
 from libs.flags import open_flag_client
@@ -28,7 +27,6 @@ from services.of_sender.constants import (
     ATTEMPT_RETENTION_S,
     PURGE_BATCH,
     PURGE_INTERVAL_S,
-    SIMULATOR_RESOURCE,
     SIMULATOR_TOKEN,
 )
 from services.of_sender.pg_store import PostgresMessageStore
@@ -37,9 +35,6 @@ from services.of_sender.sender import Sender
 from services.of_sender.store import MemoryMessageStore, MessageStore
 
 log = get_logger(__name__)
-
-STORE_RESOURCE = "of_sender.store"  # Runtime.resources key under which a caller may hand in a store
-PLATFORM_RESOURCE = "of_sender.platform"  # … and a Platform implementation
 
 
 def build_store(settings: OfSenderSettings) -> MessageStore:
@@ -50,32 +45,31 @@ def build_store(settings: OfSenderSettings) -> MessageStore:
     return MemoryMessageStore()
 
 
-def platform_endpoint(settings: OfSenderSettings, resources: dict[str, Any]) -> tuple[str, str, bool]:
-    """(base URL, bearer token, simulated?) of the platform API."""
+def platform_endpoint(settings: OfSenderSettings, simulator_url: str | None) -> tuple[str, str, bool]:
+    """(base URL, bearer token, simulated?) of the platform API (`simulator_url`: the runner's simulator)."""
     token = settings.onlyfans_api_token.get_secret_value() if settings.onlyfans_api_token else None
     if settings.onlyfans_api_url:
         if not token:
             raise PlatformConfigError("required when ONLYFANS_API_URL is set", "ONLYFANS_API_TOKEN")
         return settings.onlyfans_api_url, token, False
-    simulator = resources.get(SIMULATOR_RESOURCE)
-    if not simulator:
+    if not simulator_url:
         raise PlatformConfigError(
             "required, with ONLYFANS_API_TOKEN (or run embedded with the simulator)", "ONLYFANS_API_URL"
         )
-    return str(simulator), token or SIMULATOR_TOKEN, True
+    return simulator_url, token or SIMULATOR_TOKEN, True
 
 
-async def create(runtime: Runtime) -> Service:
+async def create(runtime: Runtime, *, store: MessageStore | None = None, platform: Platform | None = None) -> Service:
+    """The of-sender on `store` and `platform` (handed in by tests), else on those its settings name."""
     settings = runtime.settings_as(OfSenderSettings)
-    store: MessageStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
-    platform: Platform | None = runtime.resources.get(PLATFORM_RESOURCE)
+    store = store or build_store(settings)
     simulated = False
     if platform is None:
-        url, token, simulated = platform_endpoint(settings, runtime.resources)
+        url, token, simulated = platform_endpoint(settings, runtime.shared.platform_simulator_url)
         platform = PlatformClient(url, token, timeout_s=settings.onlyfans_timeout_s)
     send_log = open_send_log(settings.redis_url, settings.limits(), prefix=settings.of_sender_key_prefix)
     bypass_log = MemorySendLog(settings.bypass_limits())
-    flags = open_flag_client(settings, resources=runtime.resources)
+    flags = open_flag_client(settings, store=runtime.shared.flag_store)
     sender = Sender(runtime.bus, store, send_log, platform, settings, bypass_log=bypass_log, flags=flags)
     limits = settings.limits()
     log.info(

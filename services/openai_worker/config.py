@@ -13,7 +13,3 @@ class OpenAIWorkerSettings(FlagSettings):
     openai_base_url: str | None = Field(default=None, description="a proxy or compatible server; unset: OpenAI")
     openai_model: str = Field(default="gpt-4o-mini", min_length=1)
     openai_timeout_s: float = Field(default=30.0, gt=0, description="upper bound of one call, s")
-
-
-# The embedded mode may hand its settings over in runtime.resources under this key.
-RESOURCE_SETTINGS = "openai_worker_settings"

@@ -24,8 +24,6 @@ from services.router.pg_store import PostgresStore
 from services.router.store import MemoryStore, WorkflowStore
 from services.router.webhooks import WebhookSender
 
-STORE_RESOURCE = "router.store"  # Runtime.resources key under which a caller may hand in a store
-
 
 def build_store(settings: RouterSettings) -> WorkflowStore:
     if settings.database_url:
@@ -51,10 +49,11 @@ def sweep_deadlines_forever(router: Router, interval_s: float) -> Coroutine[Any,
     return in_batches_forever(router.fail_overdue, DEADLINE_SWEEP_BATCH, interval_s, "deadline.sweep_failed")
 
 
-async def create(runtime: Runtime) -> Service:
+async def create(runtime: Runtime, *, store: WorkflowStore | None = None) -> Service:
+    """The router on `store` (handed in by tests), else on the store its settings name."""
     settings = runtime.settings_as(RouterSettings)
-    store: WorkflowStore = runtime.resources.get(STORE_RESOURCE) or build_store(settings)
-    flags = open_flag_client(settings, resources=runtime.resources)
+    store = store or build_store(settings)
+    flags = open_flag_client(settings, store=runtime.shared.flag_store)
     router = build_router(runtime, settings, store, flags)
     webhooks = WebhookSender(runtime.bus, settings)
     background: list[asyncio.Task[None]] = []

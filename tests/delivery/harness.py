@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from contracts import Envelope, Message
 from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowView
 from contracts.routing import ROUTER
 from libs.config import CommonSettings
-from libs.llm import SIMULATOR_RESOURCE as LLM_SIMULATOR_RESOURCE
-from libs.runtime import Runtime, Service
+from libs.runtime import Runtime, Service, ServiceFactory, Shared
 from libs.simulators import LLMSimulator, PlatformLimits, PlatformSimulator
-from services.azure_worker.config import RESOURCE_SETTINGS as AZURE_SETTINGS
 from services.azure_worker.config import AzureWorkerSettings
 from services.azure_worker.service import create as create_azure_worker
 from services.of_sender.config import OfSenderSettings
-from services.of_sender.constants import SIMULATOR_RESOURCE
 from services.of_sender.service import create as create_of_sender
-from services.openai_worker.config import RESOURCE_SETTINGS as OPENAI_SETTINGS
 from services.openai_worker.config import OpenAIWorkerSettings
 from services.openai_worker.service import create as create_openai_worker
 from services.rate_limiter.config import RateLimiterSettings
@@ -89,21 +86,24 @@ class DeliveryHarness:
             await workers.start()
         await sink.start()
         env = {**LIMIT_ENV, **(limits or {})}
-        runtimes, factories = [], []
+        runtimes: list[Runtime] = []
+        factories: list[ServiceFactory] = []
         if llm is not None:
-            for key, worker_settings, factory in (
-                (AZURE_SETTINGS, AzureWorkerSettings(redis_url=None, azure_openai_endpoint=None), create_azure_worker),
-                (OPENAI_SETTINGS, OpenAIWorkerSettings(redis_url=None, openai_api_key=None, openai_base_url=None),
-                 create_openai_worker),
-            ):  # fmt: skip
-                resources = {LLM_SIMULATOR_RESOURCE: llm.url, key: worker_settings}
-                runtimes.append(Runtime(bus=bus, settings=CommonSettings(), resources=resources))
+            shared = Shared(llm_simulator_url=llm.url)
+            azure = AzureWorkerSettings(redis_url=None, azure_openai_endpoint=None)
+            openai = OpenAIWorkerSettings(redis_url=None, openai_api_key=None, openai_base_url=None)
+            for factory in (
+                partial(create_azure_worker, settings=azure),
+                partial(create_openai_worker, settings=openai),
+            ):
+                runtimes.append(Runtime(bus=bus, settings=CommonSettings(), shared=shared))
                 factories.append(factory)
         if rate_limiter:
             runtimes.append(Runtime(bus=bus, settings=RateLimiterSettings(**env)))
             factories.append(create_rate_limiter)
         if of_sender:
-            runtimes.append(Runtime(bus=bus, settings=OfSenderSettings(**env), resources={SIMULATOR_RESOURCE: sim.url}))
+            shared = Shared(platform_simulator_url=sim.url)
+            runtimes.append(Runtime(bus=bus, settings=OfSenderSettings(**env), shared=shared))
             factories.append(create_of_sender)
         services = []
         for factory, runtime in zip(factories, runtimes, strict=True):

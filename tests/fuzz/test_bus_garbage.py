@@ -27,6 +27,7 @@ import libs.bus
 from contracts.routing import SERVICES
 from libs.bus import Bus
 from libs.bus.amqp import AmqpBus
+from libs.runtime import Shared
 from libs.simulators import LLMSimulator, PlatformSimulator
 from services import embedded
 from tests.fuzz.garbage import Garbage, bad_headers, collect_dead_letters, garbage, handled_types, publish, sample
@@ -191,13 +192,12 @@ async def memory_system(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[System
 
     monkeypatch.setattr("libs.runtime.process.create_bus", capture)
     stop, started = asyncio.Event(), asyncio.Event()
-    resources: dict[str, Any] = {}
     async with LLMSimulator() as llm, PlatformSimulator() as platform:
-        resources.update(llm_simulator_url=llm.url, platform_simulator_url=platform.url)
-        task = asyncio.create_task(embedded.run(stop=stop, started=started, resources=resources))
+        shared = Shared(llm_simulator_url=llm.url, platform_simulator_url=platform.url)
+        task = asyncio.create_task(embedded.run(stop=stop, started=started, shared=shared))
         await asyncio.wait_for(started.wait(), 15)
         try:
-            yield System(buses[0], tuple(consumers), resources["gateway_url"])
+            yield System(buses[0], tuple(consumers), str(shared.gateway_url))
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)

@@ -33,7 +33,7 @@ from contracts.routing import ROUTER
 from libs.bus import Bus
 from libs.bus.memory import MemoryBus
 from libs.config import CommonSettings
-from libs.runtime import Runtime, Service
+from libs.runtime import Runtime, Service, Shared
 from libs.telemetry import current_trace_id
 from services.gateway import GatewaySettings, create, make_token
 
@@ -206,7 +206,7 @@ class Harness:
 
     @property
     def url(self) -> str:
-        return str(self.runtime.resources["gateway_url"])
+        return str(self.runtime.shared.gateway_url)
 
 
 MakeGateway = Callable[..., Awaitable[Harness]]
@@ -219,7 +219,7 @@ async def make_gateway() -> AsyncIterator[MakeGateway]:
     session = aiohttp.ClientSession()
 
     async def make(
-        *, bus: Bus | None = None, router: bool = True, resources: dict[str, Any] | None = None, **overrides: Any
+        *, bus: Bus | None = None, router: bool = True, shared: Shared | None = None, **overrides: Any
     ) -> Harness:
         bus = bus or MemoryBus()
         await bus.connect()
@@ -239,14 +239,10 @@ async def make_gateway() -> AsyncIterator[MakeGateway]:
             "gateway_rate_limit_burst": 10_000,
             **overrides,
         }
-        runtime = Runtime(
-            bus=bus,
-            settings=CommonSettings(),
-            resources={"gateway_settings": GatewaySettings(**values), **(resources or {})},
-        )
-        service = await create(runtime)
+        runtime = Runtime(bus=bus, settings=CommonSettings(), shared=shared or Shared())
+        service = await create(runtime, settings=GatewaySettings(**values))
         await service.start(runtime)
-        url = str(runtime.resources["gateway_url"])
+        url = str(runtime.shared.gateway_url)
         async with session.get(url + OPENAPI) as response:
             document = await response.json()
         harness = Harness(bus, fake, runtime, service, Client(session, url, document))

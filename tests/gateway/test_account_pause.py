@@ -12,6 +12,7 @@ import pytest
 
 from libs.flags import MemoryFlagStore
 from libs.flags import constants as fc
+from libs.runtime import Shared
 from services.gateway.flag_routes import PATH_ACCOUNT_PAUSE, PATH_ACCOUNT_RESUME
 from tests.gateway.conftest import ALICE, Answer, Harness, MakeGateway
 
@@ -71,7 +72,7 @@ class TestPauseResume:
     async def test_a_full_paused_set_is_409(self, make_gateway: MakeGateway) -> None:
         """At the flags' bound of paused accounts, one more answers 409 paused_accounts_full."""
         store = MemoryFlagStore()
-        gw = await make_gateway(resources={"flag_store": store})
+        gw = await make_gateway(shared=Shared(flag_store=store))
         full = [f"a{i}" for i in range(fc.MAX_PAUSED_ACCOUNTS)]
         await store.write(
             {fc.PAUSED_ACCOUNTS: orjson.dumps(full).decode()}, updated_at=datetime.now(UTC), updated_by="x"
@@ -82,7 +83,7 @@ class TestPauseResume:
     async def test_a_pause_on_one_gateway_is_seen_by_another(self, make_gateway: MakeGateway) -> None:
         """Two gateways on one store: a pause through one is listed by the other."""
         store = MemoryFlagStore()
-        a = await make_gateway(resources={"flag_store": store})
-        b = await make_gateway(resources={"flag_store": store})
+        a = await make_gateway(shared=Shared(flag_store=store))
+        b = await make_gateway(shared=Shared(flag_store=store))
         await change(a, PATH_ACCOUNT_PAUSE, "acct-7")
         assert await paused_accounts(b) == ["acct-7"]

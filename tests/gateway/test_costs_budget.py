@@ -7,20 +7,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 
 from libs.bus.memory import MemoryBus
 from libs.config import CommonSettings
-from libs.runtime import Runtime, Service
+from libs.runtime import Runtime, Service, Shared
 from libs.simulators import LLMSimulator
 from services.azure_worker.service import create as create_azure
-from services.cost_tracker.constants import RESOURCE_SETTINGS as COST_SETTINGS
 from services.cost_tracker.service import create as create_cost_tracker
 from services.openai_worker.service import create as create_openai
 from services.router.config import RouterSettings
-from services.router.service import STORE_RESOURCE
 from services.router.service import create as create_router
 from services.router.store import MemoryStore
 from tests.cost_tracker.conftest import tracker_settings
@@ -58,26 +57,22 @@ class Pipeline:
 async def pipeline(make_gateway: MakeGateway) -> AsyncIterator[Pipeline]:
     simulator = LLMSimulator()
     router_store = MemoryStore()
-    resources: dict[str, Any] = {
-        "llm_simulator_url": await simulator.start(),
-        STORE_RESOURCE: router_store,
-        COST_SETTINGS: tracker_settings(),
-    }
+    shared = Shared(llm_simulator_url=await simulator.start())
     bus = MemoryBus()
     await bus.connect()
     router_settings = RouterSettings(database_url=None, router_budget_refresh_s=0.0)
     services: list[Service] = []
     for factory, settings in (
-        (create_router, router_settings),
+        (partial(create_router, store=router_store), router_settings),
         (create_azure, CommonSettings()),
         (create_openai, CommonSettings()),
-        (create_cost_tracker, CommonSettings()),
+        (partial(create_cost_tracker, settings=tracker_settings()), CommonSettings()),
     ):
-        runtime = Runtime(bus=bus, settings=settings, resources=resources)
+        runtime = Runtime(bus=bus, settings=settings, shared=shared)
         service = await factory(runtime)
         await service.start(runtime)
         services.append(service)
-    gw = await make_gateway(bus=bus, router=False, gateway_wait_timeout_s=WAIT_S, resources=resources)
+    gw = await make_gateway(bus=bus, router=False, gateway_wait_timeout_s=WAIT_S, shared=shared)
     yield Pipeline(gw, router_store)
     for service in reversed(services):
         await service.stop()

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from libs.flags import MemoryFlagStore, bucket
 from libs.flags import constants as fc
+from libs.runtime import Shared
 from tests.flags.conftest import RedisProxy
 from tests.gateway.conftest import ALICE, BOB, PLAN, Answer, Harness, MakeGateway
 
@@ -291,10 +292,10 @@ class TestPropagation:
         print(f"\nrefresh only: the change reached gateway B in {elapsed * 1000:.1f} ms")
 
     async def test_gateways_sharing_an_in_process_store_follow_each_other(self, make_gateway: MakeGateway) -> None:
-        """Without Redis, gateways given one MemoryFlagStore (resources["flag_store"]) share their flags."""
+        """Without Redis, gateways given one MemoryFlagStore (Shared.flag_store) share their flags."""
         store = MemoryFlagStore()
-        a = await make_gateway(resources={"flag_store": store})
-        b = await make_gateway(resources={"flag_store": store})
+        a = await make_gateway(shared=Shared(flag_store=store))
+        b = await make_gateway(shared=Shared(flag_store=store))
         await put_flags(b, {"allowList": [BOB], "rolloutPercentage": 0})
         await until_post_answers(a, 503, user=ALICE, budget_s=0.5)
         assert (await a.client.post(PLAN, user=BOB)).status == 202

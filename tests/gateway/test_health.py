@@ -82,7 +82,7 @@ class TestLocal:
     )
     async def test_failing_in_process_check(self, gw: Harness, name: str, verdict: str, http: int) -> None:
         """The embedded mode's checks: database failing → unhealthy; provider or redis → degraded."""
-        gw.runtime.resources["health_checks"] = {name: _down, "openai-worker.provider": _ok}
+        gw.runtime.shared.health_checks = {name: _down, "openai-worker.provider": _ok}
         status, data = await _health(gw)
         assert (status, data["status"]) == (http, verdict)
         assert data["checks"][name]["status"] == "failed"  # type: ignore[index]
@@ -90,7 +90,7 @@ class TestLocal:
 
     async def test_a_hanging_check_fails_in_bounded_time(self, gw: Harness) -> None:
         """A check that never returns is cut off (2 s) and reported, not waited for."""
-        gw.runtime.resources["health_checks"] = {"redis": _hangs}
+        gw.runtime.shared.health_checks = {"redis": _hangs}
         status, data = await asyncio.wait_for(_health(gw), 5)
         assert (status, data["status"]) == (200, "degraded")
 

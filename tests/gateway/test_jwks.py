@@ -177,9 +177,9 @@ class TestConfiguration:
     async def test_refuses_to_start_with_neither_secret_nor_jwks(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Neither GATEWAY_JWT_SECRET nor GATEWAY_JWKS_URL: create() raises naming both."""
         settings = GatewaySettings(gateway_jwt_secret=None, gateway_jwks_url=None)
-        runtime = Runtime(bus=MemoryBus(), settings=CommonSettings(), resources={"gateway_settings": settings})
+        runtime = Runtime(bus=MemoryBus(), settings=CommonSettings())
         with pytest.raises(GatewayConfigError, match="GATEWAY_JWKS_URL"):
-            await create(runtime)
+            await create(runtime, settings=settings)
 
     def test_jwks_url_must_be_http(self) -> None:
         """GATEWAY_JWKS_URL is an http(s) URL."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 from openapi_spec_validator import validate
 
 from services.gateway import openapi_document
-from services.gateway.service import Gateway, settings_for
-from tests.gateway.conftest import OPENAPI, Harness
+from services.gateway.config import GatewaySettings
+from services.gateway.service import Gateway
+from tests.gateway.conftest import OPENAPI, SECRET, Harness
 
 
 class TestDocument:
@@ -26,7 +27,7 @@ class TestDocument:
 
     async def test_documents_every_route_of_the_app(self, gw: Harness) -> None:
         """Each route the gateway's aiohttp app serves is in the document, and it lists nothing else."""
-        app = Gateway(gw.runtime, settings_for(gw.runtime)).app()
+        app = Gateway(gw.runtime, GatewaySettings(gateway_jwt_secret=SECRET)).app()
         served = {
             (route.method.lower(), route.resource.canonical)
             for route in app.router.routes()

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from libs.flags import MemoryFlagStore
 from libs.ratelimit import LimiterUnavailable, MemoryTokenBucket, Rate, RedisTokenBucket
+from libs.runtime import Shared
 from services.gateway import constants as c
 from services.gateway.routes import ROUTES
 from tests.gateway.conftest import MakeGateway
@@ -135,8 +136,8 @@ class TestGateway:
         """Two replicas with one REDIS_URL draw from one bucket per user: the burst is spent across both."""
         store = MemoryFlagStore()
         settings = {"redis_url": redis_url, "gateway_rate_limit_rps": 0.2, "gateway_rate_limit_burst": 4}
-        a = await make_gateway(resources={"flag_store": store}, **settings)
-        b = await make_gateway(resources={"flag_store": store}, **settings)
+        a = await make_gateway(shared=Shared(flag_store=store), **settings)
+        b = await make_gateway(shared=Shared(flag_store=store), **settings)
         user = _user()
         for gw in (a, b, a, b):
             assert (await gw.client.status(uuid.uuid4(), user=user)).status == 404
@@ -147,7 +148,7 @@ class TestGateway:
     async def test_a_failing_redis_falls_back_to_this_replica(self, make_gateway: MakeGateway) -> None:
         """Redis unreachable: requests are still answered, limited by the replica's own bucket."""
         gw = await make_gateway(
-            resources={"flag_store": MemoryFlagStore()},
+            shared=Shared(flag_store=MemoryFlagStore()),
             redis_url="redis://127.0.0.1:1/0",
             gateway_rate_limit_rps=0.5,
             gateway_rate_limit_burst=1,

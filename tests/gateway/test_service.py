@@ -64,7 +64,7 @@ class TestService:
             await create(Runtime(bus=MemoryBus(), settings=CommonSettings()))
 
     async def test_port_zero_binds_a_free_port_and_publishes_the_url(self, gw: Harness) -> None:
-        """GATEWAY_PORT=0: the bound port is in resources["gateway_url"] and the service is ready."""
+        """GATEWAY_PORT=0: the bound port is in runtime.shared.gateway_url and the service is ready."""
         assert gw.url.startswith("http://127.0.0.1:") and not gw.url.endswith(":0")
         await gw.service.checks["http"]()
         assert gw.service.name == "gateway" and dict(gw.service.handlers) == {}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from libs.runtime import Shared
 from libs.simulators import LLMSimulator
 from libs.simulators.llm import FaultKind
 from services import embedded
@@ -46,10 +47,10 @@ async def client(monkeypatch: pytest.MonkeyPatch, llm: LLMSimulator) -> AsyncIte
     monkeypatch.setenv("ROUTER_BREAKER_OPEN_S", "1")
     monkeypatch.setenv("ROUTER_FALLBACK_MATRIX", json.dumps(MATRIX))
     stop, started = asyncio.Event(), asyncio.Event()
-    resources: dict[str, Any] = {"llm_simulator_url": llm.url}
-    task = asyncio.create_task(embedded.run(stop=stop, started=started, resources=resources))
+    shared = Shared(llm_simulator_url=llm.url)
+    task = asyncio.create_task(embedded.run(stop=stop, started=started, shared=shared))
     await asyncio.wait_for(started.wait(), 15)
-    c = GatewayClient(resources["gateway_url"], SECRET)
+    c = GatewayClient(str(shared.gateway_url), SECRET)
     yield c
     await c.close()
     stop.set()

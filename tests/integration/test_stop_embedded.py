@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from libs.flags import MemoryFlagStore
-from libs.flags.constants import RESOURCE_FLAG_STORE
+from libs.runtime import Shared
 from libs.simulators import LLMSimulator, PlatformLimits, PlatformSimulator
 from services import embedded
 from services.gateway.auth import make_token
@@ -45,10 +45,10 @@ async def running(monkeypatch: pytest.MonkeyPatch, sim: PlatformSimulator) -> As
         monkeypatch.setenv(key, value)
     async with LLMSimulator() as llm:
         stop, started = asyncio.Event(), asyncio.Event()
-        resources: dict[str, Any] = {"llm_simulator_url": llm.url, "platform_simulator_url": sim.url}
-        task = asyncio.create_task(embedded.run(stop=stop, started=started, resources=resources))
+        shared = Shared(llm_simulator_url=llm.url, platform_simulator_url=sim.url)
+        task = asyncio.create_task(embedded.run(stop=stop, started=started, shared=shared))
         await asyncio.wait_for(started.wait(), 15)
-        yield resources
+        yield shared
         stop.set()
         await asyncio.wait_for(task, 15)
 
@@ -63,11 +63,11 @@ async def put(url: str, path: str) -> dict[str, Any]:
 
 class TestEmbeddedStop:
     async def test_a_pause_through_the_gateway_holds_the_of_sender(
-        self, running: dict[str, Any], sim: PlatformSimulator
+        self, running: Shared, sim: PlatformSimulator
     ) -> None:
         """One MemoryFlagStore for every service: paused, the fan gets nothing; resumed, exactly one message."""
-        assert isinstance(running[RESOURCE_FLAG_STORE], MemoryFlagStore)
-        url = running["gateway_url"]
+        assert isinstance(running.flag_store, MemoryFlagStore)
+        url = str(running.gateway_url)
         await put(url, f"/api/admin/accounts/{ACCOUNT}/pause")
         client = GatewayClient(url, SECRET, ACCOUNT)
         try:

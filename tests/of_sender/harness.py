@@ -17,11 +17,10 @@ from contracts.routing import ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
 from libs.flags import FlagStore
-from libs.flags.constants import RESOURCE_FLAG_STORE
-from libs.runtime import Runtime, Service
+from libs.runtime import Runtime, Service, Shared
 from libs.simulators import PlatformLimits, PlatformSimulator
 from services.of_sender.config import OfSenderSettings
-from services.of_sender.service import STORE_RESOURCE, create
+from services.of_sender.service import create
 from services.of_sender.store import MemoryMessageStore, MessageStore
 
 FAST_REDELIVERY = RedeliveryPolicy(max_deliveries=3, base_s=0.01, cap_s=0.05)
@@ -104,11 +103,9 @@ class SenderHarness:
         bus = bus or MemoryBus(policy=FAST_REDELIVERY)
         store = store or MemoryMessageStore()
         settings = settings.model_copy(update={"onlyfans_api_url": sim.url})
-        resources: dict[str, Any] = {STORE_RESOURCE: store}
-        if flag_store is not None:  # the flags a test flips (libs.flags), as the embedded mode shares them
-            resources[RESOURCE_FLAG_STORE] = flag_store
-        runtime = Runtime(bus=bus, settings=settings, resources=resources)
-        service = await create(runtime)
+        # flag_store: the flags a test flips (libs.flags), shared as the embedded mode shares them
+        runtime = Runtime(bus=bus, settings=settings, shared=Shared(flag_store=flag_store))
+        service = await create(runtime, store=store)
         await service.start(runtime)
         sink = RouterSink(bus)
         await sink.start()

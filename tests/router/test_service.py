@@ -11,7 +11,7 @@ from contracts.routing import keys_consumed_by
 from libs.bus.memory import MemoryBus
 from libs.runtime import Runtime
 from services.router.pg_store import PostgresStore
-from services.router.service import STORE_RESOURCE, build_store, create
+from services.router.service import build_store, create
 from services.router.store import MemoryStore, WorkflowStore
 from tests.router.harness import FAST_REDELIVERY, FakeWorkers, Sink, intent, router_settings
 
@@ -27,8 +27,8 @@ class TestService:
         """The service from `create` handles a workflow to completion, is ready, and stops cleanly."""
         bus = MemoryBus(policy=FAST_REDELIVERY)
         await bus.connect()
-        runtime = Runtime(bus=bus, settings=router_settings(), resources={STORE_RESOURCE: store})
-        service = await create(runtime)
+        runtime = Runtime(bus=bus, settings=router_settings())
+        service = await create(runtime, store=store)
         assert service.name == "router"
         assert set(service.handlers) == set(keys_consumed_by("router"))  # every routed type, nothing else
         await service.start(runtime)

@@ -22,12 +22,10 @@ from contracts.routing import COST_TRACKER, ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
 from libs.config import CommonSettings
-from libs.runtime import Runtime, Service
+from libs.runtime import Runtime, Service, Shared
 from libs.simulators import LLMSimulator
-from services.azure_worker.config import RESOURCE_SETTINGS as AZURE_SETTINGS
 from services.azure_worker.config import AzureWorkerSettings
 from services.azure_worker.service import create as create_azure
-from services.openai_worker.config import RESOURCE_SETTINGS as OPENAI_SETTINGS
 from services.openai_worker.config import OpenAIWorkerSettings
 from services.openai_worker.service import create as create_openai
 
@@ -128,20 +126,19 @@ async def start_worker(bus: MemoryBus, sim: LLMSimulator) -> AsyncIterator[Start
     runner passes it); stops every worker it started."""
     started: list[Service] = []
 
-    async def start(provider: Provider, *, resources: dict[str, Any] | None = None, **settings: Any) -> Service:
-        runtime = Runtime(bus=bus, settings=CommonSettings(), resources={"llm_simulator_url": sim.url})
-        runtime.resources.update(resources or {})
+    async def start(provider: Provider, *, shared: Shared | None = None, **settings: Any) -> Service:
+        shared = shared or Shared()
+        shared.llm_simulator_url = sim.url
+        runtime = Runtime(bus=bus, settings=CommonSettings(), shared=shared)
         # Explicit values win over the environment: a developer's real keys never reach a test.
         settings.setdefault("redis_url", None)
         if provider is Provider.AZURE:
             settings.setdefault("azure_openai_endpoint", None)
-            runtime.resources[AZURE_SETTINGS] = AzureWorkerSettings(**settings)
-            service = await create_azure(runtime)
+            service = await create_azure(runtime, settings=AzureWorkerSettings(**settings))
         else:
             settings.setdefault("openai_api_key", None)
             settings.setdefault("openai_base_url", None)
-            runtime.resources[OPENAI_SETTINGS] = OpenAIWorkerSettings(**settings)
-            service = await create_openai(runtime)
+            service = await create_openai(runtime, settings=OpenAIWorkerSettings(**settings))
         await service.start(runtime)
         started.append(service)
         return service

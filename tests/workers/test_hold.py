@@ -10,8 +10,8 @@ from contracts.messages import GenerationCompleted
 from libs.bus.memory import MemoryBus
 from libs.flags import FlagUpdate, MemoryFlagStore
 from libs.flags.client import open_flag_client
-from libs.flags.constants import RESOURCE_FLAG_STORE
 from libs.flags.settings import FlagSettings
+from libs.runtime import Shared
 from libs.simulators import LLMSimulator
 from tests.workers.conftest import Recorder, StartWorker, generation_request
 
@@ -26,7 +26,7 @@ class TestKillSwitch:
         await switch.start()
         try:
             await switch.update(FlagUpdate(hybrid_orchestrator_enabled=False), updated_by="ops")
-            await start_worker(Provider.OPENAI, resources={RESOURCE_FLAG_STORE: store}, flags_refresh_s=0.1)
+            await start_worker(Provider.OPENAI, shared=Shared(flag_store=store), flags_refresh_s=0.1)
             await bus.publish(generation_request(Provider.OPENAI))
             await asyncio.sleep(2.5)
             assert sim.request_count() == 0 and recorder.results() == []

@@ -17,9 +17,9 @@ from libs.config import CommonSettings
 from libs.llm import GenerationHandler, GenerationInFlight, MemoryCache
 from libs.llm import constants as llm_constants
 from libs.llm.client import build_openai_client, openai_endpoint
-from libs.runtime import Runtime
+from libs.runtime import Runtime, Shared
 from libs.simulators import LLMSimulator
-from services.openai_worker.config import RESOURCE_SETTINGS, OpenAIWorkerSettings
+from services.openai_worker.config import OpenAIWorkerSettings
 from services.openai_worker.service import create
 from tests.workers.conftest import Recorder, StartWorker, generation_request
 
@@ -108,11 +108,9 @@ class TestRedelivery:
         again = Recorder()
         await restarted.subscribe("router", {GenerationCompleted.TYPE: again.handle})
         try:
-            runtime = Runtime(bus=restarted, settings=CommonSettings(), resources={"llm_simulator_url": sim.url})
-            runtime.resources[RESOURCE_SETTINGS] = OpenAIWorkerSettings(
-                redis_url=redis_url, openai_api_key=None, openai_base_url=None
-            )
-            second_worker = await create(runtime)
+            runtime = Runtime(bus=restarted, settings=CommonSettings(), shared=Shared(llm_simulator_url=sim.url))
+            settings = OpenAIWorkerSettings(redis_url=redis_url, openai_api_key=None, openai_base_url=None)
+            second_worker = await create(runtime, settings=settings)
             await second_worker.start(runtime)
             await restarted.publish(request)  # ...and the broker redelivers to the new one
             (replayed,) = await again.wait_for(GenerationCompleted.TYPE)
@@ -134,7 +132,7 @@ class TestLease:
         """When handling raises (a bug, not a provider failure), the lease is released so a redelivery may
         call at once instead of waiting it out."""
         cache = MemoryCache()
-        client = build_openai_client(openai_endpoint(None, None, {"llm_simulator_url": sim.url}), timeout_s=5)
+        client = build_openai_client(openai_endpoint(None, None, sim.url), timeout_s=5)
         handler = GenerationHandler(Provider.OPENAI, client, "gpt-4o-mini", bus, cache, 5.0, prompts={})
         request = generation_request(Provider.OPENAI)
         try:
@@ -153,7 +151,7 @@ class TestLease:
         (timeout + margin), and the bus redelivers it later."""
         monkeypatch.setattr(llm_constants, "LEASE_MARGIN_S", 0.3)
         cache = MemoryCache()
-        client = build_openai_client(openai_endpoint(None, None, {"llm_simulator_url": sim.url}), timeout_s=5)
+        client = build_openai_client(openai_endpoint(None, None, sim.url), timeout_s=5)
         handler = GenerationHandler(Provider.OPENAI, client, "gpt-4o-mini", bus, cache, 0.1)
         request = generation_request(Provider.OPENAI)
         # Another delivery holds a lease far longer than this handler's budget (timeout + margin).

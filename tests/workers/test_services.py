@@ -11,7 +11,7 @@ from contracts.routing import AZURE_WORKER, OPENAI_WORKER
 from libs.bus.memory import MemoryBus
 from libs.config import CommonSettings
 from libs.llm import LLMConfigError
-from libs.runtime import Runtime
+from libs.runtime import Runtime, Shared
 from libs.runtime.health import run_checks
 from libs.simulators import LLMSimulator
 from services.azure_worker.config import AzureWorkerSettings
@@ -91,7 +91,7 @@ class TestConfiguration:
         clean_env.setenv("AZURE_OPENAI_DEPLOYMENT", "planner")
         clean_env.setenv("AZURE_OPENAI_API_VERSION", "2024-10-21")
         canned.respond(200, completion_body("Plan"))
-        runtime = Runtime(bus=bus, settings=CommonSettings(), resources={"llm_simulator_url": "http://127.0.0.1:1"})
+        runtime = Runtime(bus=bus, settings=CommonSettings(), shared=Shared(llm_simulator_url="http://127.0.0.1:1"))
         service = await create_azure(runtime)
         await service.start(runtime)
         try:
