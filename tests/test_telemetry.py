@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import pytest
 import structlog
 from opentelemetry import baggage, context, metrics, trace
+from opentelemetry.metrics import Meter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -43,6 +45,7 @@ from libs.telemetry import (
     workflow_span,
 )
 from libs.telemetry.constants import DEFAULT_PROPAGATORS, REDACTED
+from libs.telemetry.metrics import cached_instruments
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JWT = (
@@ -544,6 +547,22 @@ class TestLogging:
         monkeypatch.setenv("LOG_FORMAT", "xml")
         with pytest.raises(TelemetryConfigError, match="LOG_FORMAT"):
             configure_logging("x", force=True)
+
+
+class TestCachedInstruments:
+    def test_instruments_are_built_once_on_first_use_whoever_asks(self) -> None:
+        """cached_instruments: nothing is built until asked; then one set, however many threads ask at once."""
+        built: list[object] = []
+
+        def build(meter: Meter) -> object:
+            built.append(meter)
+            return object()
+
+        get = cached_instruments(build)
+        assert built == []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: get(), range(32)))
+        assert len(built) == 1 and all(answer is answers[0] for answer in answers)
 
 
 class TestMetrics:

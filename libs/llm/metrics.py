@@ -9,15 +9,14 @@ name of the content rules file and one of three actions.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
-from opentelemetry import metrics
 from opentelemetry.metrics import Counter, Histogram, Meter
 
 from contracts.messages import Usage
 from libs.llm import constants as c
 from libs.telemetry import constants as tc
+from libs.telemetry.metrics import cached_instruments
 
 OUTCOME_OK = "ok"
 
@@ -64,15 +63,5 @@ class LLMMetrics:
             )
 
 
-_lock = threading.Lock()
-_metrics: LLMMetrics | None = None
-
-
-def get_llm_metrics() -> LLMMetrics:
-    """The process's provider-call instruments, created on first use from the global meter."""
-    global _metrics
-    if _metrics is None:
-        with _lock:
-            if _metrics is None:
-                _metrics = LLMMetrics.from_meter(metrics.get_meter(tc.INSTRUMENTATION_NAME))
-    return _metrics
+get_llm_metrics = cached_instruments(LLMMetrics.from_meter)
+"""The process's provider-call instruments, created on first use from the global meter."""

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
@@ -29,6 +30,8 @@ CircuitStateCallback = Callable[[], Mapping[str, int]]
 
 DeadLetterDepthCallback = Callable[[], Mapping[str, int]]
 """Returns {service: messages in its dead-letter queue}; called at each collection (must not block)."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,18 +150,25 @@ class Metrics:
                 yield Observation(state, {c.METRIC_ATTR_PROVIDER: provider})
 
 
-_lock = threading.Lock()
-_metrics: Metrics | None = None
+def cached_instruments(build: Callable[[Meter], T]) -> Callable[[], T]:
+    """A getter of the process's instruments that `build` makes on the global meter, made once, on first use
+    (each module that owns instruments declares `get_x = cached_instruments(X.from_meter)`). Locked: two
+    threads asking at once must not create two sets, whose observable gauges would both report."""
+    lock = threading.Lock()
+    made: list[T] = []
+
+    def get() -> T:
+        if not made:
+            with lock:
+                if not made:
+                    made.append(build(metrics.get_meter(c.INSTRUMENTATION_NAME)))
+        return made[0]
+
+    return get
 
 
-def get_metrics() -> Metrics:
-    """The process's instruments, created on first use from the global meter."""
-    global _metrics
-    if _metrics is None:
-        with _lock:
-            if _metrics is None:
-                _metrics = Metrics.from_meter(metrics.get_meter(c.INSTRUMENTATION_NAME))
-    return _metrics
+get_metrics = cached_instruments(Metrics.from_meter)
+"""The process's platform instruments, created on first use from the global meter."""
 
 
 def register_circuit_state(callback: CircuitStateCallback) -> None:

@@ -6,14 +6,13 @@ is converted to float only here: a metric is an approximation, the ledger is the
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
-from opentelemetry import metrics
 from opentelemetry.metrics import Counter, Meter
 
 from libs.telemetry import constants as tc
+from libs.telemetry.metrics import cached_instruments
 
 METRIC_COST_RECORDED = "cost_recorded_usd"
 METRIC_UNPRICED_CALLS = "cost_unpriced_calls"
@@ -42,15 +41,5 @@ class CostMetrics:
             self.unpriced.add(1, {tc.METRIC_ATTR_PROVIDER: provider, METRIC_ATTR_MODEL: model})
 
 
-_lock = threading.Lock()
-_metrics: CostMetrics | None = None
-
-
-def get_cost_metrics() -> CostMetrics:
-    """The process's cost instruments, created on first use from the global meter."""
-    global _metrics
-    if _metrics is None:
-        with _lock:
-            if _metrics is None:
-                _metrics = CostMetrics.from_meter(metrics.get_meter(tc.INSTRUMENTATION_NAME))
-    return _metrics
+get_cost_metrics = cached_instruments(CostMetrics.from_meter)
+"""The process's cost instruments, created on first use from the global meter."""
