@@ -1,6 +1,6 @@
 """Versioned message contracts: the envelope, the payloads, the routing table. Imports nothing of ours."""
 
-from contracts import messages
+from contracts import costs, messages
 from contracts.envelope import Envelope, Message, model_for, registered
 from contracts.errors import ContractError, MalformedMessage, UnknownMessageType, UnsupportedVersion
 
@@ -11,6 +11,7 @@ __all__ = [
     "Message",
     "UnknownMessageType",
     "UnsupportedVersion",
+    "costs",
     "messages",
     "model_for",
     "registered",

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from contracts import costs
 from contracts import messages as m
 from contracts.envelope import registered
 from contracts.routing import ROUTES, SERVICES, consumers
@@ -42,7 +43,7 @@ REPLIES: dict[str, str] = {
     m.WorkflowListQuery.TYPE: m.WorkflowListReply.TYPE,
     m.WorkflowCancelRequest.TYPE: m.WorkflowCancelReply.TYPE,
     m.WorkflowRetryRequest.TYPE: m.WorkflowRetryReply.TYPE,
-    m.CostQuery.TYPE: m.CostReply.TYPE,
+    **{request.TYPE: request.REPLY.TYPE for request in costs.COST_REQUESTS},
 }
 
 

@@ -523,22 +523,3 @@ class WebhookRequested(Message):
     event_id: uuid.UUID  # stable across retries: the receiver's de-duplication key
     event: Literal["workflow.completed", "workflow.failed", "workflow.cancelled"]
     summary: WorkflowSummary
-
-
-@register
-class CostQuery(Message):
-    TYPE = "cost.query"
-    kind: Literal["stats", "breakdown", "campaign", "thresholds", "alerts", "forecast", "optimization"]
-    requester_user_id: str
-    requester_is_admin: bool = False
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-@register
-class CostReply(Message):
-    TYPE = "cost.reply"
-    ok: bool
-    data: Any = None
-    error: str | None = None
-    # Optional addition: why a request was refused (invalid_parameter, forbidden, not_found), for the gateway.
-    code: str | None = None

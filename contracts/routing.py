@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from contracts import costs
 from contracts import messages as m
 from contracts.envelope import Envelope
 
@@ -59,7 +60,8 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         m.UsageRecorded.TYPE: (COST_TRACKER,),
         m.WorkflowCompleted.TYPE: (COST_TRACKER,),
         m.WorkflowFailed.TYPE: (COST_TRACKER,),
-        m.CostQuery.TYPE: (COST_TRACKER,),
+        # The gateway's cost queries and threshold / alert changes (contracts.costs), each answered typed.
+        **{request.TYPE: (COST_TRACKER,) for request in costs.COST_REQUESTS},
         # cost-tracker notifies alert channels from its own queue, so a slow Slack never blocks accounting.
         m.CostAlert.TYPE: (COST_TRACKER,),
     }

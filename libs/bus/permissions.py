@@ -39,6 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from contracts import costs
 from contracts import messages as m
 from contracts import routing as r
 from libs.bus import constants as c
@@ -85,7 +86,7 @@ REQUESTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             m.WorkflowRequested.TYPE,
             m.WorkflowStatusQuery.TYPE,
             m.DeliveryListQuery.TYPE,
-            m.CostQuery.TYPE,
+            *(request.TYPE for request in costs.COST_REQUESTS),
             m.WorkflowCancelRequest.TYPE,
             m.WorkflowRetryRequest.TYPE,
             m.WorkflowListQuery.TYPE,

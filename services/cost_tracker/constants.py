@@ -6,7 +6,7 @@ Everything an operator may want to change lives in config.CostTrackerSettings in
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -56,19 +56,8 @@ UNPUBLISHED_GRACE_S: Final = 30.0
 # SNS subjects are limited to 100 characters (the API refuses longer ones).
 SNS_SUBJECT_MAX: Final = 100
 
-# Query limits: a breakdown or forecast over more days than this is refused (400), not run for minutes.
-MAX_RANGE_DAYS: Final = 366
-# Query times outside these are refused (invalid_parameter), never computed with: a time near datetime's
-# limits overflowed (0001-01-01T00:00+01:00 in UTC, a day after 9999-12-31) and the query was dead-lettered
-# Wider than the gateway's years (2000-2099 as written), so no time it accepts is refused here.
-QUERY_MIN_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
-QUERY_MAX_TIME: Final = datetime(2200, 1, 1, tzinfo=UTC)
-DEFAULT_LIST_LIMIT: Final = 50
-MAX_LIST_LIMIT: Final = 500
-
-# Forecast: the history it is fitted on by default, the horizons it answers, and the interval it gives.
+# Forecast: the horizons it answers, and the interval it gives (its default history: contracts/costs.py).
 # The interval is the normal approximation of the ordinary-least-squares prediction interval: z = 1.96.
-FORECAST_LOOKBACK_DAYS: Final = 28
 FORECAST_HORIZONS: Final = (7, 30)
 FORECAST_LEVEL: Final = Decimal("0.95")
 FORECAST_Z: Final = Decimal("1.96")
@@ -77,8 +66,7 @@ FORECAST_MIN_TREND_DAYS: Final = 7
 # Forecast figures are estimates: 6 decimal places (a millionth of a dollar) is more than they are worth.
 FORECAST_QUANTUM: Final = Decimal("0.000001")
 
-# Optimization: the history recommendations are computed from, and the smallest saving worth a line.
-OPTIMIZATION_LOOKBACK_DAYS: Final = 30
+# Optimization: the smallest saving worth a line (its default history: contracts/costs.py).
 OPTIMIZATION_MIN_SAVING_USD: Final = Decimal("0.000001")
 
 # Percentages in answers (shares, savings) are rounded to this.

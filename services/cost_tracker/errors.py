@@ -5,7 +5,7 @@
     CostTrackerError             base of everything the cost-tracker raises on purpose
     ├── PriceTableError          the price file or COST_PRICES is unreadable or incomplete (start-up);
     │                            also a libs.config.ConfigError: the process exits 2 with one line
-    ├── QueryRefused             a cost.query cannot be answered as asked; `code` goes back to the gateway
+    ├── QueryRefused             a cost request cannot be answered as asked; `code` goes back to the gateway
     │   ├── InvalidParameter     code "invalid_parameter": a parameter is missing, malformed or out of range
     │   ├── Forbidden            code "forbidden": the requester may not see or change that
     │   └── NotFound             code "not_found": no such workflow, threshold or alert (or not theirs)

@@ -20,8 +20,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from contracts.costs import ForecastWindow
 from services.cost_tracker.constants import FORECAST_MIN_TREND_DAYS, FORECAST_QUANTUM, FORECAST_Z
-from services.cost_tracker.views import ForecastWindow
 
 ZERO = Decimal(0)
 

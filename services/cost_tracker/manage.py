@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
+from contracts import costs as cc
 from contracts.enums import CostPeriod
 from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNELS
 from services.cost_tracker.errors import Forbidden, NotFound
@@ -36,14 +37,6 @@ from services.cost_tracker.model import (
     scope_of,
 )
 from services.cost_tracker.store import CostStore
-from services.cost_tracker.views import (
-    AlertSummary,
-    AlertsView,
-    AlertView,
-    ThresholdSummary,
-    ThresholdsView,
-    ThresholdView,
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,7 +62,7 @@ class Management:
 
     async def thresholds(
         self, who: Requester, user_id: str | None, period: CostPeriod | None, enabled: bool | None
-    ) -> ThresholdsView:
+    ) -> cc.Thresholds:
         found = [
             t
             for t in await self._store.thresholds()
@@ -78,14 +71,14 @@ class Management:
             and (enabled is None or t.enabled is enabled)
             and (who.is_admin or t.scope_user_id == who.user_id)
         ]
-        summary = ThresholdSummary(
+        summary = cc.ThresholdSummary(
             total=len(found),
             enabled=sum(t.enabled for t in found),
-            by_period=dict(Counter(t.period for t in found)),
-            by_severity=dict(Counter(t.severity for t in found)),
-            by_action=dict(Counter(t.action for t in found)),
+            by_period=dict(Counter(t.period.value for t in found)),
+            by_severity=dict(Counter(t.severity.value for t in found)),
+            by_action=dict(Counter(t.action.value for t in found)),
         )
-        return ThresholdsView(thresholds=[ThresholdView.of(t) for t in found], summary=summary)
+        return cc.Thresholds(thresholds=[threshold_view(t) for t in found], summary=summary)
 
     async def create_threshold(
         self,
@@ -95,7 +88,7 @@ class Management:
         is_global: bool,
         spec: ThresholdSpec,
         now: datetime,
-    ) -> ThresholdView:
+    ) -> cc.Threshold:
         if is_global and not who.is_admin:
             raise Forbidden("only an admin may set global thresholds")
         scope_user = None if is_global else (user_id or who.user_id)
@@ -128,11 +121,11 @@ class Management:
         )
         stored = await self._store.create_threshold(threshold)
         await self._apply(stored)
-        return ThresholdView.of(stored)
+        return threshold_view(stored)
 
     async def update_threshold(
         self, who: Requester, threshold_id: uuid.UUID, spec: ThresholdSpec, now: datetime
-    ) -> ThresholdView:
+    ) -> cc.Threshold:
         current = next((t for t in await self._store.thresholds() if t.id == threshold_id), None)
         if current is None or not (who.is_admin or current.scope_user_id == who.user_id):
             raise NotFound(f"no threshold {threshold_id}")
@@ -146,7 +139,7 @@ class Management:
         if updated is None:
             raise NotFound(f"no threshold {threshold_id}")
         await self._apply(updated)
-        return ThresholdView.of(updated)
+        return threshold_view(updated)
 
     async def _apply(self, threshold: Threshold) -> None:
         self._limits.book.invalidate()
@@ -154,12 +147,13 @@ class Management:
 
     # --- alerts --------------------------------------------------------------------------------------------
 
-    async def alerts(self, who: Requester, where: AlertFilter) -> AlertsView:
+    async def alerts(self, who: Requester, where: AlertFilter) -> cc.Alerts:
         if not who.is_admin:
             where = dataclasses.replace(where, scope_user_id=who.user_id, only_scope=True)
         found, counts = await self._store.alerts(where)
-        summary = AlertSummary(total=counts.total, unacknowledged=counts.unacknowledged, by_severity=counts.by_severity)
-        return AlertsView(alerts=[AlertView.of(a) for a in found], summary=summary)
+        by_severity = {severity.value: n for severity, n in counts.by_severity.items()}
+        summary = cc.AlertSummary(total=counts.total, unacknowledged=counts.unacknowledged, by_severity=by_severity)
+        return cc.Alerts(alerts=[alert_view(a) for a in found], summary=summary)
 
     async def raise_manual(
         self,
@@ -172,7 +166,7 @@ class Management:
         message: str,
         channels: Sequence[str] | None,
         now: datetime,
-    ) -> AlertView:
+    ) -> cc.Alert:
         if not who.is_admin:
             raise Forbidden("only an admin may raise alerts")
         alert_id = uuid.uuid5(ALERT_NAMESPACE, f"manual|{request_id}")  # a redelivered request: the same alert
@@ -198,16 +192,16 @@ class Management:
             await self._limits.publish_alert(alert)
         stored = await self._store.get_alert(alert_id)
         assert stored is not None
-        return AlertView.of(stored)
+        return alert_view(stored)
 
-    async def acknowledge(self, who: Requester, alert_id: uuid.UUID, acknowledged: bool, now: datetime) -> AlertView:
+    async def acknowledge(self, who: Requester, alert_id: uuid.UUID, acknowledged: bool, now: datetime) -> cc.Alert:
         alert = await self._store.get_alert(alert_id)
         if alert is None or not (who.is_admin or alert.scope_user_id == who.user_id):
             raise NotFound(f"no alert {alert_id}")
         updated = await self._store.acknowledge(alert_id, acknowledged, who.user_id, now)
         if updated is None:
             raise NotFound(f"no alert {alert_id}")
-        return AlertView.of(updated)
+        return alert_view(updated)
 
 
 def _check_channels(who: Requester, spec: ThresholdSpec) -> None:
@@ -216,3 +210,50 @@ def _check_channels(who: Requester, spec: ThresholdSpec) -> None:
         raise Forbidden(
             "notification channels (slack, sns, email) are the operators': a user's thresholds alert in-app only"
         )
+
+
+def threshold_view(t: Threshold) -> cc.Threshold:
+    return cc.Threshold(
+        id=t.id,
+        user_id=t.scope_user_id,
+        period=t.period,
+        limit_usd=t.limit_usd,
+        severity=t.severity.value,
+        action=t.action.value,
+        notification_channels=list(t.channels),
+        enabled=t.enabled,
+        name=t.name,
+        created_by=t.created_by,
+        created_at=t.created_at,
+        updated_at=t.updated_at,
+    )
+
+
+def alert_view(a: Alert) -> cc.Alert:
+    return cc.Alert(
+        id=a.id,
+        kind="manual" if a.kind == "manual" else "threshold",
+        threshold_id=a.threshold_id,
+        user_id=a.scope_user_id,
+        period=a.period,
+        period_start=a.period_start,
+        spent_usd=a.spent_usd,
+        limit_usd=a.limit_usd,
+        severity=a.severity.value,
+        message=a.message,
+        raised_at=a.raised_at,
+        created_by=a.created_by,
+        acknowledged=a.acknowledged,
+        acknowledged_by=a.acknowledged_by,
+        acknowledged_at=a.acknowledged_at,
+        deliveries=[
+            cc.AlertDelivery(
+                channel=d.channel,
+                status=d.status.value,
+                attempts=d.attempts,
+                last_error=d.last_error,
+                sent_at=d.sent_at,
+            )
+            for d in a.deliveries
+        ],
+    )

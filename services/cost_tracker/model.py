@@ -93,7 +93,7 @@ def spend_keys(user_id: str, at: datetime) -> tuple[SpendKey, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """Who asked (from the cost.query): a user sees and changes only their own; an admin everyone's."""
+    """Who asked (a cost request's requester): a user sees and changes only their own; an admin everyone's."""
 
     user_id: str
     is_admin: bool = False

@@ -13,11 +13,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
 
+from contracts.costs import Recommendation
 from contracts.enums import IntentType, Provider
 from services.cost_tracker.constants import OPTIMIZATION_MIN_SAVING_USD, PERCENT_QUANTUM
 from services.cost_tracker.model import Group
 from services.cost_tracker.prices import Price, PriceTable
-from services.cost_tracker.views import Recommendation
 
 ZERO = Decimal(0)
 

@@ -13,6 +13,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from contracts.costs import (
+    BreakdownGroup,
+    CallCost,
+    CampaignCosts,
+    CostBreakdown,
+    CostForecast,
+    CostOptimization,
+    CostStats,
+    DailyCost,
+    ProviderAmounts,
+    WorkflowCost,
+)
 from contracts.enums import CostPeriod, IntentType, Provider
 from services.cost_tracker import forecast as fc
 from services.cost_tracker.constants import AVERAGE_QUANTUM, FORECAST_LEVEL, PERCENT_QUANTUM
@@ -21,18 +33,6 @@ from services.cost_tracker.model import CostEntry, EntryFilter, Group, WorkflowO
 from services.cost_tracker.optimization import recommend
 from services.cost_tracker.prices import PriceTable
 from services.cost_tracker.store import CostStore
-from services.cost_tracker.views import (
-    BreakdownGroup,
-    BreakdownView,
-    CallView,
-    CampaignCostsView,
-    DailyCost,
-    ForecastView,
-    OptimizationView,
-    ProviderAmounts,
-    StatsView,
-    WorkflowCostView,
-)
 
 ZERO = Decimal(0)
 GroupBy = Literal["provider", "model", "day", "type"]
@@ -47,7 +47,7 @@ class Reports:
         self._store = store
         self._prices = prices
 
-    async def stats(self, user_id: str | None, now: datetime) -> StatsView:
+    async def stats(self, user_id: str | None, now: datetime) -> CostStats:
         day = midnight(period_start(CostPeriod.DAILY, now))
         month = midnight(period_start(CostPeriod.MONTHLY, now))
         by_day_provider = await self._store.aggregate(EntryFilter(user_id, month), ("day", "provider"))
@@ -67,7 +67,7 @@ class Reports:
         month_all = await self._store.aggregate(EntryFilter(user_id, month), ())
         workflows = month_all[0].workflows if month_all else 0
         month_total = sum(month_by_provider.values(), ZERO)
-        return StatsView(
+        return CostStats(
             user_id=user_id,
             today_total=sum(today_by_provider.values(), ZERO),
             month_total=month_total,
@@ -83,7 +83,7 @@ class Reports:
             month_start=month,
         )
 
-    async def breakdown(self, user_id: str | None, start: datetime, end: datetime, group_by: GroupBy) -> BreakdownView:
+    async def breakdown(self, user_id: str | None, start: datetime, end: datetime, group_by: GroupBy) -> CostBreakdown:
         groups = {g.keys[0]: g for g in await self._store.aggregate(EntryFilter(user_id, start, end), (group_by,))}
         # Every provider, and every day of the range, is listed even when nothing was spent (charts).
         if group_by == "provider":
@@ -96,7 +96,7 @@ class Reports:
         else:
             keys = sorted(groups)
         total = sum((g.cost_usd for g in groups.values()), ZERO)
-        return BreakdownView(
+        return CostBreakdown(
             user_id=user_id,
             start=start,
             end=end,
@@ -108,7 +108,7 @@ class Reports:
             groups=[_breakdown_group(key, groups.get(key), total) for key in keys],
         )
 
-    async def campaign(self, user_id: str | None, workflow_id: uuid.UUID) -> WorkflowCostView:
+    async def campaign(self, user_id: str | None, workflow_id: uuid.UUID) -> WorkflowCost:
         """One workflow's cost with its calls; NotFound when it has no costs and no end, or is not theirs."""
         entries = await self._store.entries(workflow_id)
         outcome = (await self._store.outcomes([workflow_id])).get(workflow_id)
@@ -117,14 +117,14 @@ class Reports:
             raise NotFound(f"no costs recorded for workflow {workflow_id}")
         return _workflow_view(workflow_id, owner, entries, outcome)
 
-    async def campaigns(self, user_id: str | None, start: datetime, end: datetime, limit: int) -> CampaignCostsView:
+    async def campaigns(self, user_id: str | None, start: datetime, end: datetime, limit: int) -> CampaignCosts:
         """Workflows with costs in [start, end), the latest first; `total` and `count` cover all of them."""
         where = EntryFilter(user_id, start, end)
         groups = await self._store.aggregate(where, ("workflow", "user", "type"), latest_first=True)
         page = groups[:limit]
         outcomes = await self._store.outcomes([uuid.UUID(g.keys[0]) for g in page if g.keys[0]])
         workflows = [_summary_view(group, outcomes.get(uuid.UUID(group.keys[0]))) for group in page if group.keys[0]]
-        return CampaignCostsView(
+        return CampaignCosts(
             user_id=user_id,
             start=start,
             end=end,
@@ -133,7 +133,7 @@ class Reports:
             workflows=workflows,
         )
 
-    async def forecast(self, user_id: str | None, lookback_days: int, now: datetime) -> ForecastView:
+    async def forecast(self, user_id: str | None, lookback_days: int, now: datetime) -> CostForecast:
         today = period_start(CostPeriod.DAILY, now)
         first = today - timedelta(days=lookback_days)
         groups = await self._store.aggregate(EntryFilter(user_id, midnight(first), midnight(today)), ("day",))
@@ -141,7 +141,7 @@ class Reports:
         series = fc.daily_series(costs, first, today)
         used = fc.trimmed(series)
         line = fc.fit([cost for _, cost in used])
-        return ForecastView(
+        return CostForecast(
             user_id=user_id,
             method=line.method,
             lookback_days=lookback_days,
@@ -155,12 +155,12 @@ class Reports:
             generated_at=now,
         )
 
-    async def optimization(self, user_id: str | None, lookback_days: int, now: datetime) -> OptimizationView:
+    async def optimization(self, user_id: str | None, lookback_days: int, now: datetime) -> CostOptimization:
         end = now
         start = now - timedelta(days=lookback_days)
         groups = await self._store.aggregate(EntryFilter(user_id, start, end), ("type", "provider", "model"))
         recommendations = recommend(groups, self._prices, lookback_days)
-        return OptimizationView(
+        return CostOptimization(
             user_id=user_id,
             lookback_days=lookback_days,
             start=start,
@@ -214,8 +214,8 @@ def _status(outcome: WorkflowOutcome | None) -> Literal["running", "completed", 
 
 def _workflow_view(
     workflow_id: uuid.UUID, owner: str, entries: list[CostEntry], outcome: WorkflowOutcome | None
-) -> WorkflowCostView:
-    return WorkflowCostView(
+) -> WorkflowCost:
+    return WorkflowCost(
         workflow_id=workflow_id,
         user_id=owner,
         workflow_type=entries[0].workflow_type if entries else None,
@@ -229,7 +229,7 @@ def _workflow_view(
         last_at=entries[-1].occurred_at if entries else None,
         settled=_settled(entries, outcome),
         calls=[
-            CallView(
+            CallCost(
                 provider=e.provider,
                 model=e.model,
                 prompt_tokens=e.prompt_tokens,
@@ -239,15 +239,16 @@ def _workflow_view(
                 price_estimated=e.price_estimated,
                 price_entry=e.price_entry,
                 occurred_at=e.occurred_at,
+                cached_prompt_tokens=e.cached_prompt_tokens,
             )
             for e in entries
         ],
     )
 
 
-def _summary_view(group: Group, outcome: WorkflowOutcome | None) -> WorkflowCostView:
+def _summary_view(group: Group, outcome: WorkflowOutcome | None) -> WorkflowCost:
     workflow_id, user_id, workflow_type = group.keys
-    return WorkflowCostView(
+    return WorkflowCost(
         workflow_id=uuid.UUID(workflow_id),
         user_id=user_id,
         workflow_type=IntentType(workflow_type),

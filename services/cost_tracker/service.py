@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from contracts.messages import (
     CostAlert,
-    CostQuery,
     UsageRecorded,
     WorkflowCancelled,
     WorkflowCompleted,
@@ -98,8 +97,8 @@ class CostTracker:
             WorkflowCompleted.TYPE: self.accounting.on_workflow_end,
             WorkflowFailed.TYPE: self.accounting.on_workflow_end,
             WorkflowCancelled.TYPE: self.accounting.on_workflow_end,
-            CostQuery.TYPE: self.queries.on_query,
             CostAlert.TYPE: self.notifier.on_alert,
+            **self.queries.handlers(),  # the gateway's cost requests (contracts.costs)
         }
 
     async def start(self) -> None:

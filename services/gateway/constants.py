@@ -129,9 +129,6 @@ PATH_COST_THRESHOLDS: Final = "/api/v2/costs/thresholds"
 PATH_COST_ALERTS: Final = "/api/v2/costs/alerts"
 PATH_COST_FORECAST: Final = "/api/v2/costs/forecast"
 PATH_COST_OPTIMIZATION: Final = "/api/v2/costs/optimization"
-# The cost-tracker refuses longer lists and ranges too; checking here answers the client without a hop.
-COST_MAX_LIST_LIMIT: Final = 500
-COST_MAX_LOOKBACK_DAYS: Final = 366
 # ?wait=true answers the cost-tracker's figure for the workflow. Its last usage record travels beside the
 # router's result, so the gateway re-asks (POLL_* backoff) until the cost-tracker says the workflow is
 # settled — for at most this long after the workflow ended; then it answers the figure recorded so far.

@@ -1,7 +1,9 @@
-"""The cost endpoints: authenticate, validate, ask the cost-tracker (cost.query over the bus), answer.
+"""The cost endpoints: authenticate, validate into the contract's request (contracts.costs), ask the
+cost-tracker over the bus, answer its typed reply's data as the derived camelCase model (cost_schemas.py).
 
-A user's requests are about their own costs: `userId` naming someone else answers 403 (the cost-tracker
-checks again). An admin's `userId` filters; without it an admin sees everyone's. Dates in `from`/`to` are
+Who may see and change what is the cost-tracker's decision, answered as 403 or 404: a user's requests are
+about their own costs (`userId` naming someone else is refused); an admin's `userId` filters, and without
+it an admin sees everyone's. Dates in `from`/`to` are
 UTC days (`to` includes its day) or ISO 8601 times with an offset (`to` exclusive).
 
 `with_recorded_cost` gives ?wait=true the cost-tracker's figure for a finished workflow (the router's view
@@ -13,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from contracts import Envelope
-from contracts.enums import CostPeriod
-from contracts.messages import CostQuery, CostReply, WorkflowView
+from contracts import costs as cc
+from contracts.messages import Requester, WorkflowView
 from libs.bus import Bus, BusError
 from libs.telemetry import get_logger
 from services.gateway import constants as c
@@ -32,14 +33,10 @@ from services.gateway import cost_schemas as s
 from services.gateway.api import read_json_object
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
+from services.gateway.derive import as_api, derived
 from services.gateway.errors import ApiError, BadGateway, BadRequest, Forbidden, NotFound, Unavailable, json_response
-from services.gateway.schemas import ApiModel, UserId
 
 log = get_logger(__name__)
-
-Kind = Literal["stats", "breakdown", "campaign", "thresholds", "alerts", "forecast", "optimization"]
-Q = TypeVar("Q", bound=BaseModel)
-R = TypeVar("R", bound=BaseModel)
 
 # The cost-tracker's refusal codes, as HTTP errors.
 _REFUSALS: Mapping[str, type[ApiError]] = {
@@ -77,52 +74,35 @@ def _sane_year(moment: D) -> D:
 
 From = Annotated[datetime, BeforeValidator(lambda raw: _instant(raw, end=False))]
 To = Annotated[datetime, BeforeValidator(lambda raw: _instant(raw, end=True))]
-Limit = Annotated[int, Field(ge=1, le=c.COST_MAX_LIST_LIMIT)]
-Lookback = Annotated[int, Field(ge=1, le=c.COST_MAX_LOOKBACK_DAYS)]
 
 
-class CostQueryParams(BaseModel):
+class QueryParams(BaseModel):
     """Query parameters: camelCase, unknown ones refused (a misspelt `groupby` must not be ignored)."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=False, extra="forbid", frozen=True)
-    user_id: UserId | None = None
-
-    def to_params(self) -> dict[str, Any]:
-        """What the cost-tracker is sent: snake_case, JSON-safe, without absent parameters."""
-        return self.model_dump(mode="json", exclude_none=True)
 
 
-class StatsQuery(CostQueryParams):
-    pass
+def _params(request: type[cc.CostRequest], **names: str) -> type[BaseModel]:
+    """The query parameters of `request`: its fields, `from`/`to` as UTC days or times with an offset."""
+    ranged = issubclass(request, cc.RangeRequest)
+    return derived(
+        request, f"{request.__name__}Params", base=QueryParams,
+        aliases={"start": "from", "end": "to", **names} if ranged else names,
+        types={"start": From | None, "end": To | None} if ranged else None,
+    )  # fmt: skip
 
 
-class RangeQuery(CostQueryParams):
-    start: From | None = Field(default=None, alias="from")
-    end: To | None = Field(default=None, alias="to")
-
-
-class BreakdownQuery(RangeQuery):
-    group_by: Literal["provider", "model", "day", "type"] = "provider"
-
-
-class CampaignCostsQuery(RangeQuery):
-    workflow_id: uuid.UUID | None = None
-    limit: Limit | None = None
-
-
-class ThresholdsQuery(CostQueryParams):
-    period: CostPeriod | None = Field(default=None, alias="type")
-    enabled: bool | None = None  # query strings: true/false, 1/0
-
-
-class AlertsQuery(RangeQuery):
-    severity: Literal["info", "warning", "critical"] | None = None
-    acknowledged: bool | None = None
-    limit: Limit | None = None
-
-
-class LookbackQuery(CostQueryParams):
-    lookback_days: Lookback | None = None
+# Each GET's contract request → its query parameters.
+PARAMS: Mapping[type[cc.CostRequest], type[BaseModel]] = {
+    cc.CostStatsQuery: _params(cc.CostStatsQuery),
+    cc.CostBreakdownQuery: _params(cc.CostBreakdownQuery),
+    cc.CampaignCostsQuery: _params(cc.CampaignCostsQuery),
+    cc.WorkflowCostQuery: _params(cc.WorkflowCostQuery),
+    cc.ThresholdsQuery: _params(cc.ThresholdsQuery, period="type"),
+    cc.AlertsQuery: _params(cc.AlertsQuery),
+    cc.CostForecastQuery: _params(cc.CostForecastQuery),
+    cc.CostOptimizationQuery: _params(cc.CostOptimizationQuery),
+}
 
 
 class CostEndpoints:
@@ -133,67 +113,42 @@ class CostEndpoints:
         self._settings = settings
         self._verifier = verifier
 
-    # --- reports -------------------------------------------------------------------------------------------
-
     async def get_stats(self, request: web.Request) -> web.Response:
-        return await self._report(request, "stats", StatsQuery, s.CostStatsData, s.CostStatsResponse)
+        return await self._read(request, cc.CostStatsQuery)
 
     async def get_breakdown(self, request: web.Request) -> web.Response:
-        return await self._report(request, "breakdown", BreakdownQuery, s.CostBreakdownData, s.CostBreakdownResponse)
-
-    async def get_forecast(self, request: web.Request) -> web.Response:
-        return await self._report(request, "forecast", LookbackQuery, s.ForecastData, s.ForecastResponse)
-
-    async def get_optimization(self, request: web.Request) -> web.Response:
-        return await self._report(request, "optimization", LookbackQuery, s.OptimizationData, s.OptimizationResponse)
+        return await self._read(request, cc.CostBreakdownQuery)
 
     async def get_campaign_costs(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
-        query = self._query(request, CampaignCostsQuery, principal)
-        data = await self._ask("campaign", query.to_params(), principal)
-        if query.workflow_id is not None:
-            return _ok(s.CampaignCostsResponse(data=_expect(s.WorkflowCost, data)))
-        return _ok(s.CampaignCostsResponse(data=_expect(s.CampaignCostsData, data)))
-
-    # --- thresholds and alerts -----------------------------------------------------------------------------
+        if "workflowId" in request.query:  # one workflow with its calls: a range and a limit do not apply
+            return await self._read(request, cc.WorkflowCostQuery, ignored=("from", "to", "limit"))
+        return await self._read(request, cc.CampaignCostsQuery)
 
     async def get_thresholds(self, request: web.Request) -> web.Response:
-        return await self._report(request, "thresholds", ThresholdsQuery, s.ThresholdsData, s.ThresholdsResponse)
+        return await self._read(request, cc.ThresholdsQuery)
 
     async def create_threshold(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
-        body = await self._body(request, s.ThresholdCreateRequest)
-        if body.is_global and body.user_id is not None:
-            raise BadRequest("invalid_parameter", "a global threshold has no userId")
-        if not principal.is_admin and (body.is_global or body.user_id not in (None, principal.user_id)):
-            raise Forbidden("forbidden", "only an admin may set global thresholds or thresholds for other users")
-        data = await self._ask("thresholds", {"op": "create", **_body_params(body)}, principal)
-        return _ok(s.ThresholdResponse(data=_expect(s.Threshold, data)), status=201)
+        return await self._write(request, s.ThresholdCreateRequest, cc.ThresholdCreate, status=201)
 
     async def update_threshold(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
-        body = await self._body(request, s.ThresholdUpdateRequest)
-        data = await self._ask("thresholds", {"op": "update", **_body_params(body)}, principal)
-        return _ok(s.ThresholdResponse(data=_expect(s.Threshold, data)))
+        return await self._write(request, s.ThresholdUpdateRequest, cc.ThresholdUpdate)
 
     async def get_alerts(self, request: web.Request) -> web.Response:
-        return await self._report(request, "alerts", AlertsQuery, s.AlertsData, s.AlertsResponse)
+        return await self._read(request, cc.AlertsQuery)
 
     async def create_alert(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
-        if not principal.is_admin:
-            raise Forbidden("forbidden", "only an admin may raise alerts")
-        body = await self._body(request, s.AlertCreateRequest)
-        data = await self._ask("alerts", {"op": "create", **_body_params(body)}, principal)
-        return _ok(s.AlertResponse(data=_expect(s.Alert, data)), status=201)
+        return await self._write(request, s.AlertCreateRequest, cc.AlertCreate, status=201)
 
     async def update_alert(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
-        body = await self._body(request, s.AlertUpdateRequest)
-        data = await self._ask("alerts", {"op": "update", **_body_params(body)}, principal)
-        return _ok(s.AlertResponse(data=_expect(s.Alert, data)))
+        return await self._write(request, s.AlertUpdateRequest, cc.AlertUpdate)
 
-    # --- ?wait=true ----------------------------------------------------------------------------------------
+    async def get_forecast(self, request: web.Request) -> web.Response:
+        return await self._read(request, cc.CostForecastQuery)
+
+    async def get_optimization(self, request: web.Request) -> web.Response:
+        return await self._read(request, cc.CostOptimizationQuery)
+
+    # --- ?wait=true and GET status -------------------------------------------------------------------------
 
     async def with_recorded_cost(
         self, view: WorkflowView, principal: Principal, *, settle: bool = True
@@ -205,17 +160,18 @@ class CostEndpoints:
         deadline = time.monotonic() + (c.COST_SETTLE_MAX_S if settle else c.COST_STATUS_TIMEOUT_S)
         delay = c.POLL_INITIAL_S
         figure = None
+        query = cc.WorkflowCostQuery(requester=_requester(principal), workflow_id=view.workflow_id)
         while True:
             remaining = deadline - time.monotonic()
             timeout = max(min(self._settings.gateway_request_timeout_s, remaining), c.POLL_INITIAL_S)
             try:
-                data = await self._ask("campaign", {"workflow_id": str(view.workflow_id)}, principal, timeout=timeout)
-                cost = s.WorkflowCost.model_validate(data)
+                cost = await self._ask(query, principal, timeout=timeout)
             except NotFound:
                 cost = None  # no usage recorded yet
-            except (Unavailable, BadGateway, ValidationError) as exc:
+            except (Unavailable, BadGateway) as exc:
                 log.warning("gateway.cost.unavailable", reason=f"{type(exc).__name__}: {exc}")
                 break
+            assert cost is None or isinstance(cost, cc.WorkflowCost)
             if not settle:
                 # GET status: a figure only once it is final (null until then: not known yet, not $0).
                 figure = cost.total_cost if cost is not None and cost.settled else None
@@ -233,97 +189,78 @@ class CostEndpoints:
 
     # --- plumbing ------------------------------------------------------------------------------------------
 
-    async def _report(
-        self,
-        request: web.Request,
-        kind: Kind,
-        query_model: type[CostQueryParams],
-        data: type[BaseModel],
-        answer: type[ApiModel],
+    async def _read(
+        self, request: web.Request, query: type[cc.CostRequest], *, ignored: tuple[str, ...] = ()
     ) -> web.Response:
+        """A GET: its query parameters → the contract's request → the cost-tracker's data → `{success, data}`."""
         principal = self._principal(request)
-        query = self._query(request, query_model, principal)
-        reply = await self._ask(kind, query.to_params(), principal)
-        return _ok(answer(data=_expect(data, reply)))
+        raw = {name: value for name, value in request.query.items() if name not in ignored}
+        if len(raw) != len([name for name in request.query if name not in ignored]):
+            raise BadRequest("invalid_parameter", "each query parameter may be given once")
+        try:
+            params = PARAMS[query].model_validate(raw).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            raise _invalid_query(exc) from exc
+        return await self._answer(_message(query, params, principal), principal)
+
+    async def _write(
+        self, request: web.Request, body: type[BaseModel], change: type[cc.CostRequest], *, status: int = 200
+    ) -> web.Response:
+        """A POST or PUT: its body → the contract's request → the cost-tracker's data → `{success, data}`."""
+        principal = self._principal(request)
+        raw = await read_json_object(
+            request, self._settings.gateway_max_body_bytes, self._settings.gateway_body_timeout_s
+        )
+        try:
+            fields = body.model_validate(raw).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            raise BadRequest.from_validation(exc) from exc
+        return await self._answer(_message(change, fields, principal), principal, status=status)
+
+    async def _answer(self, message: cc.CostRequest, principal: Principal, *, status: int = 200) -> web.Response:
+        data = as_api(await self._ask(message, principal))
+        return json_response({"success": True, "data": data.model_dump(mode="json", by_alias=True)}, status=status)
 
     def _principal(self, request: web.Request) -> Principal:
         return self._verifier.verify(request.headers.get("Authorization"))
 
-    @staticmethod
-    def _query(request: web.Request, model: type[Q], principal: Principal) -> Q:
-        raw = dict(request.query)
-        if len(raw) != len(request.query):
-            raise BadRequest("invalid_parameter", "each query parameter may be given once")
-        try:
-            query = model.model_validate(raw)
-        except ValidationError as exc:
-            raise _invalid_query(exc) from exc
-        user_id = getattr(query, "user_id", None)
-        if user_id is not None and user_id != principal.user_id and not principal.is_admin:
-            raise Forbidden("forbidden", "only an admin may see other users' costs (userId)")
-        return query
-
-    async def _body(self, request: web.Request, model: type[Q]) -> Q:
-        body = await read_json_object(
-            request, self._settings.gateway_max_body_bytes, self._settings.gateway_body_timeout_s
-        )
-        try:
-            return model.model_validate(body)
-        except ValidationError as exc:
-            raise BadRequest.from_validation(exc) from exc
-
-    async def _ask(
-        self, kind: Kind, params: dict[str, Any], principal: Principal, *, timeout: float | None = None
-    ) -> Any:
-        query = CostQuery(
-            kind=kind,
-            params=params,
-            requester_user_id=principal.user_id,
-            requester_is_admin=principal.is_admin,
-        )
+    async def _ask(self, query: cc.CostRequest, principal: Principal, *, timeout: float | None = None) -> BaseModel:
+        """The cost-tracker's data for `query` (who may see or change what is its decision: a refusal is the
+        HTTP error of its code); no answer: 503."""
         try:
             reply = await self._bus.request(
                 Envelope.new(query, user_id=principal.user_id),
                 timeout=timeout or self._settings.gateway_request_timeout_s,
             )
         except BusError as exc:
-            log.error("gateway.cost.bus_failed", kind=kind, reason=f"{type(exc).__name__}: {exc}")
+            log.error("gateway.cost.bus_failed", type=query.TYPE, reason=f"{type(exc).__name__}: {exc}")
             raise Unavailable(
                 "unavailable", "the cost service is unavailable; try again", headers={"Retry-After": "1"}
             ) from exc
         answer = reply.payload
-        if not isinstance(answer, CostReply):
-            log.error("gateway.reply.unexpected", expected="CostReply", got=reply.type)
+        if not isinstance(answer, query.REPLY):
+            log.error("gateway.reply.unexpected", expected=query.REPLY.TYPE, got=reply.type)
             raise BadGateway("bad_gateway", "the cost service answered something unexpected")
-        if not answer.ok:
-            refusal = _REFUSALS.get(answer.code or "")
-            if refusal is None:
-                log.error("gateway.cost.failed", kind=kind, code=answer.code, reason=answer.error)
-                raise BadGateway("bad_gateway", "the cost service could not answer")
-            raise refusal(answer.code or "", answer.error or "refused")
-        return answer.data
+        if answer.code is not None:
+            raise _REFUSALS[answer.code](answer.code, answer.error or "refused")
+        data = getattr(answer, "data", None)
+        if not isinstance(data, BaseModel):
+            log.error("gateway.cost.failed", type=query.TYPE, reason=answer.error)
+            raise BadGateway("bad_gateway", "the cost service could not answer")
+        return data
 
 
-def _expect(model: type[R], data: Any) -> R:
+def _requester(principal: Principal) -> Requester:
+    return Requester(user_id=principal.user_id, is_admin=principal.is_admin)
+
+
+def _message(request: type[cc.CostRequest], fields: dict[str, Any], principal: Principal) -> cc.CostRequest:
+    """The contract's request from validated fields; the contract's own rules (a global threshold has no
+    user) answer 400 like the HTTP model's."""
     try:
-        return model.model_validate(data)
+        return request.model_validate({**fields, "requester": _requester(principal)})
     except ValidationError as exc:
-        log.error("gateway.cost.malformed_reply", model=model.__name__, errors=exc.error_count())
-        raise BadGateway("bad_gateway", "the cost service answered something unexpected") from exc
-
-
-def _body_params(body: BaseModel) -> dict[str, Any]:
-    """A request body as the cost-tracker's parameters (snake_case field names; amounts as exact strings)."""
-    params = body.model_dump(mode="json", by_alias=False, exclude_none=True)
-    for name in ("limit_usd",):
-        value = getattr(body, name, None)
-        if value is not None:
-            params[name] = str(value)
-    return params
-
-
-def _ok(body: ApiModel, *, status: int = 200) -> web.Response:
-    return json_response(body.dump(), status=status)
+        raise BadRequest.from_validation(exc) from exc
 
 
 def _invalid_query(exc: ValidationError) -> BadRequest:

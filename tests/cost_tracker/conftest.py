@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from contracts import Envelope, Message
+from contracts import costs as cc
 from contracts.enums import IntentType, Provider
-from contracts.messages import BudgetStatus, CostQuery, CostReply, Usage, UsageRecorded
+from contracts.messages import BudgetStatus, Usage, UsageRecorded
 from contracts.routing import COST_TRACKER, ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
@@ -82,6 +83,47 @@ def usage(
     return envelope.model_copy(update={"occurred_at": at}) if at is not None else envelope
 
 
+# kind (and a change's op) → its request type in contracts.costs.
+_REQUESTS: dict[tuple[str, str], type[cc.CostRequest]] = {
+    ("stats", "list"): cc.CostStatsQuery,
+    ("breakdown", "list"): cc.CostBreakdownQuery,
+    ("campaign", "list"): cc.CampaignCostsQuery,
+    ("workflow", "list"): cc.WorkflowCostQuery,
+    ("thresholds", "list"): cc.ThresholdsQuery,
+    ("thresholds", "create"): cc.ThresholdCreate,
+    ("thresholds", "update"): cc.ThresholdUpdate,
+    ("alerts", "list"): cc.AlertsQuery,
+    ("alerts", "create"): cc.AlertCreate,
+    ("alerts", "update"): cc.AlertUpdate,
+    ("forecast", "list"): cc.CostForecastQuery,
+    ("optimization", "list"): cc.CostOptimizationQuery,
+}
+
+
+def cost_request(kind: str, params: dict[str, Any], user: str) -> cc.CostRequest:
+    """The typed request of `kind` ("campaign" with a workflow_id: the workflow's) from user `user`; a bad
+    parameter raises pydantic's ValidationError, as building it in the gateway would."""
+    fields = dict(params)
+    op = fields.pop("op", "list")
+    if kind == "campaign" and "workflow_id" in fields:
+        kind = "workflow"
+    requester = {"user_id": user, "is_admin": user == ADMIN}
+    return _REQUESTS[kind, op].model_validate({**fields, "requester": requester})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A cost reply, its data as JSON (what the gateway's models read)."""
+
+    code: str | None
+    error: str | None
+    data: Any
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
 @dataclass
 class Clock:
     """A settable UTC clock (None: the real time)."""
@@ -111,11 +153,13 @@ class Harness:
         for envelope in envelopes:
             await self.tracker.accounting.on_usage(envelope)
 
-    async def ask(self, kind: str, params: dict[str, Any] | None = None, *, user: str = ALICE) -> CostReply:
-        query = CostQuery(kind=kind, params=params or {}, requester_user_id=user, requester_is_admin=user == ADMIN)  # type: ignore[arg-type]
+    async def ask(self, kind: str, params: dict[str, Any] | None = None, *, user: str = ALICE) -> Reply:
+        """Ask over the bus, as the gateway does: `kind` and snake_case `params` name the typed request."""
+        query = cost_request(kind, params or {}, user)
         reply = await self.bus.request(Envelope.new(query, user_id=user), timeout=WAIT_S)
-        assert isinstance(reply.payload, CostReply)
-        return reply.payload
+        assert isinstance(reply.payload, query.REPLY)
+        data = getattr(reply.payload, "data", None)
+        return Reply(reply.payload.code, reply.payload.error, data.model_dump(mode="json") if data else None)
 
     async def data(self, kind: str, params: dict[str, Any] | None = None, *, user: str = ALICE) -> Any:
         reply = await self.ask(kind, params, user=user)

@@ -1,0 +1,517 @@
+"""The cost API on the bus: one request type per cost query or change, each answered by a typed reply.
+
+    gateway ── cost.stats.query ──▶ cost-tracker ── cost.stats.reply (data: CostStats) ──▶ gateway
+
+Every request names its `requester` (the cost-tracker decides what they may see and change) and is routed to
+the cost-tracker (contracts.routing). A reply carries `data`, or `code` (invalid_parameter, forbidden,
+not_found) and `error` when the request was refused. Shapes are snake_case with amounts as Decimal (exact
+decimal strings on the bus); the gateway's camelCase HTTP models are derived from these classes
+(services/gateway/cost_schemas.py), so each field is declared once, here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, ClassVar, Final, Literal
+
+from pydantic import AwareDatetime, Field, StrictBool, StringConstraints, field_validator, model_validator
+
+from contracts.enums import CostPeriod, IntentType, Provider
+from contracts.envelope import Message, register
+from contracts.ids import USER_ID_MAX_LENGTH, USER_ID_PATTERN
+from contracts.messages import Part, Requester
+
+# Query limits every side agrees on: a list holds at most MAX_LIST_LIMIT items, a range or lookback spans
+# at most MAX_RANGE_DAYS days. Times outside QUERY_MIN_TIME..QUERY_MAX_TIME are refused, never computed
+# with (near datetime's limits the time in UTC overflowed: issue 14).
+MAX_LIST_LIMIT: Final = 500
+DEFAULT_LIST_LIMIT: Final = 50
+MAX_RANGE_DAYS: Final = 366
+QUERY_MIN_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+QUERY_MAX_TIME: Final = datetime(2200, 1, 1, tzinfo=UTC)
+
+# A user id (contracts.ids): never "*", the global scope.
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)]
+# An amount asked for: positive, read exactly, at most 10 digits before the point and 10 after.
+Amount = Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=20, decimal_places=10)]
+Limit = Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, description="at most this many items")]
+Lookback = Annotated[int, Field(ge=1, le=MAX_RANGE_DAYS, description="days of history used")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Severity = Literal["info", "warning", "critical"]
+Action = Literal["none", "downgrade", "block"]
+Channel = Literal["slack", "sns", "email"]
+Channels = Annotated[list[Channel], Field(max_length=3)]
+GroupBy = Literal["provider", "model", "day", "type"]
+RefusalCode = Literal["invalid_parameter", "forbidden", "not_found"]
+
+# --- what the cost-tracker answers -----------------------------------------------------------------------
+
+
+class ProviderAmounts(Part):
+    azure: Decimal = Decimal(0)
+    openai: Decimal = Decimal(0)
+
+
+class CostStats(Part):
+    user_id: str | None = Field(description="whose costs; null: everyone's (an admin without userId)")
+    today_total: Decimal = Field(description="USD since 00:00 UTC")
+    month_total: Decimal = Field(description="USD since the 1st, 00:00 UTC")
+    provider_breakdown: ProviderAmounts = Field(description="today's split: sums to today's total")
+    month_provider_breakdown: ProviderAmounts = Field(description="the month's split: sums to the month's total")
+    today_provider_breakdown: ProviderAmounts = Field(description="the same as providerBreakdown (earlier clients)")
+    requests: int = Field(description="billed provider calls, month to date")
+    today_requests: int
+    workflows: int = Field(description="workflows with costs, month to date")
+    average_cost_per_workflow: Decimal = Field(description="the month's total / its workflows")
+    estimated_total: Decimal = Field(
+        description="month to date, priced at a provider's flat rate (model without a price)"
+    )
+    day_start: AwareDatetime
+    month_start: AwareDatetime
+    currency: Literal["USD"] = "USD"
+
+
+class BreakdownGroup(Part):
+    key: str = Field(description="the provider, model, day (YYYY-MM-DD) or workflow type")
+    cost: Decimal
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    workflows: int
+    estimated_cost: Decimal
+    share: Decimal = Field(description="percent of the total")
+
+
+class CostBreakdown(Part):
+    user_id: str | None
+    start: AwareDatetime
+    end: AwareDatetime = Field(description="exclusive")
+    group_by: GroupBy
+    total: Decimal
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    groups: list[BreakdownGroup]
+
+
+class CallCost(Part):
+    provider: Provider
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    tokens_estimated: bool = Field(description="the provider gave no usage; tokens were counted locally")
+    price_estimated: bool = Field(description="the model has no price; its provider's flat rate applied")
+    price_entry: str = Field(description="the price table entry that priced the call")
+    occurred_at: AwareDatetime
+    cached_prompt_tokens: int = Field(default=0, description="of the prompt tokens, those billed at the cached rate")
+
+
+class WorkflowCost(Part):
+    workflow_id: uuid.UUID
+    user_id: str
+    workflow_type: IntentType | None = Field(description="null: the workflow ended before any call was billed")
+    status: Literal["running", "completed", "failed", "cancelled"]
+    total_cost: Decimal
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    estimated_cost: Decimal
+    first_at: AwareDatetime | None
+    last_at: AwareDatetime | None
+    # With one workflow: it ended and the usage of its final generation is recorded (the total will not
+    # change). In lists it says only that the workflow ended.
+    settled: bool = Field(description="the workflow ended and its costs are all recorded")
+    calls: list[CallCost] | None = Field(default=None, description="with workflowId only")
+
+
+class CampaignCosts(Part):
+    user_id: str | None
+    start: AwareDatetime
+    end: AwareDatetime
+    total: Decimal
+    count: int = Field(description="workflows with costs in the range (the list holds at most `limit`)")
+    workflows: list[WorkflowCost]
+
+
+class Threshold(Part):
+    id: uuid.UUID
+    user_id: str | None = Field(description="null: global")
+    period: CostPeriod
+    limit_usd: Decimal = Field(description="USD")
+    severity: Severity
+    action: Action
+    notification_channels: list[str]
+    enabled: bool
+    name: str | None
+    created_by: str
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class ThresholdSummary(Part):
+    total: int
+    enabled: int
+    by_period: dict[str, int]
+    by_severity: dict[str, int]
+    by_action: dict[str, int]
+
+
+class Thresholds(Part):
+    thresholds: list[Threshold]
+    summary: ThresholdSummary
+
+
+class AlertDelivery(Part):
+    channel: str
+    status: Literal["pending", "sending", "retrying", "sent", "failed", "skipped"]
+    attempts: int
+    last_error: str | None
+    sent_at: AwareDatetime | None
+
+
+class Alert(Part):
+    id: uuid.UUID
+    kind: Literal["threshold", "manual"]
+    threshold_id: str
+    user_id: str | None = Field(description="null: global")
+    period: CostPeriod
+    period_start: date
+    spent_usd: Decimal = Field(description="the period's spend when raised, USD")
+    limit_usd: Decimal = Field(description="USD")
+    severity: Severity
+    message: str
+    raised_at: AwareDatetime
+    created_by: str | None
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: AwareDatetime | None
+    deliveries: list[AlertDelivery]
+
+
+class AlertSummary(Part):
+    total: int
+    unacknowledged: int
+    by_severity: dict[str, int]
+
+
+class Alerts(Part):
+    alerts: list[Alert]
+    summary: AlertSummary
+
+
+class DailyCost(Part):
+    date: date
+    cost: Decimal
+
+
+class ForecastWindow(Part):
+    days: int
+    total: Decimal
+    lower: Decimal
+    upper: Decimal
+
+
+class CostForecast(Part):
+    user_id: str | None
+    method: Literal["linear_trend", "daily_mean", "no_history"]
+    lookback_days: int
+    history_days: int = Field(description="days the fit used (from the first day with costs, to yesterday)")
+    history: list[DailyCost]
+    daily_average: Decimal
+    trend_per_day: Decimal = Field(description="change of the daily cost per day, USD")
+    interval_level: Decimal = Field(description="the intervals' confidence (0.95)")
+    next_7_days: ForecastWindow
+    next_30_days: ForecastWindow
+    generated_at: AwareDatetime
+
+
+class Recommendation(Part):
+    kind: Literal["switch_provider", "price_missing"]
+    workflow_type: IntentType | None = None
+    from_provider: Provider | None = None
+    to_provider: Provider | None = None
+    model: str | None = None
+    requests: int
+    current_cost: Decimal
+    projected_cost: Decimal
+    estimated_saving: Decimal
+    saving_percent: Decimal = Field(description="percent")
+    description: str
+
+
+class CostOptimization(Part):
+    user_id: str | None
+    lookback_days: int
+    start: AwareDatetime
+    end: AwareDatetime
+    total_cost: Decimal
+    potential_saving: Decimal
+    recommendations: list[Recommendation]
+
+
+# --- replies ---------------------------------------------------------------------------------------------
+
+
+class CostReply(Message):
+    """Base of the cost replies: `data`, or `code` and `error` when the request was refused."""
+
+    code: RefusalCode | None = None
+    error: str | None = None
+
+
+@register
+class CostStatsReply(CostReply):
+    TYPE = "cost.stats.reply"
+    data: CostStats | None = None
+
+
+@register
+class CostBreakdownReply(CostReply):
+    TYPE = "cost.breakdown.reply"
+    data: CostBreakdown | None = None
+
+
+@register
+class WorkflowCostReply(CostReply):
+    TYPE = "cost.workflow.reply"
+    data: WorkflowCost | None = None
+
+
+@register
+class CampaignCostsReply(CostReply):
+    TYPE = "cost.campaigns.reply"
+    data: CampaignCosts | None = None
+
+
+@register
+class ThresholdsReply(CostReply):
+    TYPE = "cost.thresholds.reply"
+    data: Thresholds | None = None
+
+
+@register
+class ThresholdReply(CostReply):
+    TYPE = "cost.threshold.reply"
+    data: Threshold | None = None
+
+
+@register
+class AlertsReply(CostReply):
+    TYPE = "cost.alerts.reply"
+    data: Alerts | None = None
+
+
+@register
+class AlertReply(CostReply):
+    TYPE = "cost.alert.reply"
+    data: Alert | None = None
+
+
+@register
+class CostForecastReply(CostReply):
+    TYPE = "cost.forecast.reply"
+    data: CostForecast | None = None
+
+
+@register
+class CostOptimizationReply(CostReply):
+    TYPE = "cost.optimization.reply"
+    data: CostOptimization | None = None
+
+
+# --- requests --------------------------------------------------------------------------------------------
+
+
+class CostRequest(Message):
+    """Base of the cost requests; REPLY is the type they are answered with."""
+
+    REPLY: ClassVar[type[CostReply]]
+    requester: Requester
+
+
+class UserScoped(CostRequest):
+    user_id: UserId | None = Field(
+        default=None, description="admin: whose costs (default: everyone's); others: only their own id"
+    )
+
+
+class RangeRequest(UserScoped):
+    """[start, end); by default from the 1st of this month, 00:00 UTC, to now."""
+
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = Field(default=None, description="exclusive")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        """In UTC, and within QUERY_MIN_TIME..QUERY_MAX_TIME (an overflow is the caller's bad input)."""
+        if value is None:
+            return None
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("out of range") from exc
+        if not QUERY_MIN_TIME <= value <= QUERY_MAX_TIME:
+            raise ValueError(f"must be between {QUERY_MIN_TIME.date()} and {QUERY_MAX_TIME.date()}")
+        return value
+
+
+@register
+class CostStatsQuery(UserScoped):
+    """Today's and this month's costs."""
+
+    TYPE = "cost.stats.query"
+    REPLY = CostStatsReply
+
+
+@register
+class CostBreakdownQuery(RangeRequest):
+    """Costs over a range, grouped."""
+
+    TYPE = "cost.breakdown.query"
+    REPLY = CostBreakdownReply
+    group_by: GroupBy = "provider"
+
+
+@register
+class WorkflowCostQuery(UserScoped):
+    """One workflow's cost with its calls."""
+
+    TYPE = "cost.workflow.query"
+    REPLY = WorkflowCostReply
+    workflow_id: uuid.UUID
+
+
+@register
+class CampaignCostsQuery(RangeRequest):
+    """The workflows with costs in a range, the latest first."""
+
+    TYPE = "cost.campaigns.query"
+    REPLY = CampaignCostsReply
+    limit: Limit = DEFAULT_LIST_LIMIT
+
+
+@register
+class ThresholdsQuery(UserScoped):
+    """The thresholds the requester may see."""
+
+    TYPE = "cost.thresholds.query"
+    REPLY = ThresholdsReply
+    period: CostPeriod | None = Field(default=None, description="daily or monthly")
+    enabled: bool | None = Field(default=None, description="only enabled (true) or disabled (false) ones")
+
+
+@register
+class ThresholdCreate(UserScoped):
+    """A threshold: an alert once per period when spend reaches it, and a budget with an action."""
+
+    TYPE = "cost.threshold.create"
+    REPLY = ThresholdReply
+    period: CostPeriod = Field(description="daily or monthly (UTC calendar days and months)")
+    limit_usd: Amount = Field(description="USD")
+    severity: Severity = "warning"
+    action: Action = Field(default="none", description="block: new workflows refused; downgrade: sent to openai")
+    notification_channels: Channels | None = Field(
+        default=None,
+        description=(
+            "admins only (a user's thresholds alert in-app, in the alert list); default: every channel for an "
+            "admin's threshold (unconfigured ones are skipped), none for a user's"
+        ),
+    )
+    enabled: StrictBool = True
+    name: Name | None = None
+    is_global: StrictBool = Field(default=False, description="everyone's spend together (admin)")
+
+    @model_validator(mode="after")
+    def _global_has_no_user(self) -> ThresholdCreate:
+        if self.is_global and self.user_id is not None:
+            raise ValueError("a global threshold has no user id")
+        return self
+
+
+@register
+class ThresholdUpdate(CostRequest):
+    """A threshold changed: the fields given change, the others stay (a threshold's user never changes)."""
+
+    TYPE = "cost.threshold.update"
+    REPLY = ThresholdReply
+    threshold_id: uuid.UUID
+    period: CostPeriod | None = None
+    limit_usd: Amount | None = None
+    severity: Severity | None = None
+    action: Action | None = None
+    notification_channels: Channels | None = None
+    enabled: StrictBool | None = None
+    name: Name | None = None
+
+
+@register
+class AlertsQuery(RangeRequest):
+    """Raised alerts, newest first, with their deliveries."""
+
+    TYPE = "cost.alerts.query"
+    REPLY = AlertsReply
+    severity: Severity | None = Field(default=None, description="only this severity")
+    acknowledged: bool | None = Field(default=None, description="only acknowledged (true) or open (false) ones")
+    limit: Limit = DEFAULT_LIST_LIMIT
+
+
+@register
+class AlertCreate(UserScoped):
+    """An alert raised now by an admin, delivered to the channels like any other."""
+
+    TYPE = "cost.alert.create"
+    REPLY = AlertReply
+    message: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
+    limit_usd: Amount = Field(description="the figure the alert is about, USD")
+    period: CostPeriod = CostPeriod.DAILY
+    severity: Severity = "warning"
+    notification_channels: Channels | None = None
+
+
+@register
+class AlertUpdate(CostRequest):
+    """An alert acknowledged (or reopened)."""
+
+    TYPE = "cost.alert.update"
+    REPLY = AlertReply
+    alert_id: uuid.UUID
+    acknowledged: StrictBool
+
+
+@register
+class CostForecastQuery(UserScoped):
+    """The next 7 and 30 days' cost from the daily history."""
+
+    TYPE = "cost.forecast.query"
+    REPLY = CostForecastReply
+    lookback_days: Lookback = 28
+
+
+@register
+class CostOptimizationQuery(UserScoped):
+    """Recommendations from the recorded history."""
+
+    TYPE = "cost.optimization.query"
+    REPLY = CostOptimizationReply
+    lookback_days: Lookback = 30
+
+
+# Every cost request, for the routing table, the permissions and the cost-tracker's handlers.
+COST_REQUESTS: tuple[type[CostRequest], ...] = (
+    CostStatsQuery,
+    CostBreakdownQuery,
+    WorkflowCostQuery,
+    CampaignCostsQuery,
+    ThresholdsQuery,
+    ThresholdCreate,
+    ThresholdUpdate,
+    AlertsQuery,
+    AlertCreate,
+    AlertUpdate,
+    CostForecastQuery,
+    CostOptimizationQuery,
+)
