@@ -98,8 +98,8 @@ def entries(today: datetime) -> list[tuple[str, Decimal, Decimal, Decimal | None
 def render(today: datetime) -> str:
     as_of = today.date().isoformat()
     lines = [HEADER, "# Every provider needs a flat rate: the original plan's, for models with no entry below."]
-    for provider, (prompt, completion) in FALLBACK.items():
-        rates = f"prompt = {prompt}, completion = {completion}"
+    for provider, (flat_prompt, flat_completion) in FALLBACK.items():
+        rates = f"prompt = {flat_prompt}, completion = {flat_completion}"
         lines.append(f'providers.{provider.value} = {{ {rates}, source = "seed flat rate" }}')
     lines.append("")
     lines.append(f"# List prices from genai-prices, taken {as_of}.")
