@@ -214,9 +214,18 @@ class ForecastWindow(Part):
     upper: Decimal
 
 
+class WeekdayEffect(Part):
+    """How far one weekday's cost lies from the week's average day, with its 95% interval."""
+
+    weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    effect: Decimal = Field(description="USD above (below: negative) the average day of the week")
+    lower: Decimal
+    upper: Decimal
+
+
 class CostForecast(Part):
     user_id: str | None
-    method: Literal["linear_trend", "daily_mean", "no_history"]
+    method: Literal["linear_trend", "daily_mean", "no_history", "weekly_season"]
     lookback_days: int
     history_days: int = Field(description="days the fit used (from the first day with costs, to yesterday)")
     history: list[DailyCost]
@@ -226,6 +235,10 @@ class CostForecast(Part):
     next_7_days: ForecastWindow
     next_30_days: ForecastWindow
     generated_at: AwareDatetime
+    # Optional addition: with weekly_season (three weeks of history or more), each weekday's effect.
+    weekly_effect: list[WeekdayEffect] | None = Field(
+        default=None, description="weekly_season: each weekday's effect, Monday first"
+    )
 
 
 class Recommendation(Part):

@@ -63,6 +63,9 @@ FORECAST_LEVEL: Final = Decimal("0.95")
 FORECAST_Z: Final = Decimal("1.96")
 # Fewer days of history than this and a trend line is noise: the forecast falls back to the daily mean.
 FORECAST_MIN_TREND_DAYS: Final = 7
+# With three weeks of history (three of each weekday) the forecast fits a day-of-week effect besides the
+# trend: fewer, and one odd day would be its weekday's whole effect.
+FORECAST_MIN_SEASON_DAYS: Final = 21
 # Forecast figures are estimates: 6 decimal places (a millionth of a dollar) is more than they are worth.
 FORECAST_QUANTUM: Final = Decimal("0.000001")
 

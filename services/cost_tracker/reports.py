@@ -140,7 +140,7 @@ class Reports:
         costs = {datetime.fromisoformat(g.keys[0]).date(): g.cost_usd for g in groups}
         series = fc.daily_series(costs, first, today)
         used = fc.trimmed(series)
-        line = fc.fit([cost for _, cost in used])
+        line = fc.fit([cost for _, cost in used], used[0][0] if used else None)
         return CostForecast(
             user_id=user_id,
             method=line.method,
@@ -153,6 +153,7 @@ class Reports:
             next_7_days=line.window(7),
             next_30_days=line.window(30),
             generated_at=now,
+            weekly_effect=line.weekday_effects(),
         )
 
     async def optimization(self, user_id: str | None, lookback_days: int, now: datetime) -> CostOptimization:

@@ -231,8 +231,10 @@ COST_FORECAST = RouteDoc(
     operation_id="getCostForecast",
     summary="The next 7 and 30 days' cost from the daily history, with the method and a 95% interval",
     description=(
-        "linear_trend: least squares over the days since the first cost in the lookback (at least 7), the "
-        "interval its prediction interval for the window's sum; daily_mean with fewer days; no_history without."
+        "weekly_season (21 days of history or more): least squares on the day and the weekday, with each "
+        "weekday's effect and its interval (weeklyEffect); linear_trend: least squares over the days since the "
+        "first cost in the lookback (at least 7), the interval its prediction interval for the window's sum; "
+        "daily_mean with fewer days; no_history without."
     ),
     params=(LOOKBACK, USER_ID),
     replies=_read({200: Reply("the forecast", s.ForecastResponse)}),

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from contracts import Envelope
 from contracts.enums import IntentType, Provider
+from services.cost_tracker import forecast as fc
 from tests.cost_tracker.conftest import ALICE, BOB, Harness, usage
 
 TODAY = datetime(2026, 6, 30, 15, tzinfo=UTC)
@@ -86,6 +87,60 @@ class TestForecast:
         await harness.record(on_day(1, Decimal(9)), on_day(1, Decimal(1), BOB))
         data = await harness.data("forecast", user=BOB)
         assert Decimal(data["next_7_days"]["total"]) == Decimal(7)
+
+
+# A weekly pattern (Monday first; it sums to zero): the weekend's campaigns cost more than the week's.
+PATTERN = [Decimal(v) for v in ("-0.50", "-0.60", "-0.40", "-0.30", "0.20", "0.90", "0.70")]
+
+
+def seasonal(day: datetime) -> Decimal:
+    """The synthetic cost of `day`: 2 + 0.05 per day since June 2 + its weekday's effect, without noise."""
+    t = (day.date() - TODAY.date()).days + 28
+    return Decimal(2) + Decimal("0.05") * t + PATTERN[day.weekday()]
+
+
+def noise(t: int) -> Decimal:
+    """Deterministic noise of day `t`: -0.05 to 0.05."""
+    return Decimal((t * 7919) % 11 - 5) / 100
+
+
+class TestWeeklySeason:
+    async def test_three_weeks_of_history_give_each_weekday_its_effect(self, harness: Harness) -> None:
+        """28 days of trend + weekly pattern + noise: method weekly_season, every weekday's true effect inside
+        its interval, and the next 7 days' true cost inside the 7-day window's interval."""
+        harness.clock.at = TODAY
+        days = [TODAY - timedelta(days=28 - t) for t in range(28)]
+        await harness.record(*(on_day(28 - t, seasonal(day) + noise(t)) for t, day in enumerate(days)))
+        data = await harness.data("forecast")
+        assert (data["method"], data["history_days"]) == ("weekly_season", 28)
+        effects = data["weekly_effect"]
+        assert [e["weekday"] for e in effects][:2] == ["monday", "tuesday"]
+        for effect, true in zip(effects, PATTERN, strict=True):
+            assert Decimal(effect["lower"]) <= true <= Decimal(effect["upper"]), effect
+            assert abs(Decimal(effect["effect"]) - true) < Decimal("0.1"), effect
+        week = sum(seasonal(TODAY + timedelta(days=i)) for i in range(7))
+        window = data["next_7_days"]
+        assert Decimal(window["lower"]) <= week <= Decimal(window["upper"])
+        assert abs(Decimal(window["total"]) - week) < Decimal("0.2")
+
+    def test_on_seasonal_data_it_errs_less_than_the_linear_trend(self) -> None:
+        """The same history, each of the next 14 days forecast: the weekly fit's mean absolute error is under
+        a fifth of the linear trend's (which smears the weekend over the week)."""
+        days = [TODAY - timedelta(days=28 - t) for t in range(28)]
+        series = [seasonal(day) + noise(t) for t, day in enumerate(days)]
+        weekly, linear = fc.fit(series, days[0].date()), fc.fit(series)
+        assert (weekly.method, linear.method) == ("weekly_season", "linear_trend")
+        future = [(28 + i, seasonal(TODAY + timedelta(days=i))) for i in range(14)]
+        weekly_error = sum(abs(weekly.predict(t) - truth) for t, truth in future) / 14
+        linear_error = sum(abs(linear.predict(t) - truth) for t, truth in future) / 14
+        assert weekly_error * 5 < linear_error, (weekly_error, linear_error)
+
+    async def test_fewer_than_three_weeks_keep_the_trend_line(self, harness: Harness) -> None:
+        """20 days of history: linear_trend, no weekday effects (one odd day would be its weekday's effect)."""
+        harness.clock.at = TODAY
+        await harness.record(*(on_day(20 - t, seasonal(TODAY - timedelta(days=20 - t))) for t in range(20)))
+        data = await harness.data("forecast")
+        assert (data["method"], data["weekly_effect"]) == ("linear_trend", None)
 
 
 class TestOptimization:
