@@ -17,8 +17,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies first, from the runtime lock file alone (every package pinned with its hashes: the image gets
+# exactly what `make run` installs), so a code change does not reinstall them.
+COPY pyproject.toml requirements/runtime.txt ./
 # Where a proxy intercepts TLS, pip must trust the proxy's CA: pass a bundle that includes it as the build
 # secret "pip-ca". It is mounted only while pip runs and is stored in no layer; without it pip uses the
 # image's own CA certificates.
@@ -26,9 +27,7 @@ COPY pyproject.toml ./
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && python -m venv /opt/venv && pip install pip==25.3 \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install --require-hashes -r runtime.txt
 COPY contracts/ contracts/
 COPY libs/ libs/
 COPY services/ services/

@@ -2,17 +2,47 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# Installs come from the lock files, every package pinned with its hashes, so transitive versions do not
+# float between machines and builds: requirements/runtime.txt (what the services import: `make run`, the
+# image) and requirements/dev.txt (that and the test and lint tools: `make setup`, `make test`, ...).
+# `make lock` writes both from pyproject.toml, with uv at the version pinned here.
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+UV := uv==0.13.9
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 
-.PHONY: setup test lint contracts prices run bench chaos clean
+.PHONY: setup runtime lock test lint contracts prices run bench chaos clean
+
+# install_lock <lock file>: the venv, pip, the locked packages (hashes checked), then this project itself.
+define install_lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q --require-hashes -r $(1)
+	$(BIN)/pip install -q --no-deps -e .
+endef
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
+	$(call install_lock,$(DEV_LOCK))
+	touch $(RUNTIME_STAMP) $(STAMP)
+
+# The runtime set only (about 75 packages instead of 140): what `make run` needs.
+runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
+	$(call install_lock,$(RUNTIME_LOCK))
+	touch $(RUNTIME_STAMP)
+
+# After changing the dependencies in pyproject.toml: rewrite both lock files (needs PyPI), then commit them.
+lock:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install -q $(UV)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header -q \
+		-o $(RUNTIME_LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
+		--no-header -q -o $(DEV_LOCK)
 
 test: setup
 	$(BIN)/pytest -q --durations=25
@@ -23,7 +53,7 @@ lint: setup
 	$(BIN)/mypy
 
 # The whole system in one process (memory bus, in-memory storage, simulated providers). Ctrl-C stops it.
-run: setup
+run: runtime
 	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python -m services.embedded
 
 # The distributed stack on this machine's RabbitMQ (or moto's SQS)/PostgreSQL/Redis, driven through the gateway;
