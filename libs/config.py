@@ -30,6 +30,11 @@ _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^\s/]+@")
 # Exit status of a process that cannot run with its configuration (argparse's for bad arguments, too).
 CONFIG_EXIT_STATUS = 2
 
+# Defaults of BUS_PREFETCH and SHUTDOWN_GRACE_S below, which are also the bus's own defaults for a subscription
+# and a close (libs.bus.constants takes them from here: one value each).
+DEFAULT_BUS_PREFETCH = 32
+DEFAULT_SHUTDOWN_GRACE_S = 30.0
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -38,7 +43,7 @@ class CommonSettings(BaseSettings):
 
     bus_url: str = Field(default="memory://", description="memory://, amqp://user:pass@host/, sqs://?region=")
     bus_namespace: str = Field(default="ho", description="prefix of every queue and exchange")
-    bus_prefetch: int = Field(default=32, ge=1, description="messages each service handles at once")
+    bus_prefetch: int = Field(default=DEFAULT_BUS_PREFETCH, ge=1, description="messages each service handles at once")
     database_url: str | None = Field(default=None, description="PostgreSQL; unset: in-memory storage")
     database_pool_size: int = Field(default=10, ge=1)
     redis_url: str | None = Field(default=None, description="Redis; unset: in-process state")
@@ -47,7 +52,7 @@ class CommonSettings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus /metrics port (libs.runtime.metrics_http); unset: off"
     )
-    shutdown_grace_s: float = Field(default=30.0, gt=0, description="drain time on SIGTERM")
+    shutdown_grace_s: float = Field(default=DEFAULT_SHUTDOWN_GRACE_S, gt=0, description="drain time on SIGTERM")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (libuv, less CPU per message) or the standard library's loop"
     )

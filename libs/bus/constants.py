@@ -6,6 +6,8 @@ dead-letter queue, `{ns}.{service}.dlq`. `ns` (namespace) lets test runs and env
 
 from __future__ import annotations
 
+from libs.config import DEFAULT_BUS_PREFETCH, DEFAULT_SHUTDOWN_GRACE_S
+
 # Transport headers the bus itself reads and writes (trace context headers come from OpenTelemetry).
 H_DELIVERIES = "x-ho-deliveries"  # how many times this message was already handed to a handler
 H_DELIVER_AT = "x-ho-deliver-at"  # epoch milliseconds before which the message must not be handled
@@ -25,7 +27,7 @@ H_BROKER_DELIVERIES = "x-delivery-count"
 DEAD_REASON_MAX_CHARS = 1000
 
 DEFAULT_NAMESPACE = "ho"
-DEFAULT_PREFETCH = 16
+DEFAULT_PREFETCH = DEFAULT_BUS_PREFETCH  # BUS_PREFETCH's default: what a service's subscription takes
 
 # Bounded redelivery of a message whose handler raised: at most MAX_DELIVERIES handler runs, the n-th retry
 # delayed RETRY_BASE_S * 2**(n-1) (capped, with jitter), then the dead-letter queue with the last error.
@@ -34,7 +36,7 @@ RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0
 
 # Graceful shutdown waits this long for in-flight handlers before giving up on them (they are redelivered).
-SHUTDOWN_GRACE_S = 30.0
+SHUTDOWN_GRACE_S = DEFAULT_SHUTDOWN_GRACE_S  # SHUTDOWN_GRACE_S's default (libs.config)
 
 # Dead-letter queues are bounded: beyond this many messages the broker drops the oldest (RabbitMQ
 # `x-max-length` with `x-overflow: drop-head`; the memory bus does the same). 100,000 dead letters means

@@ -22,6 +22,11 @@ MEMORY_CACHE_MAX_ENTRIES: Final = 10_000
 # A Redis that stops answering must fail the handler (it is redelivered later), never hang it.
 REDIS_SOCKET_TIMEOUT_S: Final = 2.0
 
+# Default upper bound of one provider call (AZURE_TIMEOUT_S, OPENAI_TIMEOUT_S): the router sends it with each
+# generation request and the workers apply it to their client, so both read the default from here.
+DEFAULT_AZURE_TIMEOUT_S: Final = 45.0
+DEFAULT_OPENAI_TIMEOUT_S: Final = 30.0
+
 # --- In-flight duplicates. A lease outlives the longest call it guards by this margin, so it can only
 # expire when its holder died. A second delivery of the same request (another replica, after a broker
 # connection loss) polls for the first one's result this often, until the lease ends.

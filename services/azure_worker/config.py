@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from libs.flags import FlagSettings
+from libs.llm.constants import DEFAULT_AZURE_TIMEOUT_S
 
 
 class AzureWorkerSettings(FlagSettings):
@@ -14,4 +15,4 @@ class AzureWorkerSettings(FlagSettings):
     azure_openai_api_key: SecretStr | None = Field(default=None, description="required with the endpoint")
     azure_openai_deployment: str = Field(default="gpt-4", min_length=1, description="deployment every call uses")
     azure_openai_api_version: str = Field(default="2024-06-01", min_length=1)
-    azure_timeout_s: float = Field(default=45.0, gt=0, description="upper bound of one call, s")
+    azure_timeout_s: float = Field(default=DEFAULT_AZURE_TIMEOUT_S, gt=0, description="upper bound of one call, s")

@@ -34,6 +34,7 @@ from pydantic import Field, SecretStr, field_validator
 from contracts.enums import Provider
 from libs.callbacks import MIN_WEBHOOK_SECRET_BYTES
 from libs.flags import FlagSettings
+from libs.llm.constants import DEFAULT_AZURE_TIMEOUT_S, DEFAULT_OPENAI_TIMEOUT_S
 from services.router.constants import MAX_DEADLINE_S
 from services.router.fallback import RuleOverride, check_scenarios
 
@@ -44,8 +45,8 @@ class RouterSettings(FlagSettings):
     router_fallback_matrix: dict[str, RuleOverride] = Field(
         default_factory=dict, description="JSON: {scenario: {fallback?, max_retries?, delay_s?}}"
     )
-    azure_timeout_s: float = Field(default=45.0, gt=0)
-    openai_timeout_s: float = Field(default=30.0, gt=0)
+    azure_timeout_s: float = Field(default=DEFAULT_AZURE_TIMEOUT_S, gt=0)
+    openai_timeout_s: float = Field(default=DEFAULT_OPENAI_TIMEOUT_S, gt=0)
     router_breaker_failure_threshold: int = Field(default=5, ge=1, description="consecutive failures")
     router_breaker_open_s: float = Field(default=30.0, gt=0, description="open before a probe is let through")
     # A probe whose result never comes (a lost message) must not keep the circuit half-open forever; past
