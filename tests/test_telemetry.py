@@ -27,10 +27,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from libs.bus.metrics import BusMetrics
+from libs.ratelimit.metrics import RateLimitMetrics
 from libs.telemetry import (
     CIRCUIT_CLOSED,
     CIRCUIT_OPEN,
-    Metrics,
     TelemetryConfigError,
     build_propagator,
     configure_logging,
@@ -46,6 +47,8 @@ from libs.telemetry import (
 )
 from libs.telemetry.constants import DEFAULT_PROPAGATORS, REDACTED
 from libs.telemetry.metrics import cached_instruments
+from services.cost_tracker.metrics import CostMetrics
+from services.router.metrics import RouterMetrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JWT = (
@@ -330,13 +333,14 @@ def _run_probe(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 PROBE = """
-from libs.telemetry import get_metrics, producer_span, setup_telemetry, shutdown_telemetry
+from libs.bus.metrics import get_bus_metrics
+from libs.telemetry import producer_span, setup_telemetry, shutdown_telemetry
 setup_telemetry("probe-service", service_version="9.9.9")
 setup_telemetry("ignored-second-call")
 with producer_span(system="memory", destination="orders", message_type="t", message_id="m1",
                    workflow_id="w1", component="gateway", headers={}):
     pass
-get_metrics().record_message(queue="orders", duration_ms=2.0, failed=True)
+get_bus_metrics().record_message(queue="orders", duration_ms=2.0, failed=True)
 shutdown_telemetry()
 shutdown_telemetry()
 print("done")
@@ -566,11 +570,12 @@ class TestCachedInstruments:
 
 
 class TestMetrics:
+    """The instruments of their owners (the bus, the limiters, the router, the cost-tracker), on one meter."""
+
     @pytest.fixture
-    def reader_and_metrics(self) -> tuple[InMemoryMetricReader, Metrics]:
+    def reader_and_meter(self) -> tuple[InMemoryMetricReader, Meter]:
         reader = InMemoryMetricReader()
-        provider = MeterProvider(metric_readers=[reader])
-        return reader, Metrics.from_meter(provider.get_meter("test"))
+        return reader, MeterProvider(metric_readers=[reader]).get_meter("test")
 
     @staticmethod
     def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -583,14 +588,16 @@ class TestMetrics:
             for metric in scope_metrics.metrics
         }
 
-    def test_workflow_and_message_instruments(self, reader_and_metrics: tuple[InMemoryMetricReader, Metrics]) -> None:
+    def test_workflow_and_message_instruments(self, reader_and_meter: tuple[InMemoryMetricReader, Meter]) -> None:
         """record_* helpers feed the workflow instruments with provider/success/queue attributes."""
-        reader, m = reader_and_metrics
-        m.record_workflow(provider="azure", success=True, duration_ms=800.0, cost_usd=Decimal("0.0042"))
-        m.record_workflow(provider="azure", success=False, duration_ms=45_000.0)
-        m.record_message(queue="generation.requested", duration_ms=3.0, failed=False)
-        m.record_message(queue="generation.requested", duration_ms=5.0, failed=True)
-        m.record_throttle(scope="account")
+        reader, meter = reader_and_meter
+        router, bus = RouterMetrics.from_meter(meter), BusMetrics.from_meter(meter)
+        router.record_workflow(provider="azure", success=True, duration_ms=800.0)
+        router.record_workflow(provider="azure", success=False, duration_ms=45_000.0)
+        CostMetrics.from_meter(meter).record_workflow_cost(provider="azure", cost_usd=Decimal("0.0042"))
+        bus.record_message(queue="generation.requested", duration_ms=3.0, failed=False)
+        bus.record_message(queue="generation.requested", duration_ms=5.0, failed=True)
+        RateLimitMetrics.from_meter(meter).record_throttle(scope="account")
         points = self._points(reader)
 
         executions = {
@@ -608,10 +615,11 @@ class TestMetrics:
         assert [(dict(p.attributes), p.value) for p in points["rate_limiter_throttles"]] == [({"scope": "account"}, 1)]
 
     def test_circuit_breaker_gauge_observes_registered_callbacks(
-        self, reader_and_metrics: tuple[InMemoryMetricReader, Metrics]
+        self, reader_and_meter: tuple[InMemoryMetricReader, Meter]
     ) -> None:
         """Each registered callback's {provider: state} is observed at collection time."""
-        reader, m = reader_and_metrics
+        reader, meter = reader_and_meter
+        m = RouterMetrics.from_meter(meter)
         states = {"azure": CIRCUIT_CLOSED}
         m.register_circuit_state(lambda: states)
         m.register_circuit_state(lambda: {"openai": CIRCUIT_OPEN})

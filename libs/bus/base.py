@@ -26,8 +26,8 @@ from contracts import ContractError, Envelope, Message
 from contracts.routing import consumers, route_key
 from libs.bus import constants as c
 from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable, is_permanent
+from libs.bus.metrics import get_bus_metrics
 from libs.telemetry.messaging import consumer_span, producer_span
-from libs.telemetry.metrics import get_metrics
 
 if TYPE_CHECKING:
     from libs.bus.dead_letters import DeadLetterInfo
@@ -148,7 +148,7 @@ class Consumer:
         started = time.perf_counter()
         deliveries = int_header(headers, c.H_DELIVERIES) + broker_deliveries + 1
         outcome = await self._handle(body, headers, deliveries)
-        get_metrics().record_message(
+        get_bus_metrics().record_message(
             queue=self.service,
             duration_ms=(time.perf_counter() - started) * 1000,
             failed=outcome.verdict is not Verdict.ACK,

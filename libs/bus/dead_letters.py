@@ -29,7 +29,7 @@ import structlog
 
 from libs.bus import constants as c
 from libs.bus.base import Bus, DeadLetter, int_header
-from libs.telemetry.metrics import Metrics, get_metrics
+from libs.bus.metrics import BusMetrics, get_bus_metrics
 
 log = structlog.get_logger("libs.bus.dead_letters")
 
@@ -171,10 +171,10 @@ class DeadLetterDepth:
         bus: Bus,
         services: Iterable[str],
         interval_s: float = c.DEAD_LETTER_DEPTH_INTERVAL_S,
-        metrics: Metrics | None = None,
+        metrics: BusMetrics | None = None,
     ) -> None:
         self._bus = bus
-        self._metrics = metrics or get_metrics()
+        self._metrics = metrics or get_bus_metrics()
         self._services = tuple(services)
         self._interval_s = interval_s
         self.depths: dict[str, int] = {}

@@ -4,7 +4,7 @@ setup_telemetry("router")            # providers, exporters, propagators from OT
 configure_logging("router")          # structlog JSON with trace_id/span_id/workflow_id, redacted
 with producer_span(...): publish()   # the bus, on publish: PRODUCER span, context into headers
 with consumer_span(...): handle()    # the bus, on consume: CONSUMER span, child of the producer's
-get_metrics().record_message(...)    # the original plan's metric instruments
+get_x = cached_instruments(X.from_meter)  # metric instruments, owned where they are recorded
 shutdown_telemetry()                 # flush on the way out
 """
 
@@ -13,7 +13,7 @@ from libs.telemetry.errors import TelemetryConfigError, TelemetryError
 from libs.telemetry.instrumentation import register_secret_url
 from libs.telemetry.logging import configure_logging, get_logger, redact
 from libs.telemetry.messaging import consumer_span, current_trace_id, producer_span, trace_headers, workflow_span
-from libs.telemetry.metrics import CircuitStateCallback, Metrics, get_metrics, register_circuit_state
+from libs.telemetry.metrics import cached_instruments
 from libs.telemetry.setup import (
     build_propagator,
     configure_propagators,
@@ -26,20 +26,17 @@ __all__ = [
     "CIRCUIT_HALF_OPEN",
     "CIRCUIT_OPEN",
     "REDACTED_KEYS",
-    "CircuitStateCallback",
-    "Metrics",
     "TelemetryConfigError",
     "TelemetryError",
     "build_propagator",
+    "cached_instruments",
     "configure_logging",
     "configure_propagators",
     "consumer_span",
     "current_trace_id",
     "get_logger",
-    "get_metrics",
     "producer_span",
     "redact",
-    "register_circuit_state",
     "register_secret_url",
     "setup_telemetry",
     "shutdown_telemetry",

@@ -12,8 +12,7 @@ from contracts import Envelope, Message
 from contracts.ids import is_user_id
 from contracts.messages import UsageRecorded, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from libs.bus import Reject
-from libs.telemetry import constants as tc
-from libs.telemetry import get_logger, get_metrics
+from libs.telemetry import get_logger
 from services.cost_tracker.limits import Limits
 from services.cost_tracker.metrics import get_cost_metrics
 from services.cost_tracker.model import CostEntry, WorkflowOutcome
@@ -104,5 +103,5 @@ class Accounting:
         if spend is not None and spend.calls:
             provider = outcome.provider or spend.last_provider
             assert provider is not None  # calls > 0: the latest entry has one
-            get_metrics().workflow_cost.record(float(spend.cost_usd), {tc.METRIC_ATTR_PROVIDER: provider.value})
+            get_cost_metrics().record_workflow_cost(provider=provider.value, cost_usd=spend.cost_usd)
         return None

@@ -73,7 +73,8 @@ from contracts.messages import (
 from libs.bus import Bus, Handler, Reject
 from libs.flags import FlagClient
 from libs.ratelimit import Check, DownAction, LimiterUnavailable, SendLog, when_down
-from libs.telemetry import get_logger, get_metrics
+from libs.ratelimit.metrics import get_ratelimit_metrics
+from libs.telemetry import get_logger
 from services.of_sender.config import OfSenderSettings
 from services.of_sender.constants import HOLD_JITTER_S, HOLD_RECHECK_S, MAX_RECORD_CONFLICTS, RECHECK_SLACK_S
 from services.of_sender.platform import Platform, Sent, Unknown
@@ -175,7 +176,7 @@ class Sender:
         if check is None:
             return
         if not check.allowed:
-            get_metrics().record_throttle(scope="last_check")
+            get_ratelimit_metrics().record_throttle(scope="last_check")
             await self.out.requeue(envelope, record, delay_s=check.wait_s + RECHECK_SLACK_S)
             return
         await self._send(envelope, record, token, check)

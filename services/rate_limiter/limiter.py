@@ -16,7 +16,8 @@ from contracts import Envelope, Message
 from contracts.messages import DeliveryApproved, DeliveryFailed, DeliveryRequested, DeliveryScheduled
 from libs.bus import Bus, Handler
 from libs.ratelimit import DownAction, LimiterUnavailable, Reservation, SlotPlanner, when_down
-from libs.telemetry import get_logger, get_metrics
+from libs.ratelimit.metrics import get_ratelimit_metrics
+from libs.telemetry import get_logger
 from services.rate_limiter.config import RateLimiterSettings
 
 log = get_logger(__name__)
@@ -54,7 +55,7 @@ class Limiter:
         if reservation.data_lost:
             log.warning("rate_limiter.state_lost", hold_ms=self.planner.limits.window_ms)
         if reservation.reason in ("account", "account_hour", "recipient"):
-            get_metrics().record_throttle(scope=reservation.reason)
+            get_ratelimit_metrics().record_throttle(scope=reservation.reason)
         slot_at = _at(reservation.slot_ms)
         log.info(
             "delivery.slot_reserved",

@@ -12,7 +12,7 @@ generation.failed and asks the breaker before choosing where the next attempt go
 Any success closes the circuit, whichever attempt it answers: a provider that just answered is up.
 Per replica on purpose: each replica learns from the results it handles, which is enough to steer its own
 choices, and a shared breaker would cost a round trip per decision. The states are exported as the
-circuit_breaker_state gauge (libs.telemetry.register_circuit_state).
+circuit_breaker_state gauge (services.router.metrics.register_circuit_state).
 """
 
 from __future__ import annotations
@@ -137,5 +137,5 @@ class Breakers:
         return preferred
 
     def states(self) -> dict[str, int]:
-        """{provider: gauge value} for libs.telemetry.register_circuit_state."""
+        """{provider: gauge value} for services.router.metrics.register_circuit_state."""
         return {provider.value: breaker.gauge() for provider, breaker in self.by_provider.items()}

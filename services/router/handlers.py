@@ -65,7 +65,7 @@ from contracts.messages import (
 from libs.bus import Bus, Handler, Reject
 from libs.flags import FlagClient
 from libs.storage import DatabaseError
-from libs.telemetry import get_logger, get_metrics, workflow_span
+from libs.telemetry import get_logger, workflow_span
 from services.router.budget import BudgetBook
 from services.router.constants import (
     BREAKER_FAILURES,
@@ -82,6 +82,7 @@ from services.router.control import Control
 from services.router.delivery import Report, settle_id
 from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
+from services.router.metrics import get_router_metrics
 from services.router.outbox import Outgoing, publish_all
 from services.router.queries import Queries
 from services.router.selection import select_provider
@@ -129,7 +130,7 @@ class Router:
         self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
         self.queries = Queries(bus, store, clock)
         self.control = Control(store, self._apply, self.on_requested)
-        self._metrics = get_metrics()
+        self._metrics = get_router_metrics()
 
     def handlers(self) -> dict[str, Handler]:
         return {

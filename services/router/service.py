@@ -13,13 +13,13 @@ from typing import Any
 from libs.flags import FlagClient, open_flag_client
 from libs.runtime import Runtime, Service
 from libs.runtime.periodic import in_batches_forever
-from libs.telemetry import register_circuit_state
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.constants import DEADLINE_SWEEP_BATCH, PURGE_BATCH, PURGE_INTERVAL_S, SERVICE_NAME
 from services.router.engine import Engine
 from services.router.fallback import FallbackMatrix
 from services.router.handlers import Router, utcnow
+from services.router.metrics import register_circuit_state
 from services.router.pg_store import PostgresStore
 from services.router.store import MemoryStore, WorkflowStore
 from services.router.webhooks import WebhookSender

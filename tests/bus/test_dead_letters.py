@@ -15,7 +15,7 @@ from libs.bus.base import DeadLetter
 from libs.bus.dead_letters import REDACTED, DeadLetterDepth, describe, preview, replay_headers, selected
 from libs.bus.errors import Reject
 from libs.bus.memory import MemoryBus
-from libs.telemetry.metrics import Metrics
+from libs.bus.metrics import BusMetrics
 from tests.bus.conformance import eventually
 
 
@@ -97,7 +97,7 @@ class TestDepthGauge:
         """DeadLetterDepth reads the depths and the bus_dead_letters gauge reports them per service; after
         stop it reports nothing."""
         reader = InMemoryMetricReader()
-        metrics = Metrics.from_meter(MeterProvider(metric_readers=[reader]).get_meter("test"))
+        metrics = BusMetrics.from_meter(MeterProvider(metric_readers=[reader]).get_meter("test"))
         bus = MemoryBus()
 
         async def reject(envelope: Envelope) -> None:

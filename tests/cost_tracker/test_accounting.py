@@ -15,7 +15,6 @@ from contracts.enums import IntentType, Provider
 from contracts.messages import Usage, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from contracts.routing import COST_TRACKER
 from libs.telemetry.constants import METRIC_WORKFLOW_COST
-from libs.telemetry.metrics import Metrics
 from services.cost_tracker import accounting
 from services.cost_tracker.metrics import METRIC_UNPRICED_CALLS, CostMetrics
 from tests.cost_tracker.conftest import ADMIN, ALICE, BOB, Harness, eventually, usage
@@ -221,7 +220,7 @@ class TestOutcomes:
         a redelivered end records nothing more."""
         reader = InMemoryMetricReader()
         meters = MeterProvider(metric_readers=[reader])
-        monkeypatch.setattr(accounting, "get_metrics", lambda: Metrics.from_meter(meters.get_meter("t")))
+        monkeypatch.setattr(accounting, "get_cost_metrics", lambda: CostMetrics.from_meter(meters.get_meter("t")))
         workflow = uuid.uuid4()
         early, late = datetime(2030, 1, 1, 10, tzinfo=UTC), datetime(2030, 1, 1, 11, tzinfo=UTC)
         await harness.record(usage(workflow_id=workflow, prompt=100, completion=0, at=early))

@@ -10,8 +10,10 @@ import pytest
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 
+from libs.bus.metrics import BusMetrics
 from libs.runtime.metrics_http import METRICS_PATH, MetricsEndpoint
-from libs.telemetry import CIRCUIT_OPEN, Metrics, TelemetryConfigError
+from libs.telemetry import CIRCUIT_OPEN, TelemetryConfigError
+from services.router.metrics import RouterMetrics
 
 
 @pytest.fixture
@@ -39,10 +41,12 @@ class TestMetricsEndpoint:
         self, provider: MeterProvider, endpoint: tuple[MetricsEndpoint, str]
     ) -> None:
         """Counters, histograms and the circuit gauge recorded after start appear in the Prometheus text."""
-        metrics = Metrics.from_meter(provider.get_meter("test"))
-        metrics.register_circuit_state(lambda: {"azure": CIRCUIT_OPEN})
-        metrics.record_workflow(provider="azure", success=True, duration_ms=812.0)
-        metrics.record_message(queue="ho.router", duration_ms=3.0, failed=True)
+        router = RouterMetrics.from_meter(provider.get_meter("test"))
+        router.register_circuit_state(lambda: {"azure": CIRCUIT_OPEN})
+        router.record_workflow(provider="azure", success=True, duration_ms=812.0)
+        BusMetrics.from_meter(provider.get_meter("test")).record_message(
+            queue="ho.router", duration_ms=3.0, failed=True
+        )
         status, content_type, body = await scrape(endpoint[1])
         assert status == 200
         assert content_type.startswith("text/plain")

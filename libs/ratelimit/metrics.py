@@ -1,0 +1,34 @@
+"""The delivery limiters' instrument: deliveries pushed to a later slot, by what limited them (the
+rate-limiter's plan: account, account_hour, recipient; the of-sender's last check: last_check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.metrics import Counter, Meter
+
+from libs.telemetry import constants as tc
+from libs.telemetry.metrics import cached_instruments
+
+
+@dataclass(frozen=True)
+class RateLimitMetrics:
+    throttles: Counter  # attrs: scope
+
+    @classmethod
+    def from_meter(cls, meter: Meter) -> RateLimitMetrics:
+        return cls(
+            throttles=meter.create_counter(
+                tc.METRIC_RATE_LIMITER_THROTTLES,
+                unit="{delivery}",
+                description="Deliveries delayed to a later slot by a rate limit",
+            )
+        )
+
+    def record_throttle(self, *, scope: str) -> None:
+        """A delivery pushed to a later slot because of `scope`."""
+        self.throttles.add(1, {tc.METRIC_ATTR_SCOPE: scope})
+
+
+get_ratelimit_metrics = cached_instruments(RateLimitMetrics.from_meter)
+"""The process's rate-limit instruments, created on first use from the global meter."""
