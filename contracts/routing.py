@@ -42,7 +42,6 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         m.DeliveryFailed.TYPE: (ROUTER,),
         m.BudgetStatus.TYPE: (ROUTER,),
         m.WorkflowStatusQuery.TYPE: (ROUTER,),
-        m.WorkflowTimer.TYPE: (ROUTER,),
         m.WorkflowFanout.TYPE: (ROUTER,),
         m.DeliveryListQuery.TYPE: (ROUTER,),
         m.WorkflowCancelRequest.TYPE: (ROUTER,),

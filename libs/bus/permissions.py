@@ -57,7 +57,6 @@ PUBLISHES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             m.WorkflowCompleted.TYPE,
             m.WorkflowFailed.TYPE,
             m.WorkflowFanout.TYPE,
-            m.WorkflowTimer.TYPE,
             m.WebhookRequested.TYPE,
             m.WorkflowCancelled.TYPE,
         ),

@@ -37,7 +37,7 @@ BREAKER_FAILURES: Final = frozenset(
 # the workflow fails with the reason instead of sending a request doomed to time out.
 MIN_ATTEMPT_S: Final = 1.0
 
-# A deadline message (a workflow.timer published by an older router, or the sweep's own) this much earlier
+# A deadline message (the sweep's own, handled after the deadline was moved meanwhile) this much earlier
 # than the deadline (clock skew between replicas) changes nothing: the sweep handles the workflow when due.
 DEADLINE_TOLERANCE_S: Final = 0.5
 # A workflow whose work is held (the kill switch is off, or its account paused) is not failed at its

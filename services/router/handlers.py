@@ -6,9 +6,6 @@ handled message id and its outbox in one write, then publish the outbox.
     generation.completed   → completed with WorkflowCompleted, or (send_to_onlyfans) delivering with one
                              delivery.requested per recipient (delivery.py)
     generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
-    workflow.timer         → the deadline: failed with the reason, unless already finished (published by
-                             routers before the sweep; `fail_overdue` makes the same message itself); a
-                             delivering workflow ends by its counts instead (delivery.py)
     workflow.fanout        → one chunk of a campaign's delivery.requested, and the next chunk's fan-out
     workflow.status.query  → WorkflowStatusReply (queries.py: found only for the owner or an admin; with
                              wait_s, sent when the workflow is terminal, holding no prefetch slot)
@@ -25,9 +22,10 @@ A personalized campaign's generation results are matched to their delivery (by t
 and written with `store.write_text`; the workflow's own generation results go through the cycle below.
 
 Deadlines are enforced by a sweep (`fail_overdue`, every ROUTER_DEADLINE_SWEEP_S on each replica): the
-running workflows past their deadline are read from the store, and each is handled like a deadline timer
-whose id is derived from the workflow and its deadline — replicas sweeping at the same time de-duplicate
-like any redelivered message. No per-workflow timer travels the bus.
+running workflows past their deadline are read from the store, and each is handled (`on_deadline`) like a
+message — a workflow.timer the sweep makes itself, never published, whose id is derived from the workflow and
+its deadline, so replicas sweeping at the same time de-duplicate like any redelivered message. The workflow
+fails with the reason unless already finished; a delivering one ends by its counts instead (delivery.py).
 
 A message already handled (its id is recorded) changes nothing: its recorded outbox is published again,
 which is how a router killed between commit and publish still finishes the workflow.
@@ -137,7 +135,6 @@ class Router:
             WorkflowRequested.TYPE: self.on_requested,
             GenerationCompleted.TYPE: self.on_generation_result,
             GenerationFailed.TYPE: self.on_generation_result,
-            WorkflowTimer.TYPE: self.on_timer,
             WorkflowFanout.TYPE: self.on_fanout,
             WorkflowStatusQuery.TYPE: self.queries.on_status_query,
             DeliveryListQuery.TYPE: self.queries.on_delivery_list,
@@ -225,21 +222,17 @@ class Router:
         await self._apply(envelope, decide, written=written)
         return None
 
-    async def on_timer(self, envelope: Envelope) -> Message | None:
-        timer = envelope.payload
-        assert isinstance(timer, WorkflowTimer)
-        if timer.purpose != "deadline":
-            # Retries travel as delayed generation requests (engine._dispatch); no router publishes these.
-            raise Reject(f"workflow.timer purpose {timer.purpose!r} is not scheduled by this router")
+    async def on_deadline(self, envelope: Envelope) -> None:
+        """The deadline of `envelope`'s workflow (a deadline timer made by the sweep, not a bus message)."""
+        assert isinstance(envelope.payload, WorkflowTimer) and envelope.payload.purpose == "deadline"
         if envelope.workflow_id in self._terminal or envelope.workflow_id is None:
-            return None
+            return
         next_open = await self.store.next_open(envelope.workflow_id)
 
         def decide(workflow: Workflow, now: datetime) -> Change | None:
             return self.engine.on_deadline(workflow, envelope, now, next_open, held=self._held(workflow))
 
         await self._apply(envelope, decide)
-        return None
 
     def _held(self, workflow: Workflow) -> str | None:
         """Why `workflow`'s work waits now (the kill switch; for one that delivers, its account paused)."""
@@ -374,7 +367,7 @@ class Router:
             try:
                 with workflow_span("router.deadline", trace_id=workflow.trace_id,
                                    workflow_id=str(workflow.workflow_id), component=SERVICE_NAME):  # fmt: skip
-                    await self.on_timer(timer)
+                    await self.on_deadline(timer)
             except Exception as exc:  # one workflow's trouble (a write conflict) must not hold up the others
                 log.warning("deadline.not_applied", workflow_id=str(workflow.workflow_id), error=repr(exc))
         return len(overdue)

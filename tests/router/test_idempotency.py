@@ -13,7 +13,7 @@ import pytest
 from contracts import Envelope
 from contracts.enums import ErrorType, IntentType, Provider, ProviderState, WorkflowStatus
 from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowCompleted, WorkflowFailed, WorkflowTimer
-from libs.bus import DeadLetter, PublishError
+from libs.bus import DeadLetter, PublishError, Unroutable
 from libs.bus.base import current_service
 from libs.runtime import Runtime
 from services.router.constants import STATUS_WAIT_RECHECK_S
@@ -195,14 +195,14 @@ class TestDeadline:
         assert len(harness.sink.finished[view.workflow_id]) == 1
 
     async def test_early_deadline_timer_changes_nothing(self, harness: Harness) -> None:
-        """A deadline message long before the deadline (an older router's timer, a skewed clock) leaves the
+        """A deadline handled long before the deadline (a sweep on a replica with a skewed clock) leaves the
         workflow running; it completes normally."""
         harness.workers.script(Provider.OPENAI, ok(after_s=0.4))
         accepted = await harness.request(intent(), deadline_s=3)
         assert accepted.workflow is not None
         workflow_id = accepted.workflow.workflow_id
         early = Envelope.new(WorkflowTimer(purpose="deadline"), workflow_id=workflow_id, user_id="user-1")
-        await harness.bus.publish(early)
+        await harness.router.on_deadline(early)
         finished = await harness.sink.wait(workflow_id)
         assert isinstance(finished.payload, WorkflowCompleted)
 
@@ -351,20 +351,12 @@ class TestBadMessages:
         await eventually(dead_lettered)
         assert "unknown workflow" in dead[0].reason
 
-    async def test_retry_timer_is_rejected(self, harness: Harness) -> None:
-        """Retries travel as delayed generation requests; a retry timer is dead-lettered, not guessed at."""
-        accepted = await harness.request(intent())
-        assert accepted.workflow is not None
-        timer = WorkflowTimer(purpose="retry", provider=Provider.OPENAI)
-        await harness.bus.publish(Envelope.new(timer, workflow_id=accepted.workflow.workflow_id))
-        dead: list[DeadLetter] = []
-
-        async def dead_lettered() -> bool:
-            dead.extend(await harness.bus.dead_letters("router"))
-            return bool(dead)
-
-        await eventually(dead_lettered)
-        assert "purpose 'retry'" in dead[0].reason
+    async def test_a_timer_does_not_travel_the_bus(self, harness: Harness) -> None:
+        """workflow.timer is the sweep's own message: no service consumes it, so publishing one is refused."""
+        timer = WorkflowTimer(purpose="deadline")
+        with pytest.raises(Unroutable):
+            await harness.bus.publish(Envelope.new(timer, workflow_id=uuid.uuid4()))
+        assert WorkflowTimer.TYPE not in harness.router.handlers()
 
 
 class TestRaces:
