@@ -57,6 +57,9 @@ BROKER_DELIVERY_LIMIT = 20
 # How long a publish waits for a lost connection to come back before failing.
 RECONNECT_WAIT_S = 30.0
 RECONNECT_INTERVAL_S = 1.0
+# A consumer cancel is one round trip to a live broker; one that dies mid-cancel cannot hold close() longer.
+CANCEL_TIMEOUT_S = 5.0
+CLOSE_RESERVE_S = 1.0  # of close()'s grace, kept for closing the connection if the drain is cut short
 
 
 def tier_for(remaining_ms: int) -> int | None:
@@ -309,14 +312,36 @@ class AmqpBus(Bus):
             # The channel died after the work was done: the broker redelivers; handlers are idempotent.
             log.warning("bus.amqp.ack_lost", error=repr(exc))
 
+    async def close(self, grace_s: float = c.SHUTDOWN_GRACE_S) -> None:
+        """The base's drain, all of it within `grace_s` whatever the broker's state: with the broker gone, the
+        robust connection's calls wait for a reconnect that may never come, so the drain is cut short at the
+        grace and the connection closed in what is kept back for it."""
+        reserve = min(CLOSE_RESERVE_S, grace_s / 4)
+        try:
+            async with asyncio.timeout(grace_s - reserve):
+                await super().close(grace_s - reserve)
+        except TimeoutError:
+            log.warning("bus.amqp.drain_cut_short", grace_s=grace_s)
+            try:
+                await asyncio.wait_for(self._disconnect(), reserve)
+            except TimeoutError:
+                log.warning("bus.amqp.close_abandoned")
+                self._connection = None
+
     async def _stop_consumer(self, consumer: Consumer) -> None:
         entry = self._consumer_channels.get(id(consumer))
-        if entry is not None:
-            _, queue, tag = entry
-            try:
-                await queue.cancel(tag)
-            except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
-                log.warning("bus.amqp.cancel_failed", error=repr(exc))
+        if entry is None:
+            return
+        if self._connection is None or not self._connection.connected.is_set():
+            # Nothing to cancel: the broker dropped the consumer with the connection, and the cancel would
+            # wait for a reconnect that may never come.
+            log.info("bus.amqp.cancel_skipped", reason="not connected")
+            return
+        _, queue, tag = entry
+        try:
+            await asyncio.wait_for(queue.cancel(tag), CANCEL_TIMEOUT_S)
+        except (aiormq.exceptions.AMQPError, RuntimeError, TimeoutError) as exc:
+            log.warning("bus.amqp.cancel_failed", error=repr(exc))
 
     async def _disconnect(self) -> None:
         if self._connection is not None:

@@ -134,5 +134,9 @@ class Stack:
     def inspect(self, service: str) -> dict[str, Any]:
         return dict(json.loads(podman("inspect", self.container(service)).stdout)[0])
 
+    def env_of(self, service: str) -> dict[str, str]:
+        """The environment the service's container runs with."""
+        return dict(entry.split("=", 1) for entry in self.inspect(service)["Config"]["Env"])
+
     def exec(self, service: str, *command: str) -> subprocess.CompletedProcess[str]:
         return podman("exec", self.container(service), *command, check=False)

@@ -12,13 +12,14 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
 import pytest
 
 from contracts.routing import AZURE_WORKER, OPENAI_WORKER, SERVICES
-from tests.containers.stack import Stack
+from tests.containers.stack import Stack, podman
 from tests.deploy.manifests import containers, one, rendered
 from tests.integration.client import GatewayClient
 
@@ -116,3 +117,19 @@ async def test_a_workflow_with_delivery_completes_through_the_gateway(stack: Sta
         seen = {s["service"] for s in spans if s["trace_id"] == view["traceId"]}
         await asyncio.sleep(1)
     assert on_path(seen), f"services in trace {view['traceId']}: {sorted(seen)}"
+
+
+def test_services_stop_on_their_own_after_the_broker(stack: Stack) -> None:
+    """With RabbitMQ stopped first (as `compose down`, stopping everything at once, can do), every service
+    still drains and exits by itself on SIGTERM within SHUTDOWN_GRACE_S, before the stop timeout would
+    kill it. Runs last: it stops the stack."""
+    grace_s = float(stack.env_of("router")["SHUTDOWN_GRACE_S"])
+    podman("stop", "-t", "10", stack.container("rabbitmq"))
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(SERVICES)) as pool:
+        stops = list(pool.map(lambda s: podman("stop", "-t", str(int(grace_s) + 10), stack.container(s)), SERVICES))
+    elapsed = time.monotonic() - started
+    assert all(stop.returncode == 0 for stop in stops), [stop.stderr for stop in stops]
+    exits = {s: stack.inspect(s)["State"]["ExitCode"] for s in SERVICES}
+    assert exits == dict.fromkeys(SERVICES, 0), exits  # 137 would be the kill after the timeout
+    assert elapsed < grace_s, f"the services took {elapsed:.1f} s to stop"
