@@ -77,6 +77,25 @@ class TestToken:
         ran = ho(capsys, "token", "--sub", "u1")
         assert (ran.code, ran.out, ran.err) == (2, "", "ho: GATEWAY_JWT_SECRET: required to sign a token, not set\n")
 
+    def test_help_of_every_command(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`--help` works for each command and names its options (in this process: the console script itself is
+        proven by the tests of TestInstalledCommand)."""
+        for argv, option in [
+            (["token"], "--accounts"),
+            (["migrate"], "--status"),
+            (["sqs"], "sweep"),
+            (["dlq", "list"], "--service"),
+            (["dlq", "replay"], "--all"),
+            (["workflows", "list"], "--cursor"),
+            (["workflows", "show"], "--url"),
+            (["workflows", "cancel"], "--token"),
+            (["flags", "set"], "--rollout"),
+            (["flags", "get"], "--url"),
+            (["config"], "--service"),
+        ]:
+            ran = ho(capsys, *argv, "--help")
+            assert ran.code == 0 and option in ran.out, (argv, ran)
+
 
 class TestInstalledCommand:
     def test_signs_with_the_environments_secret(self) -> None:
@@ -91,21 +110,3 @@ class TestInstalledCommand:
         ran = ho_process("token", "--sub", "u1", env={"GATEWAY_JWT_SECRET": secret})
         assert (ran.code, ran.err) == (2, "ho: GATEWAY_JWT_SECRET: must be at least 32 bytes\n")
         assert secret not in ran.out + ran.err
-
-    def test_help_of_every_command(self) -> None:
-        """`--help` works for each command and names its options."""
-        for argv, option in [
-            (["token"], "--accounts"),
-            (["migrate"], "--status"),
-            (["sqs"], "sweep"),
-            (["dlq", "list"], "--service"),
-            (["dlq", "replay"], "--all"),
-            (["workflows", "list"], "--cursor"),
-            (["workflows", "show"], "--url"),
-            (["workflows", "cancel"], "--token"),
-            (["flags", "set"], "--rollout"),
-            (["flags", "get"], "--url"),
-            (["config"], "--service"),
-        ]:
-            ran = ho_process(*argv, "--help")
-            assert ran.code == 0 and option in ran.out, (argv, ran)
