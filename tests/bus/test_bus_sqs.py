@@ -29,6 +29,7 @@ from libs.bus.sqs_wire import incoming, outgoing
 from libs.telemetry.messaging import current_trace_id
 from libs.telemetry.setup import build_propagator
 from tests.bus.conformance import ROUTER, BusConformance, Recorder, eventually, requested
+from tests.fixtures.tcp_proxy import TcpProxy
 
 FAST = RedeliveryPolicy(max_deliveries=3, base_s=0.05, cap_s=0.2)
 # Short long-polls and visibility keep the suite fast; production defaults are 20 s and 30 s.
@@ -253,8 +254,11 @@ class TestSqsBus:
     async def test_sqs_consumer_survives_an_endpoint_outage(self, make_bus: MakeSqsBus, sqs_endpoint: str) -> None:
         """With SQS unreachable for a while the consumer keeps polling and, once it is back, gets what was
         published meanwhile."""
-        async with _Proxy(sqs_endpoint) as proxy:
-            bus = await make_bus(endpoint=proxy.url)
+        host, port = sqs_endpoint.removeprefix("http://").split(":")
+        proxy = TcpProxy(host, int(port))
+        await proxy.start()
+        try:
+            bus = await make_bus(endpoint=f"http://127.0.0.1:{proxy.port}")
             direct = await make_bus()
             rec = Recorder()
             await bus.subscribe(ROUTER, {"workflow.requested": rec})
@@ -265,9 +269,12 @@ class TestSqsBus:
             await direct.publish(after)
             await asyncio.sleep(1)
             assert [e.id for e in rec.seen] == [before.id]
-            await proxy.restore()
+            await proxy.start()
             await eventually(lambda: len(rec.seen) == 2, timeout=20)
             assert rec.seen[1].id == after.id
+            await bus.close(grace_s=1)  # while the endpoint answers: closing through a cut one waits on retries
+        finally:
+            await proxy.cut()
 
 
 async def _status(envelope: Envelope) -> Message:
@@ -280,74 +287,6 @@ def _query() -> Envelope:
     from contracts import messages as m
 
     return Envelope.new(m.WorkflowStatusQuery(workflow_id=uuid.uuid4(), requester_user_id="u1"))
-
-
-class _Proxy:
-    """A TCP proxy in front of moto that can drop every connection and refuse new ones for a while."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self._target = (host, int(port))
-        self._server: asyncio.Server | None = None
-        self._server_up = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> _Proxy:
-        await self.restore()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.cut()
-
-    async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._server_up = True
-
-    async def cut(self) -> None:
-        self._server_up = False
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A connection accepted just before `cut` may only get here after it: check again at each step.
-        if not self._server_up:
-            writer.transport.abort()
-            return
-        self._writers.add(writer)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        if not self._server_up:
-            writer.transport.abort()
-            up_writer.transport.abort()
-            return
-        self._writers.add(up_writer)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.discard(writer)
-        self._writers.discard(up_writer)
 
 
 class TestSqsSettings:
