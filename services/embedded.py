@@ -109,15 +109,19 @@ async def _banner(ready: asyncio.Event, shared: Shared) -> None:
 
 
 def banner(url: str) -> str:
-    """What `make run` prints once it serves: the URLs, a user's and an admin's token (signed with this run's
-    GATEWAY_JWT_SECRET, valid 24 h), the webhook key and sample requests."""
+    """What `make run` prints once it serves: the URLs (the console's as a login link with the admin's token in
+    its fragment), a user's and an admin's token (signed with this run's GATEWAY_JWT_SECRET, valid 24 h), the
+    webhook key and sample requests."""
     secret = os.environ["GATEWAY_JWT_SECRET"]
     token = make_token(secret, sub=DEV_USER, ttl_s=DEV_TOKEN_TTL_S)
     admin = make_token(secret, sub=DEV_ADMIN, role="admin", ttl_s=DEV_TOKEN_TTL_S)
     body = '{"type": "message_generation", "data": {"fanName": "Alex", "topic": "weekend plans"}}'
     return (
         f"\nHybrid Orchestrator is running (embedded mode)\n"
+        f"  console:  {url}/console#token={admin}\n"
+        f"            (signs you in as {DEV_ADMIN}; as {DEV_USER}: {url}/console#token={token})\n"
         f"  gateway:  {url}\n"
+        f"  api docs: {url}/api/docs\n"
         f"  openapi:  {url}/api/openapi.json\n"
         f"  health:   {url}/api/health/hybrid-orchestrator\n"
         f"  user token ({DEV_USER}, 24 h):\n    {token}\n"

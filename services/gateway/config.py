@@ -67,6 +67,11 @@ class GatewaySettings(FlagSettings):
     )
     # Read by the router's webhook sender too: the embedded mode allows http callbacks to localhost.
     webhook_allow_local_http: bool = Field(default=False, description="callbackUrl may be http://localhost")
+    gateway_console_trace_url: str = Field(
+        default="",
+        description="the console's link to a trace: an http(s) URL with {traceId}, e.g. Jaeger's "
+        "http://jaeger:16686/trace/{traceId} (empty: the trace id without a link)",
+    )
     gateway_health_urls: str = Field(
         default="", description='readiness URLs aggregated by the health endpoint: "name=http://h:p/readyz,..."'
     )
@@ -83,6 +88,13 @@ class GatewaySettings(FlagSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("GATEWAY_JWKS_URL must be an http(s) URL")
+        return value
+
+    @field_validator("gateway_console_trace_url")
+    @classmethod
+    def _trace_template(cls, value: str) -> str:
+        if value and (not value.startswith(("https://", "http://")) or "{traceId}" not in value):
+            raise ValueError("GATEWAY_CONSOLE_TRACE_URL must be an http(s) URL with {traceId} in it")
         return value
 
     @field_validator("gateway_health_urls")

@@ -24,6 +24,7 @@ from services.gateway import constants as c
 from services.gateway.api import Api
 from services.gateway.auth import TokenVerifier
 from services.gateway.config import GatewaySettings
+from services.gateway.console import add_pages
 from services.gateway.control import ControlEndpoints
 from services.gateway.costs import CostEndpoints
 from services.gateway.dead_letters import DeadLetterEndpoints
@@ -81,7 +82,8 @@ class Gateway:
         self.port: int | None = None
 
     def app(self) -> web.Application:
-        """A new application serving ROUTES (the tracing middleware outermost, so errors are in the span)."""
+        """A new application serving ROUTES and the console's pages (the tracing middleware outermost, so errors
+        are in the span)."""
         app = web.Application(
             middlewares=[tracing_middleware, error_middleware],
             client_max_size=max(self.settings.gateway_max_body_bytes, self.settings.gateway_campaign_max_body_bytes),
@@ -89,6 +91,7 @@ class Gateway:
         for route in ROUTES:
             handler = self._bind(route.handler)
             app.router.add_route(route.method, route.path, self.guard.wrap(handler) if route.auth else handler)
+        add_pages(app, trace_url=self.settings.gateway_console_trace_url)  # /console and /api/docs: no API
         return app
 
     def _bind(self, method: EndpointMethod) -> Handler:
