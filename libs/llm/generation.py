@@ -49,6 +49,7 @@ from libs.llm.classify import classify
 from libs.llm.client import create_chat_completion
 from libs.llm.compliance import compliance_error, correction_prompt, validated_text, with_verdict
 from libs.llm.errors import CacheError, GenerationInFlight
+from libs.llm.health import CallOutcomes
 from libs.llm.metrics import OUTCOME_OK, get_llm_metrics
 from libs.llm.prompts import PROMPTS, Prompt, RenderedPrompt, build_prompt
 from libs.llm.response import Reply, billed_usage, read_reply
@@ -86,6 +87,7 @@ class GenerationHandler:
         prompts: Mapping[IntentType, Prompt] = PROMPTS,
         checker: Checker | None = None,
         flags: FlagClient | None = None,
+        outcomes: CallOutcomes | None = None,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -96,6 +98,7 @@ class GenerationHandler:
         self.prompts = prompts
         self.checker = checker or default_checker()
         self.flags = flags
+        self.outcomes = outcomes or CallOutcomes(provider)  # what the provider health check reads
 
     async def __call__(self, envelope: Envelope) -> Message | None:
         request = envelope.payload
@@ -193,6 +196,7 @@ class GenerationHandler:
         else:
             call = _Call(_elapsed_ms(started), reply=reply)
             outcome, usage = OUTCOME_OK, reply.usage
+        self.outcomes.record(call.error)
         get_llm_metrics().record_call(
             provider=self.provider.value, outcome=outcome, duration_ms=call.latency_ms, usage=usage
         )
@@ -306,6 +310,9 @@ def make_generation_handler(
     timeout_s: float,
     checker: Checker | None = None,
     flags: FlagClient | None = None,
+    outcomes: CallOutcomes | None = None,
 ) -> Handler:
     """The generation.requested handler of `provider`'s worker (see the module docstring)."""
-    return GenerationHandler(provider, client, model, bus, cache, timeout_s, checker=checker, flags=flags)
+    return GenerationHandler(
+        provider, client, model, bus, cache, timeout_s, checker=checker, flags=flags, outcomes=outcomes
+    )

@@ -16,8 +16,8 @@ from contracts.messages import GenerationRequested
 from libs.content import default_checker
 from libs.flags import FlagSettings, open_flag_client
 from libs.llm.cache import IdempotencyCache
-from libs.llm.errors import LLMConfigError
 from libs.llm.generation import make_generation_handler
+from libs.llm.health import CallOutcomes, check_name
 from libs.runtime import Runtime, Service
 
 
@@ -34,19 +34,21 @@ def worker_service(
 ) -> Service:
     checker = default_checker()
     flags = open_flag_client(settings, store=runtime.shared.flag_store)
+    outcomes = CallOutcomes(provider)
     handler = make_generation_handler(
-        provider, client, model, runtime.bus, cache, timeout_s, checker=checker, flags=flags
+        provider, client, model, runtime.bus, cache, timeout_s, checker=checker, flags=flags, outcomes=outcomes
     )
 
-    async def client_configured() -> None:
-        # Calling the provider on every probe would cost money and rate limit; a usable client is enough.
-        if client.is_closed():
-            raise LLMConfigError(f"the {provider.value} client is closed")
+    async def provider_health() -> None:
+        # From the calls the worker made anyway: probing the provider would cost money and rate limit.
+        outcomes.raise_if_failing(client_closed=client.is_closed())
 
     return Service(
         name=name,
         handlers={GenerationRequested.TYPE: handler},
         on_start=[flags.start],
         on_stop=[client.close, cache.close, flags.stop],
-        checks={f"{provider.value}_client": client_configured, "idempotency_cache": cache.ping},
+        checks={"idempotency_cache": cache.ping},
+        # Reported, never withholding readiness: a provider's outage is for the router to route around.
+        reports={check_name(provider): provider_health},
     )

@@ -3,6 +3,8 @@
 GET /healthz  — 200 while the process runs its event loop (liveness: restart me if this fails).
 GET /readyz   — 200 when the bus and every service check pass, else 503 with the failing reasons
                 (readiness: stop sending me traffic). Draining on SIGTERM turns readiness off first.
+                The body's "checks" also hold the service's reports (names in `reports`): a failing report
+                shows there, but never makes the answer 503 (libs.runtime.service.Service.reports).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ async def run_checks(checks: dict[str, Check]) -> dict[str, str]:
 
 
 class HealthServer:
-    def __init__(self, checks: dict[str, Check]) -> None:
+    def __init__(self, checks: dict[str, Check], reports: set[str] | None = None) -> None:
         self.checks = checks
+        self.reports = reports if reports is not None else set()  # names in `checks` that are reports
         self.draining = False
         self._runner: web.AppRunner | None = None
 
@@ -47,7 +50,7 @@ class HealthServer:
 
     async def _ready(self, _: web.Request) -> web.Response:
         results = await run_checks(self.checks)
-        ready = not self.draining and all(r == "ok" for r in results.values())
+        ready = not self.draining and all(r == "ok" for n, r in results.items() if n not in self.reports)
         body = {"status": "ready" if ready else "not_ready", "draining": self.draining, "checks": results}
         return web.json_response(body, status=200 if ready else 503)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -66,6 +67,8 @@ async def serve(
             service = await factory(runtime)
             services.append(service)
             health.checks.update({f"{service.name}.{k}": check for k, check in service.checks.items()})
+            health.checks.update({f"{service.name}.{k}": report for k, report in service.reports.items()})
+            health.reports.update(f"{service.name}.{k}" for k in service.reports)
             await service.start(runtime)
         try:
             port = await health.start(settings.health_port, settings.health_host)
@@ -93,12 +96,15 @@ async def serve(
 async def _until_stopped(stop: asyncio.Event | None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # Only the main thread can take signals: a system run in another thread (the console's browser tests,
+    # whose own thread drives the browser) is stopped by `stop` alone.
+    signals = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
 
 

@@ -1,4 +1,4 @@
-"""What a service is: a name, handlers by message type, start/stop hooks and readiness checks.
+"""What a service is: a name, handlers by message type, start/stop hooks, readiness checks and health reports.
 
 A service module exposes `async def create(runtime: Runtime) -> Service`; the same service then runs as
 its own process (libs.runtime.process) or beside the others in one process (the embedded mode).
@@ -63,6 +63,9 @@ class Service:
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     checks: dict[str, Check] = field(default_factory=dict)
+    # Health reported on /readyz and the gateway's health (as a degradation when failing) that never
+    # withholds readiness: a provider's outage or an open circuit is no reason to take this replica out.
+    reports: dict[str, Check] = field(default_factory=dict)
     prefetch: int | None = None
 
     async def start(self, runtime: Runtime) -> None:

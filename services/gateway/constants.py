@@ -115,10 +115,14 @@ DELIVERIES_MAX_LIMIT: Final = 1000
 WORKFLOWS_DEFAULT_LIMIT: Final = 50
 WORKFLOWS_MAX_LIMIT: Final = 500
 WORKFLOWS_CURSOR_MAX_LENGTH: Final = 200
-# --- Health: a failing check whose name has one of these dot-separated segments ("bus", "router.database")
-# makes the system unhealthy (503); any other failing check (providers, redis, workers) only degrades it.
-# The router is critical because without it nothing progresses and no status can be read.
+# --- Health: a failing check whose name's last dot-separated segment is one of these ("bus", "router",
+# "router.database") makes the system unhealthy (503); any other failing check (providers, redis, workers,
+# "router.orchestrator") only degrades it. The router is critical because without it nothing progresses and
+# no status can be read.
 CRITICAL_CHECK_SEGMENTS: Final = frozenset({"bus", "database", "router"})
+# The original plan's check names: each is also answered as one entry summing up every service's check of
+# that name ("router.database", "cost-tracker.database", a remote service's own "database", ...).
+SUMMARY_CHECKS: Final = ("database", "orchestrator", "azureProvider", "openaiProvider")
 HEALTH_CHECK_TIMEOUT_S: Final = 2.0
 
 # --- Cost endpoints: the cost-tracker answers them over the bus (cost.query).
@@ -129,6 +133,7 @@ PATH_COST_THRESHOLDS: Final = "/api/v2/costs/thresholds"
 PATH_COST_ALERTS: Final = "/api/v2/costs/alerts"
 PATH_COST_FORECAST: Final = "/api/v2/costs/forecast"
 PATH_COST_OPTIMIZATION: Final = "/api/v2/costs/optimization"
+PATH_COST_ALERT_DESTINATION: Final = "/api/v2/costs/alert-destination"
 # ?wait=true answers the cost-tracker's figure for the workflow. Its last usage record travels beside the
 # router's result, so the gateway re-asks (POLL_* backoff) until the cost-tracker says the workflow is
 # settled — for at most this long after the workflow ended; then it answers the figure recorded so far.

@@ -6,8 +6,14 @@ the gateway is created); and the readiness endpoints in GATEWAY_HEALTH_URLS, fet
 libs.runtime.health `/readyz` answers {"status", "checks": {name: "ok" | reason}}).
 
 A failing check is critical when its name, or for a remote service the name of one of its failing checks,
-has a dot-separated segment in CRITICAL_CHECK_SEGMENTS (bus, database, router): then the system is
-unhealthy (503). Any other failure (a provider, redis, a worker) leaves it degraded (200).
+ends in a segment of CRITICAL_CHECK_SEGMENTS (bus, database, router): then the system is unhealthy (503).
+Any other failure (a provider, redis, a worker) leaves it degraded (200). A remote service answering 200 may
+still report failures (libs.runtime.service.Service.reports: a provider's circuit, its latest calls): the
+check then fails, degrading the system.
+
+The original plan's names (SUMMARY_CHECKS: database, orchestrator, azureProvider, openaiProvider) are answered
+too, each summing up every check of that name wherever it runs: the router's circuit and the worker's latest
+calls both speak for `azureProvider`; a summary fails when one of them does.
 
 The endpoint is unauthenticated, so what it answers to anyone is `public`: each check's status, criticality
 and latency, never the error strings or a remote service's own checks (host names, driver messages);
@@ -40,7 +46,11 @@ class RemoteNotReady(Exception):
 
 
 def is_critical(name: str, critical: frozenset[str] = c.CRITICAL_CHECK_SEGMENTS) -> bool:
-    return any(segment in critical for segment in name.split("."))
+    return _last_segment(name) in critical
+
+
+def _last_segment(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
 
 
 def _reason(exc: BaseException) -> str:
@@ -77,6 +87,7 @@ class HealthAggregator:
         )
         checks = dict(zip(names, results, strict=True))
         failed = [r for r in checks.values() if r.status == "failed"]
+        checks.update(summaries(checks))
         if any(r.critical for r in failed):
             status = "unhealthy"
         elif failed:
@@ -106,6 +117,14 @@ class HealthAggregator:
             )
         except Exception as exc:  # unreachable, timed out, not JSON
             return CheckResult(status="failed", critical=is_critical(name), error=_reason(exc), latency_ms=_ms(started))
+        # Failing reports: the service is up and ready, so only what failed can make it critical.
+        failed = sorted(k for k, v in details.items() if v != "ok")
+        if failed:
+            error = f"failing: {', '.join(failed)}"
+            critical = any(is_critical(k) for k in failed)
+            return CheckResult(
+                status="failed", critical=critical, error=error, latency_ms=_ms(started), details=details
+            )
         return CheckResult(status="ok", critical=is_critical(name), latency_ms=_ms(started), details=details)
 
     async def _fetch(self, url: str) -> dict[str, str]:
@@ -121,6 +140,32 @@ class HealthAggregator:
             if response.status != 200:
                 raise RemoteNotReady(f"HTTP {response.status}", details)
             return details
+
+
+def summaries(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
+    """One entry per SUMMARY_CHECKS name that some check answers: failed when any of its sources failed, with
+    each source's verdict as details. Sources: checks whose last segment is the name, and remote services'
+    own checks of that name."""
+    found: dict[str, dict[str, tuple[str, float]]] = {name: {} for name in c.SUMMARY_CHECKS}
+    for check_name, result in checks.items():
+        if _last_segment(check_name) in found:
+            found[_last_segment(check_name)][check_name] = (result.error or result.status, result.latency_ms)
+        for detail, verdict in (result.details or {}).items():
+            if _last_segment(detail) in found:
+                found[_last_segment(detail)][f"{check_name}/{detail}"] = (verdict, result.latency_ms)
+    out: dict[str, CheckResult] = {}
+    for name, sources in found.items():
+        if not sources:
+            continue
+        failing = [f"{source}: {verdict}" for source, (verdict, _) in sources.items() if verdict != "ok"]
+        out[name] = CheckResult(
+            status="failed" if failing else "ok",
+            critical=is_critical(name),
+            error="; ".join(failing) or None,
+            latency_ms=max(latency for _, latency in sources.values()),
+            details={source: verdict for source, (verdict, _) in sources.items()},
+        )
+    return out
 
 
 def _ms(started: float) -> float:

@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from contracts.enums import Provider
 from libs.telemetry import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, get_logger
+from services.router.errors import Unhealthy
 from services.router.fallback import other
 
 log = get_logger(__name__)
@@ -104,6 +105,14 @@ class CircuitBreaker:
 
     def gauge(self) -> int:
         return _GAUGE[self.state]
+
+    def raise_if_not_closed(self) -> None:
+        """The provider's health report: raises Unhealthy, with since when, while the circuit is not closed."""
+        state = self.state
+        if state is CircuitState.CLOSED or self._opened_at is None:
+            return
+        since = self._clock() - self._opened_at
+        raise Unhealthy(f"circuit {state.value} for {since:.0f} s, after {self._failures} failed calls")
 
 
 class Breakers:

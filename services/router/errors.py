@@ -6,7 +6,9 @@
     ├── IllegalTransition        a state change the state machine does not allow (never silently applied)
     ├── ConcurrentUpdate         other handlers kept moving the workflow between our read and our write;
     │                            the bus redelivers the message and it is handled again from scratch
-    └── FallbackConfigError      ROUTER_FALLBACK_MATRIX names an unknown scenario or target
+    ├── FallbackConfigError      ROUTER_FALLBACK_MATRIX names an unknown scenario or target
+    └── Unhealthy                a health report's failure: a provider's circuit is not closed, the
+                                 orchestrator holds work or lost a background task
 
 Database failures are libs.storage.DatabaseError, translated from asyncpg at the store's boundary
 (services/router/pg_store.py); the bus redelivers the message when they are transient.
@@ -38,3 +40,7 @@ class ConcurrentUpdate(RouterError):
 
 class FallbackConfigError(RouterError, ValueError):
     """The fallback matrix configuration is invalid."""
+
+
+class Unhealthy(RouterError):
+    """A health report's failure (services.router.service: azureProvider, openaiProvider, orchestrator)."""

@@ -10,13 +10,16 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
+from contracts.enums import Provider
 from libs.flags import FlagClient, open_flag_client
-from libs.runtime import Runtime, Service
+from libs.llm.health import check_name
+from libs.runtime import Check, Runtime, Service
 from libs.runtime.periodic import in_batches_forever
 from services.router.breaker import Breakers
 from services.router.config import RouterSettings
 from services.router.constants import DEADLINE_SWEEP_BATCH, PURGE_BATCH, PURGE_INTERVAL_S, SERVICE_NAME
 from services.router.engine import Engine
+from services.router.errors import Unhealthy
 from services.router.fallback import FallbackMatrix
 from services.router.handlers import Router, utcnow
 from services.router.metrics import register_circuit_state
@@ -32,16 +35,46 @@ def build_store(settings: RouterSettings) -> WorkflowStore:
 
 
 def build_router(
-    runtime: Runtime, settings: RouterSettings, store: WorkflowStore, flags: FlagClient | None = None
+    runtime: Runtime,
+    settings: RouterSettings,
+    store: WorkflowStore,
+    flags: FlagClient | None = None,
+    breakers: Breakers | None = None,
 ) -> Router:
-    breakers = Breakers(
+    breakers = breakers or build_breakers(settings)
+    register_circuit_state(breakers.states)
+    engine = Engine(settings, FallbackMatrix.from_overrides(settings.router_fallback_matrix), breakers)
+    return Router(runtime.bus, store, engine, flags=flags)
+
+
+def build_breakers(settings: RouterSettings) -> Breakers:
+    return Breakers(
         failure_threshold=settings.router_breaker_failure_threshold,
         open_s=settings.router_breaker_open_s,
         probe_timeout_s=settings.router_breaker_probe_timeout_s,
     )
-    register_circuit_state(breakers.states)
-    engine = Engine(settings, FallbackMatrix.from_overrides(settings.router_fallback_matrix), breakers)
-    return Router(runtime.bus, store, engine, flags=flags)
+
+
+def health_reports(breakers: Breakers, flags: FlagClient, background: list[asyncio.Task[None]]) -> dict[str, Check]:
+    """The router's health reports, named as the original plan names them: each provider's circuit
+    (azureProvider, openaiProvider) and the orchestrator itself (work held by the kill switch, or a
+    background task — the deadline sweep, the purge — that ended)."""
+
+    def circuit(provider: Provider) -> Check:
+        async def report() -> None:
+            breakers[provider].raise_if_not_closed()
+
+        return report
+
+    async def orchestrator() -> None:
+        held = flags.held()
+        if held is not None:
+            raise Unhealthy(f"new work is held: {held}")
+        ended = [task.get_name() for task in background if task.done()]
+        if ended:
+            raise Unhealthy(f"background task ended: {', '.join(ended)}")
+
+    return {**{check_name(p): circuit(p) for p in Provider}, "orchestrator": orchestrator}
 
 
 def sweep_deadlines_forever(router: Router, interval_s: float) -> Coroutine[Any, Any, None]:
@@ -54,7 +87,8 @@ async def create(runtime: Runtime, *, store: WorkflowStore | None = None) -> Ser
     settings = runtime.settings_as(RouterSettings)
     store = store or build_store(settings)
     flags = open_flag_client(settings, store=runtime.shared.flag_store)
-    router = build_router(runtime, settings, store, flags)
+    breakers = build_breakers(settings)
+    router = build_router(runtime, settings, store, flags, breakers)
     webhooks = WebhookSender(runtime.bus, settings)
     background: list[asyncio.Task[None]] = []
 
@@ -88,4 +122,5 @@ async def create(runtime: Runtime, *, store: WorkflowStore | None = None) -> Ser
         on_start=[start],
         on_stop=[stop],
         checks={"database": store.ping},
+        reports=health_reports(breakers, flags, background),
     )

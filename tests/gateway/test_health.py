@@ -153,3 +153,49 @@ class TestExposure:
         """Health needs no token: a bad one answers like none, not 401."""
         answer = await gw.client.call("GET", HEALTH, token="not-a-jwt")
         assert answer.status == 200 and answer.body["data"]["status"] == "healthy"
+
+
+class TestSummaries:
+    async def test_the_plans_names_sum_up_every_source(self, gw: Harness) -> None:
+        """database, orchestrator, azureProvider and openaiProvider each sum up the checks of that name from
+        every service: the worker's calls and the router's circuit both speak for a provider."""
+        gw.runtime.shared.health_checks = {
+            "router.database": _ok,
+            "cost-tracker.database": _ok,
+            "router.orchestrator": _ok,
+            "router.azureProvider": _down,
+            "azure-worker.azureProvider": _ok,
+            "router.openaiProvider": _ok,
+        }
+        status, data = await _health(gw)
+        assert (status, data["status"]) == (200, "degraded")  # a provider's circuit is no outage
+        checks = data["checks"]
+        assert {k: checks[k]["status"] for k in ("database", "orchestrator", "azureProvider", "openaiProvider")} == {  # type: ignore[index]
+            "database": "ok",
+            "orchestrator": "ok",
+            "azureProvider": "failed",
+            "openaiProvider": "ok",
+        }
+        assert checks["azureProvider"]["details"] == {  # type: ignore[index]
+            "router.azureProvider": "ConnectionError: refused",
+            "azure-worker.azureProvider": "ok",
+        }
+        assert checks["database"]["critical"] and not checks["azureProvider"]["critical"]  # type: ignore[index]
+
+    async def test_a_ready_service_with_a_failing_report_degrades(
+        self, make_gateway: MakeGateway, readyz: StartReadyz
+    ) -> None:
+        """A remote router ready (200) but reporting an open circuit: its check fails, the system is degraded,
+        and the remote's own report feeds the openaiProvider summary."""
+        server = HealthServer({"database": _ok, "openaiProvider": _down}, reports={"openaiProvider"})
+        port = await server.start(0, host="127.0.0.1")
+        try:
+            gw = await make_gateway(gateway_health_urls=f"router=http://127.0.0.1:{port}/readyz")
+            status, data = await _health(gw)
+        finally:
+            await server.stop()
+        assert (status, data["status"]) == (200, "degraded")
+        router = data["checks"]["router"]  # type: ignore[index]
+        assert (router["status"], router["error"], router["critical"]) == ("failed", "failing: openaiProvider", False)
+        assert data["checks"]["openaiProvider"]["details"] == {"router/openaiProvider": "ConnectionError: refused"}  # type: ignore[index]
+        assert data["checks"]["database"]["status"] == "ok"  # type: ignore[index]
