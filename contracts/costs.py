@@ -45,6 +45,10 @@ Channel = Literal["slack", "sns", "email"]
 Channels = Annotated[list[Channel], Field(max_length=3)]
 GroupBy = Literal["provider", "model", "day", "type"]
 RefusalCode = Literal["invalid_parameter", "forbidden", "not_found"]
+# An e-mail address: one @ and a dot in the domain, no spaces (the mail service judges the rest).
+Email = Annotated[str, StringConstraints(max_length=254, strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+# A webhook URL (https; the cost-tracker checks it as the router checks callback URLs: libs.callbacks).
+WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 
 # --- what the cost-tracker answers -----------------------------------------------------------------------
 
@@ -149,6 +153,8 @@ class Threshold(Part):
     created_by: str
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # Optional addition: a threshold on one provider's spend.
+    provider: Provider | None = Field(default=None, description="only this provider's spend; null: every provider's")
 
 
 class ThresholdSummary(Part):
@@ -178,8 +184,8 @@ class Alert(Part):
     threshold_id: str
     user_id: str | None = Field(description="null: global")
     period: CostPeriod
-    period_start: date
-    spent_usd: Decimal = Field(description="the period's spend when raised, USD")
+    period_start: date = Field(description="the UTC day the period began (per_request: the call's day)")
+    spent_usd: Decimal = Field(description="the period's spend when raised (per_request: the call's cost), USD")
     limit_usd: Decimal = Field(description="USD")
     severity: Severity
     message: str
@@ -189,6 +195,10 @@ class Alert(Part):
     acknowledged_by: str | None
     acknowledged_at: AwareDatetime | None
     deliveries: list[AlertDelivery]
+    # Optional addition: the period's first instant (an hour's is not a day).
+    period_started_at: AwareDatetime | None = Field(
+        default=None, description="the period's first instant, UTC (per_request: the call's time)"
+    )
 
 
 class AlertSummary(Part):
@@ -200,6 +210,17 @@ class AlertSummary(Part):
 class Alerts(Part):
     alerts: list[Alert]
     summary: AlertSummary
+
+
+class AlertDestination(Part):
+    """Where a user's own alerts go besides the alert list (every alert of their scope)."""
+
+    user_id: str
+    email: str | None = Field(description="e-mailed here (SES); null: not by e-mail")
+    webhook_url: str | None = Field(
+        description="POSTed here as JSON, signed like the workflow webhooks (X-Signature); null: no webhook"
+    )
+    updated_at: AwareDatetime | None = Field(description="null: never set")
 
 
 class DailyCost(Part):
@@ -324,6 +345,12 @@ class AlertReply(CostReply):
 
 
 @register
+class AlertDestinationReply(CostReply):
+    TYPE = "cost.destination.reply"
+    data: AlertDestination | None = None
+
+
+@register
 class CostForecastReply(CostReply):
     TYPE = "cost.forecast.reply"
     data: CostForecast | None = None
@@ -413,7 +440,7 @@ class ThresholdsQuery(UserScoped):
 
     TYPE = "cost.thresholds.query"
     REPLY = ThresholdsReply
-    period: CostPeriod | None = Field(default=None, description="daily or monthly")
+    period: CostPeriod | None = Field(default=None, description="hourly, daily, monthly or per_request")
     enabled: bool | None = Field(default=None, description="only enabled (true) or disabled (false) ones")
 
 
@@ -423,10 +450,18 @@ class ThresholdCreate(UserScoped):
 
     TYPE = "cost.threshold.create"
     REPLY = ThresholdReply
-    period: CostPeriod = Field(description="daily or monthly (UTC calendar days and months)")
+    period: CostPeriod = Field(
+        description="hourly, daily or monthly (UTC calendar hours, days and months), or per_request (each call's cost)"
+    )
     limit_usd: Amount = Field(description="USD")
     severity: Severity = "warning"
-    action: Action = Field(default="none", description="block: new workflows refused; downgrade: sent to openai")
+    action: Action = Field(
+        default="none",
+        description=(
+            "block: new workflows refused; downgrade: sent to openai (not with per_request or a provider: "
+            "those alert only)"
+        ),
+    )
     notification_channels: Channels | None = Field(
         default=None,
         description=(
@@ -437,6 +472,7 @@ class ThresholdCreate(UserScoped):
     enabled: StrictBool = True
     name: Name | None = None
     is_global: StrictBool = Field(default=False, description="everyone's spend together (admin)")
+    provider: Provider | None = Field(default=None, description="only this provider's spend (default: all together)")
 
     @model_validator(mode="after")
     def _global_has_no_user(self) -> ThresholdCreate:
@@ -496,6 +532,24 @@ class AlertUpdate(CostRequest):
 
 
 @register
+class AlertDestinationQuery(UserScoped):
+    """Where the user's own alerts go."""
+
+    TYPE = "cost.destination.query"
+    REPLY = AlertDestinationReply
+
+
+@register
+class AlertDestinationUpdate(UserScoped):
+    """Where the user's own alerts go, replaced: a destination left out is removed."""
+
+    TYPE = "cost.destination.update"
+    REPLY = AlertDestinationReply
+    email: Email | None = Field(default=None, description="the user's e-mail address")
+    webhook_url: WebhookUrl | None = Field(default=None, description="https URL the alerts are POSTed to")
+
+
+@register
 class CostForecastQuery(UserScoped):
     """The next 7 and 30 days' cost from the daily history."""
 
@@ -525,6 +579,8 @@ COST_REQUESTS: tuple[type[CostRequest], ...] = (
     AlertsQuery,
     AlertCreate,
     AlertUpdate,
+    AlertDestinationQuery,
+    AlertDestinationUpdate,
     CostForecastQuery,
     CostOptimizationQuery,
 )

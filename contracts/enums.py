@@ -88,5 +88,12 @@ class BudgetAction(StrEnum):
 
 
 class CostPeriod(StrEnum):
+    """What a threshold measures: spend over a UTC calendar hour, day or month, or one billed call's cost.
+
+    Budgets (budget.status) and running totals use the three periods; per_request is a threshold type only.
+    """
+
+    HOURLY = "hourly"
     DAILY = "daily"
     MONTHLY = "monthly"
+    PER_REQUEST = "per_request"

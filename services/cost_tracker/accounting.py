@@ -1,7 +1,8 @@
 """The accounting handlers: price each usage.recorded once, and note how each workflow ended.
 
 usage.recorded       → a priced cost entry (once per message id) and its running totals, then the
-                       thresholds and budgets those totals crossed (limits.py)
+                       thresholds and budgets those totals crossed, and the per-request thresholds the
+                       call's own cost reached (limits.py)
 workflow.completed   → the workflow's outcome (campaign costs; "settled" for the gateway's ?wait=true)
 workflow.failed        and the WorkflowCost metric
 """
@@ -81,6 +82,7 @@ class Accounting:
             price_estimated=entry.price_estimated,
         )
         await self._limits.on_totals(totals)
+        await self._limits.on_entry(entry)
         return None
 
     async def on_workflow_end(self, envelope: Envelope) -> Message | None:

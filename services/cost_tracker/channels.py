@@ -1,7 +1,10 @@
 """Where alerts are delivered: a Slack incoming webhook (aiohttp), an SNS topic and email through SES
-(aiobotocore). Each channel sends one alert or raises ChannelError saying whether a retry may help.
+(aiobotocore) — the operators' channels — and a user's own destinations: their e-mail (SES) and their
+webhook (a signed JSON POST, as the router's workflow webhooks: libs.callbacks). Each channel sends one
+alert or raises ChannelError saying whether a retry may help. A user's channels read the destination when
+they send, so a removed or changed address applies to the next attempt.
 
-    channels = await Channels.open(settings)      # only the configured ones
+    channels = Channels(); await channels.open(settings, store)      # only the configured ones
     await channels["slack"].send(alert)
     await channels.close()
 
@@ -15,7 +18,8 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -23,11 +27,23 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from libs.callbacks import H_EVENT_ID, H_EVENT_TYPE, H_SIGNATURE, callback_url_problem, sign
 from libs.telemetry import register_secret_url
 from services.cost_tracker.config import CostTrackerSettings
-from services.cost_tracker.constants import CHANNEL_EMAIL, CHANNEL_SLACK, CHANNEL_SNS, SNS_SUBJECT_MAX
+from services.cost_tracker.constants import (
+    CHANNEL_EMAIL,
+    CHANNEL_SLACK,
+    CHANNEL_SNS,
+    CHANNEL_USER_EMAIL,
+    CHANNEL_USER_WEBHOOK,
+    SNS_SUBJECT_MAX,
+)
 from services.cost_tracker.errors import ChannelError
-from services.cost_tracker.model import Alert
+from services.cost_tracker.model import Alert, AlertDestination
+from services.cost_tracker.store import CostStore
+
+# The X-Event-Type of a user's alert webhook.
+ALERT_EVENT: Final = "cost.alert"
 
 # AWS error codes that mean "not now" rather than "never" (besides HTTP 429 and 5xx).
 _AWS_RETRYABLE_CODES = frozenset(
@@ -125,16 +141,80 @@ class EmailChannel(Channel):
         self._recipients = recipients
 
     async def send(self, alert: Alert) -> None:
+        await self.send_to(alert, self._recipients, channel=self.name)
+
+    async def send_to(self, alert: Alert, recipients: list[str], *, channel: str) -> None:
         text = (
             f"{alert.message}\n\nSpent: ${alert.spent_usd}\nThreshold: ${alert.limit_usd}\n"
             f"Period: {alert.period.value} from {alert.period_start}\nAlert: {alert.id}\n"
         )
-        with _aws_errors(self.name):
+        with _aws_errors(channel):
             await self._client.send_email(
                 Source=self._sender,
-                Destination={"ToAddresses": self._recipients},
+                Destination={"ToAddresses": recipients},
                 Message={"Subject": {"Data": subject(alert)}, "Body": {"Text": {"Data": text}}},
             )
+
+
+class UserWebhookChannel(Channel):
+    """POSTs the alert (as_json, with the event and the time sent) to the user's webhook, signed."""
+
+    name = CHANNEL_USER_WEBHOOK
+
+    def __init__(
+        self, session: aiohttp.ClientSession, store: CostStore, secret: bytes, *, allow_local_http: bool
+    ) -> None:
+        self._session = session
+        self._store = store
+        self._secret = secret
+        self._allow_local_http = allow_local_http
+
+    async def send(self, alert: Alert) -> None:
+        url = (await _destination(self.name, self._store, alert)).webhook_url
+        if not url:
+            raise ChannelError(self.name, "the user removed their webhook", retryable=False)
+        problem = callback_url_problem(url, allow_local_http=self._allow_local_http)
+        if problem is not None:
+            raise ChannelError(self.name, problem, retryable=False)
+        register_secret_url(url)  # the user's receiver: client spans must not show its path
+        body = orjson.dumps({"event": ALERT_EVENT, "sentAt": datetime.now(UTC).isoformat(), **as_json(alert)})
+        headers = {
+            "Content-Type": "application/json",
+            H_SIGNATURE: sign(self._secret, body),
+            H_EVENT_ID: str(alert.id),
+            H_EVENT_TYPE: ALERT_EVENT,
+        }
+        try:
+            async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                if response.status < 300:
+                    return
+                retryable = response.status in (408, 429) or response.status >= 500
+                raise ChannelError(self.name, f"webhook answered HTTP {response.status}", retryable=retryable)
+        except aiohttp.ClientError as exc:
+            raise ChannelError(self.name, f"{type(exc).__name__}: {exc}", retryable=True) from exc
+
+
+class UserEmailChannel(Channel):
+    """E-mails the alert (SES) to the address the user set."""
+
+    name = CHANNEL_USER_EMAIL
+
+    def __init__(self, client: Any, sender: str, store: CostStore) -> None:
+        self._email = EmailChannel(client, sender, [])
+        self._store = store
+
+    async def send(self, alert: Alert) -> None:
+        address = (await _destination(self.name, self._store, alert)).email
+        if not address:
+            raise ChannelError(self.name, "the user removed their e-mail address", retryable=False)
+        await self._email.send_to(alert, [address], channel=self.name)
+
+
+async def _destination(channel: str, store: CostStore, alert: Alert) -> AlertDestination:
+    found = None if alert.scope_user_id is None else await store.destination(alert.scope_user_id)
+    if found is None:
+        raise ChannelError(channel, "the alert's user has no destination", retryable=False)
+    return found
 
 
 @contextlib.contextmanager
@@ -157,13 +237,15 @@ def _aws_errors(channel: str) -> Iterator[None]:
 
 def configured_channels(settings: CostTrackerSettings) -> frozenset[str]:
     """The channels `settings` configure (a threshold naming another one has it skipped)."""
-    names = set()
+    names = {CHANNEL_USER_WEBHOOK} if settings.webhook_secret is not None else set()
     if settings.slack_webhook_url is not None:
         names.add(CHANNEL_SLACK)
     if settings.cost_alerts_sns_topic:
         names.add(CHANNEL_SNS)
     if settings.ses_from_email and settings.alert_recipients():
         names.add(CHANNEL_EMAIL)
+    if settings.ses_from_email:
+        names.add(CHANNEL_USER_EMAIL)
     return frozenset(names)
 
 
@@ -174,22 +256,30 @@ class Channels(Mapping[str, Channel]):
         self._channels: dict[str, Channel] = {}
         self._stack = contextlib.AsyncExitStack()
 
-    async def open(self, settings: CostTrackerSettings) -> None:
+    async def open(self, settings: CostTrackerSettings, store: CostStore) -> None:
         wanted = configured_channels(settings)
         timeout = settings.cost_alert_channel_timeout_s
         try:
-            if settings.slack_webhook_url is not None:
+            if wanted & {CHANNEL_SLACK, CHANNEL_USER_WEBHOOK}:
                 session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
                 self._stack.push_async_callback(session.close)
+            if settings.slack_webhook_url is not None:
                 webhook_url = settings.slack_webhook_url.get_secret_value()
                 register_secret_url(webhook_url)  # a secret: client spans must not show it
                 self._add(SlackChannel(session, webhook_url))
-            if wanted & {CHANNEL_SNS, CHANNEL_EMAIL}:
-                aws = await self._aws_clients(settings, sns=CHANNEL_SNS in wanted, ses=CHANNEL_EMAIL in wanted)
+            if settings.webhook_secret is not None:
+                secret = settings.webhook_secret.get_secret_value().encode()
+                local = settings.webhook_allow_local_http
+                self._add(UserWebhookChannel(session, store, secret, allow_local_http=local))
+            if wanted & {CHANNEL_SNS, CHANNEL_EMAIL, CHANNEL_USER_EMAIL}:
+                ses = bool(wanted & {CHANNEL_EMAIL, CHANNEL_USER_EMAIL})
+                aws = await self._aws_clients(settings, sns=CHANNEL_SNS in wanted, ses=ses)
                 if CHANNEL_SNS in wanted:
                     self._add(SnsChannel(aws["sns"], settings.cost_alerts_sns_topic or ""))
                 if CHANNEL_EMAIL in wanted:
                     self._add(EmailChannel(aws["ses"], settings.ses_from_email or "", settings.alert_recipients()))
+                if CHANNEL_USER_EMAIL in wanted:
+                    self._add(UserEmailChannel(aws["ses"], settings.ses_from_email or "", store))
         except BaseException:
             await self.close()
             raise

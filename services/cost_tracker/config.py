@@ -13,6 +13,8 @@ COST_BUDGET_REPUBLISH_S=300       every budget state is re-sent to the routers t
 COST_DEFAULT_USER_DAILY_BUDGET_USD=5   every user without a daily budget of their own is blocked past this
 COST_MAX_THRESHOLDS_PER_USER=20   thresholds one user's scope may hold (creating another answers 400)
 COST_ALERT_SCOPE_HOURLY_LIMIT=10  alerts of one scope sent to Slack/SNS/email per hour; later ones in-app only
+WEBHOOK_SECRET=…                  signs users' alert webhooks (X-Signature, as the router's); unset: not sent
+WEBHOOK_ALLOW_LOCAL_HTTP=false    a user's alert webhook may be http://localhost (embedded mode)
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from libs.callbacks import MIN_WEBHOOK_SECRET_BYTES
 from libs.config import CommonSettings
 from services.cost_tracker.constants import DEFAULT_PRICE_FILE
 
@@ -51,6 +54,24 @@ class CostTrackerSettings(CommonSettings):
     cost_alert_scope_hourly_limit: int = Field(
         default=10, ge=1, description="alerts of one scope delivered to channels per hour (the rest: in-app only)"
     )
+
+    # A user's own alert webhook (alert-destination) is signed with the same key as the workflow webhooks.
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of X-Signature (at least 32 bytes); unset: user webhooks not sent"
+    )
+    webhook_allow_local_http: bool = Field(default=False, description="http:// to localhost only (embedded mode)")
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_webhook_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_WEBHOOK_SECRET_BYTES:
+            raise ValueError(f"WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
+        return value
 
     def alert_recipients(self) -> list[str]:
         """COST_ALERT_EMAIL as a list of addresses."""

@@ -21,6 +21,8 @@ DEFAULT_PRICE_FILE: Final = Path(__file__).resolve().parent / "prices.toml"
 
 # Scope of the global totals, thresholds and budgets (the router's budget_states use the same spelling).
 GLOBAL_SCOPE: Final = "*"
+# The provider column of a running total that sums every provider's spend.
+ALL_PROVIDERS: Final = "*"
 
 # Prices are per 1,000 tokens (the original plan's unit).
 TOKENS_PER_PRICE_UNIT: Final = Decimal(1000)
@@ -36,6 +38,10 @@ CHANNEL_SLACK: Final = "slack"
 CHANNEL_SNS: Final = "sns"
 CHANNEL_EMAIL: Final = "email"
 CHANNELS: Final = (CHANNEL_SLACK, CHANNEL_SNS, CHANNEL_EMAIL)
+# A user's own destinations (alert-destination: their e-mail address, their webhook), delivered to for
+# every alert of the user's scope besides the operators' channels the threshold names.
+CHANNEL_USER_EMAIL: Final = "user_email"
+CHANNEL_USER_WEBHOOK: Final = "user_webhook"
 
 # COST_DEFAULT_USER_DAILY_BUDGET_USD acts as a threshold of every user without a daily budget: its id is
 # uuid5(DEFAULT_BUDGET_NAMESPACE, user id), so its alert is raised once per user and day like any other's.

@@ -5,6 +5,11 @@ period start), so however many replicas and messages see the same crossing, one 
 one publishes the cost.alert. Channels are not called here: cost.alert is consumed by this service's own
 queue (notify.py), so a slow or failing channel never holds up accounting.
 
+A threshold watches a period's running total (hourly, daily, monthly: every provider's, or one provider's
+when it names one) or each billed call's own cost (per_request: one alert per call over the limit). Every
+alert of a user's scope also goes to the user's own destinations (their e-mail, their webhook) when they
+set them, besides the operators' channels the threshold names.
+
 A threshold with an action (downgrade / block) is also a budget: the most severe action among a scope's
 crossed thresholds of a period is that scope's budget state, and a change of it is published as
 budget.status (again guarded by a conditional write, so one replica publishes each change). Spending only
@@ -24,11 +29,11 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from contracts import Envelope
-from contracts.enums import BudgetAction, CostPeriod
+from contracts.enums import BudgetAction, CostPeriod, Provider
 from contracts.messages import BudgetStatus, CostAlert
 from libs.bus import Bus
 from libs.telemetry import get_logger
@@ -40,9 +45,11 @@ from services.cost_tracker.constants import (
 )
 from services.cost_tracker.model import (
     BUDGET_SEVERITY,
+    TOTAL_PERIODS,
     Alert,
     AlertFilter,
     BudgetState,
+    CostEntry,
     Delivery,
     DeliveryStatus,
     Severity,
@@ -50,8 +57,8 @@ from services.cost_tracker.model import (
     Threshold,
     ThresholdAction,
     alert_id_for,
-    midnight,
-    period_start,
+    period_began,
+    request_alert_id,
     user_of,
 )
 from services.cost_tracker.store import CostStore
@@ -66,7 +73,7 @@ def utcnow() -> datetime:
 
 
 class ThresholdBook:
-    """The enabled thresholds by scope and period, cached: reloaded when older than `refresh_s` (so an edit
+    """The enabled thresholds by scope, period and provider, cached: reloaded when older than `refresh_s` (so an edit
     made on another replica applies here within that time) or when this replica edited one."""
 
     def __init__(
@@ -81,34 +88,50 @@ class ThresholdBook:
         self._refresh_s = refresh_s
         self._default_daily_budget = default_daily_budget
         self._clock = clock
-        self._by_key: dict[tuple[str, CostPeriod], list[Threshold]] = {}
+        self._by_key: dict[_BookKey, list[Threshold]] = {}
         self._loaded_at: float | None = None
 
     def invalidate(self) -> None:
         self._loaded_at = None
 
-    async def _current(self) -> dict[tuple[str, CostPeriod], list[Threshold]]:
+    async def _current(self) -> dict[_BookKey, list[Threshold]]:
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at >= self._refresh_s:
-            by_key: dict[tuple[str, CostPeriod], list[Threshold]] = {}
+            by_key: dict[_BookKey, list[Threshold]] = {}
             for threshold in await self._store.thresholds():
                 if threshold.enabled:
-                    by_key.setdefault((threshold.scope, threshold.period), []).append(threshold)
+                    key = (threshold.scope, threshold.period, threshold.provider)
+                    by_key.setdefault(key, []).append(threshold)
             self._by_key, self._loaded_at = by_key, now
         return self._by_key
 
-    async def matching(self, scope: str, period: CostPeriod) -> list[Threshold]:
-        """The scope's enabled thresholds of `period`, with the default daily budget for a user who has none."""
-        found = (await self._current()).get((scope, period), [])
+    async def matching(self, scope: str, period: CostPeriod, provider: Provider | None = None) -> list[Threshold]:
+        """The scope's enabled thresholds of `period` on `provider`'s spend (None: every provider's), with the
+        default daily budget for a user who has none."""
+        found = (await self._current()).get((scope, period, provider), [])
         default = self._default_daily_budget
-        if default is None or scope == GLOBAL_SCOPE or period is not CostPeriod.DAILY:
+        if default is None or scope == GLOBAL_SCOPE or period is not CostPeriod.DAILY or provider is not None:
             return found
         if any(t.action is not ThresholdAction.NONE for t in found):
             return found  # the user's own daily budget replaces the default
         return [*found, default_budget(scope, default)]
 
+    async def per_request(self, user_id: str, provider: Provider) -> list[Threshold]:
+        """The per-request thresholds a call of `user_id` on `provider` is checked against (the user's and the
+        global ones, on every provider or on this one)."""
+        book = await self._current()
+        return [
+            threshold
+            for scope in (user_id, GLOBAL_SCOPE)
+            for each in (None, provider)
+            for threshold in book.get((scope, CostPeriod.PER_REQUEST, each), [])
+        ]
+
     async def scopes(self) -> set[str]:
-        return {scope for scope, _ in await self._current()}
+        return {scope for scope, _, _ in await self._current()}
+
+
+_BookKey = tuple[str, CostPeriod, Provider | None]
 
 
 def default_budget(user_id: str, limit_usd: Decimal) -> Threshold:
@@ -165,7 +188,7 @@ class Limits:
         self._alert_hourly_limit = alert_hourly_limit
         self._clock = clock
         # Crossings this replica knows are stored: later messages of the period skip the INSERT round trip.
-        self._raised: set[tuple[uuid.UUID, date]] = set()
+        self._raised: set[tuple[uuid.UUID, datetime]] = set()
         # The budget action stored per scope and period, as last seen here (reloaded by every sweep).
         self._budgets: dict[tuple[str, CostPeriod], BudgetAction] = {}
 
@@ -176,22 +199,46 @@ class Limits:
         """After a usage entry: alerts for crossed thresholds; budget changes for the current periods."""
         now = self._clock()
         for key, spent in totals.items():
-            thresholds = await self.book.matching(key.scope, key.period)
+            thresholds = await self.book.matching(key.scope, key.period, key.provider)
             await self._raise_crossed(key, spent, thresholds, now)
-            if key.start == period_start(key.period, now):
+            if key.provider is None and key.start == period_began(key.period, now):
                 await self._settle_budget(key, spent, thresholds)
+
+    async def on_entry(self, entry: CostEntry) -> None:
+        """After a usage entry: an alert per per-request threshold the call's own cost reached."""
+        for threshold in await self.book.per_request(entry.user_id, entry.provider):
+            if entry.cost_usd < threshold.limit_usd:
+                continue
+            deliveries = await self._rate_limited(threshold, self._clock())
+            alert = self._request_alert(threshold, entry, deliveries)
+            if await self._store.raise_alert(alert):
+                log.info(
+                    "cost.threshold.crossed",
+                    threshold_id=str(threshold.id),
+                    scope=threshold.scope,
+                    period=CostPeriod.PER_REQUEST.value,
+                    spent_usd=str(entry.cost_usd),
+                    limit_usd=str(threshold.limit_usd),
+                )
+                await self.publish_alert(alert)
 
     async def evaluate(self, scopes: Iterable[str]) -> None:
         """Check the current periods of `scopes` (a threshold changed, a period began, the sweep)."""
         now = self._clock()
-        keys = [SpendKey(scope, period, period_start(period, now)) for scope in sorted(scopes) for period in CostPeriod]
+        keys = [
+            SpendKey(scope, period, period_began(period, now), provider)
+            for scope in sorted(scopes)
+            for period in TOTAL_PERIODS
+            for provider in (None, *Provider)
+        ]
         if not keys:
             return
         totals = await self._store.totals(keys)
         for key in keys:
-            thresholds = await self.book.matching(key.scope, key.period)
+            thresholds = await self.book.matching(key.scope, key.period, key.provider)
             await self._raise_crossed(key, totals[key], thresholds, now)
-            await self._settle_budget(key, totals[key], thresholds)
+            if key.provider is None:
+                await self._settle_budget(key, totals[key], thresholds)
 
     async def sweep(self, *, unpublished_grace_s: float, republish_s: float) -> None:
         """Re-check every scope with thresholds or a budget state, re-send what was never confirmed, and
@@ -199,7 +246,7 @@ class Limits:
         self.book.invalidate()
         await self.load()
         now = self._clock()
-        current = {period_start(period, now) for period in CostPeriod}
+        current = {period_began(period, now) for period in TOTAL_PERIODS}
         self._raised = {marker for marker in self._raised if marker[1] in current}
         await self.evaluate(await self.book.scopes() | {scope for scope, _ in self._budgets})
         grace = _seconds(unpublished_grace_s)
@@ -233,7 +280,7 @@ class Limits:
     async def _rate_limited(self, threshold: Threshold, now: datetime) -> tuple[Delivery, ...]:
         """The deliveries of `threshold`'s alert: skipped as rate limited when its scope raised
         COST_ALERT_SCOPE_HOURLY_LIMIT alerts or more in the last hour."""
-        deliveries = self.deliveries(threshold.channels)
+        deliveries = await self.deliveries(threshold.scope_user_id, threshold.channels)
         if not any(d.status is DeliveryStatus.PENDING for d in deliveries):
             return deliveries
         where = AlertFilter(scope_user_id=threshold.scope_user_id, only_scope=True, start=now - ALERT_RATE_WINDOW)
@@ -251,12 +298,13 @@ class Limits:
         self, threshold: Threshold, key: SpendKey, spent: Decimal, now: datetime, deliveries: tuple[Delivery, ...]
     ) -> Alert:
         budget = "" if threshold.action is ThresholdAction.NONE else f"; budget action: {threshold.action.value}"
+        on = "" if key.provider is None else f" {key.provider.value}"
         message = (
-            f"{describe_scope(threshold.scope_user_id)} {key.period.value} spend reached ${spent} "
+            f"{describe_scope(threshold.scope_user_id)} {key.period.value}{on} spend reached ${spent} "
             f"(threshold ${threshold.limit_usd}, {threshold.severity.value}){budget}"
         )
         return Alert(
-            id=alert_id_for(threshold.id, key.start),
+            id=alert_id_for(threshold.id, key.period, key.start),
             kind="threshold",
             threshold_id=str(threshold.id),
             scope_user_id=threshold.scope_user_id,
@@ -270,13 +318,39 @@ class Limits:
             deliveries=deliveries,
         )
 
-    def deliveries(self, channels: Iterable[str]) -> tuple[Delivery, ...]:
-        """A delivery per named channel: pending, or skipped when the channel is not configured here."""
+    def _request_alert(self, threshold: Threshold, entry: CostEntry, deliveries: tuple[Delivery, ...]) -> Alert:
+        who = "Global" if threshold.scope_user_id is None else f"User {entry.user_id}'s"
+        message = (
+            f"{who} call on {entry.provider.value} ({entry.model}) cost ${entry.cost_usd} "
+            f"(per-request threshold ${threshold.limit_usd}, {threshold.severity.value}; user {entry.user_id})"
+        )
+        return Alert(
+            id=request_alert_id(threshold.id, entry.message_id),
+            kind="threshold",
+            threshold_id=str(threshold.id),
+            scope_user_id=threshold.scope_user_id,
+            period=CostPeriod.PER_REQUEST,
+            period_start=period_began(CostPeriod.PER_REQUEST, entry.occurred_at),
+            spent_usd=entry.cost_usd,
+            limit_usd=threshold.limit_usd,
+            severity=threshold.severity,
+            message=message,
+            raised_at=self._clock(),
+            deliveries=deliveries,
+        )
+
+    async def deliveries(self, scope_user_id: str | None, channels: Iterable[str]) -> tuple[Delivery, ...]:
+        """A delivery per named channel, and per destination the scope's user set (their e-mail, their
+        webhook): pending, or skipped when the channel is not configured here."""
+        names = list(channels)
+        if scope_user_id is not None:
+            destination = await self._store.destination(scope_user_id)
+            names.extend(destination.channels() if destination else ())
         return tuple(
             Delivery(name, DeliveryStatus.PENDING)
             if name in self._configured
             else Delivery(name, DeliveryStatus.SKIPPED, last_error="channel not configured")
-            for name in channels
+            for name in dict.fromkeys(names)
         )
 
     async def publish_alert(self, alert: Alert) -> None:
@@ -284,7 +358,7 @@ class Limits:
         payload = CostAlert(
             threshold_id=alert.threshold_id,
             period=alert.period,
-            period_start=midnight(alert.period_start),
+            period_start=alert.period_start,
             scope_user_id=alert.scope_user_id,
             spent_usd=alert.spent_usd,
             limit_usd=alert.limit_usd,

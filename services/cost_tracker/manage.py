@@ -5,7 +5,9 @@ any, including global ones and thresholds for other users. A threshold with an a
 is a budget. A user's scope holds at most COST_MAX_THRESHOLDS_PER_USER thresholds (disabled ones count: a
 full scope answers forbidden; edit one instead), and only an admin's thresholds name channels (Slack, SNS,
 email are the operators'): a user's alert in-app, in the alert list. A created or edited threshold is
-checked against the current spend at once, so a budget set below what was already spent applies now.
+checked against the current spend at once, so a budget set below what was already spent applies now. A
+budget is on every provider's spend over a period: a per-request threshold, or one on a provider's spend,
+alerts only (an action answers invalid_parameter).
 
 Alerts: a user lists and acknowledges the alerts of their own scope; an admin any, and may raise a manual
 alert (delivered to the channels like any other).
@@ -17,13 +19,13 @@ import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from contracts import costs as cc
-from contracts.enums import CostPeriod
+from contracts.enums import CostPeriod, Provider
 from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNELS
-from services.cost_tracker.errors import Forbidden, NotFound
+from services.cost_tracker.errors import Forbidden, InvalidParameter, NotFound
 from services.cost_tracker.limits import Limits, describe_scope
 from services.cost_tracker.model import (
     Alert,
@@ -33,7 +35,7 @@ from services.cost_tracker.model import (
     SpendKey,
     Threshold,
     ThresholdAction,
-    period_start,
+    period_began,
     scope_of,
 )
 from services.cost_tracker.store import CostStore
@@ -88,6 +90,7 @@ class Management:
         is_global: bool,
         spec: ThresholdSpec,
         now: datetime,
+        provider: Provider | None = None,
     ) -> cc.Threshold:
         if is_global and not who.is_admin:
             raise Forbidden("only an admin may set global thresholds")
@@ -118,7 +121,9 @@ class Management:
             created_by=who.user_id,
             created_at=now,
             updated_at=now,
+            provider=provider,
         )
+        _check_budget(threshold)
         stored = await self._store.create_threshold(threshold)
         await self._apply(stored)
         return threshold_view(stored)
@@ -135,7 +140,9 @@ class Management:
         changes = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
         if "channels" in changes:
             changes["channels"] = tuple(dict.fromkeys(changes["channels"]))
-        updated = await self._store.update_threshold(dataclasses.replace(current, **changes, updated_at=now))
+        wanted = dataclasses.replace(current, **changes, updated_at=now)
+        _check_budget(wanted)
+        updated = await self._store.update_threshold(wanted)
         if updated is None:
             raise NotFound(f"no threshold {threshold_id}")
         await self._apply(updated)
@@ -169,8 +176,10 @@ class Management:
     ) -> cc.Alert:
         if not who.is_admin:
             raise Forbidden("only an admin may raise alerts")
+        if period is CostPeriod.PER_REQUEST:
+            raise InvalidParameter("a manual alert is about a period's spend: hourly, daily or monthly")
         alert_id = uuid.uuid5(ALERT_NAMESPACE, f"manual|{request_id}")  # a redelivered request: the same alert
-        start = period_start(period, now)
+        start = period_began(period, now)
         key = SpendKey(scope_of(user_id), period, start)
         spent = (await self._store.totals([key]))[key]
         alert = Alert(
@@ -186,7 +195,7 @@ class Management:
             message=f"{message} ({describe_scope(user_id)} {period.value} spend: ${spent}; limit ${limit_usd})",
             raised_at=now,
             created_by=who.user_id,
-            deliveries=self._limits.deliveries(dict.fromkeys(channels if channels is not None else CHANNELS)),
+            deliveries=await self._limits.deliveries(user_id, channels if channels is not None else CHANNELS),
         )
         if await self._store.raise_alert(alert):
             await self._limits.publish_alert(alert)
@@ -212,6 +221,16 @@ def _check_channels(who: Requester, spec: ThresholdSpec) -> None:
         )
 
 
+def _check_budget(threshold: Threshold) -> None:
+    """A budget (an action) is on every provider's spend over a period (what the routers act on)."""
+    if threshold.action is ThresholdAction.NONE:
+        return
+    if threshold.period is CostPeriod.PER_REQUEST:
+        raise InvalidParameter("a per_request threshold alerts only: its action must be none")
+    if threshold.provider is not None:
+        raise InvalidParameter("a threshold on one provider's spend alerts only: its action must be none")
+
+
 def threshold_view(t: Threshold) -> cc.Threshold:
     return cc.Threshold(
         id=t.id,
@@ -226,6 +245,7 @@ def threshold_view(t: Threshold) -> cc.Threshold:
         created_by=t.created_by,
         created_at=t.created_at,
         updated_at=t.updated_at,
+        provider=t.provider,
     )
 
 
@@ -236,7 +256,8 @@ def alert_view(a: Alert) -> cc.Alert:
         threshold_id=a.threshold_id,
         user_id=a.scope_user_id,
         period=a.period,
-        period_start=a.period_start,
+        period_start=a.period_start.astimezone(UTC).date(),
+        period_started_at=a.period_start,
         spent_usd=a.spent_usd,
         limit_usd=a.limit_usd,
         severity=a.severity.value,

@@ -1,20 +1,21 @@
 """The cost-tracker's records, as plain frozen data, and the calendar they are summed by.
 
-Periods are calendar days and months in UTC: a daily threshold of $50 means "$50 between 00:00 and 24:00
-UTC". Every amount is a Decimal.
+Periods are calendar hours, days and months in UTC: a daily threshold of $50 means "$50 between 00:00 and
+24:00 UTC". Running totals are kept per scope, period and provider (or all providers together). Every
+amount is a Decimal.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
 from contracts.enums import BudgetAction, CostPeriod, IntentType, Provider
-from services.cost_tracker.constants import ALERT_NAMESPACE, GLOBAL_SCOPE
+from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNEL_USER_EMAIL, CHANNEL_USER_WEBHOOK, GLOBAL_SCOPE
 
 
 class Severity(StrEnum):
@@ -51,14 +52,35 @@ class DeliveryStatus(StrEnum):
 
 BUDGET_SEVERITY = {BudgetAction.ALLOW: 0, BudgetAction.DOWNGRADE: 1, BudgetAction.BLOCK: 2}
 
+# The periods with running totals and budgets (per_request is a threshold type: one call's cost).
+TOTAL_PERIODS: tuple[CostPeriod, ...] = (CostPeriod.HOURLY, CostPeriod.DAILY, CostPeriod.MONTHLY)
+
 
 # --- the calendar ------------------------------------------------------------------------------------------
 
 
 def period_start(period: CostPeriod, at: datetime) -> date:
-    """The first day of the UTC day or month `at` falls in."""
+    """The first day of the UTC day or month `at` falls in (an hour's: its day)."""
     day = at.astimezone(UTC).date()
-    return day if period is CostPeriod.DAILY else day.replace(day=1)
+    return day.replace(day=1) if period is CostPeriod.MONTHLY else day
+
+
+def period_began(period: CostPeriod, at: datetime) -> datetime:
+    """The first instant of the UTC hour, day or month `at` falls in (per_request: `at` itself)."""
+    if period is CostPeriod.HOURLY:
+        return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if period is CostPeriod.PER_REQUEST:
+        return at.astimezone(UTC)
+    return midnight(period_start(period, at))
+
+
+def period_end(period: CostPeriod, began: datetime) -> datetime:
+    """The first instant after the period that began at `began` (a month's: the 1st of the next)."""
+    if period is CostPeriod.HOURLY:
+        return began + timedelta(hours=1)
+    if period is CostPeriod.DAILY:
+        return began + timedelta(days=1)
+    return (began.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def midnight(day: date) -> datetime:
@@ -75,18 +97,24 @@ def user_of(scope: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class SpendKey:
-    """One running total: a scope (user id or GLOBAL_SCOPE), a period and the period's first day."""
+    """One running total: a scope (user id or GLOBAL_SCOPE), a period, the period's first instant (UTC) and
+    a provider (None: every provider's)."""
 
     scope: str
     period: CostPeriod
-    start: date
+    start: datetime
+    provider: Provider | None = None
 
 
-def spend_keys(user_id: str, at: datetime) -> tuple[SpendKey, ...]:
-    """The four totals one call of `user_id` at `at` adds to, in the order rows are locked (no deadlocks:
-    every writer locks the global rows last, and in the same order)."""
+def spend_keys(user_id: str, at: datetime, provider: Provider) -> tuple[SpendKey, ...]:
+    """The twelve totals one call of `user_id` on `provider` at `at` adds to (each period, all providers'
+    and the provider's own), in the order rows are locked (no deadlocks: every writer locks the global rows
+    last, and in the same order)."""
     keys = [
-        SpendKey(scope, period, period_start(period, at)) for scope in (user_id, GLOBAL_SCOPE) for period in CostPeriod
+        SpendKey(scope, period, period_began(period, at), each)
+        for scope in (user_id, GLOBAL_SCOPE)
+        for period in TOTAL_PERIODS
+        for each in (None, provider)
     ]
     return tuple(keys)
 
@@ -164,10 +192,25 @@ class Threshold:
     created_by: str
     created_at: datetime
     updated_at: datetime
+    provider: Provider | None = None  # None: every provider's spend; else only this provider's (alerts only)
 
     @property
     def scope(self) -> str:
         return scope_of(self.scope_user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDestination:
+    """Where a user's own alerts go besides the alert list: their e-mail address and their webhook."""
+
+    user_id: str
+    email: str | None
+    webhook_url: str | None
+    updated_at: datetime | None  # None: never set
+
+    def channels(self) -> tuple[str, ...]:
+        named = ((CHANNEL_USER_EMAIL, self.email), (CHANNEL_USER_WEBHOOK, self.webhook_url))
+        return tuple(channel for channel, address in named if address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +230,7 @@ class Alert:
     threshold_id: str  # a threshold's id, or "manual:<alert id>"
     scope_user_id: str | None
     period: CostPeriod
-    period_start: date
+    period_start: datetime  # the period's first instant (per_request: the call's time)
     spent_usd: Decimal
     limit_usd: Decimal
     severity: Severity
@@ -201,8 +244,16 @@ class Alert:
     deliveries: tuple[Delivery, ...] = field(default_factory=tuple)
 
 
-def alert_id_for(threshold_id: uuid.UUID | str, start: date) -> uuid.UUID:
-    return uuid.uuid5(ALERT_NAMESPACE, f"{threshold_id}|{start.isoformat()}")
+def alert_id_for(threshold_id: uuid.UUID | str, period: CostPeriod, start: datetime) -> uuid.UUID:
+    """The id of a threshold's alert for the period beginning at `start`: a day's and a month's keyed by the
+    day (as before hours existed: ids of stored alerts never change), an hour's by its first instant."""
+    key = start.isoformat() if period is CostPeriod.HOURLY else start.astimezone(UTC).date().isoformat()
+    return uuid.uuid5(ALERT_NAMESPACE, f"{threshold_id}|{key}")
+
+
+def request_alert_id(threshold_id: uuid.UUID, message_id: uuid.UUID) -> uuid.UUID:
+    """The id of a per-request threshold's alert for one billed call (its usage.recorded id)."""
+    return uuid.uuid5(ALERT_NAMESPACE, f"{threshold_id}|request|{message_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +263,7 @@ class BudgetState:
     scope: str
     period: CostPeriod
     action: BudgetAction
-    period_start: date
+    period_start: datetime
     spent_usd: Decimal
     limit_usd: Decimal | None
     changed_at: datetime

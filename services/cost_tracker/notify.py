@@ -47,7 +47,7 @@ class Notifier:
     async def on_alert(self, envelope: Envelope) -> Message | None:
         raised = envelope.payload
         assert isinstance(raised, CostAlert)
-        alert_id = raised.alert_id or alert_id_for(raised.threshold_id, raised.period_start.date())
+        alert_id = raised.alert_id or alert_id_for(raised.threshold_id, raised.period, raised.period_start)
         alert = await self._store.get_alert(alert_id)
         if alert is None:
             # Published only after the alert was stored, so this one comes from elsewhere: nothing to send.

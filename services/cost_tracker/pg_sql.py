@@ -7,14 +7,16 @@ bind parameter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from contracts.enums import BudgetAction, CostPeriod, IntentType, Provider
+from services.cost_tracker.constants import ALL_PROVIDERS
 from services.cost_tracker.model import (
     Alert,
+    AlertDestination,
     AlertFilter,
     BudgetState,
     CostEntry,
@@ -41,18 +43,19 @@ WITH e AS (
     ON CONFLICT (message_id) DO NOTHING
     RETURNING cost_usd
 )
-INSERT INTO spend_totals AS s (scope, period, period_start, spent_usd)
-SELECT k.scope, k.period, k.period_start, e.cost_usd
-FROM e CROSS JOIN unnest($19::text[], $20::text[], $21::date[]) WITH ORDINALITY AS k(scope, period, period_start, n)
+INSERT INTO spend_totals AS s (scope, period, period_start, provider, spent_usd)
+SELECT k.scope, k.period, k.period_start, k.provider, e.cost_usd
+FROM e CROSS JOIN unnest($19::text[], $20::text[], $21::timestamptz[], $22::text[])
+    WITH ORDINALITY AS k(scope, period, period_start, provider, n)
 ORDER BY k.n
-ON CONFLICT (scope, period, period_start) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd
-RETURNING scope, period, period_start, spent_usd
+ON CONFLICT (scope, period, period_start, provider) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd
+RETURNING scope, period, period_start, provider, spent_usd
 """
 
 TOTALS = """
-SELECT k.scope, k.period, k.period_start, coalesce(s.spent_usd, 0) AS spent_usd
-FROM unnest($1::text[], $2::text[], $3::date[]) AS k(scope, period, period_start)
-LEFT JOIN spend_totals s USING (scope, period, period_start)
+SELECT k.scope, k.period, k.period_start, k.provider, coalesce(s.spent_usd, 0) AS spent_usd
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS k(scope, period, period_start, provider)
+LEFT JOIN spend_totals s USING (scope, period, period_start, provider)
 """
 
 # One row (the workflow's spend) when the outcome is new; no row when it was stored already (o is empty).
@@ -82,7 +85,7 @@ DIMS: dict[str, str] = {
 
 THRESHOLD_COLUMNS = (
     "id, scope_user_id, period, limit_usd, severity, action, channels, enabled, name, created_by, created_at,"
-    " updated_at"
+    " updated_at, provider"
 )
 
 ALERT_COLUMNS = (
@@ -143,12 +146,14 @@ RETURNING {BUDGET_COLUMNS}
 # --- rows and filters ------------------------------------------------------------------------------------------------
 
 
-def key_arrays(keys: Sequence[SpendKey]) -> tuple[list[str], list[str], list[date]]:
-    return [k.scope for k in keys], [k.period.value for k in keys], [k.start for k in keys]
+def key_arrays(keys: Sequence[SpendKey]) -> tuple[list[str], list[str], list[datetime], list[str]]:
+    providers = [ALL_PROVIDERS if k.provider is None else k.provider.value for k in keys]
+    return [k.scope for k in keys], [k.period.value for k in keys], [k.start for k in keys], providers
 
 
 def spend_key(row: asyncpg.Record) -> SpendKey:
-    return SpendKey(row["scope"], CostPeriod(row["period"]), row["period_start"])
+    provider = None if row["provider"] == ALL_PROVIDERS else Provider(row["provider"])
+    return SpendKey(row["scope"], CostPeriod(row["period"]), row["period_start"], provider)
 
 
 def entry_conditions(where: EntryFilter) -> tuple[list[str], list[Any]]:
@@ -226,7 +231,7 @@ def outcome(row: asyncpg.Record) -> WorkflowOutcome:
 def threshold_values(t: Threshold) -> tuple[Any, ...]:
     return (
         t.id, t.scope_user_id, t.period.value, t.limit_usd, t.severity.value, t.action.value, list(t.channels),
-        t.enabled, t.name, t.created_by, t.created_at, t.updated_at,
+        t.enabled, t.name, t.created_by, t.created_at, t.updated_at, t.provider.value if t.provider else None,
     )  # fmt: skip
 
 
@@ -244,6 +249,7 @@ def threshold(row: asyncpg.Record) -> Threshold:
         created_by=row["created_by"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        provider=Provider(row["provider"]) if row["provider"] else None,
     )
 
 
@@ -279,3 +285,17 @@ def budget(row: asyncpg.Record) -> BudgetState:
         limit_usd=row["limit_usd"],
         changed_at=row["changed_at"],
     )
+
+
+DESTINATION_COLUMNS = "user_id, email, webhook_url, updated_at"
+
+PUT_DESTINATION = f"""
+INSERT INTO alert_destinations ({DESTINATION_COLUMNS}) VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, webhook_url = EXCLUDED.webhook_url,
+    updated_at = EXCLUDED.updated_at
+RETURNING {DESTINATION_COLUMNS}
+"""
+
+
+def destination(row: asyncpg.Record) -> AlertDestination:
+    return AlertDestination(row["user_id"], row["email"], row["webhook_url"], row["updated_at"])

@@ -21,6 +21,7 @@ from services.cost_tracker import pg_sql
 from services.cost_tracker.constants import DB_SCHEMA, MIGRATIONS_DIR
 from services.cost_tracker.model import (
     Alert,
+    AlertDestination,
     AlertFilter,
     BudgetState,
     CostEntry,
@@ -46,7 +47,7 @@ class PostgresStore(SchemaStore, CostStore):
     # --- accounting ----------------------------------------------------------------------------------------
 
     async def record_usage(self, entry: CostEntry) -> dict[SpendKey, Decimal] | None:
-        keys = spend_keys(entry.user_id, entry.occurred_at)
+        keys = spend_keys(entry.user_id, entry.occurred_at, entry.provider)
         async with self._connection("record usage") as conn:
             rows = await conn.fetch(
                 pg_sql.RECORD_USAGE,
@@ -155,7 +156,7 @@ class PostgresStore(SchemaStore, CostStore):
     async def create_threshold(self, threshold: Threshold) -> Threshold:
         sql = (
             f"WITH i AS (INSERT INTO thresholds ({pg_sql.THRESHOLD_COLUMNS})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING"
             f" RETURNING {pg_sql.THRESHOLD_COLUMNS})"
             f" SELECT * FROM i UNION ALL SELECT {pg_sql.THRESHOLD_COLUMNS} FROM thresholds WHERE id = $1"
             " AND NOT EXISTS (SELECT 1 FROM i)"
@@ -172,13 +173,28 @@ class PostgresStore(SchemaStore, CostStore):
     async def update_threshold(self, threshold: Threshold) -> Threshold | None:
         sql = (
             "UPDATE thresholds SET scope_user_id = $2, period = $3, limit_usd = $4, severity = $5, action = $6,"
-            " channels = $7, enabled = $8, name = $9, updated_at = $10"
+            " channels = $7, enabled = $8, name = $9, updated_at = $10, provider = $11"
             f" WHERE id = $1 RETURNING {pg_sql.THRESHOLD_COLUMNS}"
         )
         values = pg_sql.threshold_values(threshold)
         async with self._connection("update threshold") as conn:
             row = await conn.fetchrow(sql, *values[:9], *values[11:])
         return None if row is None else pg_sql.threshold(row)
+
+    # --- a user's alert destinations ------------------------------------------------------------------------
+
+    async def destination(self, user_id: str) -> AlertDestination | None:
+        sql = f"SELECT {pg_sql.DESTINATION_COLUMNS} FROM alert_destinations WHERE user_id = $1"
+        async with self._connection("read alert destination") as conn:
+            row = await conn.fetchrow(sql, user_id)
+        return None if row is None else pg_sql.destination(row)
+
+    async def put_destination(self, destination: AlertDestination) -> AlertDestination:
+        d = destination
+        async with self._connection("store alert destination") as conn:
+            row = await conn.fetchrow(pg_sql.PUT_DESTINATION, d.user_id, d.email, d.webhook_url, d.updated_at)
+        assert row is not None  # an upsert returns its row
+        return pg_sql.destination(row)
 
     # --- alerts --------------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from contracts.ids import is_user_id
 from libs.bus import Handler
 from libs.telemetry import get_logger
 from services.cost_tracker.constants import ALERT_NAMESPACE
+from services.cost_tracker.destinations import Destinations
 from services.cost_tracker.errors import Forbidden, InvalidParameter, QueryRefused
 from services.cost_tracker.limits import Clock, utcnow
 from services.cost_tracker.manage import Management, ThresholdSpec
@@ -37,9 +38,12 @@ Answer = Callable[[Requester, Any, Envelope], Awaitable[BaseModel]]
 
 
 class Queries:
-    def __init__(self, reports: Reports, management: Management, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, reports: Reports, management: Management, destinations: Destinations, *, clock: Clock = utcnow
+    ) -> None:
         self._reports = reports
         self._manage = management
+        self._destinations = destinations
         self._clock = clock
         self._answers: dict[type[cc.CostRequest], Answer] = {
             cc.CostStatsQuery: self._stats,
@@ -52,6 +56,8 @@ class Queries:
             cc.AlertsQuery: self._alerts,
             cc.AlertCreate: self._create_alert,
             cc.AlertUpdate: self._update_alert,
+            cc.AlertDestinationQuery: self._destination,
+            cc.AlertDestinationUpdate: self._put_destination,
             cc.CostForecastQuery: self._forecast,
             cc.CostOptimizationQuery: self._optimization,
         }
@@ -103,7 +109,9 @@ class Queries:
 
     async def _create_threshold(self, who: Requester, q: cc.ThresholdCreate, envelope: Envelope) -> BaseModel:
         threshold_id = uuid.uuid5(ALERT_NAMESPACE, f"threshold|{envelope.id}")  # a redelivery: the same one
-        return await self._manage.create_threshold(who, threshold_id, q.user_id, q.is_global, _spec(q), self._clock())
+        return await self._manage.create_threshold(
+            who, threshold_id, q.user_id, q.is_global, _spec(q), self._clock(), provider=q.provider
+        )
 
     async def _update_threshold(self, who: Requester, q: cc.ThresholdUpdate, _: Envelope) -> BaseModel:
         return await self._manage.update_threshold(who, q.threshold_id, _spec(q), self._clock())
@@ -129,6 +137,12 @@ class Queries:
 
     async def _update_alert(self, who: Requester, q: cc.AlertUpdate, _: Envelope) -> BaseModel:
         return await self._manage.acknowledge(who, q.alert_id, q.acknowledged, self._clock())
+
+    async def _destination(self, who: Requester, q: cc.AlertDestinationQuery, _: Envelope) -> BaseModel:
+        return await self._destinations.get(who, q.user_id)
+
+    async def _put_destination(self, who: Requester, q: cc.AlertDestinationUpdate, _: Envelope) -> BaseModel:
+        return await self._destinations.put(who, q.user_id, q.email, q.webhook_url, self._clock())
 
     def _range(self, q: cc.RangeRequest) -> tuple[datetime, datetime]:
         """[start, end): by default from the start of this month to now; at most cc.MAX_RANGE_DAYS long."""

@@ -26,6 +26,7 @@ from services.cost_tracker.accounting import Accounting
 from services.cost_tracker.channels import Channels, configured_channels
 from services.cost_tracker.config import CostTrackerSettings
 from services.cost_tracker.constants import UNPUBLISHED_GRACE_S
+from services.cost_tracker.destinations import Destinations
 from services.cost_tracker.limits import Clock, Limits, ThresholdBook, utcnow
 from services.cost_tracker.manage import Management
 from services.cost_tracker.notify import Notifier
@@ -85,6 +86,7 @@ class CostTracker:
             queries=Queries(
                 Reports(store, prices),
                 Management(store, limits, max_thresholds_per_user=settings.cost_max_thresholds_per_user),
+                Destinations(store, allow_local_http=settings.webhook_allow_local_http),
                 clock=clock,
             ),
             channels=channels,
@@ -104,7 +106,7 @@ class CostTracker:
     async def start(self) -> None:
         await self.store.start()
         await self.limits.load()
-        await self.channels.open(self.settings)
+        await self.channels.open(self.settings, self.store)
         await self._sweep_once()  # a period may have begun, or a publish been lost, while nothing ran
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="cost-tracker.sweep"))
         log.info("cost_tracker.started", channels=sorted(self.channels), store=type(self.store).__name__)

@@ -22,6 +22,7 @@ from contracts.enums import CostPeriod
 from libs.storage.store import Store
 from services.cost_tracker.model import (
     Alert,
+    AlertDestination,
     AlertFilter,
     BudgetState,
     CostEntry,
@@ -53,7 +54,7 @@ class CostStore(Store):
 
     @abstractmethod
     async def record_usage(self, entry: CostEntry) -> dict[SpendKey, Decimal] | None:
-        """Store `entry` and add its cost to its four running totals (spend_keys), atomically: the new
+        """Store `entry` and add its cost to its twelve running totals (spend_keys), atomically: the new
         totals, or None — nothing written — when an entry with the same message id is stored already."""
 
     @abstractmethod
@@ -92,6 +93,16 @@ class CostStore(Store):
     @abstractmethod
     async def update_threshold(self, threshold: Threshold) -> Threshold | None:
         """Replace the threshold with `threshold.id`; None when there is none."""
+
+    # --- a user's alert destinations ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def destination(self, user_id: str) -> AlertDestination | None:
+        """Where `user_id`'s own alerts go (None: never set)."""
+
+    @abstractmethod
+    async def put_destination(self, destination: AlertDestination) -> AlertDestination:
+        """Replace the user's destinations with `destination`'s; the stored one."""
 
     # --- alerts --------------------------------------------------------------------------------------------
 
@@ -161,13 +172,14 @@ class MemoryStore(CostStore):
         self._alerts: dict[uuid.UUID, Alert] = {}
         self._alert_keys: set[tuple[str, object]] = set()
         self._budgets: dict[tuple[str, CostPeriod], tuple[BudgetState, datetime | None]] = {}
+        self._destinations: dict[str, AlertDestination] = {}
 
     async def record_usage(self, entry: CostEntry) -> dict[SpendKey, Decimal] | None:
         if entry.message_id in self._entries:
             return None
         self._entries[entry.message_id] = entry
         totals = {}
-        for key in spend_keys(entry.user_id, entry.occurred_at):
+        for key in spend_keys(entry.user_id, entry.occurred_at, entry.provider):
             totals[key] = self._totals[key] = self._totals.get(key, Decimal(0)) + entry.cost_usd
         return totals
 
@@ -217,6 +229,13 @@ class MemoryStore(CostStore):
             return None
         self._thresholds[threshold.id] = threshold
         return threshold
+
+    async def destination(self, user_id: str) -> AlertDestination | None:
+        return self._destinations.get(user_id)
+
+    async def put_destination(self, destination: AlertDestination) -> AlertDestination:
+        self._destinations[destination.user_id] = destination
+        return destination
 
     async def raise_alert(self, alert: Alert) -> bool:
         key = (alert.threshold_id, alert.period_start)

@@ -136,7 +136,12 @@ GET_THRESHOLDS = RouteDoc(
     operation_id="getCostThresholds",
     summary="Alert thresholds and budgets (yours; an admin: everyone's)",
     params=(
-        Param("type", "query", "daily or monthly", {"type": "string", "enum": ["daily", "monthly"]}),
+        Param(
+            "type",
+            "query",
+            "hourly, daily, monthly or per_request",
+            {"type": "string", "enum": ["hourly", "daily", "monthly", "per_request"]},
+        ),
         Param("enabled", "query", "only enabled (true) or disabled (false) ones", {"type": "boolean"}),
         USER_ID,
     ),
@@ -152,7 +157,10 @@ CREATE_THRESHOLD = RouteDoc(
     summary="Create a threshold: an alert once per period when spend reaches it, and a budget with an action",
     description=(
         "Checked against the period's spend at once: a budget set below what was spent applies now. action "
-        "block refuses new workflows with cost_limit_exceeded (402); downgrade sends them to openai."
+        "block refuses new workflows with cost_limit_exceeded (402); downgrade sends them to openai. type "
+        "hourly, daily or monthly watches the period's spend (UTC), per_request each billed call's cost; with a "
+        "provider, only that provider's spend. Per-request and per-provider thresholds alert only (action none). "
+        "Every alert of a user's scope also goes to the user's alert destination (alert-destination)."
     ),
     request=s.ThresholdCreateRequest,
     replies=_write(
@@ -252,6 +260,36 @@ COST_OPTIMIZATION = RouteDoc(
     tags=_TAGS,
 )
 
+GET_ALERT_DESTINATION = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_ALERT_DESTINATION,
+    handler=CostEndpoints.get_alert_destination,
+    operation_id="getCostAlertDestination",
+    summary="Where your own alerts go besides the alert list: your e-mail address and your webhook",
+    params=(USER_ID,),
+    replies=_read({200: Reply("the destination (nulls: not set)", s.AlertDestinationResponse)}),
+    tags=_TAGS,
+)
+
+PUT_ALERT_DESTINATION = RouteDoc(
+    method="PUT",
+    path=c.PATH_COST_ALERT_DESTINATION,
+    handler=CostEndpoints.put_alert_destination,
+    operation_id="putCostAlertDestination",
+    summary="Set where your own alerts go (replaced: a destination left out is removed)",
+    description=(
+        "Every alert of your scope (your thresholds', an admin's on your spend, the default budget's) is also "
+        "e-mailed to `email` (when the service sends e-mail) and POSTed to `webhookUrl` as JSON, signed with "
+        "X-Signature like the workflow webhooks. The URL must be https without credentials."
+    ),
+    request=s.AlertDestinationRequest,
+    replies=_write(
+        {200: Reply("the destination as stored", s.AlertDestinationResponse)},
+        forbidden="forbidden: userId names another user and the token is not an admin's",
+    ),
+    tags=_TAGS,
+)
+
 COST_ROUTES: tuple[RouteDoc, ...] = (
     COST_STATS,
     COST_BREAKDOWN,
@@ -264,4 +302,6 @@ COST_ROUTES: tuple[RouteDoc, ...] = (
     UPDATE_ALERT,
     COST_FORECAST,
     COST_OPTIMIZATION,
+    GET_ALERT_DESTINATION,
+    PUT_ALERT_DESTINATION,
 )

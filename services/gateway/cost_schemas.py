@@ -73,6 +73,7 @@ AlertCreateRequest = derived(
     cc.AlertCreate, "AlertCreateRequest", base=CostRequest, money=Amount, aliases=_THRESHOLD_NAMES
 )
 AlertUpdateRequest = derived(cc.AlertUpdate, "AlertUpdateRequest", base=CostRequest)
+AlertDestinationRequest = derived(cc.AlertDestinationUpdate, "AlertDestinationRequest", base=CostRequest)
 
 # --- responses: the contract's shapes, and `{success: true, data}` around each -------------------------
 
@@ -105,6 +106,7 @@ ForecastWindow = derived(cc.ForecastWindow, "ForecastWindow", base=CostAnswer)
 ForecastData = derived(cc.CostForecast, "ForecastData", base=CostAnswer)
 Recommendation = derived(cc.Recommendation, "Recommendation", base=CostAnswer)
 OptimizationData = derived(cc.CostOptimization, "OptimizationData", base=CostAnswer, aliases=_RANGE)
+AlertDestination = derived(cc.AlertDestination, "AlertDestination", base=CostAnswer)
 
 
 def _answer(name: str, data: Any) -> type[BaseModel]:
@@ -122,3 +124,4 @@ AlertsResponse = _answer("AlertsResponse", AlertsData)
 AlertResponse = _answer("AlertResponse", Alert)
 ForecastResponse = _answer("ForecastResponse", ForecastData)
 OptimizationResponse = _answer("OptimizationResponse", OptimizationData)
+AlertDestinationResponse = _answer("AlertDestinationResponse", AlertDestination)

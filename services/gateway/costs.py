@@ -102,6 +102,7 @@ PARAMS: Mapping[type[cc.CostRequest], type[BaseModel]] = {
     cc.AlertsQuery: _params(cc.AlertsQuery),
     cc.CostForecastQuery: _params(cc.CostForecastQuery),
     cc.CostOptimizationQuery: _params(cc.CostOptimizationQuery),
+    cc.AlertDestinationQuery: _params(cc.AlertDestinationQuery),
 }
 
 
@@ -147,6 +148,12 @@ class CostEndpoints:
 
     async def get_optimization(self, request: web.Request) -> web.Response:
         return await self._read(request, cc.CostOptimizationQuery)
+
+    async def get_alert_destination(self, request: web.Request) -> web.Response:
+        return await self._read(request, cc.AlertDestinationQuery)
+
+    async def put_alert_destination(self, request: web.Request) -> web.Response:
+        return await self._write(request, s.AlertDestinationRequest, cc.AlertDestinationUpdate)
 
     # --- ?wait=true and GET status -------------------------------------------------------------------------
 

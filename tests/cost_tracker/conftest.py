@@ -95,6 +95,8 @@ _REQUESTS: dict[tuple[str, str], type[cc.CostRequest]] = {
     ("alerts", "list"): cc.AlertsQuery,
     ("alerts", "create"): cc.AlertCreate,
     ("alerts", "update"): cc.AlertUpdate,
+    ("destination", "list"): cc.AlertDestinationQuery,
+    ("destination", "update"): cc.AlertDestinationUpdate,
     ("forecast", "list"): cc.CostForecastQuery,
     ("optimization", "list"): cc.CostOptimizationQuery,
 }

@@ -306,7 +306,7 @@ class TestClassification:
 
         alert = Alert(
             id=uuid.uuid4(), kind="manual", threshold_id="manual:x", scope_user_id=None, period=CostPeriod.DAILY,
-            period_start=NOON.date(), spent_usd=Decimal(1), limit_usd=Decimal(1), severity=Severity.INFO,
+            period_start=NOON, spent_usd=Decimal(1), limit_usd=Decimal(1), severity=Severity.INFO,
             message="m", raised_at=NOON,
         )  # fmt: skip
         outcomes = {}

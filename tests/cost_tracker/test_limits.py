@@ -42,6 +42,7 @@ from tests.cost_tracker.conftest import (
 )
 
 NOON = datetime(2026, 5, 20, 12, tzinfo=UTC)
+DAY = datetime(2026, 5, 20, tzinfo=UTC)  # NOON's day
 
 
 class CountingBus(MemoryBus):
@@ -243,12 +244,12 @@ async def _count(harness: Harness, n: int) -> bool:
 
 def manual_alert(threshold_id: str = "manual:x", spent: str = "1", **fields: Any) -> Alert:
     values: dict[str, Any] = {
-        "id": alert_id_for(threshold_id, NOON.date()),
+        "id": alert_id_for(threshold_id, CostPeriod.DAILY, DAY),
         "kind": "manual",
         "threshold_id": threshold_id,
         "scope_user_id": None,
         "period": CostPeriod.DAILY,
-        "period_start": NOON.date(),
+        "period_start": DAY,
         "spent_usd": Decimal(spent),
         "limit_usd": Decimal(1),
         "severity": Severity.INFO,
@@ -297,15 +298,15 @@ class TestStoreGuards:
 
     async def test_a_budget_change_is_stored_once_and_only_forward(self, started: CostStore) -> None:
         """The same action twice changes nothing; an older period never overrides a newer one."""
-        today = BudgetState(ALICE, CostPeriod.DAILY, BudgetAction.BLOCK, NOON.date(), Decimal(2), Decimal(1), NOON)
+        today = BudgetState(ALICE, CostPeriod.DAILY, BudgetAction.BLOCK, DAY, Decimal(2), Decimal(1), NOON)
         first = await started.change_budget_state(today)
         assert first is not None and first.action is BudgetAction.BLOCK
         assert await started.change_budget_state(today) is None
-        yesterday = NOON.date() - timedelta(days=1)
+        yesterday = DAY - timedelta(days=1)
         stale = BudgetState(ALICE, CostPeriod.DAILY, BudgetAction.ALLOW, yesterday, Decimal(0), Decimal(1), NOON)
         assert await started.change_budget_state(stale) is None
         lifted = await started.change_budget_state(
-            BudgetState(ALICE, CostPeriod.DAILY, BudgetAction.ALLOW, NOON.date(), Decimal(0), Decimal(1), NOON)
+            BudgetState(ALICE, CostPeriod.DAILY, BudgetAction.ALLOW, DAY, Decimal(0), Decimal(1), NOON)
         )
         assert lifted is not None and lifted.changed_at > first.changed_at
         assert [s.action for s in await started.budget_states()] == [BudgetAction.ALLOW]

@@ -43,6 +43,7 @@ THRESHOLDS = "/api/v2/costs/thresholds"
 ALERTS = "/api/v2/costs/alerts"
 FORECAST = "/api/v2/costs/forecast"
 OPTIMIZATION = "/api/v2/costs/optimization"
+DESTINATION = "/api/v2/costs/alert-destination"
 ADMIN = "boss"
 
 
@@ -278,6 +279,32 @@ class TestManagement:
             "PUT", THRESHOLDS, json={"thresholdId": data["id"], "threshold": "0.1", "enabled": False}
         )
         assert (changed.status, changed.body["data"]["threshold"], changed.body["data"]["enabled"]) == (200, 0.1, False)
+
+    async def test_hourly_per_request_and_provider_thresholds_over_http(self, stack: Stack) -> None:
+        """type hourly and per_request and a provider are accepted and answered; a per-request budget is 400."""
+        hourly = await stack.call("POST", THRESHOLDS, json={"type": "hourly", "threshold": 1, "provider": "azure"})
+        assert (hourly.status, hourly.body["data"]["type"], hourly.body["data"]["provider"]) == (201, "hourly", "azure")
+        budget = {"type": "per_request", "threshold": 1, "action": "block"}
+        refused = await stack.call("POST", THRESHOLDS, json=budget)
+        assert (refused.status, refused.body["error"]["code"]) == (400, "invalid_parameter")
+        listed = await stack.call("GET", THRESHOLDS, params={"type": "hourly"})
+        assert [t["provider"] for t in listed.body["data"]["thresholds"]] == ["azure"]
+
+    async def test_a_users_alert_destination_is_set_and_read(self, stack: Stack) -> None:
+        """PUT sets Alice's e-mail and webhook (camelCase); GET answers them; Bob may not read hers (403)."""
+        body = {"email": "alice@example.com", "webhookUrl": "https://hooks.example.com/alice"}
+        stored = await stack.call("PUT", DESTINATION, json=body)
+        assert (stored.status, stored.body["data"]["webhookUrl"], stored.body["data"]["userId"]) == (
+            200,
+            body["webhookUrl"],
+            ALICE,
+        )
+        read = await stack.call("GET", DESTINATION)
+        assert read.body["data"]["email"] == "alice@example.com"
+        other = await stack.call("GET", DESTINATION, user=BOB, params={"userId": ALICE})
+        assert (other.status, other.body["error"]["code"]) == (403, "forbidden")
+        bad = await stack.call("PUT", DESTINATION, json={"email": "not an address"})
+        assert bad.status == 400
 
     async def test_alerts_are_raised_by_admins_and_acknowledged_by_their_user(self, stack: Stack) -> None:
         """POST (admin) answers 201; Alice lists and acknowledges it; Bob's PUT answers 404."""
