@@ -3,8 +3,9 @@
 A team that consumes `workflow.completed` or `cost.alert` gets a contract it can render, derived from the
 tables the code runs on, so it cannot drift (tests/test_asyncapi.py regenerates and compares):
 
-- channels   each service's queue (`{namespace}.{service}` on RabbitMQ, `{namespace}-{service}` on SQS) with
-             the messages routed to it (contracts.routing.ROUTES), and the requesters' reply queues;
+- channels   each service's queue per lane (`{namespace}.{queue}` on RabbitMQ, `{namespace}-{queue}` on SQS,
+             contracts.routing.QUEUES) with the messages routed to it (ROUTES), and the requesters' reply
+             queues;
 - operations who receives what (ROUTES), who sends what (libs.bus.permissions PUBLISHES, the table the
              broker permissions are generated from) and who asks what and gets which reply (REQUESTS);
 - messages   every registered (type, version); the payload is the whole envelope, by reference to its JSON
@@ -22,7 +23,7 @@ from typing import Any
 from contracts import costs
 from contracts import messages as m
 from contracts.envelope import registered
-from contracts.routing import ROUTES, SERVICES, consumers
+from contracts.routing import QUEUES, SERVICES, consumers, keys_consumed_by, message_type, service_of
 from contracts.schema import HERE, file_name
 
 # The senders are declared where the broker permissions are generated from them, so the document and the
@@ -47,10 +48,9 @@ REPLIES: dict[str, str] = {
 }
 
 
-def message_type(key: str) -> str:
-    """The message type a routing key carries (generation.requested.azure → generation.requested)."""
-    types = {t for t, _ in registered()}
-    return key if key in types else key.rsplit(".", 1)[0]
+def physical(queue: str) -> str:
+    """A queue's SQS name after the namespace (libs.bus.sqs_config.physical_name: "." becomes "-")."""
+    return queue.replace(".", "-")
 
 
 def message_ids(type_: str) -> list[str]:
@@ -84,17 +84,18 @@ def _messages() -> dict[str, Any]:
 
 def _channels() -> dict[str, Any]:
     channels: dict[str, Any] = {}
-    for service in SERVICES:
-        types = {message_type(k) for k, services in ROUTES.items() if service in services}
-        if not types:
-            continue  # the gateway has no queue: it only publishes and asks
-        channels[service] = {
-            "address": f"{{{NAMESPACE_PARAMETER}}}.{service}",
-            "title": f"{service}'s queue",
+    for queue in QUEUES:  # the gateway has no queue: it only publishes and asks
+        types = {message_type(k) for k in keys_consumed_by(queue)}
+        service = service_of(queue)
+        lane = queue.removeprefix(f"{service}.") if queue != service else ""
+        sqs = f"{{namespace}}-{physical(queue)}"
+        channels[queue] = {
+            "address": f"{{{NAMESPACE_PARAMETER}}}.{queue}",
+            "title": f"{service}'s queue ({lane} lane)" if lane else f"{service}'s queue",
             "description": (
-                f"The messages {service} consumes. RabbitMQ: durable quorum queue `{{namespace}}.{service}`; "
-                f"SQS: `{{namespace}}-{service}`. A message that fails five times, or cannot be decoded, moves "
-                f"to `{{namespace}}.{service}.dlq` (SQS `{{namespace}}-{service}-dlq`)."
+                f"The messages {service} consumes{f' on its {lane} lane' if lane else ''}. RabbitMQ: durable "
+                f"quorum queue `{{namespace}}.{queue}`; SQS: `{sqs}`. A message that fails five times, or cannot "
+                f"be decoded, moves to `{{namespace}}.{queue}.dlq` (SQS `{sqs}-dlq`)."
             ),
             "parameters": {NAMESPACE_PARAMETER: {"$ref": f"#/components/parameters/{NAMESPACE_PARAMETER}"}},
             "messages": {
@@ -126,22 +127,23 @@ def _reply(type_: str) -> dict[str, Any]:
 def _operations() -> dict[str, Any]:
     ops: dict[str, Any] = {}
     requests = {k for keys in REQUESTS.values() for k in keys}
-    for service in SERVICES:
-        keys = [k for k, services in ROUTES.items() if service in services]
+    for queue in QUEUES:
+        service = service_of(queue)
+        keys = keys_consumed_by(queue)
         events = [message_type(k) for k in keys if k not in requests]
         if events:
-            ops[f"{service}.receive"] = {
+            ops[f"{queue}.receive"] = {
                 "action": "receive",
-                "channel": {"$ref": f"#/channels/{service}"},
+                "channel": {"$ref": f"#/channels/{queue}"},
                 "summary": f"{service} handles these messages",
-                "messages": _refs(service, events),
+                "messages": _refs(queue, events),
             }
         for key in sorted(k for k in keys if k in requests):
             ops[f"{service}.answer.{key}"] = {
                 "action": "receive",
-                "channel": {"$ref": f"#/channels/{service}"},
+                "channel": {"$ref": f"#/channels/{queue}"},
                 "summary": f"{service} answers {key}",
-                "messages": _refs(service, [key]),
+                "messages": _refs(queue, [key]),
                 "reply": _reply(key),
             }
     for sender in SERVICES:
@@ -193,7 +195,7 @@ def document() -> dict[str, Any]:
             "sqs": {
                 "host": "sqs.{region}.amazonaws.com",
                 "protocol": "sqs",
-                "description": "AWS SQS: one queue per service, published to directly.",
+                "description": "AWS SQS: one queue per service and lane, published to directly.",
                 "variables": {"region": {"default": "us-east-1"}},
             },
         },

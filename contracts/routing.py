@@ -1,17 +1,23 @@
-"""Which service consumes which message type: the one table both transports and the docs derive from.
+"""Which queue receives which message type: the one table every transport and the docs derive from.
+
+A service consumes one queue per lane. Its default lane's queue is named after the service; another lane's
+is `{service}.{lane}` (`router.query`). Each lane's queue is consumed on its own (RabbitMQ: its own channel
+and prefetch; SQS: its own poller; memory: its own loop), so a lane's messages never wait behind another
+lane's backlog: the router answers status queries while a campaign's fan-out and reports queue up.
 
 Replies (`*.reply`) are not routed: they go straight to the requester's reply queue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import MappingProxyType
 
 from contracts import costs
 from contracts import messages as m
 from contracts.envelope import Envelope
 
-# Service names are also queue names (prefixed by the bus) and process names.
+# Service names are also process names and their default lane's queue names (prefixed by the bus).
 GATEWAY = "gateway"
 ROUTER = "router"
 AZURE_WORKER = "azure-worker"
@@ -30,6 +36,20 @@ SERVICES: tuple[str, ...] = (
     COST_TRACKER,
 )
 
+# Lanes other than the default one.
+QUERY = "query"  # read-only requests (status, lists): answered ahead of the writes waiting on the default lane
+
+
+def queue(service: str, lane: str | None = None) -> str:
+    """The name of `service`'s queue for `lane` (None: its default lane), before the bus's namespace."""
+    return service if lane is None else f"{service}.{lane}"
+
+
+def service_of(queue_: str) -> str:
+    """The service that consumes `queue_` (service names have no ".")."""
+    return queue_.split(".", 1)[0]
+
+
 # A message's routing key is its type, except generation.requested, which is consumed by exactly one
 # worker: its key carries the provider ("generation.requested.azure"), so a worker never sees the other's.
 ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -41,11 +61,11 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         m.DeliveryCompleted.TYPE: (ROUTER,),
         m.DeliveryFailed.TYPE: (ROUTER,),
         m.BudgetStatus.TYPE: (ROUTER,),
-        m.WorkflowStatusQuery.TYPE: (ROUTER,),
+        m.WorkflowStatusQuery.TYPE: (queue(ROUTER, QUERY),),
         m.WorkflowFanout.TYPE: (ROUTER,),
-        m.DeliveryListQuery.TYPE: (ROUTER,),
+        m.DeliveryListQuery.TYPE: (queue(ROUTER, QUERY),),
         m.WorkflowCancelRequest.TYPE: (ROUTER,),
-        m.WorkflowListQuery.TYPE: (ROUTER,),
+        m.WorkflowListQuery.TYPE: (queue(ROUTER, QUERY),),
         m.WorkflowRetryRequest.TYPE: (ROUTER,),
         # The of-sender keeps the cancelled workflows so that no approval of theirs is sent from then on; the
         # cost-tracker records the end, as for workflow.completed / .failed.
@@ -74,11 +94,38 @@ def route_key(envelope: Envelope) -> str:
     return envelope.type
 
 
+def message_type(key: str) -> str:
+    """The message type a routing key carries (generation.requested.azure → generation.requested)."""
+    return m.GenerationRequested.TYPE if key.startswith(f"{m.GenerationRequested.TYPE}.") else key
+
+
 def consumers(key: str) -> tuple[str, ...]:
-    """The services whose queues receive messages routed by `key` (empty: unroutable)."""
+    """The queues that receive messages routed by `key` (empty: unroutable)."""
     return ROUTES.get(key, ())
 
 
-def keys_consumed_by(service: str) -> tuple[str, ...]:
-    """The routing keys bound to a service's queue."""
-    return tuple(k for k, services in ROUTES.items() if service in services)
+def keys_consumed_by(queue_: str) -> tuple[str, ...]:
+    """The routing keys bound to a queue."""
+    return tuple(k for k, queues in ROUTES.items() if queue_ in queues)
+
+
+# Every queue the table routes to (each with its dead-letter queue), sorted.
+QUEUES: tuple[str, ...] = tuple(sorted({q for queues in ROUTES.values() for q in queues}))
+
+
+def queues_of(service: str) -> tuple[str, ...]:
+    """`service`'s queues, its default lane's first (empty: it consumes nothing)."""
+    own = [q for q in QUEUES if service_of(q) == service]
+    return tuple(sorted(own, key=lambda q: (q != service, q)))
+
+
+def lanes_for(service: str, types: Iterable[str]) -> dict[str, list[str]]:
+    """Which of `service`'s queues each of its handled message `types` is consumed from: by queue, the types
+    routed to it; a type the table routes to none of them (a test's, a fuzzer's) goes to the default lane."""
+    queues = queues_of(service) or (service,)
+    lanes: dict[str, list[str]] = {}
+    for type_ in types:
+        routed = [q for q in queues if any(message_type(k) == type_ for k in keys_consumed_by(q))]
+        for q in routed or [queue(service)]:
+            lanes.setdefault(q, []).append(type_)
+    return lanes

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from contracts import messages as m
 from contracts.asyncapi import ASYNCAPI_FILE, REPLIES, document, message_type, render_document
 from contracts.envelope import registered
-from contracts.routing import ROUTES
+from contracts.routing import ROUTES, service_of
 from contracts.schema import HERE
 from libs.bus.permissions import PUBLISHES, REQUESTS
 
@@ -226,8 +226,8 @@ class TestAsyncAPI:
     def test_every_route_is_a_receive_operation(self) -> None:
         """Each service receives, on its own channel, every message the routing table sends it."""
         doc = document()
-        for key, services in ROUTES.items():
-            for service in services:
+        for key, queues in ROUTES.items():
+            for service in map(service_of, queues):
                 ops = [o for o in doc["operations"] if o.startswith(f"{service}.") and ".send." not in o]
                 received = set().union(*(_operation_types(doc, o) for o in ops if ".request." not in o))
                 assert message_type(key) in received, (key, service)

@@ -9,7 +9,18 @@ import pytest
 
 from contracts import Envelope, MalformedMessage, UnknownMessageType, UnsupportedVersion, registered
 from contracts import messages as m
-from contracts.routing import ROUTES, SERVICES, keys_consumed_by, route_key
+from contracts.routing import (
+    QUERY,
+    ROUTER,
+    ROUTES,
+    SERVICES,
+    keys_consumed_by,
+    lanes_for,
+    queue,
+    queues_of,
+    route_key,
+    service_of,
+)
 from contracts.schema import FROZEN_DIR, SCHEMA_DIR, all_schemas, incompatibilities, render
 
 
@@ -82,10 +93,28 @@ class TestRouting:
         assert ROUTES[route_key(env)] == ("azure-worker",)
 
     def test_every_consumer_is_a_known_service(self) -> None:
-        """The routing table names only the seven services."""
-        for services in ROUTES.values():
-            assert set(services) <= set(SERVICES)
+        """The routing table names only queues of the seven services, each a service's name or its lane."""
+        for queues in ROUTES.values():
+            assert {service_of(q) for q in queues} <= set(SERVICES)
+            assert all(q == service_of(q) or q.count(".") == 1 for q in queues), queues
         assert keys_consumed_by("router")
+
+    def test_read_only_queries_have_a_lane_of_their_own(self) -> None:
+        """The router's status and list queries go to its query lane, every write to its default queue."""
+        reads = {m.WorkflowStatusQuery.TYPE, m.WorkflowListQuery.TYPE, m.DeliveryListQuery.TYPE}
+        assert queues_of(ROUTER) == (ROUTER, queue(ROUTER, QUERY))
+        assert set(keys_consumed_by(queue(ROUTER, QUERY))) == reads
+        assert not reads & set(keys_consumed_by(ROUTER))
+
+    def test_handlers_are_split_by_lane(self) -> None:
+        """A service's handlers are grouped by the queue their type is routed to; an unrouted one goes to the
+        default lane, and a provider-keyed type to the worker's own queue."""
+        lanes = lanes_for(ROUTER, [m.WorkflowRequested.TYPE, m.WorkflowStatusQuery.TYPE, "nobody.routes.this"])
+        assert lanes == {
+            ROUTER: [m.WorkflowRequested.TYPE, "nobody.routes.this"],
+            "router.query": [m.WorkflowStatusQuery.TYPE],
+        }
+        assert lanes_for("azure-worker", [m.GenerationRequested.TYPE]) == {"azure-worker": [m.GenerationRequested.TYPE]}
 
 
 class TestSchemas:

@@ -2,11 +2,13 @@
 
 Topology, per namespace `ns` (declared by every instance at connect; declaring is idempotent):
 
-    {ns}.direct   direct exchange ── key = service ──▶ {ns}.{service}       quorum queue, one per service
-    {ns}.delay    topic exchange ── "{tier}.*" ──▶ {ns}.delay.{tier}       quorum queue, TTL = tier ms
+    {ns}.direct   direct exchange ── key = queue ──▶ {ns}.{queue}       quorum queue, one per service's lane
+    {ns}.delay    topic exchange ── "{tier}.#" ──▶ {ns}.delay.{tier}     quorum queue, TTL = tier ms
                    (expired messages are dead-lettered, at-least-once, to:)
-    {ns}.expired  topic exchange ── "*.{service}" ──▶ {ns}.{service}
-    (default)     ── key = queue name ──▶ {ns}.{service}.dlq               quorum queue, reason in a header
+    {ns}.expired  topic exchange ── "*.{queue}" ──▶ {ns}.{queue}
+    (default)     ── key = queue name ──▶ {ns}.{queue}.dlq               quorum queue, reason in a header
+
+`queue` is a service's name for its default lane, `{service}.{lane}` for another (contracts.routing).
 
 With `declare=false` in BUS_URL (`amqp://user:pass@host/vhost?declare=false`) the bus declares nothing but
 its own reply queue: it only looks the exchanges up, so a service whose broker user has no `configure`
@@ -40,7 +42,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from contracts.routing import ROUTES
+from contracts.routing import QUEUES
 from libs.bus import amqp_dead
 from libs.bus import constants as c
 from libs.bus.amqp_dead import text_headers
@@ -67,6 +69,12 @@ def tier_for(remaining_ms: int) -> int | None:
     if remaining_ms < DELAY_TIERS_MS[0]:
         return None
     return max((t for t in DELAY_TIERS_MS if t <= remaining_ms), default=None)
+
+
+def delay_binding(tier: int) -> str:
+    """The key binding the delay queue of `tier` ms: `{tier}.{queue}`, a lane's queue name having a "." too.
+    (Before lanes it was `{tier}.*`; a broker keeping that binding as well delivers one copy all the same.)"""
+    return f"{tier}.#"
 
 
 def service_queue_arguments(namespace: str, service: str) -> dict[str, Any]:
@@ -158,8 +166,7 @@ class AmqpBus(Bus):
         self._exchanges["delay"] = await channel.declare_exchange(f"{ns}.delay", durable.TOPIC, durable=True)
         expired = await channel.declare_exchange(f"{ns}.expired", durable.TOPIC, durable=True)
         self._exchanges["expired"] = expired
-        services = sorted({s for targets in ROUTES.values() for s in targets})
-        for service in services:
+        for service in QUEUES:
             await self._declare_dead_letter_queue(c.dlq_name(ns, service))
             queue = await channel.declare_queue(
                 self._q(service), durable=True, arguments=service_queue_arguments(ns, service)
@@ -189,7 +196,7 @@ class AmqpBus(Bus):
                 queue = await self._publish_channel.declare_queue(
                     f"{self.namespace}.delay.{tier}", durable=True, arguments=tier_queue_arguments(self.namespace, tier)
                 )
-                await queue.bind(self._exchanges["delay"], routing_key=f"{tier}.*")
+                await queue.bind(self._exchanges["delay"], routing_key=delay_binding(tier))
                 self._tiers_declared.add(tier)
         return self._exchanges["delay"]
 
@@ -392,8 +399,7 @@ class AmqpBus(Bus):
         """Delete this namespace's queues and exchanges (tests and teardown of temporary environments)."""
         assert self._connection is not None
         async with self._connection.channel() as channel:
-            services = sorted({s for targets in ROUTES.values() for s in targets})
-            names = [self._q(s) for s in services] + [c.dlq_name(self.namespace, s) for s in services]
+            names = [self._q(s) for s in QUEUES] + [c.dlq_name(self.namespace, s) for s in QUEUES]
             names += [f"{self.namespace}.delay.{t}" for t in DELAY_TIERS_MS]
             for name in names:
                 await channel.queue_delete(name, if_unused=False, if_empty=False)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from contracts import ContractError, Envelope, Message
-from contracts.routing import consumers, route_key
+from contracts.routing import consumers, lanes_for, route_key, service_of
 from libs.bus import constants as c
 from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable, is_permanent
 from libs.bus.metrics import get_bus_metrics
@@ -133,10 +133,10 @@ class DeadLetter:
 
 @dataclass
 class Consumer:
-    """One service's subscription: its handlers and what is in flight (for graceful shutdown)."""
+    """One queue's subscription (a service's lane): its handlers and what is in flight (graceful shutdown)."""
 
     bus: Bus
-    service: str
+    service: str  # the queue: a service's name, or `{service}.{lane}` (contracts.routing.queue)
     handlers: Mapping[str, Handler]
     prefetch: int
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
@@ -169,7 +169,7 @@ class Consumer:
         if handler is None:
             return Outcome(Verdict.DEAD, f"service {self.service} has no handler for {envelope.type}")
         workflow_id = str(envelope.workflow_id) if envelope.workflow_id else None
-        token = current_service.set(self.service)
+        token = current_service.set(service_of(self.service))
         try:
             # bind/reset rather than `bound_contextvars`, which copies the whole context on every message to
             # save what it replaces; the logs of the outcome below are made without it, as before.
@@ -181,7 +181,7 @@ class Consumer:
                     message_type=envelope.type,
                     message_id=str(envelope.id),
                     workflow_id=workflow_id,
-                    component=self.service,
+                    component=service_of(self.service),
                     headers=headers,
                 ):
                     reply_to = headers.get(c.H_REPLY_TO)
@@ -259,10 +259,13 @@ class Bus(ABC):
     async def subscribe(
         self, service: str, handlers: Mapping[str, Handler], *, prefetch: int = c.DEFAULT_PREFETCH
     ) -> None:
-        """Start handling `service`'s queue, at most `prefetch` messages at a time."""
-        consumer = Consumer(self, service, dict(handlers), prefetch)
-        self._consumers.append(consumer)
-        await self._start_consumer(consumer)
+        """Start handling `service`'s queues: each lane's queue that `handlers` serve (contracts.routing),
+        consumed on its own with at most `prefetch` messages at a time (no handlers: its default lane's)."""
+        lanes = lanes_for(service, handlers) or {service: []}
+        for queue, types in lanes.items():
+            consumer = Consumer(self, queue, {t: handlers[t] for t in types}, prefetch)
+            self._consumers.append(consumer)
+            await self._start_consumer(consumer)
 
     async def request(self, envelope: Envelope, *, timeout: float) -> Envelope:
         """Publish a request and wait for the handler's reply (raises RequestTimeout)."""

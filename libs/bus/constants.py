@@ -1,7 +1,8 @@
 """Queue names, header keys and defaults of the bus, in one place.
 
-Queue layout (every transport): one durable queue per consuming service, `{ns}.{service}`, and its
-dead-letter queue, `{ns}.{service}.dlq`. `ns` (namespace) lets test runs and environments share a broker.
+Queue layout (every transport): one durable queue per consuming service and lane, `{ns}.{queue}` (`queue`:
+the service's name for its default lane, `{service}.{lane}` for another; contracts.routing), and its
+dead-letter queue, `{ns}.{queue}.dlq`. `ns` (namespace) lets test runs and environments share a broker.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """Least privilege on the bus: what each service may do, and the broker configuration generated from it.
 
-The routing table (contracts.routing.ROUTES) says which service consumes which key; `PUBLISHES` and
-`REQUESTS` below say which keys each service sends (a drift test reads the services' sources to keep them
-true). From those two facts come, per service and namespace `ns`:
+The routing table (contracts.routing.ROUTES) says which queue — a service's queue per lane — consumes which
+key; `PUBLISHES` and `REQUESTS` below say which keys each service sends (a drift test reads the services'
+sources to keep them true). From those two facts come, per service and namespace `ns`:
 
 - RabbitMQ (`declare=false` in BUS_URL, topology provisioned from the definitions):
     configure  its reply queues `{ns}.reply.<instance>`, if it makes requests; nothing else
     write      `{ns}.direct` (publish), `{ns}.delay` (delayed publishes, its own retries),
                `amq.default` (its dead-letter queue and replies), each only if it does that
-    read       its own queue `{ns}.{service}`, its reply queues
-    topic      on `{ns}.delay` it may only write keys `<tier>.<service>` of the services it sends to
-- SQS: an IAM policy (deploy/aws/iam/<service>.json) — receive/delete/change visibility on its own queue,
+    read       its own queues `{ns}.{service}` and `{ns}.{service}.{lane}`, its reply queues
+    topic      on `{ns}.delay` it may only write keys `<tier>.<queue>` of the queues it sends to
+- SQS: an IAM policy (deploy/aws/iam/<service>.json) — receive/delete/change visibility on its own queues,
   send to the queues it publishes to (its own: retries; its DLQ), reply queues as requester or responder.
 - Dead letters: the gateway (OPERATES_DEAD_LETTERS) also reads every DLQ and sends to every service queue,
   for the admin API that lists and replays them; no other service reads a DLQ.
@@ -43,7 +43,13 @@ from contracts import costs
 from contracts import messages as m
 from contracts import routing as r
 from libs.bus import constants as c
-from libs.bus.amqp import DELAY_TIERS_MS, DLQ_ARGUMENTS, service_queue_arguments, tier_queue_arguments
+from libs.bus.amqp import (
+    DELAY_TIERS_MS,
+    DLQ_ARGUMENTS,
+    delay_binding,
+    service_queue_arguments,
+    tier_queue_arguments,
+)
 from libs.bus.sqs_config import physical_name
 
 # Keys each service publishes (events and commands, besides retries of its own messages).
@@ -108,21 +114,26 @@ class Access:
     """What one service does on the bus."""
 
     service: str
-    consumes: bool  # has a queue of its own (then also retries to it and dead-letters to its DLQ)
-    targets: tuple[str, ...]  # services whose queues it publishes to (immediately or delayed)
-    request_targets: tuple[str, ...]  # services it sends requests to (never delayed)
+    queues: tuple[str, ...]  # its own queues, one per lane (it also retries to them and dead-letters to their DLQs)
+    targets: tuple[str, ...]  # queues it publishes to (immediately or delayed)
+    request_targets: tuple[str, ...]  # queues it sends requests to (never delayed)
     requests: bool  # has reply queues
     replies: bool  # answers requests (sends to requesters' reply queues)
-    operates_dead_letters: bool  # lists and replays every service's dead letters (the admin API)
+    operates_dead_letters: bool  # lists and replays every queue's dead letters (the admin API)
+
+    @property
+    def consumes(self) -> bool:
+        return bool(self.queues)
 
 
 def access(service: str) -> Access:
     """`service`'s bus operations, from the routing table and PUBLISHES / REQUESTS."""
     requested = {key for keys in REQUESTS.values() for key in keys}
-    consumed = r.keys_consumed_by(service)
+    queues = r.queues_of(service)
+    consumed = {key for q in queues for key in r.keys_consumed_by(q)}
     return Access(
         service=service,
-        consumes=bool(consumed),
+        queues=queues,
         targets=tuple(sorted({t for key in PUBLISHES.get(service, ()) for t in r.consumers(key)})),
         request_targets=tuple(sorted({t for key in REQUESTS.get(service, ()) for t in r.consumers(key)})),
         requests=bool(REQUESTS.get(service)),
@@ -132,8 +143,8 @@ def access(service: str) -> Access:
 
 
 def consuming_services() -> tuple[str, ...]:
-    """Every service with a queue (and so a dead-letter queue)."""
-    return tuple(sorted({s for targets in r.ROUTES.values() for s in targets}))
+    """Every queue (a service's queue per lane), each with its dead-letter queue."""
+    return r.QUEUES
 
 
 # --- RabbitMQ --------------------------------------------------------------------------------------------
@@ -160,7 +171,7 @@ def rabbitmq_permissions(service: str, namespace: str) -> dict[str, str]:
         write.append(f"{namespace}.delay")
     if a.consumes:
         write.append(AMQP_DEFAULT_EXCHANGE)
-    read = [c.queue_name(namespace, service)] if a.consumes else []
+    read = [c.queue_name(namespace, q) for q in a.queues]
     if a.operates_dead_letters:
         read += [c.dlq_name(namespace, s) for s in consuming_services()]
     replies = (reply_queues(namespace),) if a.requests else ()
@@ -172,10 +183,9 @@ def rabbitmq_permissions(service: str, namespace: str) -> dict[str, str]:
 
 
 def delay_topic_pattern(service: str) -> str:
-    """Routing keys `service` may publish on the delay exchange: `<tier>.<service it sends to, or itself>`."""
+    """Routing keys `service` may publish on the delay exchange: `<tier>.<queue it sends to, or its own>`."""
     a = access(service)
-    own = [service] if a.consumes else []
-    names = sorted(set(a.targets) | set(own))
+    names = sorted(set(a.targets) | set(a.queues))
     return "^[0-9]+\\." + _alternatives(names).removeprefix("^") if names else NOTHING
 
 
@@ -260,7 +270,7 @@ def rabbitmq_definitions(
                 binding(f"{namespace}.expired", c.queue_name(namespace, s), f"*.{s}"),
             )
         ]
-        + [binding(f"{namespace}.delay", f"{namespace}.delay.{t}", f"{t}.*") for t in DELAY_TIERS_MS],
+        + [binding(f"{namespace}.delay", f"{namespace}.delay.{t}", delay_binding(t)) for t in DELAY_TIERS_MS],
     }
 
 
@@ -280,7 +290,8 @@ def _arn(name: str) -> str:
 def iam_policy(service: str, namespace: str) -> dict[str, Any]:
     """The IAM policy of `service`'s role on SQS (queues provisioned beforehand: `create_queues=false`)."""
     a = access(service)
-    queue, dlq = (physical_name(n) for n in (c.queue_name(namespace, service), c.dlq_name(namespace, service)))
+    queues = [physical_name(c.queue_name(namespace, q)) for q in a.queues]
+    dlqs = [physical_name(c.dlq_name(namespace, q)) for q in a.queues]
     replies = _arn(physical_name(f"{namespace}.reply.") + "*")
     statements: list[dict[str, Any]] = [
         {
@@ -297,12 +308,12 @@ def iam_policy(service: str, namespace: str) -> dict[str, Any]:
                 "Sid": "ConsumeOwnQueue",
                 "Effect": "Allow",
                 "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-                "Resource": _arn(queue),
+                "Resource": _arn(queues[0]) if len(queues) == 1 else [_arn(q) for q in queues],
             }
         )
     replays = consuming_services() if a.operates_dead_letters else ()
     sends = sorted({physical_name(c.queue_name(namespace, t)) for t in a.targets + a.request_targets + replays})
-    own = [queue, dlq] if a.consumes else []  # retries and delays go back to its queue; dead letters to its DLQ
+    own = queues + dlqs  # retries and delays go back to its queues; dead letters to their DLQs
     if sends or own:
         statements.append(
             {

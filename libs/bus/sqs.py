@@ -3,14 +3,13 @@
     BUS_URL = sqs://?region=us-east-1&endpoint_url=http://127.0.0.1:4566&namespace=ho
               &max_receive_count=10&visibility_timeout=30&wait_time=20&create_queues=true
 
-(every parameter optional; see libs.bus.sqs_config for what each means; credentials come from the
-standard AWS chain). One standard queue per consuming service plus its dead-letter queue, named
-`{ns}-{service}` / `{ns}-{service}-dlq`, created idempotently at `connect` and by
-`python -m libs.bus.sqs provision` (libs.bus.sqs_provision); dead-letter queues are read, replayed and
-measured by libs.bus.sqs_dead. Publishing sends to the queue of every
-service the routing table names; sends and deletes are batched (libs.bus.sqs_batch); consuming, the
-visibility heartbeat and retries live in libs.bus.sqs_consume; headers ↔ MessageAttributes and the
-X-Ray `AWSTraceHeader` in libs.bus.sqs_wire.
+(every parameter optional; see libs.bus.sqs_config for what each means; credentials come from the standard AWS
+chain). One standard queue per consuming service and lane plus its dead-letter queue, named `{ns}-{queue}` /
+`{ns}-{queue}-dlq` (`router-query`: the router's query lane), created idempotently at `connect` and by
+`python -m libs.bus.sqs provision` (libs.bus.sqs_provision); dead-letter queues are read, replayed and measured by
+libs.bus.sqs_dead. Publishing sends to every queue the routing table names; sends and deletes are batched
+(libs.bus.sqs_batch); consuming, the visibility heartbeat and retries live in libs.bus.sqs_consume; headers ↔
+MessageAttributes and the X-Ray `AWSTraceHeader` in libs.bus.sqs_wire.
 
 Request/reply: a process's first request creates its reply queue `{ns}-reply-{instance}` and a poller
 for it; `close` deletes it. The reply-to header carries that queue's URL.

@@ -1,9 +1,10 @@
 """The SQS topology: every queue the routing table needs, created idempotently — and the command that does it.
 
-Per namespace `ns` and consuming service `s` (from contracts.routing.ROUTES):
+Per namespace `ns` and queue `q` the routing table names (contracts.routing.QUEUES: a service's name for its
+default lane, `{service}.{lane}` for another, "." becoming "-"):
 
-    {ns}-{s}-dlq   dead-letter queue, 14 days retention
-    {ns}-{s}       the service's queue; RedrivePolicy → its DLQ after `max_receive_count` receives
+    {ns}-{q}-dlq   dead-letter queue, 14 days retention
+    {ns}-{q}       the queue; RedrivePolicy → its DLQ after `max_receive_count` receives
     {ns}-reply-*   one per requesting process, deleted by it on close (and by `sweep` if it was killed)
 
 Creating is idempotent: CreateQueue returns the existing queue when the attributes match; when they do not
@@ -31,7 +32,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from contracts.routing import ROUTES
+from contracts.routing import QUEUES
 from libs.bus import constants as c
 from libs.bus.errors import BusConnectionError
 from libs.bus.sqs_config import (
@@ -54,14 +55,15 @@ _MISSING = {"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"}
 
 @dataclass(frozen=True)
 class Topology:
-    """Queue URLs by consuming service."""
+    """Queue URLs by queue name (contracts.routing.QUEUES)."""
 
     queues: Mapping[str, str]
     dead_letter_queues: Mapping[str, str]
 
 
 def consuming_services() -> tuple[str, ...]:
-    return tuple(sorted({s for targets in ROUTES.values() for s in targets}))
+    """Every queue of the routing table (a service's queue per lane)."""
+    return QUEUES
 
 
 def queue_names(namespace: str, service: str) -> tuple[str, str]:

@@ -270,14 +270,41 @@ class BusConformance(DeadLetterConformance):
         async def plain(envelope: Envelope) -> None:
             addresses.append(reply_address())
 
-        await bus.subscribe(ROUTER, {"workflow.status.query": status, "workflow.requested": plain}, prefetch=1)
+        # Both on the router's query lane, which takes one message at a time.
+        await bus.subscribe(ROUTER, {"workflow.status.query": status, "workflow.list.query": plain}, prefetch=1)
         query = Envelope.new(m.WorkflowStatusQuery(workflow_id=uuid.uuid4(), requester_user_id="u1"), user_id="u1")
         asked = asyncio.create_task(bus.request(query, timeout=5))
-        await bus.publish(requested())  # handled while the request waits: the slot was given back
+        listing = Envelope.new(m.WorkflowListQuery(requester=m.Requester(user_id="u1")), user_id="u1")
+        await bus.publish(listing)  # published, not asked; handled while the request waits: the slot was given back
         await eventually(lambda: addresses == [None], timeout=3)
         assert not asked.done()
         reply = await asked
         assert isinstance(reply.payload, m.WorkflowStatusReply) and reply.causation_id == query.id
+
+    async def test_a_lane_is_served_while_another_is_full(self, make_bus: MakeBus) -> None:
+        """A service's query lane is consumed on its own: a status query is answered while every prefetch slot
+        of its default lane is held by a slow handler and more messages wait behind it."""
+        bus = await make_bus()
+        release = asyncio.Event()
+        writes = Recorder()
+
+        async def slow(envelope: Envelope) -> None:
+            await writes(envelope)
+            await release.wait()
+
+        async def status(envelope: Envelope) -> Message:
+            return m.WorkflowStatusReply(found=False)
+
+        await bus.subscribe(ROUTER, {"workflow.requested": slow, "workflow.status.query": status}, prefetch=1)
+        for n in range(3):
+            await bus.publish(requested(n))
+        await eventually(lambda: len(writes.seen) == 1)
+        query = Envelope.new(m.WorkflowStatusQuery(workflow_id=uuid.uuid4(), requester_user_id="u1"), user_id="u1")
+        reply = await bus.request(query, timeout=5)
+        assert isinstance(reply.payload, m.WorkflowStatusReply)
+        assert len(writes.seen) == 1  # the default lane is still held: the reply did not wait for it
+        release.set()
+        await eventually(lambda: writes.finished == 3)
 
     async def test_request_times_out_without_a_responder(self, make_bus: MakeBus) -> None:
         """A request nobody answers raises RequestTimeout after the timeout, not later."""

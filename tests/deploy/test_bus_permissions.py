@@ -57,7 +57,8 @@ class TestPublishTableMatchesTheCode:
     def test_every_message_a_service_builds_is_consumed_published_or_requested(self, service: str) -> None:
         """A routed message class named in a service's code is one it consumes, publishes or requests:
         a new publish not added to PUBLISHES would be refused by the broker in production."""
-        keys = set(r.keys_consumed_by(service)) | set(p.PUBLISHES[service]) | set(p.REQUESTS.get(service, ()))
+        consumed = {k for q in r.queues_of(service) for k in r.keys_consumed_by(q)}
+        keys = consumed | set(p.PUBLISHES[service]) | set(p.REQUESTS.get(service, ()))
         allowed = {_message_type(k) for k in keys}
         named: set[str] = set()
         for folder in SOURCES[service]:
@@ -100,13 +101,14 @@ class TestPermissions:
 
     @pytest.mark.parametrize("service", r.SERVICES)
     def test_each_user_reads_only_its_own_queue(self, service: str) -> None:
-        """read matches the service's own queue (if it consumes) and no other service's queue; DLQs only for
-        the gateway, whose admin API lists and replays dead letters."""
+        """read matches the service's own queues, one per lane (if it consumes), and no other service's queue;
+        DLQs only for the gateway, whose admin API lists and replays dead letters."""
         read = p.rabbitmq_permissions(service, "ho")["read"]
-        for other in r.SERVICES:
-            assert (re.fullmatch(read, f"ho.{other}") is not None) == (other == service and service != r.GATEWAY)
-            dlq_readable = re.fullmatch(read, f"ho.{other}.dlq") is not None
-            assert dlq_readable == (service == r.GATEWAY and other in p.consuming_services())
+        for queue in {*r.SERVICES, *r.QUEUES}:
+            own = r.service_of(queue) == service and service != r.GATEWAY
+            assert (re.fullmatch(read, f"ho.{queue}") is not None) == own, queue
+            dlq_readable = re.fullmatch(read, f"ho.{queue}.dlq") is not None
+            assert dlq_readable == (service == r.GATEWAY and queue in p.consuming_services())
 
     @pytest.mark.parametrize("service", r.SERVICES)
     def test_iam_policies_are_valid_and_never_wildcard_message_actions(self, service: str) -> None:
@@ -116,9 +118,9 @@ class TestPermissions:
         for statement in policy["Statement"]:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             if "sqs:ReceiveMessage" in statement["Action"]:
-                dead_letter_queues = [f"arn:aws:sqs:*:*:ho-{s}-dlq" for s in p.consuming_services()]
+                dead_letter_queues = [f"arn:aws:sqs:*:*:ho-{q.replace('.', '-')}-dlq" for q in p.consuming_services()]
                 assert resources in (
-                    [f"arn:aws:sqs:*:*:ho-{service}"],
+                    [f"arn:aws:sqs:*:*:ho-{q.replace('.', '-')}" for q in r.queues_of(service)],
                     ["arn:aws:sqs:*:*:ho-reply-*"],
                     *([dead_letter_queues] if service == r.GATEWAY else []),
                 ), statement

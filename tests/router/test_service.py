@@ -7,7 +7,7 @@ import uuid
 from contracts import Envelope
 from contracts.enums import Provider, WorkflowStatus
 from contracts.messages import WorkflowAccepted, WorkflowRequested
-from contracts.routing import keys_consumed_by
+from contracts.routing import keys_consumed_by, queues_of
 from libs.bus.memory import MemoryBus
 from libs.runtime import Runtime
 from services.router.pg_store import PostgresStore
@@ -30,7 +30,8 @@ class TestService:
         runtime = Runtime(bus=bus, settings=router_settings())
         service = await create(runtime, store=store)
         assert service.name == "router"
-        assert set(service.handlers) == set(keys_consumed_by("router"))  # every routed type, nothing else
+        routed = {key for queue in queues_of("router") for key in keys_consumed_by(queue)}
+        assert set(service.handlers) == routed  # every routed type, of every lane, nothing else
         await service.start(runtime)
         workers, sink = FakeWorkers(bus), Sink(bus)
         await workers.start()
