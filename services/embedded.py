@@ -15,6 +15,7 @@ import asyncio
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from libs.config import CommonSettings, load_settings
@@ -58,9 +59,11 @@ async def run(
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
     shared: Shared | None = None,
+    beside: Sequence[ServiceFactory] = (),
 ) -> None:
     """Run until SIGTERM/SIGINT or `stop`; `shared` (if given) receives what the services share, e.g. the
-    gateway's URL once `started` is set; simulator URLs already in it are used instead of starting one."""
+    gateway's URL once `started` is set; simulator URLs already in it are used instead of starting one.
+    `beside`: services started after the system's on the same bus (tests: one that publishes on it)."""
     # A development secret, fresh per run, unless one is configured: the printed token is signed with it.
     os.environ.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
     # Completion webhooks: a developer's receiver runs on this machine, over plain http; the key that signs
@@ -88,7 +91,7 @@ async def run(
     banner = asyncio.create_task(_banner(ready, shared))
     try:
         await serve(
-            FACTORIES,
+            (*FACTORIES, *beside),
             name="hybrid-orchestrator",
             settings=load_settings(CommonSettings),
             shared=shared,

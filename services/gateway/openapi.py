@@ -51,6 +51,14 @@ class Reply:
     headers: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Example:
+    """A request body shown in the document (Swagger UI offers it as the body to send)."""
+
+    summary: str
+    value: Mapping[str, Any]
+
+
 EndpointMethod = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 """A handler as its endpoint class defines it (e.g. `CostEndpoints.get_stats`); the gateway binds it to its
 instance of that class."""
@@ -73,8 +81,14 @@ class RouteDoc:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `routes`."""
+def build_document(
+    routes: Sequence[RouteDoc],
+    *,
+    title: str,
+    version: str,
+    examples: Mapping[str, Mapping[str, Example]] | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `routes`; `examples`: request bodies by operation id, then by name."""
     wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
     for route in routes:
         if route.request is not None:
@@ -87,7 +101,8 @@ def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> d
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+        shown = (examples or {}).get(route.operation_id, {})
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs, shown)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version},
@@ -100,7 +115,7 @@ def build_document(routes: Sequence[RouteDoc], *, title: str, version: str) -> d
     }
 
 
-def _operation(route: RouteDoc, refs: Refs) -> dict[str, Any]:
+def _operation(route: RouteDoc, refs: Refs, examples: Mapping[str, Example]) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
@@ -123,10 +138,10 @@ def _operation(route: RouteDoc, refs: Refs) -> dict[str, Any]:
             for p in route.params
         ]
     if route.request is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": refs[(route.request, "validation")]}},
-        }
+        media: dict[str, Any] = {"schema": refs[(route.request, "validation")]}
+        if examples:
+            media["examples"] = {name: {"summary": e.summary, "value": dict(e.value)} for name, e in examples.items()}
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
     return operation
 
 

@@ -29,6 +29,7 @@ from services.gateway.control import ControlEndpoints
 from services.gateway.costs import CostEndpoints
 from services.gateway.dead_letters import DeadLetterEndpoints
 from services.gateway.errors import GatewayConfigError, error_middleware
+from services.gateway.examples import REQUEST_EXAMPLES
 from services.gateway.feature_flags import FeatureFlagEndpoints
 from services.gateway.guard import Guard
 from services.gateway.health import HealthAggregator
@@ -46,8 +47,8 @@ API_VERSION = "2.0.0"
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document of every route the gateway serves."""
-    return build_document(ROUTES, title=API_TITLE, version=API_VERSION)
+    """The OpenAPI document of every route the gateway serves, with request examples."""
+    return build_document(ROUTES, title=API_TITLE, version=API_VERSION, examples=REQUEST_EXAMPLES)
 
 
 class Gateway:

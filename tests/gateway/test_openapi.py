@@ -5,11 +5,15 @@ conftest.Client.)"""
 
 from __future__ import annotations
 
+import json
+
 from openapi_spec_validator import validate
 
 from services.gateway import openapi_document
 from services.gateway.config import GatewaySettings
 from services.gateway.console import is_page
+from services.gateway.examples import REQUEST_EXAMPLES
+from services.gateway.routes import ROUTES
 from services.gateway.service import Gateway
 from tests.gateway.conftest import OPENAPI, SECRET, Harness
 
@@ -53,3 +57,27 @@ class TestDocument:
         assert schema["additionalProperties"] is False
         assert schema["required"] == ["type"]
         assert {"sendToOnlyFans", "recipientIds", "forceProvider", "requiresMultiPlatform"} <= set(schema["properties"])
+
+
+class TestExamples:
+    def test_every_example_is_a_body_the_gateway_accepts(self) -> None:
+        """Each request example validates with its operation's request model, as the handler reads the body."""
+        requests = {route.operation_id: route.request for route in ROUTES}
+        for operation_id, examples in REQUEST_EXAMPLES.items():
+            model = requests[operation_id]
+            assert model is not None, operation_id
+            for name, example in examples.items():
+                model.model_validate_json(json.dumps(example.value))  # raises, naming the field, if refused
+                assert example.summary, (operation_id, name)
+
+    def test_the_document_shows_them_with_the_request_body(self) -> None:
+        """The campaign, flag, dead-letter and cost writes carry their examples in the served document."""
+        shown = {
+            operation["operationId"]: operation["requestBody"]["content"]["application/json"].get("examples", {})
+            for item in openapi_document()["paths"].values()
+            for operation in item.values()
+            if "requestBody" in operation
+        }
+        for operation_id, examples in REQUEST_EXAMPLES.items():
+            assert shown[operation_id] == {n: {"summary": e.summary, "value": e.value} for n, e in examples.items()}
+        assert {"createHybridCampaign", "updateFeatureFlags", "replayDeadLetters"} <= set(REQUEST_EXAMPLES)

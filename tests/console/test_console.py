@@ -1,0 +1,210 @@
+"""The console as an operator sees it in a real browser, on the embedded system: what each page shows after
+something happened, and what its buttons do."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from contracts import Envelope
+from contracts.enums import IntentType, Provider
+from contracts.messages import Usage, UsageRecorded
+from tests.console.conftest import SENDS_PER_S, USER, Stack, screenshot
+
+WAIT_S = 10.0
+FANS = 40  # at SENDS_PER_S, twenty seconds of sending: still under way when the page cancels it
+SETTLE_S = 0.5  # the cancel reaches the of-sender over the bus; a send already on the wire may still land
+QUIET_S = 2.0  # then four sending windows in which the platform must receive nothing
+LOOKBACK_DAYS = 30  # the costs page's history (costs.js)
+
+
+def wait_for(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], object], what: str) -> None:
+    # A page redraws its parts when it reloads them: an element found a moment ago may be gone, look again.
+    redrawn = (StaleElementReferenceException, NoSuchElementException)
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=redrawn).until(condition, message=f"the page never showed {what}")
+
+
+def find(driver: webdriver.Chrome, css: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def dialog_open(driver: webdriver.Chrome) -> bool:
+    return bool(driver.execute_script("return document.getElementById('confirm').open"))
+
+
+def open_page(driver: webdriver.Chrome, stack: Stack, page: str, token: str | None = None) -> None:
+    """Opens the console through a login link (the token in the fragment), at `page`."""
+    driver.get(f"{stack.url}/console#token={token or stack.admin}")
+    wait_for(driver, lambda d: find(d, "#who").is_displayed(), "who is signed in")
+    driver.get(f"{stack.url}/console#/{page}")
+    wait_for(driver, lambda d: d.find_elements(By.ID, "page-title"), f"the {page} page")
+
+
+def poll(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
+
+
+def usage_on(day: datetime, prompt_tokens: int) -> Envelope:
+    """A priced call of gpt-4o-mini by USER at noon of `day`, as a worker reports it."""
+    payload = UsageRecorded(
+        provider=Provider.OPENAI,
+        model="gpt-4o-mini",
+        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=0, total_tokens=prompt_tokens),
+        workflow_type=IntentType.MESSAGE_GENERATION,
+        generation_id=uuid.uuid4(),
+    )
+    envelope = Envelope.new(payload, workflow_id=uuid.uuid4(), user_id=USER)
+    return envelope.model_copy(update={"occurred_at": day.replace(hour=12, minute=0, second=0, microsecond=0)})
+
+
+class TestConsole:
+    def test_a_workflow_just_created_appears_in_the_list(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """The list refreshes by itself: a workflow started by a client shows up as a row, and the login
+        link's token has left the address bar for the tab's session storage."""
+        open_page(browser, stack, "workflows")
+        assert "token=" not in browser.current_url
+        assert browser.execute_script("return sessionStorage.getItem('ho.console.token')") == stack.admin
+        code, answer = stack.call(
+            "POST", "/api/v2/campaigns/hybrid", stack.user, {"type": "message_generation", "data": {"topic": "x"}}
+        )
+        assert code == 202, answer
+        workflow_id = answer["data"]["workflowId"]
+        row = f'tr[data-workflow-id="{workflow_id}"]'
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), f"workflow {workflow_id}")
+        assert "message_generation" in find(browser, row).text
+        wait_for(browser, lambda d: "completed" in find(d, row).text, "the workflow completed")
+        screenshot(browser, "workflows")
+
+    def test_cancelling_from_the_page_stops_the_campaign(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """Cancel, confirmed in the dialog, ends a campaign that is sending: the platform receives nothing more."""
+        before = stack.arrivals()
+        fans = [f"fan-{i}" for i in range(FANS)]
+        body = {"type": "message_generation", "sendToOnlyFans": True, "recipientIds": fans}
+        code, answer = stack.call("POST", "/api/v2/campaigns/hybrid", stack.user, body)
+        assert code == 202, answer
+        workflow_id = answer["data"]["workflowId"]
+        open_page(browser, stack, f"workflows/{workflow_id}")
+        poll(lambda: stack.arrivals() >= before + SENDS_PER_S, "the campaign started sending")
+        wait_for(browser, lambda d: find(d, "#cancel-workflow").is_displayed(), "the cancel button")
+        find(browser, "#cancel-workflow").click()
+        wait_for(browser, dialog_open, "the confirmation")
+        screenshot(browser, "workflow-cancel")
+        find(browser, "#confirm-ok").click()
+        wait_for(browser, lambda d: find(d, "#workflow-status").text == "cancelled", "the workflow cancelled")
+        time.sleep(SETTLE_S)
+        received = stack.arrivals()
+        time.sleep(QUIET_S)
+        assert stack.arrivals() == received
+        assert received - before < FANS
+        code, status = stack.call("GET", f"/api/v2/campaigns/status?workflowId={workflow_id}", stack.user)
+        assert code == 200, status
+        assert status["data"]["progress"]["sent"] == received - before
+        wait_for(browser, lambda d: f"{received - before} sent" in find(d, "#timeline").text, "the sent count")
+        link = find(browser, "#workflow-detail a[href^='http://jaeger.test']")
+        assert link.get_attribute("href") == f"http://jaeger.test:16686/trace/{answer['data']['traceId']}"
+        screenshot(browser, "workflow")
+
+    def test_the_cost_chart_has_one_point_per_day_of_history(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """Thirty days of history are thirty points, and the days with spend are the days something was billed."""
+        today = datetime.now(UTC)
+        spent = {3: 400_000, 4: 100_000, 6: 250_000, 9: 300_000, 13: 150_000, 20: 500_000}  # days ago → tokens
+        for days_ago, tokens in spent.items():
+            stack.run(stack.bus.publish(usage_on(today - timedelta(days=days_ago), tokens)))
+        forecast: dict[str, object] = {}
+
+        def recorded() -> bool:
+            code, answer = stack.call("GET", f"/api/v2/costs/forecast?lookbackDays={LOOKBACK_DAYS}", stack.admin)
+            assert code == 200, answer
+            forecast.update(answer["data"])
+            return sum(Decimal(str(d["cost"])) > 0 for d in answer["data"]["history"]) == len(spent)
+
+        poll(recorded, "the cost-tracker recorded the usage")
+        open_page(browser, stack, "costs")
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#spend-chart circle.point"), "the chart")
+        points = browser.find_elements(By.CSS_SELECTOR, "#spend-chart circle.point")
+        dates = [point.get_attribute("data-date") for point in points]
+        history = forecast["history"]
+        assert isinstance(history, list)
+        assert len(points) == len(history) == LOOKBACK_DAYS
+        assert dates == [(today - timedelta(days=LOOKBACK_DAYS - i)).date().isoformat() for i in range(LOOKBACK_DAYS)]
+        with_spend = {p.get_attribute("data-date") for p in points if float(p.get_attribute("data-cost") or 0) > 0}
+        assert with_spend == {(today - timedelta(days=d)).date().isoformat() for d in spent}
+        assert find(browser, "#spend-chart polygon.band").is_displayed()  # the forecast's interval
+        screenshot(browser, "costs")
+
+    def test_the_kill_switch_needs_a_confirmation(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """From the keyboard: Enter on the kill switch only asks; Escape keeps everything running; confirming
+        stops new workflows (503 disabled) until it is switched back."""
+        open_page(browser, stack, "admin")
+        wait_for(browser, lambda d: d.find_elements(By.ID, "kill-switch"), "the kill switch")
+        find(browser, "#kill-switch").send_keys(Keys.ENTER)
+        wait_for(browser, dialog_open, "the confirmation")
+        assert browser.switch_to.active_element.get_attribute("id") == "confirm-cancel"
+        screenshot(browser, "admin-kill-switch")
+        browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+        wait_for(browser, lambda d: not dialog_open(d), "the dialog closed")
+        assert stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["hybridOrchestratorEnabled"]
+        wait_for(browser, lambda d: find(d, "#orchestrator-state").text == "running", "the orchestrator running")
+
+        find(browser, "#kill-switch").click()
+        wait_for(browser, dialog_open, "the confirmation")
+        find(browser, "#confirm-ok").click()
+        wait_for(browser, lambda d: find(d, "#orchestrator-state").text == "stopped", "the orchestrator stopped")
+        assert not stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["hybridOrchestratorEnabled"]
+        code, answer = stack.call("POST", "/api/v2/campaigns/hybrid", stack.user, {"type": "message_generation"})
+        assert (code, answer["error"]["code"]) == (503, "disabled")
+
+        find(browser, "#kill-switch").click()
+        wait_for(browser, dialog_open, "the confirmation")
+        find(browser, "#confirm-ok").click()
+        wait_for(browser, lambda d: find(d, "#orchestrator-state").text == "running", "the orchestrator running")
+        screenshot(browser, "admin")
+
+    def test_an_account_is_paused_and_resumed_from_the_delivery_page(
+        self, stack: Stack, browser: webdriver.Chrome
+    ) -> None:
+        """Pausing (confirmed) lists the account as paused, as the flags say; resuming takes it off."""
+        open_page(browser, stack, "delivery")
+        find(browser, "#pause-account").send_keys("creator-9")
+        find(browser, "#pause-account").submit()
+        wait_for(browser, dialog_open, "the confirmation")
+        find(browser, "#confirm-ok").click()
+        resume = 'button[data-account="creator-9"]'
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, resume), "the paused account")
+        assert stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["pausedAccounts"] == ["creator-9"]
+        screenshot(browser, "delivery")
+        find(browser, resume).click()
+        wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, resume), "the account resumed")
+        assert stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["pausedAccounts"] == []
+
+    def test_the_api_reference_is_served_offline(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """Swagger UI renders every operation with its request example, loading nothing from another origin."""
+        browser.get(f"{stack.url}/api/docs#/campaigns/createHybridCampaign")
+        wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 20, "the operations")
+        wait_for(browser, lambda d: "weekend plans" in find(d, "#operations-campaigns-createHybridCampaign").text,
+                 "the request example")  # fmt: skip
+        loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert loaded and all(url.startswith(stack.url + "/") for url in loaded), loaded
+        screenshot(browser, "api-docs")
+
+    def test_a_user_without_role_admin_is_refused_on_the_admin_page(
+        self, stack: Stack, browser: webdriver.Chrome
+    ) -> None:
+        """A user's token opens the console, and the admin page says the gateway's refusal instead of flags."""
+        open_page(browser, stack, "admin", token=stack.user)
+        assert find(browser, "#who-name").text == USER
+        wait_for(browser, lambda d: "admin" in find(d, "#status").text, "the refusal")
+        assert not browser.find_elements(By.ID, "kill-switch")
