@@ -12,7 +12,7 @@ UV := uv==0.13.9
 STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 
-.PHONY: setup runtime lock test lint contracts prices run bench chaos clean
+.PHONY: setup browser runtime lock test lint contracts prices run bench chaos clean swagger-ui
 
 # install_lock <lock file>: the venv, pip, the locked packages (hashes checked), then this project itself.
 define install_lock
@@ -22,7 +22,20 @@ define install_lock
 	$(BIN)/pip install -q --no-deps -e .
 endef
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The console's browser tests (tests/console) drive Debian's chromium through chromium-driver: installed here
+# with apt-get when missing (needs root; a no-op when both are there). Not root: a warning, and those tests
+# fail saying what to install.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+		if test "$$(id -u)" = 0; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+		else \
+			echo "make setup: $(BROWSER_PACKAGES) missing; as root: apt-get install -y $(BROWSER_PACKAGES)" >&2; \
+		fi; \
+	fi
 
 $(STAMP): pyproject.toml $(DEV_LOCK)
 	$(call install_lock,$(DEV_LOCK))
@@ -100,6 +113,16 @@ contracts: setup
 prices: setup
 	$(BIN)/pip install -q -e '.[prices]'
 	$(BIN)/python -m services.cost_tracker.price_source
+
+# Swagger UI for /api/docs, as the pinned npm package publishes it: the files the gateway serves, its licence
+# and its package.json (the version) into services/gateway/console/vendor/swagger-ui/; review, then commit.
+SWAGGER_UI := swagger-ui-dist@5.35.0
+SWAGGER_UI_DIR := services/gateway/console/vendor/swagger-ui
+SWAGGER_UI_FILES := swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css LICENSE NOTICE package.json
+swagger-ui:
+	rm -rf build/swagger-ui && mkdir -p build/swagger-ui
+	cd build/swagger-ui && npm pack -q $(SWAGGER_UI) >/dev/null && tar xzf *.tgz
+	for f in $(SWAGGER_UI_FILES); do cp build/swagger-ui/package/$$f $(SWAGGER_UI_DIR)/; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
