@@ -86,7 +86,7 @@ class TestConsole:
         wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), f"workflow {workflow_id}")
         assert "message_generation" in find(browser, row).text
         wait_for(browser, lambda d: "completed" in find(d, row).text, "the workflow completed")
-        screenshot(browser, "workflows")
+        screenshot(browser, "workflows-new")
 
     def test_cancelling_from_the_page_stops_the_campaign(self, stack: Stack, browser: webdriver.Chrome) -> None:
         """Cancel, confirmed in the dialog, ends a campaign that is sending: the platform receives nothing more."""
@@ -116,6 +116,9 @@ class TestConsole:
         link = find(browser, "#workflow-detail a[href^='http://jaeger.test']")
         assert link.get_attribute("href") == f"http://jaeger.test:16686/trace/{answer['data']['traceId']}"
         screenshot(browser, "workflow")
+        open_page(browser, stack, "workflows")  # the list, with the campaign's progress
+        wait_for(browser, lambda d: "cancelled" in find(d, f'tr[data-workflow-id="{workflow_id}"]').text, "the row")
+        screenshot(browser, "workflows")
 
     def test_the_cost_chart_has_one_point_per_day_of_history(self, stack: Stack, browser: webdriver.Chrome) -> None:
         """Thirty days of history are thirty points, and the days with spend are the days something was billed."""
