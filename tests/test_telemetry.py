@@ -413,12 +413,14 @@ with trace.get_tracer("probe").start_as_current_span("s"):
         assert result.stdout.strip() == "X-Amzn-Trace-Id,traceparent"
 
     def test_unknown_exporter_is_a_config_error(self) -> None:
-        """A misspelled OTEL_TRACES_EXPORTER or an uninstalled OTLP protocol fails setup loudly."""
+        """A misspelled OTEL_TRACES_EXPORTER or an OTLP protocol without a Python exporter fails setup loudly."""
         bad_name = _run_probe(PROBE, OTEL_TRACES_EXPORTER="zipkin")
-        grpc = _run_probe(PROBE, OTEL_EXPORTER_OTLP_ENDPOINT="http://x:4317", OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        json_protocol = _run_probe(
+            PROBE, OTEL_EXPORTER_OTLP_ENDPOINT="http://x:4318", OTEL_EXPORTER_OTLP_PROTOCOL="http/json"
+        )
         assert "TelemetryConfigError" in bad_name.stderr
         assert "zipkin" in bad_name.stderr
-        assert "TelemetryConfigError" in grpc.stderr
+        assert "TelemetryConfigError" in json_protocol.stderr and "http/json" in json_protocol.stderr
 
 
 @pytest.fixture

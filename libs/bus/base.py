@@ -173,7 +173,7 @@ class Consumer:
         try:
             # bind/reset rather than `bound_contextvars`, which copies the whole context on every message to
             # save what it replaces; the logs of the outcome below are made without it, as before.
-            log_context = structlog.contextvars.bind_contextvars(workflow_id=workflow_id)
+            log_context = structlog.contextvars.bind_contextvars(workflow_id=workflow_id, user_id=envelope.user_id)
             try:
                 with consumer_span(
                     system=self.bus.system,
@@ -181,6 +181,7 @@ class Consumer:
                     message_type=envelope.type,
                     message_id=str(envelope.id),
                     workflow_id=workflow_id,
+                    user_id=envelope.user_id,
                     component=service_of(self.service),
                     headers=headers,
                 ):
@@ -336,6 +337,7 @@ class Bus(ABC):
             message_type=envelope.type,
             message_id=str(envelope.id),
             workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None,
+            user_id=envelope.user_id,
             component=current_service.get(),
             headers=headers,
         ):
@@ -366,6 +368,7 @@ class Bus(ABC):
             message_type=envelope.type,
             message_id=str(envelope.id),
             workflow_id=str(envelope.workflow_id) if envelope.workflow_id else None,
+            user_id=envelope.user_id,
             component=current_service.get(),
             headers=headers,
         ):

@@ -33,12 +33,15 @@ DEFAULT_PROPAGATORS: Final = "tracecontext,baggage"
 PROPAGATOR_ENTRY_POINT_GROUP: Final = "opentelemetry_propagator"
 PROPAGATOR_NONE: Final = "none"
 
-# Exporter names accepted in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER. Only OTLP over HTTP/protobuf
-# is installed (no gRPC exporter), so any other OTEL_EXPORTER_OTLP_*PROTOCOL is a configuration error.
+# Exporter names accepted in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER, and the OTLP protocols of
+# OTEL_EXPORTER_OTLP_*PROTOCOL (the specification's names; http/json has no Python exporter, so it and any
+# other value are a configuration error).
 EXPORTER_OTLP: Final = "otlp"
 EXPORTER_CONSOLE: Final = "console"
 EXPORTER_NONE: Final = "none"
-SUPPORTED_OTLP_PROTOCOL: Final = "http/protobuf"
+OTLP_HTTP_PROTOBUF: Final = "http/protobuf"
+OTLP_GRPC: Final = "grpc"
+SUPPORTED_OTLP_PROTOCOLS: Final = frozenset({OTLP_HTTP_PROTOBUF, OTLP_GRPC})
 
 # --- Logging.
 ENV_LOG_FORMAT: Final = "LOG_FORMAT"  # json | console
@@ -76,6 +79,10 @@ ATTR_MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
 ATTR_MESSAGING_CONVERSATION_ID: Final = "messaging.message.conversation_id"
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_WORKFLOW_ID: Final = "workflow.id"
+# The workflow's owner (the JWT's `sub`, the platform account): the general semantic conventions' user.id.
+# On spans and in logs (LOG_USER_ID), never on metrics.
+ATTR_USER_ID: Final = "user.id"
+LOG_USER_ID: Final = "user_id"
 ATTR_MESSAGE_TYPE: Final = "message.type"
 # Which of our seven services published or consumed: in the embedded mode they share one process and so
 # one Resource, and this attribute is what tells them apart.

@@ -1,10 +1,12 @@
 """The official OpenTelemetry instrumentations of the libraries our services talk through.
 
-asyncpg (database spans), redis (cache and rate-limit spans) and the aiohttp client (platform API and
-provider calls, with `traceparent` injected into the outgoing request). Enabled once per process by the
-runtime; the standard `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS` (comma list: asyncpg, redis, aiohttp-client)
-turns any of them off. aiobotocore has no official instrumentation (the botocore one patches the sync
-client only), so SQS calls carry trace context in message attributes but get no client spans of their own.
+asyncpg (database spans), redis (cache and rate-limit spans), the aiohttp client (platform API and
+provider calls, with `traceparent` injected into the outgoing request) and aiobotocore (SQS, SNS, SES and
+Secrets Manager client spans, from the AiobotocoreInstrumentor the pinned botocore instrumentation package
+ships; trace context still travels in our own SQS message attributes). Enabled once per process by the
+runtime; the standard `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS` (comma list: asyncpg, redis, aiohttp-client,
+aiobotocore) turns any of them off. Their calls outside any trace (polls, sweeps) are not recorded
+(libs.telemetry.sampling).
 
 The aiohttp client's spans record the URL through `span_url` (the instrumentation's url_filter): a webhook URL
 is a secret (the Slack webhook was in every alert's span as `http.url`), so the path of a secret-bearing URL
@@ -20,6 +22,7 @@ from typing import Any
 import yarl
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.botocore import AiobotocoreInstrumentor
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -29,6 +32,7 @@ _INSTRUMENTORS: dict[str, type[BaseInstrumentor]] = {
     "asyncpg": AsyncPGInstrumentor,
     "redis": RedisInstrumentor,
     "aiohttp-client": AioHttpClientInstrumentor,
+    "aiobotocore": AiobotocoreInstrumentor,
 }
 _INSTRUMENT_OPTIONS: dict[str, dict[str, Any]] = {"aiohttp-client": {"url_filter": lambda url: span_url(url)}}
 _lock = threading.Lock()

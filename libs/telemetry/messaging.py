@@ -58,6 +58,7 @@ def producer_span(
     headers: dict[str, str],
     correlation_id: str | None = None,
     operation_name: str = c.OPERATION_SEND,
+    user_id: str | None = None,
 ) -> Iterator[Span]:
     """A PRODUCER span, child of the current context, whose context is injected into `headers`.
 
@@ -74,6 +75,7 @@ def producer_span(
         workflow_id=workflow_id,
         component=component,
         correlation_id=correlation_id,
+        user_id=user_id,
     )
     name = f"{c.OPERATION_SEND} {destination}"
     yield from _span_scope(name, SpanKind.PRODUCER, context.get_current(), attributes, inject_into=headers)
@@ -91,6 +93,7 @@ def consumer_span(
     headers: Mapping[str, str],
     correlation_id: str | None = None,
     operation_name: str = c.OPERATION_PROCESS,
+    user_id: str | None = None,
 ) -> Iterator[Span]:
     """A CONSUMER span whose parent is the context found in `headers`, current for the whole block.
 
@@ -108,6 +111,7 @@ def consumer_span(
         workflow_id=workflow_id,
         component=component,
         correlation_id=correlation_id,
+        user_id=user_id,
     )
     # Extracted into a fresh Context (the default), which becomes the current one inside the block: the
     # parent span and the baggage it carried, and nothing of the consumer loop's own context.
@@ -116,7 +120,9 @@ def consumer_span(
 
 
 @contextmanager
-def workflow_span(name: str, *, trace_id: str | None, workflow_id: str, component: str) -> Iterator[Span]:
+def workflow_span(
+    name: str, *, trace_id: str | None, workflow_id: str, component: str, user_id: str | None = None
+) -> Iterator[Span]:
     """An INTERNAL span for work on a workflow that no message started (e.g. the router's deadline sweep),
     current for the block: in the workflow's trace when its `trace_id` (32 hex digits) is known.
 
@@ -125,6 +131,8 @@ def workflow_span(name: str, *, trace_id: str | None, workflow_id: str, componen
     they did not receive. Messages published inside the block carry this trace on.
     """
     attributes: dict[str, AttributeValue] = {c.ATTR_WORKFLOW_ID: workflow_id, c.ATTR_SERVICE_COMPONENT: component}
+    if user_id is not None:
+        attributes[c.ATTR_USER_ID] = user_id
     parent = context.Context()
     try:
         trace_int = int(trace_id or "", 16)
@@ -190,6 +198,7 @@ def _attributes(
     workflow_id: str | None,
     component: str | None,
     correlation_id: str | None,
+    user_id: str | None,
 ) -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {
         c.ATTR_MESSAGING_SYSTEM: system,
@@ -205,4 +214,6 @@ def _attributes(
         attributes[c.ATTR_SERVICE_COMPONENT] = component
     if correlation_id is not None:
         attributes[c.ATTR_MESSAGING_CONVERSATION_ID] = correlation_id
+    if user_id is not None:
+        attributes[c.ATTR_USER_ID] = user_id
     return attributes

@@ -10,7 +10,12 @@ metric collection are exported. Everything is driven by the standard OTEL_* envi
   OTEL_EXPORTER_OTLP_ENDPOINT (or the per-signal endpoint) is set and "none" otherwise — deliberately not
   the specification's unconditional "otlp", so the embedded mode without a collector does not log a
   connection error every five seconds.
-- OTEL_EXPORTER_OTLP_*: read by the OTLP/HTTP exporters themselves (endpoint, headers, timeout, ...).
+- OTEL_EXPORTER_OTLP_PROTOCOL (or the per-signal OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / _METRICS_PROTOCOL):
+  http/protobuf (the default) or grpc — an ADOT or OpenTelemetry collector's port 4318 or 4317.
+- OTEL_EXPORTER_OTLP_*: read by the OTLP exporters themselves (endpoint, headers, timeout, ...).
+- OTEL_TRACES_SAMPLER: the SDK's sampler, wrapped so that a CLIENT span without a parent is never recorded
+  (`ChildClientSpansOnly`): a database query, Redis read or SQS poll outside any trace is a periodic sweep
+  or refresh, and would otherwise be a one-span trace every second per service.
 - OTEL_PROPAGATORS: default "tracecontext,baggage"; "xray" adds X-Amzn-Trace-Id. The API builds its global
   propagator when `opentelemetry.propagate` is first imported, which may be before the environment is
   final, so `setup_telemetry` rebuilds it from the variable's current value (`configure_propagators`).
@@ -27,6 +32,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
@@ -46,9 +53,11 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import _get_from_env_or_default as sampler_from_env
 
 from libs.telemetry import constants as c
 from libs.telemetry.errors import TelemetryConfigError
+from libs.telemetry.sampling import ChildClientSpansOnly
 
 
 @dataclass
@@ -167,7 +176,7 @@ def _install(service_name: str, service_version: str) -> _State:
     if isinstance(existing_tracer_provider, TracerProvider):
         state.tracer_provider = existing_tracer_provider
     else:
-        state.tracer_provider = TracerProvider(resource=resource)
+        state.tracer_provider = TracerProvider(resource=resource, sampler=ChildClientSpansOnly(sampler_from_env()))
         for span_exporter in span_exporters:
             state.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         trace.set_tracer_provider(state.tracer_provider)
@@ -191,8 +200,8 @@ def _span_exporters() -> list[SpanExporter]:
     exporters: list[SpanExporter] = []
     for name in names:
         if name == c.EXPORTER_OTLP:
-            _check_otlp_protocol(c.ENV_OTLP_TRACES_PROTOCOL)
-            exporters.append(OTLPSpanExporter())
+            grpc = _otlp_protocol(c.ENV_OTLP_TRACES_PROTOCOL) == c.OTLP_GRPC
+            exporters.append(GrpcSpanExporter() if grpc else OTLPSpanExporter())
         elif name == c.EXPORTER_CONSOLE:
             exporters.append(ConsoleSpanExporter())
     return exporters
@@ -203,8 +212,8 @@ def _metric_exporters() -> list[MetricExporter]:
     exporters: list[MetricExporter] = []
     for name in names:
         if name == c.EXPORTER_OTLP:
-            _check_otlp_protocol(c.ENV_OTLP_METRICS_PROTOCOL)
-            exporters.append(OTLPMetricExporter())
+            grpc = _otlp_protocol(c.ENV_OTLP_METRICS_PROTOCOL) == c.OTLP_GRPC
+            exporters.append(GrpcMetricExporter() if grpc else OTLPMetricExporter())
         elif name == c.EXPORTER_CONSOLE:
             exporters.append(ConsoleMetricExporter())
     return exporters
@@ -225,12 +234,14 @@ def _exporter_names(variable: str, signal_endpoint_variable: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _check_otlp_protocol(signal_variable: str) -> None:
-    protocol = os.environ.get(signal_variable) or os.environ.get(c.ENV_OTLP_PROTOCOL)
-    if protocol and protocol.strip().lower() != c.SUPPORTED_OTLP_PROTOCOL:
-        raise TelemetryConfigError(
-            f"OTLP protocol {protocol!r} is not installed; only {c.SUPPORTED_OTLP_PROTOCOL} is supported"
-        )
+def _otlp_protocol(signal_variable: str) -> str:
+    """The signal's OTLP protocol: its own variable, else OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf."""
+    raw = os.environ.get(signal_variable) or os.environ.get(c.ENV_OTLP_PROTOCOL) or c.OTLP_HTTP_PROTOBUF
+    protocol = raw.strip().lower()
+    if protocol not in c.SUPPORTED_OTLP_PROTOCOLS:
+        supported = " or ".join(sorted(c.SUPPORTED_OTLP_PROTOCOLS))
+        raise TelemetryConfigError(f"OTLP protocol {raw!r} is not supported; use {supported}")
+    return protocol
 
 
 def _env_flag(variable: str) -> bool:

@@ -7,16 +7,20 @@ REDIS_URL the buckets are in Redis, shared by every replica; a Redis that fails 
 this replica (each replica then limits on its own) rather than refusing every request or none.
 
 The token is judged first, so an anonymous or forged request is a 401 and never spends anybody's tokens; the
-handler reads the same token again from the verifier's cache.
+handler reads the same token again from the verifier's cache. The caller's user id is then on the request's
+span (`user.id`) and in every log line the handler writes (`user_id`).
 """
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry import trace
 
 from libs.ratelimit import LimiterUnavailable, MemoryTokenBucket, TokenBucket
 from libs.telemetry import get_logger
+from libs.telemetry.constants import ATTR_USER_ID, LOG_USER_ID
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.errors import TooManyRequests
 from services.gateway.jwks import KeySet
@@ -36,8 +40,9 @@ class Guard:
 
     def wrap(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            await self.admit(request)
-            return await handler(request)
+            principal = await self.admit(request)
+            with structlog.contextvars.bound_contextvars(**{LOG_USER_ID: principal.user_id}):
+                return await handler(request)
 
         return guarded
 
@@ -45,6 +50,7 @@ class Guard:
         """The caller, once their token is valid and their bucket had a token (raises Unauthorized or
         TooManyRequests)."""
         principal = await self._verifier.authenticate(request.headers.get("Authorization"))
+        trace.get_current_span().set_attribute(ATTR_USER_ID, principal.user_id)
         if self.bucket is None or self._fallback is None:
             return principal
         try:

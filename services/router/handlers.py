@@ -365,8 +365,8 @@ class Router:
                 id=uuid.uuid5(DEADLINE_NAMESPACE, f"{workflow.workflow_id}/{workflow.deadline_at.isoformat()}"),
             )
             try:
-                with workflow_span("router.deadline", trace_id=workflow.trace_id,
-                                   workflow_id=str(workflow.workflow_id), component=SERVICE_NAME):  # fmt: skip
+                with workflow_span("router.deadline", trace_id=workflow.trace_id, workflow_id=str(workflow.workflow_id),
+                                   component=SERVICE_NAME, user_id=workflow.user_id):  # fmt: skip
                     await self.on_deadline(timer)
             except Exception as exc:  # one workflow's trouble (a write conflict) must not hold up the others
                 log.warning("deadline.not_applied", workflow_id=str(workflow.workflow_id), error=repr(exc))

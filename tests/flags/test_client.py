@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+from opentelemetry import trace
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
@@ -165,14 +166,17 @@ class TestPropagation:
         """Re-reading every FLAGS_REFRESH_S on every replica creates no spans (no one's request)."""
         client = await start(clients, redis_store(redis_url, flag_key), refresh_s=0.02)
         raw = aioredis.Redis.from_url(redis_url)
-        await raw.ping()  # an instrumented call outside the client, so the test can fail
+        request = trace.get_tracer("test")
+        with request.start_as_current_span("GET /flags"):
+            await raw.ping()  # an instrumented call outside the client, so the test can fail
         await raw.aclose()
         traced = len(spans.get_finished_spans())
         await asyncio.sleep(0.3)
-        await client.refresh()  # the explicit read (an admin's GET) is part of a request: traced
+        with request.start_as_current_span("GET /flags"):
+            await client.refresh()  # the explicit read (an admin's GET) is part of a request: traced
         names = [span.name for span in spans.get_finished_spans()[traced:]]
         assert traced >= 1
-        assert names == ["HGETALL"]
+        assert names == ["HGETALL", "GET /flags"]
 
 
 @pytest.fixture
