@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from contracts import Envelope
 from contracts.enums import IntentType, Provider
 from contracts.messages import Usage, UsageRecorded
-from tests.console.conftest import SENDS_PER_S, USER, Stack, screenshot
+from tests.console.conftest import ADMIN, SENDS_PER_S, USER, Stack, screenshot
 
 WAIT_S = 10.0
 FANS = 40  # at SENDS_PER_S, twenty seconds of sending: still under way when the page cancels it
@@ -147,6 +147,21 @@ class TestConsole:
         assert with_spend == {(today - timedelta(days=d)).date().isoformat() for d in spent}
         assert find(browser, "#spend-chart polygon.band").is_displayed()  # the forecast's interval
         screenshot(browser, "costs")
+
+    def test_an_alert_is_acknowledged_from_the_costs_page(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """Acknowledge on an open alert records who did, and the page then says so instead of the button."""
+        body = {"message": "Campaign spend is above plan", "threshold": 20, "severity": "warning"}
+        code, answer = stack.call("POST", "/api/v2/costs/alerts", stack.admin, body)
+        assert code in (200, 201), answer
+        alert_id = answer["data"]["id"]
+        open_page(browser, stack, "costs")
+        button = f'button[data-alert-id="{alert_id}"]'
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, button), "the alert's Acknowledge")
+        find(browser, button).click()
+        wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, button), "the alert acknowledged")
+        alerts = stack.call("GET", "/api/v2/costs/alerts", stack.admin)[1]["data"]["alerts"]
+        assert [(a["acknowledged"], a["acknowledgedBy"]) for a in alerts if a["id"] == alert_id] == [(True, ADMIN)]
+        assert f"acknowledged by {ADMIN}" in find(browser, "main").text
 
     def test_the_kill_switch_needs_a_confirmation(self, stack: Stack, browser: webdriver.Chrome) -> None:
         """From the keyboard: Enter on the kill switch only asks; Escape keeps everything running; confirming

@@ -116,3 +116,11 @@ class TestEmbeddedMode:
         status, answer = call(sample[1], user, json.loads(sample[2]))
         assert status == 200, answer
         assert answer["data"]["status"] == "completed"
+
+    def test_prints_the_console_login_link(self, embedded: Embedded) -> None:
+        """The console's link carries the admin token in its fragment, and the page it names is served."""
+        admin = token_after(embedded.banner, "admin token")
+        assert f"console:  {embedded.url}/console#token={admin}\n" in embedded.banner
+        with urllib.request.urlopen(f"{embedded.url}/console", timeout=10) as response:
+            assert response.status == 200
+            assert b'<script type="module" src="/console/console.js">' in response.read()

@@ -85,7 +85,7 @@ function flagsView(flags, reload) {
 function deadLetterRows(service, letters, reload) {
   return letters.map((d) => [el("code", {}, d.id.slice(0, 18)), d.type || "—", d.reason, when(d.deadLetteredAt),
     d.workflowId || "—", String(d.replays),
-    el("button", { type: "button", class: "replay", onclick: async () => {
+    el("button", { type: "button", class: "replay", "aria-label": `Replay ${d.id}`, onclick: async () => {
       try {
         const answer = await call("POST", "/api/admin/dead-letters/replay", { body: { service, id: d.id } });
         say(`Replayed ${answer.replayed}.`);

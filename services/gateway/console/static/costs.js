@@ -66,7 +66,8 @@ function bars(caption, breakdown) {
 function alertRow(alert, reload) {
   const ack = alert.acknowledged
     ? `acknowledged by ${alert.acknowledgedBy}`
-    : el("button", { type: "button", class: "ack", "data-alert-id": alert.id, onclick: async () => {
+    : el("button", { type: "button", class: "ack", "data-alert-id": alert.id, "aria-label": `Acknowledge: ${alert.message}`,
+      onclick: async () => {
       try {
         await call("PUT", "/api/v2/costs/alerts", { body: { alertId: alert.id, acknowledged: true } });
         say("Alert acknowledged.");
