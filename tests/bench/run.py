@@ -20,7 +20,10 @@ on Redis state it has never seen), three phases with -c as the concurrency:
    does not load the gateway. p50_ms / p95_ms / p99_ms: accepted -> completed (completed_at - created_at,
    both stamped by the router); fixed_workflows_per_s: what this phase completed per second.
 3. ?wait=true, client side: n/2 POSTs that answer when the workflow has ended, c in flight.
-   wait_p50_ms / wait_p95_ms / wait_p99_ms: the HTTP round trip, including the gateway's status polling.
+   wait_p50_ms / wait_p95_ms / wait_p99_ms: the HTTP round trip (the gateway learning the end and the
+   recorded cost included); wait_workflows_per_s: n/2 / the phase's wall time; wait_cpu_ms: CPU ms per
+   workflow per service over this phase (the bench's client is not a service).
+4. ?wait=true one at a time: min(n/4, 250) POSTs, one in flight. wait1_p50_ms / wait1_p99_ms.
 
 Then raw_chain_per_s: n chains of the same number of bus hops as one workflow (`hops`) with empty handlers,
 on the same broker in the same run; ratio = workflows_per_s / raw_chain_per_s. In delivery mode the platform
@@ -118,6 +121,8 @@ DEFAULT_N = {"amqp": 2000, "sqs": 200}
 DEFAULT_CAMPAIGN_FANS = {"amqp": 5000, "sqs": 500}
 DEFAULT_STOP_FANS = {"amqp": 500, "sqs": 200}
 SQS_REGION = "us-east-1"
+# The one-at-a-time ?wait=true phase: n/4 POSTs, at most this many (a latency figure, not a load).
+ONE_AT_A_TIME_MAX = 250
 
 
 @dataclass(frozen=True)
@@ -200,9 +205,14 @@ async def measure(stack: Stack, workload: Workload, args: argparse.Namespace, br
     fixed = await at_fixed_concurrency(workload, dsn, n, c)
     fixed_per_s = len(fixed) / (time.perf_counter() - t0)
 
+    wait_before = {name: proc_usage(pid) for name, pid in pids.items()}
+    t0 = time.perf_counter()
     wait_ids, wait_lat = await submit_all(workload, n // 2, c, wait=True)
+    wait_wall = time.perf_counter() - t0
+    wait_after = {name: proc_usage(pid) for name, pid in pids.items()}
+    one_ids, one_lat = await submit_all(workload, min(n // 4, ONE_AT_A_TIME_MAX), 1, wait=True)
     # A ?wait=true that timed out answered 202: its workflow may still be delivering.
-    late = await wait_terminal(dsn, warm_ids + wait_ids)
+    late = await wait_terminal(dsn, warm_ids + wait_ids + one_ids)
     failed = sum(f.status == "failed" for f in burst + fixed + late)
     if failed:
         print(f"warning: {failed} workflows failed", file=sys.stderr)
@@ -221,6 +231,10 @@ async def measure(stack: Stack, workload: Workload, args: argparse.Namespace, br
         "wait_p50_ms": pct(wait_lat, 0.50),
         "wait_p95_ms": pct(wait_lat, 0.95),
         "wait_p99_ms": pct(wait_lat, 0.99),
+        "wait_workflows_per_s": round(len(wait_lat) / wait_wall, 1),
+        "wait_cpu_ms": {k: round((wait_after[k][0] - wait_before[k][0]) * 1000 / len(wait_lat), 2) for k in pids},
+        "wait1_p50_ms": pct(one_lat, 0.50),
+        "wait1_p99_ms": pct(one_lat, 0.99),
         "failed": failed,
         "cpu_s": {k: round(after[k][0] - before[k][0], 2) for k in after},
         "peak_rss_mib": {k: round(after[k][1], 1) for k in after},
