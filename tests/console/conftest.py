@@ -65,8 +65,12 @@ class Stack:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def arrivals(self) -> int:
-        """Messages the platform simulator has received so far."""
+        """Message requests the platform simulator has received so far (refused ones too)."""
         return self.run(_count(self.platform))
+
+    def delivered(self) -> int:
+        """Messages the platform simulator accepted: those fans received."""
+        return self.run(_delivered(self.platform))
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
         """The gateway's answer (status, JSON) to one request, as any client sends it."""
@@ -82,6 +86,10 @@ class Stack:
 
 async def _count(platform: PlatformSimulator) -> int:
     return len(platform.arrivals())
+
+
+async def _delivered(platform: PlatformSimulator) -> int:
+    return len(platform.delivered())
 
 
 class _Probe:
