@@ -65,6 +65,7 @@ METRIC_LLM_CALLS: Final = "llm_calls"
 METRIC_LLM_CALL_DURATION: Final = "llm_call_duration"
 METRIC_LLM_TOKENS: Final = "llm_tokens"
 METRIC_ATTR_OUTCOME: Final = "outcome"  # "ok" or an ErrorType value
+METRIC_ATTR_MODEL: Final = "model"  # the model (OpenAI) or deployment (Azure) asked for
 METRIC_ATTR_TOKEN_KIND: Final = "kind"  # "prompt" | "completion"
 METRIC_CONTENT_VIOLATIONS: Final = "content_violations"
 METRIC_ATTR_RULE: Final = "rule"  # a content rule's name (the rules file's, few)
@@ -72,3 +73,34 @@ METRIC_ATTR_ACTION: Final = "action"  # what followed: one of the VIOLATION_* be
 VIOLATION_REGENERATE: Final = "regenerate"  # a first draft refused, written again
 VIOLATION_FAIL: Final = "fail"  # the second draft refused too (or no time left): compliance_violation
 VIOLATION_REJECT: Final = "reject"  # content_validation: the content itself breaks a rule, REJECTED
+
+# --- The GenAI semantic conventions' client metrics and attributes (gen-ai-metrics, development status).
+METRIC_GENAI_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_GENAI_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+GENAI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GENAI_OPERATION_CHAT: Final = "chat"
+GENAI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GENAI_PROVIDERS: Final = MappingProxyType({Provider.AZURE.value: "azure.ai.openai", Provider.OPENAI.value: "openai"})
+GENAI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GENAI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GENAI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GENAI_TOKEN_INPUT: Final = "input"
+GENAI_TOKEN_OUTPUT: Final = "output"
+# The conventions' advisory bucket boundaries.
+GENAI_DURATION_BUCKETS_S: Final = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GENAI_TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)

@@ -198,7 +198,12 @@ class GenerationHandler:
             outcome, usage = OUTCOME_OK, reply.usage
         self.outcomes.record(call.error)
         get_llm_metrics().record_call(
-            provider=self.provider.value, outcome=outcome, duration_ms=call.latency_ms, usage=usage
+            provider=self.provider.value,
+            model=model,
+            outcome=outcome,
+            duration_ms=call.latency_ms,
+            usage=usage,
+            response_model=call.reply.model if call.reply is not None else None,
         )
         return call
 

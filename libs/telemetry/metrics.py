@@ -3,8 +3,11 @@
     libs.bus.metrics               messages handled (count, time, errors) and the dead-letter depth gauge
     libs.ratelimit.metrics         deliveries pushed to a later slot
     libs.llm.metrics               provider calls, tokens and content-rule violations
-    services.router.metrics        workflows finished (count, duration) and the circuit breakers' state
+    services.router.metrics        workflows finished (count, duration), failed, refused, delivery reports,
+                                   and the circuit breakers' state
     services.cost_tracker.metrics  money recorded, unpriced calls and each workflow's cost
+    services.gateway.metrics       HTTP requests (http.server.request.duration)
+    services.of_sender.metrics     platform sends per account and outcome
 
 Each declares `get_x = cached_instruments(X.from_meter)`. The names and attributes — the original plan's, which
 dashboards and alerts rely on — stay in libs.telemetry.constants. `get_x()` may run before `setup_telemetry`:

@@ -1,4 +1,5 @@
-"""A SERVER span per HTTP request, continuing the caller's trace (`traceparent`), and the access log.
+"""A SERVER span per HTTP request, continuing the caller's trace (`traceparent`), the access log, and the
+request's duration on http.server.request.duration (services/gateway/metrics.py).
 
 Why not opentelemetry-instrumentation-aiohttp-server: its middleware works only after
 `AioHttpServerInstrumentor().instrument()`, which replaces `aiohttp.web.Application` process-wide (in the
@@ -23,6 +24,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 
 from libs.telemetry import get_logger
 from libs.telemetry.constants import INSTRUMENTATION_NAME
+from services.gateway.metrics import get_gateway_metrics
 
 log = get_logger(__name__)
 _tracer = trace.get_tracer(INSTRUMENTATION_NAME)
@@ -82,10 +84,14 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
             span.set_attribute(ATTR_STATUS, status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
+            duration_s = time.perf_counter() - started
+            get_gateway_metrics().record_request(
+                method=request.method, route=route, status=status, duration_s=duration_s
+            )
             log.info(
                 "http.request",
                 method=request.method,
                 route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(duration_s * 1000, 2),
             )

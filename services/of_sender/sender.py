@@ -77,7 +77,8 @@ from libs.ratelimit.metrics import get_ratelimit_metrics
 from libs.telemetry import get_logger
 from services.of_sender.config import OfSenderSettings
 from services.of_sender.constants import HOLD_JITTER_S, HOLD_RECHECK_S, MAX_RECORD_CONFLICTS, RECHECK_SLACK_S
-from services.of_sender.platform import Platform, Sent, Unknown
+from services.of_sender.metrics import SEND_FAILED, SEND_HELD, SEND_RATE_LIMITED, SEND_SENT, get_sender_metrics
+from services.of_sender.platform import NotSent, Platform, SendOutcome, Sent, Unknown
 from services.of_sender.publish import Publisher
 from services.of_sender.store import (
     FINAL,
@@ -197,6 +198,7 @@ class Sender:
         outcome = await self.platform.send(
             approval.account_id, approval.recipient_id, approval.text, idempotency_key=str(approval.delivery_id)
         )
+        get_sender_metrics().record_send(account=approval.account_id, outcome=_send_outcome(outcome))
         if isinstance(outcome, Sent):
             record = await self.store.sent(record.delivery_id, outcome.platform_message_id, from_ms(check.now_ms))
             log.info("delivery.sent", attempts=record.attempts, delivery_id=str(record.delivery_id))
@@ -221,6 +223,7 @@ class Sender:
         first = record.paused_since is None
         if first:  # not at every round: a held campaign would log each delivery every second
             log.info("delivery.held", reason=reason, delivery_id=str(record.delivery_id))
+            get_sender_metrics().record_send(account=record.account_id, outcome=SEND_HELD)
         await self.out.requeue(
             envelope,
             record,
@@ -361,3 +364,11 @@ class Sender:
             return 0.0
         age_s = (utcnow() - record.attempted_at).total_seconds()
         return max(0.0, self.settings.of_lookup_delay_s - age_s)
+
+
+def _send_outcome(outcome: SendOutcome) -> str:
+    if isinstance(outcome, Sent):
+        return SEND_SENT
+    if isinstance(outcome, NotSent) and outcome.error.type is ErrorType.RATE_LIMIT_EXCEEDED:
+        return SEND_RATE_LIMITED
+    return SEND_FAILED

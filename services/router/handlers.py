@@ -165,6 +165,7 @@ class Router:
             if existing is not None:
                 return existing
             log.info("workflow.refused", reason="budget", scope=budget.scope if budget else None)
+            self._metrics.record_refusal(reason=ErrorType.COST_LIMIT_EXCEEDED.value)
             return _refused(ErrorType.COST_LIMIT_EXCEEDED, _budget_message(budget))
         now = self.clock()
         selection = select_provider(request.intent, self.engine.breakers, downgrade=action is BudgetAction.DOWNGRADE)
@@ -286,6 +287,8 @@ class Router:
             raise Reject(f"{envelope.type} for unknown workflow {envelope.workflow_id}")
         if not counted.applied:
             log.info("message.duplicate", type=envelope.type, republished=0)
+        else:
+            self._metrics.record_delivery_report(state=envelope.type.removeprefix("delivery."))
         await self._settle(envelope, counted)  # a duplicate too: its first handler may have died before this
         return None
 
@@ -437,6 +440,9 @@ class Router:
                 success=workflow.status is WorkflowStatus.COMPLETED,
                 duration_ms=workflow.duration_ms(now),
             )
+            if workflow.status is WorkflowStatus.FAILED and workflow.error is not None:
+                deadline = isinstance(change.cause.payload, WorkflowTimer)
+                self._metrics.record_failure(error_type=workflow.error.type.value, deadline=deadline)
 
     async def _republish(self, outbox: tuple[Outgoing, ...]) -> None:
         if outbox:

@@ -1,7 +1,11 @@
-"""The router's instruments: finished workflows (count and duration, by provider and success) and the state
-of each provider's circuit breaker.
+"""The router's instruments: finished workflows (count and duration, by provider and success), failed ones by
+error type and whether their deadline ended them, workflows refused (a budget's block), the deliveries the
+of-sender reports (a campaign's progress) and the state of each provider's circuit breaker.
 
     get_router_metrics().record_workflow(provider="azure", success=True, duration_ms=812.0)
+    get_router_metrics().record_failure(error_type="azure_timeout", deadline=True)
+    get_router_metrics().record_refusal(reason="cost_limit_exceeded")
+    get_router_metrics().record_delivery_report(state="completed")
     register_circuit_state(lambda: {"azure": CIRCUIT_OPEN, "openai": CIRCUIT_CLOSED})   # service.py does this
 """
 
@@ -9,12 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from libs.telemetry import constants as tc
 from libs.telemetry.metrics import cached_instruments
+
+METRIC_WORKFLOW_FAILURES: Final = "workflow_failures"
+METRIC_WORKFLOW_REFUSALS: Final = "workflow_refusals"
+METRIC_CAMPAIGN_DELIVERIES: Final = "campaign_deliveries"
+ATTR_ERROR_TYPE: Final = "error_type"  # an ErrorType value
+ATTR_DEADLINE: Final = "deadline"  # True when the deadline sweep failed the workflow
+ATTR_REASON: Final = "reason"
+ATTR_STATE: Final = "state"
 
 CircuitStateCallback = Callable[[], Mapping[str, int]]
 """Returns {provider: CIRCUIT_CLOSED | CIRCUIT_HALF_OPEN | CIRCUIT_OPEN}; called at each collection."""
@@ -24,6 +37,9 @@ CircuitStateCallback = Callable[[], Mapping[str, int]]
 class RouterMetrics:
     workflow_executions: Counter  # attrs: provider, success
     workflow_duration: Histogram  # ms; attrs: provider, success
+    workflow_failures: Counter  # attrs: error_type, deadline
+    workflow_refusals: Counter  # attrs: reason (an ErrorType value)
+    campaign_deliveries: Counter  # attrs: state (scheduled, completed, failed)
     _circuit_callbacks: list[CircuitStateCallback] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -38,6 +54,17 @@ class RouterMetrics:
                 unit="ms",
                 description="Workflow duration from acceptance to completion or failure",
                 explicit_bucket_boundaries_advisory=tc.DURATION_BUCKETS_MS,
+            ),
+            workflow_failures=meter.create_counter(
+                METRIC_WORKFLOW_FAILURES, unit="{workflow}", description="Workflows failed, by error type and deadline"
+            ),
+            workflow_refusals=meter.create_counter(
+                METRIC_WORKFLOW_REFUSALS, unit="{workflow}", description="Workflows refused at acceptance"
+            ),
+            campaign_deliveries=meter.create_counter(
+                METRIC_CAMPAIGN_DELIVERIES,
+                unit="{delivery}",
+                description="Delivery reports recorded: each delivery scheduled, then completed or failed",
             ),
         )
         # An observable gauge takes its callbacks at creation: this one fans out to the breakers' callbacks.
@@ -54,6 +81,18 @@ class RouterMetrics:
         attributes: dict[str, AttributeValue] = {tc.METRIC_ATTR_PROVIDER: provider, tc.METRIC_ATTR_SUCCESS: success}
         self.workflow_executions.add(1, attributes)
         self.workflow_duration.record(duration_ms, attributes)
+
+    def record_failure(self, *, error_type: str, deadline: bool) -> None:
+        """One failed workflow: its error type, and whether the deadline sweep failed it."""
+        self.workflow_failures.add(1, {ATTR_ERROR_TYPE: error_type, ATTR_DEADLINE: deadline})
+
+    def record_refusal(self, *, reason: str) -> None:
+        """One workflow refused when it was asked for (cost_limit_exceeded: a budget blocks)."""
+        self.workflow_refusals.add(1, {ATTR_REASON: reason})
+
+    def record_delivery_report(self, *, state: str) -> None:
+        """One delivery report recorded (not a duplicate)."""
+        self.campaign_deliveries.add(1, {ATTR_STATE: state})
 
     def register_circuit_state(self, callback: CircuitStateCallback) -> None:
         """Report `callback()`'s {provider: state} on the circuit_breaker_state gauge from now on."""
