@@ -209,12 +209,27 @@ class TestConsole:
         wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, resume), "the account resumed")
         assert stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["pausedAccounts"] == []
 
+    def test_a_refused_token_signs_out_and_a_pasted_one_signs_in(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """A token the gateway refuses (401) brings back the sign-in form, saying so; pasting a good one opens
+        the page."""
+        browser.get(f"{stack.url}/console#token=not-a-token")
+        wait_for(browser, lambda d: find(d, "#sign-in").is_displayed(), "the sign-in form")
+        wait_for(browser, lambda d: "Signed out" in find(d, "#status").text, "why")
+        assert browser.execute_script("return sessionStorage.getItem('ho.console.token')") is None
+        find(browser, "#token").send_keys(stack.user)
+        find(browser, "#sign-in-form button").click()
+        wait_for(browser, lambda d: find(d, "#who-name").text == USER, "the signed-in user")
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workflows, #workflow-results p"), "the list")
+
     def test_the_api_reference_is_served_offline(self, stack: Stack, browser: webdriver.Chrome) -> None:
-        """Swagger UI renders every operation with its request example, loading nothing from another origin."""
+        """Swagger UI renders every operation with its request example, loading nothing from another origin;
+        the console's token of this tab is already in "Authorize"."""
+        open_page(browser, stack, "workflows")
         browser.get(f"{stack.url}/api/docs#/campaigns/createHybridCampaign")
         wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 20, "the operations")
         wait_for(browser, lambda d: "weekend plans" in find(d, "#operations-campaigns-createHybridCampaign").text,
                  "the request example")  # fmt: skip
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "button.authorize.locked"), "the token authorized")
         loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert loaded and all(url.startswith(stack.url + "/") for url in loaded), loaded
         screenshot(browser, "api-docs")

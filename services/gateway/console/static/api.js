@@ -68,6 +68,11 @@ export async function call(method, path, { query, body } = {}) {
   } catch {
     throw new ApiError(response.status, "not_json", `the gateway answered ${response.status}`);
   }
+  if (response.status === 401) {
+    // Expired or not valid here: back to sign-in, saying why (console.js listens).
+    forget();
+    window.dispatchEvent(new CustomEvent("ho:signed-out", { detail: (answer.error || {}).message }));
+  }
   if (!response.ok || !answer.success) {
     const error = answer.error || {};
     throw new ApiError(response.status, error.code || "error", error.message || `HTTP ${response.status}`);

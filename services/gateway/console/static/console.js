@@ -59,6 +59,10 @@ document.getElementById("sign-out").addEventListener("click", () => {
   forget();
   show();
 });
+window.addEventListener("ho:signed-out", (event) => {
+  show();
+  say(`Signed out: ${event.detail || "the token was refused"}. Paste a valid token.`, true, true);
+});
 window.addEventListener("hashchange", () => {
   takeTokenFromFragment();
   show();

@@ -1,5 +1,7 @@
 // Small DOM helpers shared by the pages: elements, tables, the confirmation dialog, the status line.
 
+import { token } from "./api.js";
+
 /** An element: `el("a", {href: "#"}, "text", child)`; attributes named on… are listeners. */
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -41,8 +43,10 @@ export function select(id, options, value = "") {
   );
 }
 
-/** Says `message` in the status line (read out by screen readers); `error` styles it as a failure. */
-export function say(message, error = false) {
+/** Says `message` in the status line (read out by screen readers); `error` styles it as a failure. Once
+ * signed out, only the sign-in's own messages (`always`) are said, not those of a page that was loading. */
+export function say(message, error = false, always = false) {
+  if (!always && !token()) return;
   const status = document.getElementById("status");
   status.textContent = message;
   status.classList.toggle("error", error);
