@@ -15,6 +15,11 @@ its own reply queue: it only looks the exchanges up, so a service whose broker u
 permission on them still connects (the topology is provisioned once, e.g. from the definitions that
 `python -m libs.bus.permissions rabbitmq` generates; see libs.bus.permissions).
 
+Replies leave on a second connection, opened by the first reply a process sends. On the connection a
+router fans a campaign out on, a reply queued behind the fan-out's publishes (and RabbitMQ throttles a
+connection that publishes faster than its queues take messages): in the campaign bench a status reply made
+0.3 s after its query reached the gateway 2 s later; on its own connection, in about 15 ms.
+
 Dead-letter queues are bounded (DLQ_ARGUMENTS) and listed, replayed and measured through libs.bus.amqp_dead.
 
 Delays use fixed-TTL tier queues (no head-of-line blocking: every message in a tier waits the same time).
@@ -137,6 +142,10 @@ class AmqpBus(Bus):
         self._consumer_channels: dict[int, tuple[AbstractChannel, AbstractQueue, str]] = {}
         self._reply_name: str | None = None
         self._declare_lock = asyncio.Lock()
+        # Replies leave on a connection of their own, opened by the first one (see the module docstring).
+        self._answer_connection: AbstractRobustConnection | None = None
+        self._answer_exchange: AbstractExchange | None = None
+        self._answer_lock = asyncio.Lock()
 
     def _q(self, service: str) -> str:
         return c.queue_name(self.namespace, service)
@@ -247,10 +256,27 @@ class AmqpBus(Bus):
 
     async def _reply(self, reply_to: str, body: bytes, headers: dict[str, str]) -> None:
         message = aio_pika.Message(body, headers=dict(headers), content_type="application/json")
+        exchange = await self._answer_exchange_()
         # Not mandatory: a requester that gave up (and lost its reply queue) is not this handler's failure.
-        await self._confirmed(
-            lambda: self._exchanges["default"].publish(message, routing_key=reply_to, mandatory=False)
-        )
+        await self._confirmed(lambda: exchange.publish(message, routing_key=reply_to, mandatory=False))
+
+    async def _answer_exchange_(self) -> AbstractExchange:
+        """The default exchange on the connection replies leave by, opened on the first reply."""
+        if self._answer_exchange is None:
+            async with self._answer_lock:
+                if self._answer_exchange is None:
+                    try:
+                        connection = await aio_pika.connect_robust(
+                            self.url,
+                            reconnect_interval=RECONNECT_INTERVAL_S,
+                            client_properties={"connection_name": "ho-replies"},
+                        )
+                        channel = await connection.channel(publisher_confirms=True)
+                    except (OSError, aiormq.exceptions.AMQPError) as exc:
+                        raise PublishError(f"cannot open the reply connection: {exc!r}") from exc
+                    self._answer_connection = connection
+                    self._answer_exchange = channel.default_exchange
+        return self._answer_exchange
 
     async def _reply_queue(self) -> str:
         if self._reply_name is None:
@@ -351,6 +377,10 @@ class AmqpBus(Bus):
             log.warning("bus.amqp.cancel_failed", error=repr(exc))
 
     async def _disconnect(self) -> None:
+        if self._answer_connection is not None:
+            await self._answer_connection.close()
+            self._answer_connection = None
+            self._answer_exchange = None
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
