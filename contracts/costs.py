@@ -44,7 +44,7 @@ Action = Literal["none", "downgrade", "block"]
 Channel = Literal["slack", "sns", "email"]
 Channels = Annotated[list[Channel], Field(max_length=3)]
 GroupBy = Literal["provider", "model", "day", "type"]
-RefusalCode = Literal["invalid_parameter", "forbidden", "not_found"]
+RefusalCode = Literal["invalid_parameter", "forbidden", "not_found", "conflict"]
 # An e-mail address: one @ and a dot in the domain, no spaces (the mail service judges the rest).
 Email = Annotated[str, StringConstraints(max_length=254, strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 # A webhook URL (https; the cost-tracker checks it as the router checks callback URLs: libs.callbacks).
@@ -263,6 +263,9 @@ class CostForecast(Part):
 
 
 class Recommendation(Part):
+    # Optional addition: what `cost.policy.apply` names (uuid5 of kind, type, providers and model: the same
+    # advice has the same id whatever its figures).
+    id: uuid.UUID | None = Field(default=None, description="apply it by this id (switch_provider)")
     kind: Literal["switch_provider", "price_missing"]
     workflow_type: IntentType | None = None
     from_provider: Provider | None = None
@@ -284,6 +287,32 @@ class CostOptimization(Part):
     total_cost: Decimal
     potential_saving: Decimal
     recommendations: list[Recommendation]
+
+
+class PolicyRule(Part):
+    """One intent type's routing in the policy in force: the provider, and the model asked of it."""
+
+    policy_id: uuid.UUID
+    workflow_type: IntentType
+    provider: Provider
+    model: str | None = Field(description="the model asked of the provider; null: the worker's configured one")
+    recommendation_id: uuid.UUID | None = Field(description="the recommendation it was applied from")
+    applied_by: str
+    applied_at: AwareDatetime
+
+
+class Policy(PolicyRule):
+    """An applied routing policy, in force or reverted."""
+
+    estimated_saving: Decimal | None = Field(description="the recommendation's saving when applied, USD")
+    in_force: bool
+    reverted_by: str | None = Field(description="who reverted it, or applied the next one of its type")
+    reverted_at: AwareDatetime | None
+
+
+class Policies(Part):
+    version: int = Field(description="the policy set's version: one more with every apply and revert (0: none)")
+    policies: list[Policy] = Field(description="in force first, then reverted ones, newest first")
 
 
 # --- replies ---------------------------------------------------------------------------------------------
@@ -348,6 +377,18 @@ class AlertReply(CostReply):
 class AlertDestinationReply(CostReply):
     TYPE = "cost.destination.reply"
     data: AlertDestination | None = None
+
+
+@register
+class PolicyReply(CostReply):
+    TYPE = "cost.policy.reply"
+    data: Policy | None = None
+
+
+@register
+class PoliciesReply(CostReply):
+    TYPE = "cost.policies.reply"
+    data: Policies | None = None
 
 
 @register
@@ -567,6 +608,46 @@ class CostOptimizationQuery(UserScoped):
     lookback_days: Lookback = 30
 
 
+@register
+class PolicyApply(CostRequest):
+    """A switch_provider recommendation applied (admin): its workflow type routed to its provider and model."""
+
+    TYPE = "cost.policy.apply"
+    REPLY = PolicyReply
+    recommendation_id: uuid.UUID = Field(description="a recommendation's id, as the optimization query answers it")
+    lookback_days: Lookback = Field(default=30, description="the history it must still be recommended by")
+
+
+@register
+class PolicyRevert(CostRequest):
+    """An applied policy reverted (admin): its workflow type routed by the default rules again."""
+
+    TYPE = "cost.policy.revert"
+    REPLY = PolicyReply
+    policy_id: uuid.UUID
+
+
+@register
+class PoliciesQuery(CostRequest):
+    """The routing policies, in force and reverted, with the set's version."""
+
+    TYPE = "cost.policies.query"
+    REPLY = PoliciesReply
+
+
+# --- to the routers --------------------------------------------------------------------------------------
+
+
+@register
+class RoutingPolicy(Message):
+    """The routing policy in force, whole: sent by the cost-tracker on every change and again periodically;
+    a router stores the highest `version` it saw and routes new workflows of each rule's type by it."""
+
+    TYPE = "routing.policy"
+    version: int = Field(ge=1, description="one more with every apply and revert")
+    rules: list[PolicyRule] = Field(description="at most one per workflow type")
+
+
 # Every cost request, for the routing table, the permissions and the cost-tracker's handlers.
 COST_REQUESTS: tuple[type[CostRequest], ...] = (
     CostStatsQuery,
@@ -583,4 +664,7 @@ COST_REQUESTS: tuple[type[CostRequest], ...] = (
     AlertDestinationUpdate,
     CostForecastQuery,
     CostOptimizationQuery,
+    PolicyApply,
+    PolicyRevert,
+    PoliciesQuery,
 )

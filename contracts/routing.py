@@ -83,6 +83,9 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         **{request.TYPE: (COST_TRACKER,) for request in costs.COST_REQUESTS},
         # cost-tracker notifies alert channels from its own queue, so a slow Slack never blocks accounting.
         m.CostAlert.TYPE: (COST_TRACKER,),
+        # The routing policy applied from the cost recommendations: stored by the router that takes it, read
+        # from there by every replica (services/router/policy.py).
+        costs.RoutingPolicy.TYPE: (ROUTER,),
     }
 )
 

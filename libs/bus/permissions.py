@@ -80,7 +80,7 @@ PUBLISHES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             m.DeliveryCompleted.TYPE,
             m.DeliveryFailed.TYPE,
         ),
-        r.COST_TRACKER: (m.CostAlert.TYPE, m.BudgetStatus.TYPE),
+        r.COST_TRACKER: (m.CostAlert.TYPE, m.BudgetStatus.TYPE, costs.RoutingPolicy.TYPE),
     }
 )
 

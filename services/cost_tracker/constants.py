@@ -77,6 +77,12 @@ FORECAST_QUANTUM: Final = Decimal("0.000001")
 
 # Optimization: the smallest saving worth a line (its default history: contracts/costs.py).
 OPTIMIZATION_MIN_SAVING_USD: Final = Decimal("0.000001")
+# A recommendation's id is uuid5(RECOMMENDATION_NAMESPACE, "<kind>|<type>|<from>|<to>|<model>"): the same advice
+# keeps its id as its figures move, so an id read a minute ago still applies — and an id no longer
+# recommended is stale (409). A policy's id is uuid5(POLICY_NAMESPACE, "<request id>"): a redelivered apply
+# is the same policy.
+RECOMMENDATION_NAMESPACE: Final = uuid.UUID("5e0c1a2b-7d3f-5b49-8e61-0f2a4c6d8b1e")
+POLICY_NAMESPACE: Final = uuid.UUID("a7b3c9d1-2e4f-5061-8293-a4b5c6d7e8f9")
 
 # Percentages in answers (shares, savings) are rounded to this.
 PERCENT_QUANTUM: Final = Decimal("0.01")

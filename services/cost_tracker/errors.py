@@ -8,7 +8,9 @@
     ├── QueryRefused             a cost request cannot be answered as asked; `code` goes back to the gateway
     │   ├── InvalidParameter     code "invalid_parameter": a parameter is missing, malformed or out of range
     │   ├── Forbidden            code "forbidden": the requester may not see or change that
-    │   └── NotFound             code "not_found": no such workflow, threshold or alert (or not theirs)
+    │   ├── NotFound             code "not_found": no such workflow, threshold or alert (or not theirs)
+    │   └── Conflict             code "conflict": the request names something no longer true (a stale
+    │                            recommendation)
     └── ChannelError             an alert could not be delivered to a channel; `retryable` says whether a
                                  later attempt may succeed (timeouts, 5xx, throttling) or not (4xx, rejected)
 
@@ -45,6 +47,10 @@ class Forbidden(QueryRefused):
 
 class NotFound(QueryRefused):
     code = "not_found"
+
+
+class Conflict(QueryRefused):
+    code = "conflict"
 
 
 class ChannelError(CostTrackerError):

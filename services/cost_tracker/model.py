@@ -269,6 +269,35 @@ class BudgetState:
     changed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """An applied routing policy: a workflow type routed to a provider and model, until reverted or replaced."""
+
+    id: uuid.UUID
+    workflow_type: IntentType
+    provider: Provider
+    model: str | None  # None: the worker's configured model
+    recommendation_id: uuid.UUID | None
+    estimated_saving_usd: Decimal | None
+    applied_by: str
+    applied_at: datetime
+    reverted_by: str | None = None
+    reverted_at: datetime | None = None
+
+    @property
+    def in_force(self) -> bool:
+        return self.reverted_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """What an apply or revert left stored: the policy (None: unknown), the set's version, whether it changed."""
+
+    policy: PolicyRecord | None
+    version: int
+    changed: bool
+
+
 Dim = Literal["provider", "model", "day", "type", "workflow", "user"]
 """A dimension cost entries can be grouped by ("day": the UTC date, as YYYY-MM-DD)."""
 

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
 
 from contracts.costs import Recommendation
 from contracts.enums import IntentType, Provider
-from services.cost_tracker.constants import OPTIMIZATION_MIN_SAVING_USD, PERCENT_QUANTUM
+from services.cost_tracker.constants import OPTIMIZATION_MIN_SAVING_USD, PERCENT_QUANTUM, RECOMMENDATION_NAMESPACE
 from services.cost_tracker.model import Group
 from services.cost_tracker.prices import Price, PriceTable
 
@@ -52,6 +53,7 @@ def recommend(groups: Sequence[Group], prices: PriceTable, lookback_days: int) -
             on = f" ({target_model})" if target_model else ""
             found.append(
                 Recommendation(
+                    id=recommendation_id("switch_provider", workflow_type, provider, other, target_model),
                     kind="switch_provider",
                     workflow_type=workflow_type,
                     from_provider=provider,
@@ -82,6 +84,7 @@ def _unpriced(groups: Sequence[Group]) -> list[Recommendation]:
             estimated[key] = (cost + group.estimated_cost_usd, calls + group.calls)
     return [
         Recommendation(
+            id=recommendation_id("price_missing", None, provider, None, model),
             kind="price_missing",
             from_provider=provider,
             model=model,
@@ -97,6 +100,13 @@ def _unpriced(groups: Sequence[Group]) -> list[Recommendation]:
         )
         for (provider, model), (cost, calls) in sorted(estimated.items())
     ]
+
+
+def recommendation_id(
+    kind: str, workflow_type: IntentType | None, source: Provider | None, target: Provider | None, model: str | None
+) -> uuid.UUID:
+    parts = (kind, workflow_type, source, target, model)
+    return uuid.uuid5(RECOMMENDATION_NAMESPACE, "|".join("" if p is None else str(p) for p in parts))
 
 
 def _percent(part: Decimal, whole: Decimal) -> Decimal:

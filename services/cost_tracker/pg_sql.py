@@ -22,6 +22,7 @@ from services.cost_tracker.model import (
     CostEntry,
     Delivery,
     EntryFilter,
+    PolicyRecord,
     Severity,
     SpendKey,
     Threshold,
@@ -284,6 +285,48 @@ def budget(row: asyncpg.Record) -> BudgetState:
         spent_usd=row["spent_usd"],
         limit_usd=row["limit_usd"],
         changed_at=row["changed_at"],
+    )
+
+
+POLICY_COLUMNS = (
+    "id, workflow_type, provider, model, recommendation_id, estimated_saving_usd, applied_by, applied_at,"
+    " reverted_by, reverted_at"
+)
+
+# Policy changes take the version row first: one at a time, so two applies of one type never both insert.
+LOCK_POLICIES = "SELECT version FROM routing_policy_version FOR UPDATE"
+# The in-force policy of the type is reverted before the new one is inserted (the partial unique index).
+SUPERSEDE_POLICY = """
+UPDATE routing_policies SET reverted_by = $2, reverted_at = $3 WHERE workflow_type = $1 AND reverted_at IS NULL
+"""
+INSERT_POLICY = f"INSERT INTO routing_policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)"
+BUMP_POLICY_VERSION = "UPDATE routing_policy_version SET version = version + 1 RETURNING version"
+POLICY_VERSION = "SELECT version FROM routing_policy_version"
+REVERT_POLICY = f"""
+UPDATE routing_policies SET reverted_by = $2, reverted_at = $3 WHERE id = $1 AND reverted_at IS NULL
+RETURNING {POLICY_COLUMNS}
+"""
+
+
+def policy_values(p: PolicyRecord) -> tuple[Any, ...]:
+    return (
+        p.id, p.workflow_type.value, p.provider.value, p.model, p.recommendation_id, p.estimated_saving_usd,
+        p.applied_by, p.applied_at,
+    )  # fmt: skip
+
+
+def policy(row: asyncpg.Record) -> PolicyRecord:
+    return PolicyRecord(
+        id=row["id"],
+        workflow_type=IntentType(row["workflow_type"]),
+        provider=Provider(row["provider"]),
+        model=row["model"],
+        recommendation_id=row["recommendation_id"],
+        estimated_saving_usd=row["estimated_saving_usd"],
+        applied_by=row["applied_by"],
+        applied_at=row["applied_at"],
+        reverted_by=row["reverted_by"],
+        reverted_at=row["reverted_at"],
     )
 
 

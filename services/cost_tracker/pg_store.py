@@ -30,6 +30,8 @@ from services.cost_tracker.model import (
     Dim,
     EntryFilter,
     Group,
+    PolicyChange,
+    PolicyRecord,
     Severity,
     SpendKey,
     Threshold,
@@ -195,6 +197,37 @@ class PostgresStore(SchemaStore, CostStore):
             row = await conn.fetchrow(pg_sql.PUT_DESTINATION, d.user_id, d.email, d.webhook_url, d.updated_at)
         assert row is not None  # an upsert returns its row
         return pg_sql.destination(row)
+
+    # --- routing policies ----------------------------------------------------------------------------------
+
+    async def apply_policy(self, policy: PolicyRecord) -> PolicyChange:
+        async with self._connection("apply policy") as conn, conn.transaction():
+            await conn.execute(pg_sql.LOCK_POLICIES)
+            row = await conn.fetchrow(f"SELECT {pg_sql.POLICY_COLUMNS} FROM routing_policies WHERE id = $1", policy.id)
+            if row is not None:  # a redelivered apply
+                return PolicyChange(pg_sql.policy(row), await conn.fetchval(pg_sql.POLICY_VERSION), changed=False)
+            await conn.execute(
+                pg_sql.SUPERSEDE_POLICY, policy.workflow_type.value, policy.applied_by, policy.applied_at
+            )
+            await conn.execute(pg_sql.INSERT_POLICY, *pg_sql.policy_values(policy))
+            return PolicyChange(policy, await conn.fetchval(pg_sql.BUMP_POLICY_VERSION), changed=True)
+
+    async def revert_policy(self, policy_id: uuid.UUID, by: str, at: datetime) -> PolicyChange:
+        async with self._connection("revert policy") as conn, conn.transaction():
+            await conn.execute(pg_sql.LOCK_POLICIES)
+            row = await conn.fetchrow(pg_sql.REVERT_POLICY, policy_id, by, at)
+            if row is not None:
+                return PolicyChange(pg_sql.policy(row), await conn.fetchval(pg_sql.BUMP_POLICY_VERSION), changed=True)
+            row = await conn.fetchrow(f"SELECT {pg_sql.POLICY_COLUMNS} FROM routing_policies WHERE id = $1", policy_id)
+            stored = None if row is None else pg_sql.policy(row)
+            return PolicyChange(stored, await conn.fetchval(pg_sql.POLICY_VERSION), changed=False)
+
+    async def policies(self) -> tuple[int, list[PolicyRecord]]:
+        sql = f"SELECT {pg_sql.POLICY_COLUMNS} FROM routing_policies ORDER BY applied_at DESC, id DESC"
+        async with self._connection("read policies") as conn, conn.transaction(isolation="repeatable_read"):
+            rows = await conn.fetch(sql)
+            version = await conn.fetchval(pg_sql.POLICY_VERSION)
+        return version, [pg_sql.policy(row) for row in rows]
 
     # --- alerts --------------------------------------------------------------------------------------------
 

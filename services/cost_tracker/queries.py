@@ -29,6 +29,7 @@ from services.cost_tracker.errors import Forbidden, InvalidParameter, QueryRefus
 from services.cost_tracker.limits import Clock, utcnow
 from services.cost_tracker.manage import Management, ThresholdSpec
 from services.cost_tracker.model import AlertFilter, Requester, Severity, ThresholdAction, midnight, period_start
+from services.cost_tracker.policies import Policies
 from services.cost_tracker.reports import Reports
 
 log = get_logger(__name__)
@@ -39,11 +40,18 @@ Answer = Callable[[Requester, Any, Envelope], Awaitable[BaseModel]]
 
 class Queries:
     def __init__(
-        self, reports: Reports, management: Management, destinations: Destinations, *, clock: Clock = utcnow
+        self,
+        reports: Reports,
+        management: Management,
+        destinations: Destinations,
+        policies: Policies,
+        *,
+        clock: Clock = utcnow,
     ) -> None:
         self._reports = reports
         self._manage = management
         self._destinations = destinations
+        self._policies = policies
         self._clock = clock
         self._answers: dict[type[cc.CostRequest], Answer] = {
             cc.CostStatsQuery: self._stats,
@@ -60,6 +68,9 @@ class Queries:
             cc.AlertDestinationUpdate: self._put_destination,
             cc.CostForecastQuery: self._forecast,
             cc.CostOptimizationQuery: self._optimization,
+            cc.PolicyApply: self._apply_policy,
+            cc.PolicyRevert: self._revert_policy,
+            cc.PoliciesQuery: self._policies_list,
         }
         assert set(self._answers) == set(cc.COST_REQUESTS), "every cost request needs its answer"
 
@@ -143,6 +154,15 @@ class Queries:
 
     async def _put_destination(self, who: Requester, q: cc.AlertDestinationUpdate, _: Envelope) -> BaseModel:
         return await self._destinations.put(who, q.user_id, q.email, q.webhook_url, self._clock())
+
+    async def _apply_policy(self, who: Requester, q: cc.PolicyApply, envelope: Envelope) -> BaseModel:
+        return await self._policies.apply(who, envelope.id, q.recommendation_id, q.lookback_days, self._clock())
+
+    async def _revert_policy(self, who: Requester, q: cc.PolicyRevert, _: Envelope) -> BaseModel:
+        return await self._policies.revert(who, q.policy_id, self._clock())
+
+    async def _policies_list(self, who: Requester, q: cc.PoliciesQuery, _: Envelope) -> BaseModel:
+        return await self._policies.list()
 
     def _range(self, q: cc.RangeRequest) -> tuple[datetime, datetime]:
         """[start, end): by default from the start of this month to now; at most cc.MAX_RANGE_DAYS long."""

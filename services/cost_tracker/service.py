@@ -31,6 +31,7 @@ from services.cost_tracker.limits import Clock, Limits, ThresholdBook, utcnow
 from services.cost_tracker.manage import Management
 from services.cost_tracker.notify import Notifier
 from services.cost_tracker.pg_store import PostgresStore
+from services.cost_tracker.policies import Policies
 from services.cost_tracker.prices import PriceTable, load_price_table
 from services.cost_tracker.queries import Queries
 from services.cost_tracker.reports import Reports
@@ -57,6 +58,7 @@ class CostTracker:
     queries: Queries
     channels: Channels
     notifier: Notifier
+    policies: Policies
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -77,6 +79,8 @@ class CostTracker:
             clock=clock,
         )
         channels = Channels()
+        reports = Reports(store, prices)
+        policies = Policies(bus, store, reports, republish_s=settings.cost_budget_republish_s)
         return cls(
             settings=settings,
             store=store,
@@ -84,13 +88,15 @@ class CostTracker:
             limits=limits,
             accounting=Accounting(store, prices, limits),
             queries=Queries(
-                Reports(store, prices),
+                reports,
                 Management(store, limits, max_thresholds_per_user=settings.cost_max_thresholds_per_user),
                 Destinations(store, allow_local_http=settings.webhook_allow_local_http),
+                policies,
                 clock=clock,
             ),
             channels=channels,
             notifier=Notifier(bus, store, channels, settings, clock=clock),
+            policies=policies,
         )
 
     def handlers(self) -> dict[str, Handler]:
@@ -124,6 +130,7 @@ class CostTracker:
         await self.limits.sweep(
             unpublished_grace_s=UNPUBLISHED_GRACE_S, republish_s=self.settings.cost_budget_republish_s
         )
+        await self.policies.republish_due()
 
     async def _sweep_once(self) -> None:
         try:

@@ -31,6 +31,8 @@ from services.cost_tracker.model import (
     Dim,
     EntryFilter,
     Group,
+    PolicyChange,
+    PolicyRecord,
     Severity,
     SpendKey,
     Threshold,
@@ -104,6 +106,22 @@ class CostStore(Store):
     async def put_destination(self, destination: AlertDestination) -> AlertDestination:
         """Replace the user's destinations with `destination`'s; the stored one."""
 
+    # --- routing policies ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def apply_policy(self, policy: PolicyRecord) -> PolicyChange:
+        """Store `policy` in force, replacing (reverting) the one of its workflow type, and add one to the
+        policy set's version, atomically — unless a policy with its id is stored already (a redelivered apply:
+        nothing changes)."""
+
+    @abstractmethod
+    async def revert_policy(self, policy_id: uuid.UUID, by: str, at: datetime) -> PolicyChange:
+        """Revert the policy if it is in force (adding one to the version)."""
+
+    @abstractmethod
+    async def policies(self) -> tuple[int, list[PolicyRecord]]:
+        """The set's version and every policy, newest first."""
+
     # --- alerts --------------------------------------------------------------------------------------------
 
     @abstractmethod
@@ -173,6 +191,8 @@ class MemoryStore(CostStore):
         self._alert_keys: set[tuple[str, object]] = set()
         self._budgets: dict[tuple[str, CostPeriod], tuple[BudgetState, datetime | None]] = {}
         self._destinations: dict[str, AlertDestination] = {}
+        self._policies: dict[uuid.UUID, PolicyRecord] = {}
+        self._policy_version = 0
 
     async def record_usage(self, entry: CostEntry) -> dict[SpendKey, Decimal] | None:
         if entry.message_id in self._entries:
@@ -236,6 +256,30 @@ class MemoryStore(CostStore):
     async def put_destination(self, destination: AlertDestination) -> AlertDestination:
         self._destinations[destination.user_id] = destination
         return destination
+
+    async def apply_policy(self, policy: PolicyRecord) -> PolicyChange:
+        if policy.id in self._policies:
+            return PolicyChange(self._policies[policy.id], self._policy_version, changed=False)
+        for old in list(self._policies.values()):
+            if old.in_force and old.workflow_type is policy.workflow_type:
+                self._policies[old.id] = dataclasses.replace(
+                    old, reverted_by=policy.applied_by, reverted_at=policy.applied_at
+                )
+        self._policies[policy.id] = policy
+        self._policy_version += 1
+        return PolicyChange(policy, self._policy_version, changed=True)
+
+    async def revert_policy(self, policy_id: uuid.UUID, by: str, at: datetime) -> PolicyChange:
+        policy = self._policies.get(policy_id)
+        if policy is None or not policy.in_force:
+            return PolicyChange(policy, self._policy_version, changed=False)
+        reverted = self._policies[policy_id] = dataclasses.replace(policy, reverted_by=by, reverted_at=at)
+        self._policy_version += 1
+        return PolicyChange(reverted, self._policy_version, changed=True)
+
+    async def policies(self) -> tuple[int, list[PolicyRecord]]:
+        newest = sorted(self._policies.values(), key=lambda p: (p.applied_at, str(p.id)), reverse=True)
+        return self._policy_version, newest
 
     async def raise_alert(self, alert: Alert) -> bool:
         key = (alert.threshold_id, alert.period_start)

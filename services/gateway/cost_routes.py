@@ -290,6 +290,54 @@ PUT_ALERT_DESTINATION = RouteDoc(
     tags=_TAGS,
 )
 
+APPLY_POLICY = RouteDoc(
+    method="POST",
+    path=c.PATH_COST_POLICY_APPLY,
+    handler=CostEndpoints.apply_policy,
+    operation_id="applyCostRecommendation",
+    summary="Apply a switch_provider recommendation (admin): its workflow type is routed to its provider and model",
+    description=(
+        "The recommendation must still be recommended over `lookbackDays` (default 30). The policy replaces the "
+        "one in force for its workflow type, is stored, and reaches every router replica as routing.policy; "
+        "new workflows of that type go to its provider (unless forceProvider, a downgrade budget or an open "
+        "circuit says otherwise), asking for its model."
+    ),
+    request=s.PolicyApplyRequest,
+    replies=_write(
+        {
+            201: Reply("applied: the policy in force", s.PolicyResponse),
+            409: Reply("conflict: no such recommendation, or no longer recommended", ErrorResponse),
+        },
+        forbidden="forbidden: admins only",
+    ),
+    tags=_TAGS,
+)
+
+REVERT_POLICY = RouteDoc(
+    method="POST",
+    path=c.PATH_COST_POLICY_REVERT,
+    handler=CostEndpoints.revert_policy,
+    operation_id="revertCostPolicy",
+    summary="Revert a routing policy (admin): its workflow type is routed by the default rules again",
+    request=s.PolicyRevertRequest,
+    replies=_write(
+        {200: Reply("the policy, reverted", s.PolicyResponse)},
+        forbidden="forbidden: admins only",
+        not_found="not_found: no such policy",
+    ),
+    tags=_TAGS,
+)
+
+GET_POLICIES = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_POLICIES,
+    handler=CostEndpoints.get_policies,
+    operation_id="getCostPolicies",
+    summary="The routing policies: those in force, then the reverted ones, with the set's version",
+    replies=_read({200: Reply("the policies", s.PoliciesResponse)}),
+    tags=_TAGS,
+)
+
 COST_ROUTES: tuple[RouteDoc, ...] = (
     COST_STATS,
     COST_BREAKDOWN,
@@ -304,4 +352,7 @@ COST_ROUTES: tuple[RouteDoc, ...] = (
     COST_OPTIMIZATION,
     GET_ALERT_DESTINATION,
     PUT_ALERT_DESTINATION,
+    APPLY_POLICY,
+    REVERT_POLICY,
+    GET_POLICIES,
 )

@@ -74,6 +74,8 @@ AlertCreateRequest = derived(
 )
 AlertUpdateRequest = derived(cc.AlertUpdate, "AlertUpdateRequest", base=CostRequest)
 AlertDestinationRequest = derived(cc.AlertDestinationUpdate, "AlertDestinationRequest", base=CostRequest)
+PolicyApplyRequest = derived(cc.PolicyApply, "PolicyApplyRequest", base=CostRequest)
+PolicyRevertRequest = derived(cc.PolicyRevert, "PolicyRevertRequest", base=CostRequest)
 
 # --- responses: the contract's shapes, and `{success: true, data}` around each -------------------------
 
@@ -107,6 +109,8 @@ ForecastData = derived(cc.CostForecast, "ForecastData", base=CostAnswer)
 Recommendation = derived(cc.Recommendation, "Recommendation", base=CostAnswer)
 OptimizationData = derived(cc.CostOptimization, "OptimizationData", base=CostAnswer, aliases=_RANGE)
 AlertDestination = derived(cc.AlertDestination, "AlertDestination", base=CostAnswer)
+Policy = derived(cc.Policy, "Policy", base=CostAnswer)
+PoliciesData = derived(cc.Policies, "PoliciesData", base=CostAnswer)
 
 
 def _answer(name: str, data: Any) -> type[BaseModel]:
@@ -125,3 +129,5 @@ AlertResponse = _answer("AlertResponse", Alert)
 ForecastResponse = _answer("ForecastResponse", ForecastData)
 OptimizationResponse = _answer("OptimizationResponse", OptimizationData)
 AlertDestinationResponse = _answer("AlertDestinationResponse", AlertDestination)
+PolicyResponse = _answer("PolicyResponse", Policy)
+PoliciesResponse = _answer("PoliciesResponse", PoliciesData)

@@ -34,7 +34,16 @@ from services.gateway.api import read_json_object
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.derive import as_api, derived
-from services.gateway.errors import ApiError, BadGateway, BadRequest, Forbidden, NotFound, Unavailable, json_response
+from services.gateway.errors import (
+    ApiError,
+    BadGateway,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    json_response,
+)
 
 log = get_logger(__name__)
 
@@ -43,6 +52,7 @@ _REFUSALS: Mapping[str, type[ApiError]] = {
     "invalid_parameter": BadRequest,
     "forbidden": Forbidden,
     "not_found": NotFound,
+    "conflict": Conflict,
 }
 
 
@@ -103,6 +113,7 @@ PARAMS: Mapping[type[cc.CostRequest], type[BaseModel]] = {
     cc.CostForecastQuery: _params(cc.CostForecastQuery),
     cc.CostOptimizationQuery: _params(cc.CostOptimizationQuery),
     cc.AlertDestinationQuery: _params(cc.AlertDestinationQuery),
+    cc.PoliciesQuery: _params(cc.PoliciesQuery),
 }
 
 
@@ -154,6 +165,15 @@ class CostEndpoints:
 
     async def put_alert_destination(self, request: web.Request) -> web.Response:
         return await self._write(request, s.AlertDestinationRequest, cc.AlertDestinationUpdate)
+
+    async def apply_policy(self, request: web.Request) -> web.Response:
+        return await self._write(request, s.PolicyApplyRequest, cc.PolicyApply, status=201)
+
+    async def revert_policy(self, request: web.Request) -> web.Response:
+        return await self._write(request, s.PolicyRevertRequest, cc.PolicyRevert)
+
+    async def get_policies(self, request: web.Request) -> web.Response:
+        return await self._read(request, cc.PoliciesQuery)
 
     # --- ?wait=true and GET status -------------------------------------------------------------------------
 

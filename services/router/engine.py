@@ -8,12 +8,12 @@ effect is on the circuit breakers, whose half-open probe slot a provider choice 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from contracts import Envelope
-from contracts.enums import ErrorType, Provider, ProviderState, WorkflowStatus
+from contracts.enums import ErrorType, IntentType, Provider, ProviderState, WorkflowStatus
 from contracts.messages import (
     DeliveryCounts,
     ErrorInfo,
@@ -44,15 +44,27 @@ S = WorkflowStatus
 _TIMEOUTS = {Provider.AZURE: ErrorType.AZURE_TIMEOUT, Provider.OPENAI: ErrorType.OPENAI_TIMEOUT}
 
 
+# Which model a generation request of a workflow type asks of a provider (None: the worker's configured one).
+Models = Callable[[IntentType, Provider], str | None]
+
+
+def _worker_default(_: IntentType, __: Provider) -> str | None:
+    return None
+
+
 def _with_state(states: ProviderStates, provider: Provider, state: ProviderState) -> ProviderStates:
     return states.model_copy(update={provider.value: state})
 
 
 class Engine:
-    def __init__(self, settings: RouterSettings, matrix: FallbackMatrix, breakers: Breakers) -> None:
+    def __init__(
+        self, settings: RouterSettings, matrix: FallbackMatrix, breakers: Breakers, *, models: Models | None = None
+    ) -> None:
         self.settings = settings
         self.matrix = matrix
         self.breakers = breakers
+        # The model each generation request asks for (the routing policy's: policy.PolicyBook.model_for).
+        self.models: Models = models or _worker_default
         self.delivery = DeliveryDecisions(
             settings.router_delivery_grace_s,
             settings.campaign_generation_concurrency,
@@ -215,6 +227,7 @@ class Engine:
             provider=provider,
             intent=workflow.intent,
             timeout_s=self.settings.timeout_for(provider),
+            model=self.models(workflow.intent.type, provider),
             recipient_id=row.recipient_id,
             recipient_vars=dict(row.vars),
         )
@@ -334,6 +347,7 @@ class Engine:
             provider=provider,
             intent=workflow.intent,
             timeout_s=max(min(self.settings.timeout_for(provider), left), MIN_ATTEMPT_S),
+            model=self.models(workflow.intent.type, provider),
             recipient_id=workflow.intent.recipient_id,
             recipient_vars=dict(recipient_vars or {}),
         )

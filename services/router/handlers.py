@@ -10,6 +10,8 @@ handled message id and its outbox in one write, then publish the outbox.
     workflow.status.query  → WorkflowStatusReply (queries.py: found only for the owner or an admin; with
                              wait_s, sent when the workflow is terminal, holding no prefetch slot)
     budget.status          → stored; later requests are refused or downgraded accordingly
+    routing.policy         → stored if newer; later requests of its workflow types go to its provider and
+                             model (policy.py)
     delivery.scheduled / delivery.completed / delivery.failed
                            → the delivery's row and the workflow's counters in one store write; then, when
                              the counters say every delivery is finished, the workflow settles
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from contracts import Envelope, Message
+from contracts.costs import RoutingPolicy
 from contracts.enums import BudgetAction, ErrorType, WorkflowStatus
 from contracts.ids import is_user_id
 from contracts.messages import (
@@ -82,6 +85,7 @@ from services.router.engine import Engine
 from services.router.errors import ConcurrentUpdate
 from services.router.metrics import get_router_metrics
 from services.router.outbox import Outgoing, publish_all
+from services.router.policy import PolicyBook
 from services.router.queries import Queries
 from services.router.selection import select_provider
 from services.router.state import Change, DeliveryRow, Workflow
@@ -123,6 +127,8 @@ class Router:
         self.store = store
         self.engine = engine
         self.budgets = BudgetBook(store, refresh_s=engine.settings.router_budget_refresh_s)
+        self.policies = PolicyBook(store, refresh_s=engine.settings.router_budget_refresh_s)
+        engine.models = self.policies.model_for
         self.clock = clock
         self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
@@ -142,6 +148,7 @@ class Router:
             WorkflowCancelRequest.TYPE: self.control.on_cancel,
             WorkflowRetryRequest.TYPE: self.control.on_retry,
             BudgetStatus.TYPE: self.on_budget_status,
+            RoutingPolicy.TYPE: self.on_routing_policy,
             DeliveryScheduled.TYPE: self.on_delivery_report,
             DeliveryCompleted.TYPE: self.on_delivery_report,
             DeliveryFailed.TYPE: self.on_delivery_report,
@@ -168,7 +175,13 @@ class Router:
             self._metrics.record_refusal(reason=ErrorType.COST_LIMIT_EXCEEDED.value)
             return _refused(ErrorType.COST_LIMIT_EXCEEDED, _budget_message(budget))
         now = self.clock()
-        selection = select_provider(request.intent, self.engine.breakers, downgrade=action is BudgetAction.DOWNGRADE)
+        await self.policies.refresh()
+        selection = select_provider(
+            request.intent,
+            self.engine.breakers,
+            downgrade=action is BudgetAction.DOWNGRADE,
+            policy=self.policies.rule_for(request.intent.type),
+        )
         change = self.engine.start(envelope, request, selection, now)
         try:
             created = await self.store.create(change, envelope.id)
@@ -352,6 +365,13 @@ class Router:
         assert isinstance(status, BudgetStatus)
         record = await self.budgets.record(status, envelope.occurred_at)
         log.info("budget.status", scope=record.scope, period=record.period.value, action=record.action.value)
+        return None
+
+    async def on_routing_policy(self, envelope: Envelope) -> Message | None:
+        policy = envelope.payload
+        assert isinstance(policy, RoutingPolicy)
+        kept = await self.policies.record(policy, envelope.occurred_at)
+        log.info("routing.policy", version=policy.version, rules=len(policy.rules), kept=kept)
         return None
 
     # --- the deadline sweep ------------------------------------------------------------------------------

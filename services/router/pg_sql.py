@@ -161,6 +161,13 @@ ACTIVE_BUDGETS = (
     "SELECT scope, period, action, spent_usd, limit_usd, observed_at FROM budget_states WHERE action <> 'allow'"
 )
 
+PUT_POLICY = """
+INSERT INTO routing_policy (version, policy, observed_at) VALUES ($1, $2, $3)
+ON CONFLICT (singleton) DO UPDATE
+SET version = EXCLUDED.version, policy = EXCLUDED.policy, observed_at = EXCLUDED.observed_at
+WHERE routing_policy.version < EXCLUDED.version
+"""
+
 PURGE = """
 DELETE FROM processed_messages WHERE message_id IN (
     SELECT message_id FROM processed_messages WHERE processed_at < $1 LIMIT $2

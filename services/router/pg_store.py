@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from contracts.costs import RoutingPolicy
 from contracts.enums import BudgetAction, CostPeriod, DeliveryState, Provider, RateLimiterState, WorkflowStatus
 from contracts.messages import ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
 from libs.storage.schema_store import SchemaStore
@@ -398,6 +399,18 @@ class PostgresStore(SchemaStore, WorkflowStore):
             )
             for row in rows
         ]
+
+    async def put_policy(self, policy: RoutingPolicy, observed_at: datetime) -> bool:
+        async with self._connection("store routing policy") as conn:
+            status: str = await conn.execute(
+                sql.PUT_POLICY, policy.version, policy.model_dump(mode="json"), observed_at
+            )
+        return status.endswith(" 1")
+
+    async def routing_policy(self) -> RoutingPolicy | None:
+        async with self._connection("read routing policy") as conn:
+            stored = await conn.fetchval("SELECT policy FROM routing_policy")
+        return None if stored is None else RoutingPolicy.model_validate(stored)
 
     async def purge_processed(self, before: datetime, limit: int) -> int:
         async with self._connection("purge processed messages") as conn:

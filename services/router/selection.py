@@ -3,10 +3,11 @@
 1. a budget in `downgrade` sends it to openai, the cheaper provider — an operator's cost rule outranks the
    requester's wish, and an open circuit does not lift it;
 2. `force_provider` wins over everything else, open circuit included (the requester asked for it);
-3. otherwise azure for content_planning and for multi-platform work (`requires_multi_platform` or more
+3. a routing policy for the intent's type (an applied cost recommendation: policy.py) names its provider;
+4. otherwise azure for content_planning and for multi-platform work (`requires_multi_platform` or more
    than one platform), openai for everything else (message_generation, and content_validation /
    campaign_execution on one platform);
-4. a provider whose circuit is open is avoided when the other's allows (breaker.Breakers.choose).
+5. a provider whose circuit is open is avoided when the other's allows (breaker.Breakers.choose).
 
 These rules pick the first attempt only; later attempts follow the fallback matrix.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts.costs import PolicyRule
 from contracts.enums import IntentType, Provider
 from contracts.messages import Intent
 from services.router.breaker import Breakers
@@ -26,10 +28,12 @@ class Selection:
     reason: str  # recorded in the workflow's history
 
 
-def preferred_provider(intent: Intent) -> Selection:
+def preferred_provider(intent: Intent, policy: PolicyRule | None = None) -> Selection:
     """The provider the intent calls for, breakers and budgets aside."""
     if intent.force_provider is not None:
         return Selection(intent.force_provider, "force_provider")
+    if policy is not None and policy.workflow_type is intent.type:
+        return Selection(policy.provider, f"cost_policy:{policy.policy_id}")
     if intent.type is IntentType.CONTENT_PLANNING:
         return Selection(Provider.AZURE, "content_planning")
     if intent.requires_multi_platform or len(intent.platforms) > 1:
@@ -37,11 +41,13 @@ def preferred_provider(intent: Intent) -> Selection:
     return Selection(Provider.OPENAI, intent.type.value)
 
 
-def select_provider(intent: Intent, breakers: Breakers, *, downgrade: bool = False) -> Selection:
-    """The provider of a new workflow's first attempt."""
+def select_provider(
+    intent: Intent, breakers: Breakers, *, downgrade: bool = False, policy: PolicyRule | None = None
+) -> Selection:
+    """The provider of a new workflow's first attempt (`policy`: the routing policy of the intent's type)."""
     if downgrade:
         return Selection(Provider.OPENAI, "budget_downgrade")
-    preferred = preferred_provider(intent)
+    preferred = preferred_provider(intent, policy)
     if intent.force_provider is not None:
         return preferred
     chosen = breakers.choose(preferred.provider)

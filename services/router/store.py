@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from contracts.costs import RoutingPolicy
 from contracts.enums import BudgetAction, CostPeriod, DeliveryState, WorkflowStatus
 from libs.storage.store import Store
 from services.router.delivery import Report, TextUpdate
@@ -143,6 +144,14 @@ class WorkflowStore(Store):
         """Every stored budget whose action is not `allow`."""
 
     @abstractmethod
+    async def put_policy(self, policy: RoutingPolicy, observed_at: datetime) -> bool:
+        """Keep `policy` if its version is higher than the stored one's; whether it was kept."""
+
+    @abstractmethod
+    async def routing_policy(self) -> RoutingPolicy | None:
+        """The stored routing policy (None: none received yet)."""
+
+    @abstractmethod
     async def purge_processed(self, before: datetime, limit: int) -> int:
         """Forget up to `limit` handled message ids recorded before `before`; how many were forgotten."""
 
@@ -156,6 +165,7 @@ class MemoryStore(WorkflowStore):
         self._events: dict[uuid.UUID, list[Event]] = {}
         self._processed: dict[uuid.UUID, tuple[datetime, tuple[Outgoing, ...]]] = {}
         self._budgets: dict[tuple[str, CostPeriod], BudgetRecord] = {}
+        self._policy: RoutingPolicy | None = None
 
     async def create(self, change: Change, message_id: uuid.UUID) -> bool:
         workflow = change.result()
@@ -309,6 +319,15 @@ class MemoryStore(WorkflowStore):
 
     async def active_budgets(self) -> list[BudgetRecord]:
         return [record for record in self._budgets.values() if record.action is not BudgetAction.ALLOW]
+
+    async def put_policy(self, policy: RoutingPolicy, observed_at: datetime) -> bool:
+        if self._policy is not None and self._policy.version >= policy.version:
+            return False
+        self._policy = policy
+        return True
+
+    async def routing_policy(self) -> RoutingPolicy | None:
+        return self._policy
 
     async def purge_processed(self, before: datetime, limit: int) -> int:
         old = [key for key, (at, _) in self._processed.items() if at < before][:limit]

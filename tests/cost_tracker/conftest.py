@@ -97,6 +97,9 @@ _REQUESTS: dict[tuple[str, str], type[cc.CostRequest]] = {
     ("alerts", "update"): cc.AlertUpdate,
     ("destination", "list"): cc.AlertDestinationQuery,
     ("destination", "update"): cc.AlertDestinationUpdate,
+    ("policies", "list"): cc.PoliciesQuery,
+    ("policies", "apply"): cc.PolicyApply,
+    ("policies", "revert"): cc.PolicyRevert,
     ("forecast", "list"): cc.CostForecastQuery,
     ("optimization", "list"): cc.CostOptimizationQuery,
 }
@@ -143,11 +146,17 @@ class Harness:
     clock: Clock
     budgets: list[BudgetStatus] = field(default_factory=list)
     budget_envelopes: list[Envelope] = field(default_factory=list)
+    policies: list[cc.RoutingPolicy] = field(default_factory=list)
 
     async def on_budget(self, envelope: Envelope) -> Message | None:
         assert isinstance(envelope.payload, BudgetStatus)
         self.budgets.append(envelope.payload)
         self.budget_envelopes.append(envelope)
+        return None
+
+    async def on_policy(self, envelope: Envelope) -> Message | None:
+        assert isinstance(envelope.payload, cc.RoutingPolicy)
+        self.policies.append(envelope.payload)
         return None
 
     async def record(self, *envelopes: Envelope) -> None:
@@ -200,7 +209,9 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 async def harness(store: CostStore, settings_overrides: dict[str, Any]) -> AsyncIterator[Harness]:
     running = await start_harness(store, tracker_settings(**settings_overrides))
-    await running.bus.subscribe(ROUTER, {BudgetStatus.TYPE: running.on_budget})
+    await running.bus.subscribe(
+        ROUTER, {BudgetStatus.TYPE: running.on_budget, cc.RoutingPolicy.TYPE: running.on_policy}
+    )
     yield running
     await running.bus.close(grace_s=1)
     await running.tracker.stop()

@@ -44,6 +44,9 @@ ALERTS = "/api/v2/costs/alerts"
 FORECAST = "/api/v2/costs/forecast"
 OPTIMIZATION = "/api/v2/costs/optimization"
 DESTINATION = "/api/v2/costs/alert-destination"
+APPLY = "/api/v2/costs/optimization/apply"
+REVERT = "/api/v2/costs/optimization/revert"
+POLICIES = "/api/v2/costs/optimization/policies"
 ADMIN = "boss"
 
 
@@ -233,6 +236,28 @@ class TestReports:
         assert optimization.status == 200
         [move] = optimization.body["data"]["recommendations"]
         assert (move["fromProvider"], move["toProvider"], move["estimatedSaving"]) == ("azure", "openai", 0.4)
+
+    async def test_a_recommendation_is_applied_listed_and_reverted(self, stack: Stack) -> None:
+        """POST apply (admin) answers 201 with the policy; an unknown id 409; a user's apply 403; GET lists it
+        with the version; POST revert answers it reverted."""
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        await stack.record(usage(ALICE, prompt=50_000, completion=0, at=yesterday))
+        [move] = (await stack.call("GET", OPTIMIZATION, **admin())).body["data"]["recommendations"]
+        unknown = await stack.call("POST", APPLY, json={"recommendationId": str(uuid.uuid4())}, **admin())
+        assert (unknown.status, unknown.body["error"]["code"]) == (409, "conflict")
+        assert (await stack.call("POST", APPLY, json={"recommendationId": move["id"]})).status == 403
+        applied = await stack.call("POST", APPLY, json={"recommendationId": move["id"]}, **admin())
+        assert applied.status == 201
+        policy = applied.body["data"]
+        assert (policy["workflowType"], policy["provider"], policy["inForce"]) == ("content_planning", "openai", True)
+        listed = (await stack.call("GET", POLICIES)).body["data"]
+        assert (listed["version"], [p["policyId"] for p in listed["policies"]]) == (1, [policy["policyId"]])
+        reverted = await stack.call("POST", REVERT, json={"policyId": policy["policyId"]}, **admin())
+        assert (reverted.status, reverted.body["data"]["inForce"], reverted.body["data"]["revertedBy"]) == (
+            200,
+            False,
+            ADMIN,
+        )
 
 
 class TestVisibility:
