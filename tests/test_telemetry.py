@@ -614,7 +614,8 @@ class TestMetrics:
         (timing,) = points["message_processing_time"]
         assert (timing.count, timing.sum) == (2, 8.0)
         assert dict(timing.attributes) == {"queue": "generation.requested"}
-        assert [(dict(p.attributes), p.value) for p in points["rate_limiter_throttles"]] == [({"scope": "account"}, 1)]
+        throttles = {p.attributes["scope"]: p.value for p in points["rate_limiter_throttles"]}
+        assert throttles == {"account": 1, "account_hour": 0, "recipient": 0, "last_check": 0}  # each from the start
 
     def test_circuit_breaker_gauge_observes_registered_callbacks(
         self, reader_and_meter: tuple[InMemoryMetricReader, Meter]

@@ -57,8 +57,9 @@ class BusMetrics:
         attributes = {tc.METRIC_ATTR_QUEUE: queue}
         self.messages_processed.add(1, attributes)
         self.message_processing_time.record(duration_ms, attributes)
-        if failed:
-            self.message_errors.add(1, attributes)
+        # 0 on success: each queue's error series exists from its first message (an error ratio reads 0, not
+        # "no data").
+        self.message_errors.add(1 if failed else 0, attributes)
 
     def register_dead_letter_depth(self, callback: DeadLetterDepthCallback) -> None:
         """Report `callback()`'s {service: depth} on the bus_dead_letters gauge until unregistered."""

@@ -37,6 +37,7 @@ class Limiter:
         self.planner = planner
         self.bypass_planner = bypass_planner
         self.settings = settings
+        get_ratelimit_metrics()  # the throttle series exist (at 0) from the start, not from the first throttle
 
     def handlers(self) -> dict[str, Handler]:
         return {DeliveryRequested.TYPE: self.on_requested}

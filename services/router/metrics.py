@@ -27,6 +27,7 @@ METRIC_CAMPAIGN_DELIVERIES: Final = "campaign_deliveries"
 ATTR_ERROR_TYPE: Final = "error_type"  # an ErrorType value
 ATTR_DEADLINE: Final = "deadline"  # True when the deadline sweep failed the workflow
 ATTR_REASON: Final = "reason"
+REFUSAL_BUDGET: Final = "cost_limit_exceeded"  # ErrorType.COST_LIMIT_EXCEEDED: a budget blocks
 ATTR_STATE: Final = "state"
 
 CircuitStateCallback = Callable[[], Mapping[str, int]]
@@ -67,6 +68,8 @@ class RouterMetrics:
                 description="Delivery reports recorded: each delivery scheduled, then completed or failed",
             ),
         )
+        # A budget's block is rare: its series exists from the start at 0, so an alert's increase() has a base.
+        instance.workflow_refusals.add(0, {ATTR_REASON: REFUSAL_BUDGET})
         # An observable gauge takes its callbacks at creation: this one fans out to the breakers' callbacks.
         meter.create_observable_gauge(
             tc.METRIC_CIRCUIT_BREAKER_STATE,
