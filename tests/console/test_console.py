@@ -26,6 +26,7 @@ FANS = 40  # at SENDS_PER_S, twenty seconds of sending: still under way when the
 SETTLE_S = 0.5  # the cancel reaches the of-sender over the bus; a send already on the wire may still land
 QUIET_S = 2.0  # then four sending windows in which the platform must receive nothing
 LOOKBACK_DAYS = 30  # the costs page's history (costs.js)
+REFRESH_S = 2.0  # the list's live refresh (workflows.js)
 
 
 def wait_for(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], object], what: str) -> None:
@@ -87,6 +88,22 @@ class TestConsole:
         assert "message_generation" in find(browser, row).text
         wait_for(browser, lambda d: "completed" in find(d, row).text, "the workflow completed")
         screenshot(browser, "workflows-new")
+
+    def test_the_live_refresh_leaves_keyboard_focus_where_it_is(self, stack: Stack, browser: webdriver.Chrome) -> None:
+        """A person tabbing through the list keeps their place: the table is not redrawn under the focus, and
+        is once the focus has left it."""
+        open_page(browser, stack, "workflows")
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workflows a"), "a workflow link")
+        link = find(browser, "#workflows a")
+        link.send_keys(Keys.NULL)  # focus, as Tab would
+        code, answer = stack.call("POST", "/api/v2/campaigns/hybrid", stack.user, {"type": "message_generation"})
+        assert code == 202, answer
+        time.sleep(REFRESH_S * 1.5)
+        assert browser.switch_to.active_element == link
+        assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-workflow-id="{answer["data"]["workflowId"]}"]')
+        find(browser, "#filter-account").send_keys(Keys.NULL)  # focus leaves the table
+        row = f'tr[data-workflow-id="{answer["data"]["workflowId"]}"]'
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the new workflow after the focus left")
 
     def test_cancelling_from_the_page_stops_the_campaign(self, stack: Stack, browser: webdriver.Chrome) -> None:
         """Cancel, confirmed in the dialog, ends a campaign that is sending: the platform receives nothing more."""

@@ -29,6 +29,17 @@ function workflowRow(w) {
     progress(w.deliveries), w.error ? `${w.error.type}: ${w.error.message}` : ""];
 }
 
+const drawn = new WeakMap();
+
+/** Whether `box` should show `data` now: it differs from what is shown, and keyboard focus is not inside
+ * (redrawing would drop it); records `data` as shown when so. */
+function redraw(box, data) {
+  const text = JSON.stringify(data);
+  if (drawn.get(box) === text || box.contains(document.activeElement)) return false;
+  drawn.set(box, text);
+  return true;
+}
+
 /** The list page: filters, a table refreshed every REFRESH_MS while shown; answers the page's cleanup. */
 export async function listPage(root) {
   const [statuses, types] = await Promise.all([
@@ -43,7 +54,7 @@ export async function listPage(root) {
     to: el("input", { id: "filter-to", name: "to", type: "date", value: filters.to }),
   };
   const live = el("input", { id: "live", type: "checkbox", checked: true });
-  const results = el("div", { id: "workflow-results", "aria-live": "polite" });
+  const results = el("div", { id: "workflow-results" });
   let cursor = null;
   let nextCursor = null;
   const more = el("button", { type: "button", id: "next-page", hidden: true }, "Next page");
@@ -51,6 +62,7 @@ export async function listPage(root) {
   async function load() {
     try {
       const page = await call("GET", "/api/v2/campaigns", { query: { ...filters, cursor, limit: 50 } });
+      if (!redraw(results, page)) return;
       nextCursor = page.nextCursor;
       more.hidden = !nextCursor;
       const rows = page.workflows.map(workflowRow);
@@ -126,6 +138,7 @@ export async function detailPage(root, workflowId) {
         ? await call("GET", "/api/v2/campaigns/deliveries", { query: { workflowId, limit: 100 } })
         : { deliveries: [] };
       cancel.hidden = ENDED.has(w.status);
+      if (!redraw(body, { w, page })) return;
       const facts = el("dl", { class: "facts" },
         el("dt", {}, "Status"), el("dd", { id: "workflow-status" }, badge(w.status)),
         el("dt", {}, "Account"), el("dd", {}, w.accountId || w.userId),
