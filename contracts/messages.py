@@ -87,6 +87,18 @@ class Usage(Part):
     cached_prompt_tokens: int = Field(default=0, ge=0)
 
 
+class Notify(Part):
+    """Where a requester waiting for a workflow's end (the gateway's ?wait=true) wants it told, instead of
+    asking: its instance's reply queue, and a correlation id per thing told. When the workflow is terminal
+    the router sends a WorkflowStatusReply with the terminal view (`end_correlation_id`), and the cost-tracker,
+    once it has recorded the end, a WorkflowCostReply with what it recorded (`cost_correlation_id`). Both are
+    best effort: a requester that hears nothing (it restarted, the broker lost its queue) asks instead."""
+
+    reply_to: str
+    end_correlation_id: str
+    cost_correlation_id: str
+
+
 # --- workflow -------------------------------------------------------------------------------------------
 
 
@@ -105,6 +117,8 @@ class WorkflowRequested(Message):
     # requester's own id, as before), and the failed workflow this one retries.
     account_id: str | None = None
     retry_of: uuid.UUID | None = None
+    # Optional addition to v1: tell the requester when the workflow ends (None: it asks, if it wants to know).
+    notify: Notify | None = None
 
 
 @register
@@ -116,6 +130,7 @@ class WorkflowCompleted(Message):
     usage: Usage | None = None
     cost_usd: Decimal | None = None
     deliveries: DeliveryCounts | None = None  # optional addition: a delivering workflow's outcome
+    notify: Notify | None = None  # optional addition: the request's, so the cost-tracker tells the cost
 
 
 @register
@@ -133,6 +148,7 @@ class WorkflowFailed(Message):
     error: ErrorInfo
     duration_ms: float = Field(ge=0)
     deliveries: DeliveryCounts | None = None  # optional addition: a delivering workflow's outcome
+    notify: Notify | None = None  # optional addition: the request's, so the cost-tracker tells the cost
 
 
 @register
@@ -360,6 +376,9 @@ class WorkflowAccepted(Message):
     accepted: bool
     workflow: WorkflowView | None = None
     error: ErrorInfo | None = None
+    # Optional addition to v1: this request created the workflow and its `notify` will be told the end (a
+    # replayed request's is not: the first one's is; false from a router that does not tell).
+    notifies: bool = False
 
 
 @register
@@ -439,6 +458,7 @@ class WorkflowCancelled(Message):
     cancelled_at: AwareDatetime
     duration_ms: float = Field(default=0.0, ge=0)  # from acceptance to the cancel
     deliveries: DeliveryCounts | None = None  # the counts the cancel left (a workflow that delivers)
+    notify: Notify | None = None  # optional addition: the request's, so the cost-tracker tells the cost
 
 
 class WorkflowListItem(Part):

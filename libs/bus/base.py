@@ -14,7 +14,8 @@ import random
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -282,6 +283,21 @@ class Bus(ABC):
             raise RequestTimeout(f"no reply to {envelope.type} within {timeout}s") from exc
         finally:
             self._pending.pop(correlation, None)
+
+    @asynccontextmanager
+    async def expecting(self, *correlation_ids: str) -> AsyncIterator[tuple[str, tuple[asyncio.Future[Envelope], ...]]]:
+        """This instance's reply queue and, per correlation id, a future that the first reply with that id
+        resolves: for replies other services send later, to an address this instance handed out in a
+        message (contracts.messages.Notify), instead of being asked. Forgotten on exit."""
+        reply_to = await self._reply_queue()
+        loop = asyncio.get_running_loop()
+        futures = tuple(loop.create_future() for _ in correlation_ids)
+        self._pending.update(zip(correlation_ids, futures, strict=True))
+        try:
+            yield reply_to, futures
+        finally:
+            for correlation in correlation_ids:
+                self._pending.pop(correlation, None)
 
     async def close(self, grace_s: float = c.SHUTDOWN_GRACE_S) -> None:
         """Graceful shutdown: stop taking messages, let in-flight handlers finish, then disconnect."""

@@ -4,20 +4,24 @@ usage.recorded       → a priced cost entry (once per message id) and its runni
                        thresholds and budgets those totals crossed, and the per-request thresholds the
                        call's own cost reached (limits.py)
 workflow.completed   → the workflow's outcome (campaign costs; "settled" for the gateway's ?wait=true)
-workflow.failed        and the WorkflowCost metric
+workflow.failed        and the WorkflowCost metric; with `notify` (a ?wait=true), the workflow's recorded
+workflow.cancelled     cost sent to the requester as a WorkflowCostReply, settled or not (it asks when not)
 """
 
 from __future__ import annotations
 
 from contracts import Envelope, Message
+from contracts.costs import WorkflowCostReply
 from contracts.ids import is_user_id
-from contracts.messages import UsageRecorded, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
-from libs.bus import Reject
+from contracts.messages import Notify, UsageRecorded, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
+from libs.bus import Bus, BusError, Reject
 from libs.telemetry import get_logger
+from services.cost_tracker.errors import QueryRefused
 from services.cost_tracker.limits import Limits
 from services.cost_tracker.metrics import get_cost_metrics
 from services.cost_tracker.model import CostEntry, WorkflowOutcome
 from services.cost_tracker.prices import PriceTable
+from services.cost_tracker.reports import Reports
 from services.cost_tracker.store import CostStore
 
 log = get_logger(__name__)
@@ -28,10 +32,12 @@ _ENDED_AS: dict[type, str] = {WorkflowCompleted: "completed", WorkflowFailed: "f
 
 
 class Accounting:
-    def __init__(self, store: CostStore, prices: PriceTable, limits: Limits) -> None:
+    def __init__(self, store: CostStore, prices: PriceTable, limits: Limits, *, bus: Bus | None = None) -> None:
         self._store = store
         self._prices = prices
         self._limits = limits
+        self._bus = bus  # None: nobody is told their workflow's cost (the requester asks)
+        self._reports = Reports(store, prices)
 
     async def on_usage(self, envelope: Envelope) -> Message | None:
         usage = envelope.payload
@@ -106,4 +112,20 @@ class Accounting:
             provider = outcome.provider or spend.last_provider
             assert provider is not None  # calls > 0: the latest entry has one
             get_cost_metrics().record_workflow_cost(provider=provider.value, cost_usd=spend.cost_usd)
+        if end.notify is not None and self._bus is not None:
+            await self._tell_cost(self._bus, envelope, end.notify)
         return None
+
+    async def _tell_cost(self, bus: Bus, end: Envelope, notify: Notify) -> None:
+        """Send the ended workflow's recorded cost to whoever asked to be told (the gateway's ?wait=true).
+        Best effort: the outcome is stored, and a requester that hears nothing, or hears `settled` false
+        (the last usage not recorded yet), asks."""
+        assert end.workflow_id is not None
+        try:
+            cost = await self._reports.campaign(None, end.workflow_id)
+        except QueryRefused:
+            return
+        try:
+            await bus.reply(notify.reply_to, notify.cost_correlation_id, end.child(WorkflowCostReply(data=cost)))
+        except BusError as exc:
+            log.warning("cost.notify_failed", error=f"{type(exc).__name__}: {exc}")

@@ -86,7 +86,7 @@ class CostTracker:
             store=store,
             prices=prices,
             limits=limits,
-            accounting=Accounting(store, prices, limits),
+            accounting=Accounting(store, prices, limits, bus=bus),
             queries=Queries(
                 reports,
                 Management(store, limits, max_thresholds_per_user=settings.cost_max_thresholds_per_user),

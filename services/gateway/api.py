@@ -8,11 +8,13 @@ Idempotency-Key (or is random), and everything it answers about a workflow comes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Mapping
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -20,12 +22,14 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from contracts import Envelope, Message
+from contracts import ContractError, Envelope, Message
+from contracts.costs import WorkflowCostReply
 from contracts.enums import TERMINAL_STATUSES, DeliveryState, ErrorType, WorkflowStatus
 from contracts.messages import (
     DeliveryListQuery,
     DeliveryListReply,
     ErrorInfo,
+    Notify,
     WorkflowAccepted,
     WorkflowRequested,
     WorkflowStatusQuery,
@@ -132,16 +136,15 @@ class Api:
             callback_url=campaign.callback_url,
             account_id=campaign.account_id,
         )
-        envelope = Envelope.new(payload, workflow_id=workflow_id, user_id=principal.user_id)
         with structlog.contextvars.bound_contextvars(workflow_id=str(workflow_id)):
-            view = await self._submit(envelope)
-            # A replayed Idempotency-Key answers the workflow's own trace, not this retry's.
-            trace_id = view.trace_id if view is not None and view.trace_id else trace_id
             if wait_s is None:
+                answer = await self._submit(Envelope.new(payload, workflow_id=workflow_id, user_id=principal.user_id))
+                view = answer.workflow if answer is not None else None
+                # A replayed Idempotency-Key answers the workflow's own trace, not this retry's.
+                trace_id = view.trace_id if view is not None and view.trace_id else trace_id
                 return accepted(workflow_id, WorkflowStatus.ACCEPTED, trace_id)
-            view = await self._wait(workflow_id, principal, view, deadline=started + wait_s)
-            if view is not None and view.status in TERMINAL_STATUSES and self._recorded_cost is not None:
-                view = await self._recorded_cost(view, principal)  # metrics.cost: what the cost-tracker recorded
+            view = await self._run(payload, workflow_id, principal, deadline=started + wait_s)
+            trace_id = view.trace_id if view is not None and view.trace_id else trace_id
         if view is None or view.status not in TERMINAL_STATUSES:
             return accepted(workflow_id, view.status if view else WorkflowStatus.ACCEPTED, trace_id)
         if view.status is WorkflowStatus.COMPLETED:
@@ -198,8 +201,8 @@ class Api:
 
     # --- the bus -----------------------------------------------------------------------------------------
 
-    async def _submit(self, envelope: Envelope) -> WorkflowView | None:
-        """Ask the router to start the workflow: its view once persisted, None if it did not answer in time."""
+    async def _submit(self, envelope: Envelope) -> WorkflowAccepted | None:
+        """Ask the router to start the workflow: its answer once persisted, None if it did not answer in time."""
         timeout = self._settings.gateway_request_timeout_s
         try:
             reply = await self._bus.request(envelope, timeout=timeout)
@@ -222,7 +225,41 @@ class Api:
             log.error("gateway.reply.foreign_workflow")
             raise BadGateway("bad_gateway", "the workflow service answered another workflow")
         log.info("gateway.workflow.accepted", user_id=envelope.user_id)
-        return answer.workflow
+        return answer
+
+    async def _run(
+        self, payload: WorkflowRequested, workflow_id: uuid.UUID, principal: Principal, *, deadline: float
+    ) -> WorkflowView | None:
+        """?wait=true: submit the workflow asking to be told its end and cost (Notify), and answer its view once
+        terminal with the cost-tracker's figure as `cost_usd` (or as it is at `deadline`). What it is not told
+        in time (TOLD_END_WAIT_S, TOLD_COST_WAIT_S) it asks: the held status query, the cost query."""
+        end_id, cost_id = str(uuid.uuid4()), str(uuid.uuid4())
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                reply_to, (end, cost) = await stack.enter_async_context(self._bus.expecting(end_id, cost_id))
+            except BusError as exc:
+                raise unavailable(exc) from exc
+            notify = Notify(reply_to=reply_to, end_correlation_id=end_id, cost_correlation_id=cost_id)
+            notified = payload.model_copy(update={"notify": notify})
+            answer = await self._submit(Envelope.new(notified, workflow_id=workflow_id, user_id=principal.user_id))
+            view = answer.workflow if answer is not None else None
+            told: WorkflowView | None = None
+            if answer is not None and answer.notifies and (view is None or view.status not in TERMINAL_STATUSES):
+                told = await _told_end(end, min(c.TOLD_END_WAIT_S, deadline - time.monotonic()))
+                if told is not None and (told.workflow_id != workflow_id or told.user_id != principal.user_id):
+                    log.error("gateway.told.foreign_workflow")  # never answer somebody else's workflow
+                    told = None
+            if told is None:  # not told: a router that does not tell, a replayed request, or a lost message
+                view = await self._wait(workflow_id, principal, view, deadline=deadline)
+            else:
+                view = told
+            if view is None or view.status not in TERMINAL_STATUSES or self._recorded_cost is None:
+                return view
+            if told is not None:  # the cost-tracker heard of the end when we did: it tells us next
+                recorded = await _told_cost(cost, c.TOLD_COST_WAIT_S)
+                if recorded is not None:
+                    return view.model_copy(update={"cost_usd": recorded})
+            return await self._recorded_cost(view, principal)  # metrics.cost: what the cost-tracker recorded
 
     async def _query(
         self, workflow_id: uuid.UUID, principal: Principal, *, timeout: float, wait_s: float | None = None
@@ -306,6 +343,31 @@ class Api:
             if not math.isfinite(timeout) or timeout <= 0:
                 raise BadRequest("invalid_parameter", "timeout must be a positive number of seconds")
         return min(timeout, cap) if wait in _TRUE else None
+
+
+async def _told(future: asyncio.Future[Envelope], timeout: float) -> Message | None:
+    """The payload of the reply `future` gets within `timeout` (None: none, or one that does not decode)."""
+    try:
+        return (await asyncio.wait_for(future, max(0.0, timeout))).payload
+    except (TimeoutError, ContractError):
+        return None
+
+
+async def _told_end(future: asyncio.Future[Envelope], timeout: float) -> WorkflowView | None:
+    """The terminal view the router tells within `timeout` (None: not told)."""
+    reply = await _told(future, timeout)
+    if isinstance(reply, WorkflowStatusReply) and reply.workflow is not None:
+        return reply.workflow if reply.workflow.status in TERMINAL_STATUSES else None
+    return None
+
+
+async def _told_cost(future: asyncio.Future[Envelope], timeout: float) -> Decimal | None:
+    """The workflow's settled cost the cost-tracker tells within `timeout` (None: not told, or not settled:
+    its last usage was not recorded yet)."""
+    reply = await _told(future, timeout)
+    if isinstance(reply, WorkflowCostReply) and reply.data is not None and reply.data.settled:
+        return reply.data.total_cost
+    return None
 
 
 def disabled_message(flags: Flags) -> str:

@@ -67,8 +67,13 @@ RATE_LIMIT_PREFIX: Final = "ho:gw:rl:"
 IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("6f1d3c2e-4b7a-5e8f-9a0b-1c2d3e4f5a6b")
 IDEMPOTENCY_KEY_MAX_LENGTH: Final = 255
 
-# --- ?wait=true asks the router to answer when the workflow is terminal, holding at most WAIT_HOLD_S per ask
-# (then asks again). A router answering early and not terminal is asked again after the POLL_* backoff.
+# --- ?wait=true is told the workflow's end and its cost (contracts.messages.Notify: the router and the
+# cost-tracker send them to this instance's reply queue). Not told the end within TOLD_END_WAIT_S, it asks the
+# router to answer when the workflow is terminal, holding at most WAIT_HOLD_S per ask (then asks again); a
+# router answering early and not terminal is asked again after the POLL_* backoff. Not told a settled cost
+# within TOLD_COST_WAIT_S of the end, it asks the cost-tracker (COST_SETTLE_MAX_S below).
+TOLD_END_WAIT_S: Final = 5.0
+TOLD_COST_WAIT_S: Final = 1.0
 WAIT_HOLD_S: Final = 5.0
 POLL_INITIAL_S: Final = 0.05
 POLL_FACTOR: Final = 1.5

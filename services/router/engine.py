@@ -96,6 +96,7 @@ class Engine:
             personalized=personalized,
             account_id=request.account_id,
             retry_of=request.retry_of,
+            notify=request.notify,
             tally=Tally(total=len(recipients)),
         )
         change = Change(workflow, envelope, now, created=True)

@@ -2,7 +2,8 @@
 handled message id and its outbox in one write, then publish the outbox.
 
     workflow.requested     → persists the workflow, replies WorkflowAccepted (after the commit: a status
-                             query right after the reply finds it)
+                             query right after the reply finds it); with `notify` (?wait=true) the
+                             workflow's end is told there too (`_tell_requester`, after the terminal commit)
     generation.completed   → completed with WorkflowCompleted, or (send_to_onlyfans) delivering with one
                              delivery.requested per recipient (delivery.py)
     generation.failed      → the fallback matrix: another attempt, or failed with WorkflowFailed
@@ -61,9 +62,10 @@ from contracts.messages import (
     WorkflowRequested,
     WorkflowRetryRequest,
     WorkflowStatusQuery,
+    WorkflowStatusReply,
     WorkflowTimer,
 )
-from libs.bus import Bus, Handler, Reject
+from libs.bus import Bus, BusError, Handler, Reject
 from libs.flags import FlagClient
 from libs.storage import DatabaseError
 from libs.telemetry import get_logger, workflow_span
@@ -195,7 +197,8 @@ class Router:
             await self._committed(change, now)
             workflow = change.result()
             listed = change.new_deliveries if workflow.tally.total <= STATUS_DELIVERIES_LISTED else ()
-            return WorkflowAccepted(accepted=True, workflow=workflow.to_view(listed, now=now))
+            view = workflow.to_view(listed, now=now)
+            return WorkflowAccepted(accepted=True, workflow=view, notifies=workflow.notify is not None)
         existing = await self._existing(envelope)
         if existing is None:
             raise ConcurrentUpdate(f"workflow {envelope.workflow_id} neither created nor found")
@@ -455,6 +458,7 @@ class Router:
             self._written.pop(workflow.workflow_id, None)
             self._remember_terminal(workflow.workflow_id)
             self.queries.finished(workflow)
+            await self._tell_requester(change.cause, workflow, now)
             self._metrics.record_workflow(
                 provider=workflow.current_provider.value if workflow.current_provider else "none",
                 success=workflow.status is WorkflowStatus.COMPLETED,
@@ -463,6 +467,18 @@ class Router:
             if workflow.status is WorkflowStatus.FAILED and workflow.error is not None:
                 deadline = isinstance(change.cause.payload, WorkflowTimer)
                 self._metrics.record_failure(error_type=workflow.error.type.value, deadline=deadline)
+
+    async def _tell_requester(self, cause: Envelope, workflow: Workflow, now: datetime) -> None:
+        """Send a finished workflow's view to whoever asked to be told (`notify`: the gateway's ?wait=true),
+        so it need not ask. Best effort: the state is stored, and a requester that hears nothing asks."""
+        notify = workflow.notify
+        if notify is None:
+            return
+        reply = cause.child(WorkflowStatusReply(found=True, workflow=workflow.to_view(now=now)))
+        try:
+            await self.bus.reply(notify.reply_to, notify.end_correlation_id, reply)
+        except BusError as exc:
+            log.warning("workflow.notify_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _republish(self, outbox: tuple[Outgoing, ...]) -> None:
         if outbox:

@@ -22,7 +22,7 @@ import asyncpg
 
 from contracts.costs import RoutingPolicy
 from contracts.enums import BudgetAction, CostPeriod, DeliveryState, Provider, RateLimiterState, WorkflowStatus
-from contracts.messages import ErrorInfo, FallbackEntry, Intent, ProviderStates, RetryAttempts, Usage
+from contracts.messages import ErrorInfo, FallbackEntry, Intent, Notify, ProviderStates, RetryAttempts, Usage
 from libs.storage.schema_store import SchemaStore
 from services.router import pg_sql as sql
 from services.router.constants import DB_SCHEMA, MIGRATIONS_DIR, REPORT_BATCH_MAX
@@ -61,7 +61,7 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
 
 
 def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$6 … $30 of a create, in sql.COLUMNS order after workflow_id."""
+    """$6 … $31 of a create, in sql.COLUMNS order after workflow_id."""
     (status, provider, states, history, retries, recoveries, attempts, generation, result, model, usage, error,
      version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
     return (
@@ -90,6 +90,7 @@ def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
         workflow.tally.total,
         workflow.account_id,
         workflow.retry_of,
+        workflow.notify.model_dump(mode="json") if workflow.notify else None,
     )
 
 
@@ -186,6 +187,7 @@ def _workflow(row: asyncpg.Record) -> Workflow:
         tally=_tally(row),
         account_id=row["account_id"],
         retry_of=row["retry_of"],
+        notify=Notify.model_validate(row["notify"]) if row["notify"] is not None else None,
     )
 
 

@@ -31,11 +31,15 @@ from contracts.messages import (
     ErrorInfo,
     FallbackEntry,
     Intent,
+    Notify,
     Progress,
     ProviderStates,
     RetryAttempts,
     Usage,
     WebhookRequested,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
     WorkflowSummary,
     WorkflowView,
 )
@@ -180,6 +184,7 @@ class Workflow:
     tally: Tally = field(default_factory=Tally)
     account_id: str | None = None  # the creator account it sends from; None: user_id (`sends_as`)
     retry_of: uuid.UUID | None = None  # the failed workflow this one retries
+    notify: Notify | None = None  # whom to tell when it ends (a ?wait=true): see Change.emit, Router._committed
 
     @property
     def sends_as(self) -> str:
@@ -365,7 +370,10 @@ class Change:
         """Publish `payload` (as a child of the cause) after the commit, `delay_s` from now (`id`: a derived
         id, for a message that must be the same whoever emits it). Otherwise a random id is safe here: the
         outbox is stored with the change, and a redelivered cause re-publishes the stored envelopes, ids and
-        all."""
+        all. A workflow's end carries its requester's `notify`, so the cost-tracker can tell them the cost."""
+        notify = self.workflow.notify
+        if notify is not None and isinstance(payload, WorkflowCompleted | WorkflowFailed | WorkflowCancelled):
+            payload = payload.model_copy(update={"notify": notify})
         envelope = self.cause.child(payload, attempt=attempt, id=id)
         self.outbox.append(Outgoing(envelope, self.at + timedelta(seconds=delay_s)))
         return envelope

@@ -306,6 +306,18 @@ class BusConformance(DeadLetterConformance):
         release.set()
         await eventually(lambda: writes.finished == 3)
 
+    async def test_expected_replies_resolve_their_futures(self, make_bus: MakeBus) -> None:
+        """Replies sent to this instance's reply queue (by whoever was handed the address) under the correlation
+        ids it expects resolve their futures, each its own, and none is kept after the block."""
+        bus = await make_bus()
+        async with bus.expecting("end", "cost") as (reply_to, (end, cost)):
+            for correlation in ("cost", "end"):
+                reply = Envelope.new(m.WorkflowStatusReply(found=correlation == "end"))
+                await bus.reply(reply_to, correlation, reply)
+            told = await asyncio.wait_for(asyncio.gather(end, cost), 10)
+        assert [isinstance(e.payload, m.WorkflowStatusReply) and e.payload.found for e in told] == [True, False]
+        assert not bus._pending
+
     async def test_request_times_out_without_a_responder(self, make_bus: MakeBus) -> None:
         """A request nobody answers raises RequestTimeout after the timeout, not later."""
         bus = await make_bus()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,8 +12,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from contracts import Envelope
+from contracts.costs import WorkflowCostReply
 from contracts.enums import IntentType, Provider
-from contracts.messages import Usage, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
+from contracts.messages import Notify, Usage, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from contracts.routing import COST_TRACKER
 from libs.telemetry.constants import METRIC_WORKFLOW_COST
 from services.cost_tracker import accounting
@@ -191,6 +193,20 @@ class TestOutcomes:
         await harness.record(usage(workflow_id=workflow, prompt=20, completion=8))
         view = await harness.data("campaign", {"workflow_id": str(workflow)})
         assert (view["settled"], D(view["total_cost"])) == (True, D("0.00043"))
+
+    async def test_an_end_with_notify_tells_the_requester_the_recorded_cost(self, harness: Harness) -> None:
+        """workflow.completed with `notify` sends the workflow's recorded cost (settled, its total) to the
+        requester's cost correlation id, as the reply to the cost query would have."""
+        workflow = uuid.uuid4()
+        final = Usage(prompt_tokens=20, completion_tokens=8, total_tokens=28)
+        await harness.record(usage(workflow_id=workflow, prompt=20, completion=8))
+        async with harness.bus.expecting("cost") as (reply_to, (told,)):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            end = WorkflowCompleted(provider=Provider.AZURE, content="x", duration_ms=1.0, usage=final, notify=notify)
+            await harness.tracker.accounting.on_workflow_end(Envelope.new(end, workflow_id=workflow, user_id=ALICE))
+            reply = (await asyncio.wait_for(told, 5.0)).payload
+        assert isinstance(reply, WorkflowCostReply) and reply.data is not None
+        assert (reply.data.workflow_id, reply.data.settled, reply.data.total_cost) == (workflow, True, D("0.00028"))
 
     async def test_a_failed_workflow_is_settled_with_what_it_billed(self, harness: Harness) -> None:
         """A failed workflow's billed attempts are its cost; nothing more will come."""

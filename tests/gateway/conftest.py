@@ -16,10 +16,12 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from contracts import Envelope
+from contracts.costs import WorkflowCost, WorkflowCostReply
 from contracts.enums import IntentType, Priority, Provider, ProviderState, WorkflowStatus
 from contracts.messages import (
     ErrorInfo,
     FallbackEntry,
+    Notify,
     ProviderStates,
     RetryAttempts,
     Usage,
@@ -49,7 +51,9 @@ PLAN = {"type": "content_planning", "data": {"theme": "beach"}, "platforms": ["o
 @dataclass
 class FakeRouter:
     """Answers workflow.requested and status queries like the router would, from a dict; records every
-    message it receives (so a test can assert that nothing was published)."""
+    message it receives (so a test can assert that nothing was published). With `told_cost` set it also
+    tells a request's `notify` the end, and that cost as the cost-tracker would (settled unless
+    `cost_settled` is false); otherwise it is a router that does not tell."""
 
     seen: list[Envelope] = field(default_factory=list)
     trace_ids: list[str | None] = field(default_factory=list)
@@ -57,6 +61,11 @@ class FakeRouter:
     refuse_with: ErrorInfo | None = None
     finish_after_s: float | None = None  # complete (or fail, with fail_with) this long after acceptance
     fail_with: ErrorInfo | None = None
+    told_cost: Decimal | None = None
+    cost_settled: bool = True
+    bus: Bus | None = None  # what it tells through
+    notify: dict[uuid.UUID, Notify] = field(default_factory=dict)
+    _telling: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def requests(self) -> list[Envelope]:
@@ -88,9 +97,11 @@ class FakeRouter:
             deadline_at=now + timedelta(minutes=5),
         )
         self.workflows[view.workflow_id] = view
+        if self.told_cost is not None and payload.notify is not None:
+            self.notify[view.workflow_id] = payload.notify
         if self.finish_after_s is not None:
             asyncio.get_running_loop().call_later(self.finish_after_s, self._finish, view.workflow_id)
-        return WorkflowAccepted(accepted=True, workflow=view)
+        return WorkflowAccepted(accepted=True, workflow=view, notifies=view.workflow_id in self.notify)
 
     async def on_status(self, envelope: Envelope) -> WorkflowStatusReply:
         self.seen.append(envelope)
@@ -120,6 +131,23 @@ class FakeRouter:
                 "retry_attempts": RetryAttempts(azure=1),
             }
         self.workflows[workflow_id] = view.model_copy(update={**changes, "updated_at": now, "completed_at": now})
+        notify = self.notify.get(workflow_id)
+        if notify is not None:
+            task = asyncio.create_task(self._tell(notify, self.workflows[workflow_id]))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+
+    async def _tell(self, notify: Notify, view: WorkflowView) -> None:
+        assert self.bus is not None and self.told_cost is not None
+        end = Envelope.new(WorkflowStatusReply(found=True, workflow=view), workflow_id=view.workflow_id)
+        await self.bus.reply(notify.reply_to, notify.end_correlation_id, end)
+        cost = WorkflowCost(
+            workflow_id=view.workflow_id, user_id=view.user_id, workflow_type=view.intent_type, status="completed",
+            total_cost=self.told_cost, requests=1, prompt_tokens=40, completion_tokens=60, estimated_cost=Decimal(0),
+            first_at=view.created_at, last_at=view.created_at, settled=self.cost_settled,
+        )  # fmt: skip
+        told = Envelope.new(WorkflowCostReply(data=cost), workflow_id=view.workflow_id)
+        await self.bus.reply(notify.reply_to, notify.cost_correlation_id, told)
 
     def add(self, user_id: str, status: WorkflowStatus = WorkflowStatus.GENERATING) -> WorkflowView:
         """A workflow stored directly (as if created earlier)."""
@@ -223,7 +251,7 @@ async def make_gateway() -> AsyncIterator[MakeGateway]:
     ) -> Harness:
         bus = bus or MemoryBus()
         await bus.connect()
-        fake = FakeRouter()
+        fake = FakeRouter(bus=bus)
         if router:
             await bus.subscribe(
                 ROUTER, {"workflow.requested": fake.on_requested, "workflow.status.query": fake.on_status}

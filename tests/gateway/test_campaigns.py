@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 
 import pytest
 
 from contracts import Envelope
+from contracts.costs import WorkflowCost, WorkflowCostQuery, WorkflowCostReply
 from contracts.enums import ErrorType, IntentType, Priority, Provider, WorkflowStatus
 from contracts.messages import (
     ErrorInfo,
@@ -17,7 +19,7 @@ from contracts.messages import (
     WorkflowStatusReply,
     WorkflowView,
 )
-from contracts.routing import ROUTER
+from contracts.routing import COST_TRACKER, ROUTER
 from libs.bus import PublishError
 from libs.bus.memory import MemoryBus
 from tests.gateway.conftest import ALICE, BOB, PLAN, STATUS, FakeRouter, Harness, MakeGateway
@@ -164,6 +166,26 @@ class TestIdempotency:
         assert second.body["data"]["traceId"] == first.body["data"]["traceId"]
 
 
+async def ask_costs(gw: Harness, answer: Decimal = Decimal("0.009")) -> list[WorkflowCostQuery]:
+    """A cost-tracker on the harness's bus answering every workflow cost query settled at `answer`; the
+    queries it got."""
+    asked: list[WorkflowCostQuery] = []
+
+    async def on_query(envelope: Envelope) -> WorkflowCostReply:
+        query = envelope.payload
+        assert isinstance(query, WorkflowCostQuery)
+        asked.append(query)
+        cost = WorkflowCost(
+            workflow_id=query.workflow_id, user_id=ALICE, workflow_type=None, status="completed", total_cost=answer,
+            requests=1, prompt_tokens=1, completion_tokens=1, estimated_cost=Decimal(0), first_at=None,
+            last_at=None, settled=True,
+        )  # fmt: skip
+        return WorkflowCostReply(data=cost)
+
+    await gw.bus.subscribe(COST_TRACKER, {WorkflowCostQuery.TYPE: on_query})
+    return asked
+
+
 class TestWait:
     async def test_completed_answers_200_with_content_provider_and_metrics(self, gw: Harness) -> None:
         """?wait=true answers the original plan's shape once completed: data {workflowId, content, provider, status},
@@ -177,6 +199,27 @@ class TestWait:
         assert data["content"] == "Mon: beach shoot. Tue: behind the scenes."
         assert (data["provider"], data["status"]) == ("openai", "completed")
         assert metrics == {"duration": 1234.0, "cost": {"tokens": 100, "cost": 0.001}}
+
+    async def test_told_end_and_cost_answer_without_asking(self, gw: Harness) -> None:
+        """A router that tells the end and a cost-tracker that tells a settled cost (Notify): ?wait=true answers
+        200 with that cost, and neither a status query nor a cost query is sent."""
+        asked = await ask_costs(gw)
+        gw.router.finish_after_s, gw.router.told_cost = 0.1, Decimal("0.0042")
+        answer = await gw.client.post(PLAN, params={"wait": "true"})
+        assert answer.status == 200
+        assert answer.body["metrics"]["cost"] == {"tokens": 100, "cost": 0.0042}
+        assert [type(e.payload) for e in gw.router.seen] == [WorkflowRequested]
+        assert asked == []
+
+    async def test_told_cost_not_settled_is_asked(self, gw: Harness) -> None:
+        """Told the end, but a cost the cost-tracker has not settled yet: the gateway asks for the cost and
+        answers the settled figure."""
+        asked = await ask_costs(gw, answer=Decimal("0.005"))
+        gw.router.finish_after_s, gw.router.told_cost, gw.router.cost_settled = 0.1, Decimal("0.001"), False
+        answer = await gw.client.post(PLAN, params={"wait": "true"})
+        assert answer.status == 200
+        assert answer.body["metrics"]["cost"] == {"tokens": 100, "cost": 0.005}
+        assert len(asked) == 1 and not any(isinstance(e.payload, WorkflowStatusQuery) for e in gw.router.seen)
 
     async def test_wait_that_runs_out_answers_202_with_the_current_status(self, gw: Harness) -> None:
         """When the workflow is not done within &timeout=, the answer is 202 with its current status."""

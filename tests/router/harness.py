@@ -23,6 +23,7 @@ from contracts.messages import (
     GenerationCompleted,
     GenerationFailed,
     Intent,
+    Notify,
     Recipient,
     Usage,
     WorkflowAccepted,
@@ -245,10 +246,11 @@ class Harness:
         recipients: tuple[Recipient, ...] = (),
         callback_url: str | None = None,
         account_id: str | None = None,
+        notify: Notify | None = None,
     ) -> WorkflowAccepted:
         request = WorkflowRequested(intent=intent, deadline_s=deadline_s, trace_id="0" * 32,
                                     recipients=list(recipients), callback_url=callback_url,
-                                    account_id=account_id)  # fmt: skip
+                                    account_id=account_id, notify=notify)  # fmt: skip
         envelope = Envelope.new(
             request,
             workflow_id=workflow_id or uuid.uuid4(),

@@ -1,0 +1,58 @@
+"""A ?wait=true requester told of the end (contracts.messages.Notify) instead of asking: the terminal view at
+its reply queue, the address on the workflow's end for the cost-tracker — on each store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from contracts.enums import ErrorType, Provider, WorkflowStatus
+from contracts.messages import Notify, WorkflowStatusReply
+from tests.router.harness import WAIT_S, Harness, fail, intent, ok
+
+
+class TestNotify:
+    async def test_the_end_is_told_to_the_requester_and_carried_to_the_cost_tracker(self, harness: Harness) -> None:
+        """A workflow requested with `notify` is accepted with notifies, tells its completed view to the
+        end correlation id, stores the address, and its workflow.completed carries it."""
+        workflow_id = uuid.uuid4()
+        harness.workers.script(Provider.OPENAI, ok("told text", after_s=0.05))
+        async with harness.bus.expecting("end", "cost") as (reply_to, (end, _)):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            accepted = await harness.request(intent(), workflow_id=workflow_id, notify=notify)
+            told = (await asyncio.wait_for(end, WAIT_S)).payload
+        assert accepted.notifies
+        assert isinstance(told, WorkflowStatusReply) and told.workflow is not None
+        assert (told.workflow.workflow_id, told.workflow.status) == (workflow_id, WorkflowStatus.COMPLETED)
+        assert told.workflow.result == "told text" and told.workflow.usage is not None
+        completed = await harness.sink.wait(workflow_id)
+        assert completed.payload.notify == notify  # type: ignore[union-attr]
+        stored = await harness.store.get(workflow_id)
+        assert stored is not None and stored.notify == notify
+
+    async def test_a_failed_workflow_is_told_too(self, harness: Harness) -> None:
+        """A workflow that fails on every provider tells its failed view, and workflow.failed carries `notify`."""
+        workflow_id = uuid.uuid4()
+        down = fail(ErrorType.PROVIDER_UNAVAILABLE, retryable=False)
+        harness.workers.script(Provider.OPENAI, down)
+        harness.workers.script(Provider.AZURE, down)
+        async with harness.bus.expecting("end", "cost") as (reply_to, (end, _)):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            await harness.request(intent(), workflow_id=workflow_id, notify=notify)
+            told = (await asyncio.wait_for(end, WAIT_S)).payload
+        assert isinstance(told, WorkflowStatusReply) and told.workflow is not None
+        assert told.workflow.status is WorkflowStatus.FAILED and told.workflow.error is not None
+        failed = await harness.sink.wait(workflow_id)
+        assert failed.payload.notify == notify  # type: ignore[union-attr]
+
+    async def test_a_replayed_request_does_not_notify(self, harness: Harness) -> None:
+        """A second request for an existing workflow is answered notifies=False (the first requester's address
+        is the one told), and a request without `notify` is answered notifies=False."""
+        workflow_id = uuid.uuid4()
+        harness.workers.script(Provider.OPENAI, ok(after_s=0.2))
+        async with harness.bus.expecting("end", "cost") as (reply_to, _):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            first = await harness.request(intent(), workflow_id=workflow_id, notify=notify)
+            again = await harness.request(intent(), workflow_id=workflow_id, notify=notify)
+        plain = await harness.request(intent())
+        assert (first.notifies, again.notifies, plain.notifies) == (True, False, False)
