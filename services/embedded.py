@@ -21,6 +21,7 @@ from pathlib import Path
 from libs.config import CommonSettings, load_settings
 from libs.flags import MemoryFlagStore
 from libs.runtime import ServiceFactory, Shared, run_main, serve
+from libs.secrets_manager import resolve_secret_references
 from libs.simulators import LLMSimulator, PlatformSimulator
 from services.azure_worker.service import create as azure_worker
 from services.cost_tracker.service import create as cost_tracker
@@ -64,6 +65,7 @@ async def run(
     """Run until SIGTERM/SIGINT or `stop`; `shared` (if given) receives what the services share, e.g. the
     gateway's URL once `started` is set; simulator URLs already in it are used instead of starting one.
     `beside`: services started after the system's on the same bus (tests: one that publishes on it)."""
+    await resolve_secret_references()  # Secrets Manager references, before the settings below are read
     # A development secret, fresh per run, unless one is configured: the printed token is signed with it.
     os.environ.setdefault("GATEWAY_JWT_SECRET", secrets.token_urlsafe(32))
     # Completion webhooks: a developer's receiver runs on this machine, over plain http; the key that signs

@@ -26,6 +26,7 @@ from libs.config import CONFIG_EXIT_STATUS, CommonSettings, ConfigError, bind_er
 from libs.runtime.health import HealthServer
 from libs.runtime.metrics_http import MetricsEndpoint
 from libs.runtime.service import Runtime, Service, ServiceFactory, Shared
+from libs.secrets_manager import resolve_secret_references
 from libs.telemetry import configure_logging, setup_telemetry, shutdown_telemetry
 from libs.telemetry.instrumentation import instrument_libraries, uninstrument_libraries
 
@@ -43,6 +44,7 @@ async def serve(
 ) -> None:
     """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit. `shared`:
     what the runner shares with them (it also receives every health check and the gateway's URL)."""
+    await resolve_secret_references()  # before any setting is read: a value may be a Secrets Manager reference
     settings = settings or load_settings(CommonSettings)
     owns_telemetry = setup_telemetry(name)
     configure_logging(name)

@@ -30,6 +30,8 @@ from pathlib import Path
 import structlog
 
 import libs
+from libs.config import CONFIG_EXIT_STATUS, ConfigError
+from libs.secrets_manager import resolve_secret_references
 from libs.storage.errors import StorageError
 from libs.storage.migrator import SchemaStatus, migrate, migration_status
 from libs.storage.pg import create_pool, quote_schema
@@ -115,6 +117,11 @@ async def status_all(dsn: str, plans: Sequence[SchemaPlan]) -> list[SchemaStatus
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: the process arguments); the exit status."""
+    try:
+        asyncio.run(resolve_secret_references())  # DATABASE_URL may be a Secrets Manager reference
+    except ConfigError as exc:
+        print(f"migrate_all: {exc}", file=sys.stderr)
+        return CONFIG_EXIT_STATUS
     parser = argparse.ArgumentParser(
         prog="python -m libs.storage.migrate_all",
         description="Apply pending SQL migrations of every service that has a migrations folder.",

@@ -91,6 +91,22 @@ class TestEcsTemplates:
         names = [e["name"] for e in container["environment"]] + [s["name"] for s in container["secrets"]]
         assert unknown_env(names, settings_env_names(service)) == []
 
+    def test_secrets_come_from_secrets_manager(self, definitions: dict[str, Any]) -> None:
+        """Every secret a task is given is its own key of one of the two Secrets Manager secrets (DATABASE_URL
+        from huntaze/database/production, where the original plan keeps it)."""
+        given = [
+            (secret["name"], secret["valueFrom"])
+            for definition in definitions.values()
+            for container in definition["containerDefinitions"]
+            for secret in container.get("secrets", [])
+        ]
+        assert given
+        for name, value_from in given:
+            secret = (
+                "huntaze/database/production" if name == "DATABASE_URL" else "huntaze/hybrid-orchestrator/production"
+            )
+            assert value_from == f"arn:aws:secretsmanager:${{AWS_REGION}}:${{AWS_ACCOUNT_ID}}:secret:{secret}:{name}::"
+
     def test_migrate_runs_migrate_all(self, definitions: dict[str, Any]) -> None:
         """The migrate task runs the one-shot migrate_all with DATABASE_URL from a secret."""
         container = app_container(definitions["migrate"], "migrate")
