@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jwt
@@ -250,23 +250,25 @@ class TestAuth:
         await _assert_refused(gw, answer, 401, "token_expired")
         assert 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
 
+    # Made when the test runs, not when it is collected: a token made at collection could expire before a long
+    # suite reaches the test (and then answer token_expired).
     @pytest.mark.parametrize(
-        "token",
+        "make_token",
         [
-            _token({"sub": "alice", "exp": _now() + 600}, secret="another-secret-of-at-least-32-bytes!!"),
-            _token({"sub": "alice"}),
-            _token({"exp": _now() + 600}),
-            _token({"sub": "", "exp": _now() + 600}),
-            _unsigned({"sub": "alice", "exp": _now() + 600}),
-            _token({"sub": "alice", "exp": _now() + 600}, secret=SECRET * 2, algorithm="HS512"),
-            "not.a.jwt",
-            "garbage",
+            lambda: _token({"sub": "alice", "exp": _now() + 600}, secret="another-secret-of-at-least-32-bytes!!"),
+            lambda: _token({"sub": "alice"}),
+            lambda: _token({"exp": _now() + 600}),
+            lambda: _token({"sub": "", "exp": _now() + 600}),
+            lambda: _unsigned({"sub": "alice", "exp": _now() + 600}),
+            lambda: _token({"sub": "alice", "exp": _now() + 600}, secret=SECRET * 2, algorithm="HS512"),
+            lambda: "not.a.jwt",
+            lambda: "garbage",
         ],
         ids=["bad-signature", "no-exp", "no-sub", "empty-sub", "alg-none", "other-alg", "malformed", "garbage"],
     )
-    async def test_bad_tokens_answer_401_invalid_token(self, gw: Harness, token: str) -> None:
+    async def test_bad_tokens_answer_401_invalid_token(self, gw: Harness, make_token: Callable[[], str]) -> None:
         """Wrong signature, missing claims, another algorithm or not a JWT: 401 invalid_token."""
-        await _assert_refused(gw, await gw.client.post(PLAN, token=token), 401, "invalid_token")
+        await _assert_refused(gw, await gw.client.post(PLAN, token=make_token()), 401, "invalid_token")
 
     @pytest.mark.parametrize("sub", ["*", " ", " alice", "alice\n", "al ice", "a\x00b", "al*", "-alice", "a" * 129])
     async def test_reserved_and_odd_subs_answer_401(self, gw: Harness, sub: object) -> None:
