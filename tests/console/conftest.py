@@ -116,10 +116,18 @@ def stack() -> Iterator[Stack]:
             stop, up = asyncio.Event(), asyncio.Event()
             shared = Shared(llm_simulator_url=llm.url, platform_simulator_url=platform.url)
             system = asyncio.create_task(embedded.run(stop=stop, started=up, shared=shared, beside=(probe.create,)))
+            serving = asyncio.create_task(up.wait())
             try:
-                await asyncio.wait_for(up.wait(), START_TIMEOUT_S)
+                # Whichever comes first: serving, or the system ending (its error is the test's).
+                await asyncio.wait({system, serving}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+                if system.done():
+                    system.result()
+                    raise RuntimeError("the embedded system ended before it served")
+                if not up.is_set():
+                    raise TimeoutError(f"the embedded system did not serve within {START_TIMEOUT_S} s")
                 ready.update(stop=stop, url=shared.gateway_url, platform=platform)
             finally:
+                serving.cancel()
                 started.set()
             await system
 

@@ -3,6 +3,7 @@ something happened, and what its buttons do."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -208,6 +209,34 @@ class TestConsole:
         find(browser, "#confirm-ok").click()
         wait_for(browser, lambda d: find(d, "#orchestrator-state").text == "running", "the orchestrator running")
         screenshot(browser, "admin")
+
+    def test_the_delivery_page_shows_an_account_sending_and_pauses_it(
+        self, stack: Stack, browser: webdriver.Chrome
+    ) -> None:
+        """A sending campaign's account is listed with its progress and next send; paused from its row, the
+        page and the flags say paused; resumed, sending again."""
+        fans = [f"fan-d{i}" for i in range(12)]
+        body = {"type": "message_generation", "sendToOnlyFans": True, "recipientIds": fans}
+        code, answer = stack.call("POST", "/api/v2/campaigns/hybrid", stack.user, body)
+        assert code == 202, answer
+        try:
+            open_page(browser, stack, "delivery")
+            row = "#sending-accounts tbody tr"
+            wait_for(browser, lambda d: "of 12" in find(d, row).text, "the account sending")
+            cells = [cell.text for cell in find(browser, row).find_elements(By.TAG_NAME, "td")]
+            assert cells[0] == USER and cells[1] == "1" and cells[4] == "sending"
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[3]), cells  # the next send
+            find(browser, f'#sending-accounts button[data-account="{USER}"]').click()
+            wait_for(browser, dialog_open, "the confirmation")
+            find(browser, "#confirm-ok").click()
+            wait_for(browser, lambda d: "paused" in find(d, row).text, "the account paused")
+            assert stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["pausedAccounts"] == [USER]
+            screenshot(browser, "delivery-paused")
+            find(browser, f'#paused-accounts button[data-account="{USER}"]').click()
+            wait_for(browser, lambda d: "sending" in find(d, row).text, "the account sending again")
+            assert stack.call("GET", "/api/admin/feature-flags", stack.admin)[1]["data"]["pausedAccounts"] == []
+        finally:
+            stack.call("POST", f"/api/v2/campaigns/cancel?workflowId={answer['data']['workflowId']}", stack.admin)
 
     def test_an_account_is_paused_and_resumed_from_the_delivery_page(
         self, stack: Stack, browser: webdriver.Chrome

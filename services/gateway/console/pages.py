@@ -30,7 +30,16 @@ _TYPES: Final = {
     ".png": "image/png",
 }
 # Only the pages' own files, and the one third-party file each loads: nothing else of the package is served.
-_CONSOLE_FILES: Final = ("console.css", "console.js", "api.js", "ui.js", "workflows.js", "costs.js", "admin.js")
+_CONSOLE_FILES: Final = (
+    "console.css",
+    "console.js",
+    "api.js",
+    "ui.js",
+    "workflows.js",
+    "costs.js",
+    "delivery.js",
+    "admin.js",
+)
 _DOCS_FILES: Final = {
     "docs.js": _STATIC / "docs.js",
     "swagger-ui-bundle.js": _SWAGGER / "swagger-ui-bundle.js",

@@ -1,46 +1,10 @@
-// Admin pages: delivery (pause / resume a creator account), the feature flags (the kill switch behind a
-// confirmation) and the dead letters with replay. The gateway answers 403 to a token without role admin.
+// The admin page: the feature flags (the kill switch behind a confirmation) and the dead letters with replay.
+// The gateway answers 403 to a token without role admin.
 
 import { call, parameterEnum } from "./api.js";
 import { badge, confirmAction, el, field, heading, say, select, table, when } from "./ui.js";
 
 const FLAGS = "/api/admin/feature-flags";
-const ACCOUNT = "/api/admin/accounts";
-
-async function setPaused(accountId, pause) {
-  try {
-    await call("PUT", `${ACCOUNT}/${encodeURIComponent(accountId)}/${pause ? "pause" : "resume"}`);
-    say(`${accountId} ${pause ? "paused: its deliveries are held" : "resumed"}.`);
-  } catch (error) {
-    say(`${pause ? "Pause" : "Resume"}: ${error.message}`, true);
-  }
-}
-
-/** Delivery: the paused accounts with resume, and a form to pause one. */
-export async function deliveryPage(root) {
-  const list = el("div", { id: "paused-accounts" });
-  async function load() {
-    const flags = await call("GET", FLAGS);
-    const rows = flags.pausedAccounts.map((account) => [account, el("button", { type: "button",
-      "data-account": account, onclick: async () => { await setPaused(account, false); load(); } }, `Resume ${account}`)]);
-    list.replaceChildren(table("Paused accounts", ["Account", ""], rows, "none: every account sends."));
-  }
-  const account = el("input", { id: "pause-account", name: "account", required: true, size: 24 });
-  const form = el("form", { class: "filters", "aria-label": "Pause an account", onsubmit: async (event) => {
-    event.preventDefault();
-    const ok = await confirmAction({ title: `Pause ${account.value}?`, ok: "Pause account",
-      text: "Every delivery from this creator account is held, on every replica, until it is resumed. " +
-        "New campaigns for it are still accepted and wait too." });
-    if (ok) await setPaused(account.value.trim(), true);
-    load();
-  } }, field("Creator account", account), el("button", { type: "submit" }, "Pause…"));
-  root.replaceChildren(heading("Delivery"),
-    el("p", {}, "A paused account's deliveries are held (nothing is sent, no attempt spent) and go out in the " +
-      "platform's limits once it is resumed. A workflow's page shows its deliveries' slots."),
-    form, list);
-  await load().catch((error) => say(`Delivery: ${error.message}`, true));
-  return () => {};
-}
 
 function flagsView(flags, reload) {
   const on = flags.hybridOrchestratorEnabled;

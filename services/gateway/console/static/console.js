@@ -2,8 +2,9 @@
 // #/costs, #/delivery, #/admin).
 
 import { claims, forget, setToken, takeTokenFromFragment, token } from "./api.js";
-import { adminPage, deliveryPage } from "./admin.js";
+import { adminPage } from "./admin.js";
 import { costsPage } from "./costs.js";
+import { deliveryPage } from "./delivery.js";
 import { say } from "./ui.js";
 import { detailPage, listPage } from "./workflows.js";
 

@@ -83,3 +83,14 @@ export function badge(status) {
 export function heading(text) {
   return el("h2", { id: "page-title", tabindex: "-1" }, text);
 }
+
+const drawn = new WeakMap();
+
+/** Whether `box` should show `data` now: it differs from what is shown, and keyboard focus is not inside
+ * (redrawing would drop it); records `data` as shown when so. */
+export function redraw(box, data) {
+  const text = JSON.stringify(data);
+  if (drawn.get(box) === text || box.contains(document.activeElement)) return false;
+  drawn.set(box, text);
+  return true;
+}

@@ -1,7 +1,7 @@
 // The workflow list (filters, live refresh, campaign progress) and one workflow's timeline (cancel).
 
 import { call, parameterEnum } from "./api.js";
-import { badge, confirmAction, el, field, heading, say, select, table, when, money } from "./ui.js";
+import { badge, confirmAction, el, field, heading, money, redraw, say, select, table, when } from "./ui.js";
 
 const REFRESH_MS = 2000;
 const ENDED = new Set(["completed", "failed", "cancelled"]);
@@ -27,17 +27,6 @@ function workflowRow(w) {
   const link = el("a", { href: `#/workflows/${w.workflowId}` }, w.workflowId.slice(0, 8));
   return [when(w.createdAt), link, w.intentType, badge(w.status), w.accountId || w.userId,
     progress(w.deliveries), w.error ? `${w.error.type}: ${w.error.message}` : ""];
-}
-
-const drawn = new WeakMap();
-
-/** Whether `box` should show `data` now: it differs from what is shown, and keyboard focus is not inside
- * (redrawing would drop it); records `data` as shown when so. */
-function redraw(box, data) {
-  const text = JSON.stringify(data);
-  if (drawn.get(box) === text || box.contains(document.activeElement)) return false;
-  drawn.set(box, text);
-  return true;
 }
 
 /** The list page: filters, a table refreshed every REFRESH_MS while shown; answers the page's cleanup. */
