@@ -1,4 +1,5 @@
-"""JSON Schemas for the part of KEDA's CRDs that deploy/k8s uses (ScaledObject, TriggerAuthentication).
+"""JSON Schemas for the part of the CRDs that deploy/k8s uses: KEDA's (ScaledObject, TriggerAuthentication) and
+the OpenTelemetry Operator's OpenTelemetryCollector.
 
 kubernetes-validate knows only built-in kinds, and KEDA's CRD schemas are not available offline, so these
 are written from KEDA's documented fields (keda.sh/docs: ScaledObject spec, TriggerAuthentication, the
@@ -137,4 +138,38 @@ TRIGGER_AUTHENTICATION: dict[str, Any] = {
     },
 }
 
-SCHEMAS: dict[str, dict[str, Any]] = {"ScaledObject": SCALED_OBJECT, "TriggerAuthentication": TRIGGER_AUTHENTICATION}
+# The OpenTelemetry Operator's OpenTelemetryCollector (opentelemetry.io/v1beta1), the fields the sqs overlay
+# uses (opentelemetry-operator docs, api.md); `config` is the collector's own configuration, checked against
+# deploy/aws/adot/collector.yaml by tests/deploy/test_cloudwatch.py.
+OPENTELEMETRY_COLLECTOR: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "opentelemetry.io/v1beta1"},
+        "kind": {"const": "OpenTelemetryCollector"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["config"],
+            "additionalProperties": False,
+            "properties": {
+                "mode": {"enum": ["deployment", "daemonset", "statefulset", "sidecar"]},
+                "replicas": {"type": "integer", "minimum": 1},
+                "image": STRING,
+                "serviceAccount": STRING,
+                "config": {
+                    "type": "object",
+                    "required": ["receivers", "exporters", "service"],
+                    "properties": {"service": {"type": "object", "required": ["pipelines"]}},
+                },
+            },
+        },
+    },
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "ScaledObject": SCALED_OBJECT,
+    "TriggerAuthentication": TRIGGER_AUTHENTICATION,
+    "OpenTelemetryCollector": OPENTELEMETRY_COLLECTOR,
+}
