@@ -9,6 +9,7 @@ import re
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from services.gateway.console import CONSOLE_PATH, DOCS_PATH
 from services.gateway.console.pages import _SWAGGER
@@ -16,9 +17,9 @@ from tests.gateway.conftest import MakeGateway
 from tests.integration.stack import ROOT
 
 
-async def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+async def fetch(url: str) -> tuple[int, CIMultiDict[str], bytes]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
-        return response.status, dict(response.headers), await response.read()
+        return response.status, response.headers.copy(), await response.read()
 
 
 class TestPages:
@@ -55,6 +56,29 @@ class TestPages:
         gw = await make_gateway()
         status, _, _ = await fetch(gw.url + path)
         assert status == 404
+
+    async def test_an_unchanged_file_is_not_sent_again(self, make_gateway: MakeGateway) -> None:
+        """A browser revalidating with the file's ETag gets 304 and no body; a stale ETag gets the file."""
+        gw = await make_gateway()
+        url = f"{gw.url}{DOCS_PATH}/swagger-ui-bundle.js"
+        _, headers, body = await fetch(url)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, headers={"If-None-Match": headers["ETag"]}) as response:
+                assert response.status == 304
+                assert await response.read() == b""
+            async with session.get(url, headers={"If-None-Match": '"stale"'}) as response:
+                assert response.status == 200
+                assert await response.read() == body
+
+    async def test_the_console_with_a_slash_leads_to_the_console(self, make_gateway: MakeGateway) -> None:
+        """/console/ answers a permanent redirect to /console (the page's scripts load from absolute paths)."""
+        gw = await make_gateway()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{gw.url}{CONSOLE_PATH}/", allow_redirects=False) as response,
+        ):
+            assert response.status == 308
+            assert response.headers["Location"] == CONSOLE_PATH
 
     async def test_the_trace_link_template_is_written_escaped(self, make_gateway: MakeGateway) -> None:
         """GATEWAY_CONSOLE_TRACE_URL reaches the page as an attribute value, its quotes and ampersands escaped."""
