@@ -20,6 +20,17 @@ from pydantic import AwareDatetime, Field, StrictBool, StringConstraints, field_
 
 from contracts.enums import CostPeriod, IntentType, Provider
 from contracts.envelope import Message, register
+from contracts.experiments import (
+    MAX_ARMS,
+    MIN_ARMS,
+    Arm,
+    ArmName,
+    BucketBy,
+    Experiment,
+    ExperimentResults,
+    ExperimentRule,
+    Experiments,
+)
 from contracts.ids import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from contracts.messages import Part, Requester
 
@@ -311,7 +322,7 @@ class Policy(PolicyRule):
 
 
 class Policies(Part):
-    version: int = Field(description="the policy set's version: one more with every apply and revert (0: none)")
+    version: int = Field(description="the routing set's version: one more with every change (0: none)")
     policies: list[Policy] = Field(description="in force first, then reverted ones, newest first")
 
 
@@ -389,6 +400,24 @@ class PolicyReply(CostReply):
 class PoliciesReply(CostReply):
     TYPE = "cost.policies.reply"
     data: Policies | None = None
+
+
+@register
+class ExperimentReply(CostReply):
+    TYPE = "cost.experiment.reply"
+    data: Experiment | None = None
+
+
+@register
+class ExperimentsReply(CostReply):
+    TYPE = "cost.experiments.reply"
+    data: Experiments | None = None
+
+
+@register
+class ExperimentResultsReply(CostReply):
+    TYPE = "cost.experiment.results.reply"
+    data: ExperimentResults | None = None
 
 
 @register
@@ -635,6 +664,54 @@ class PoliciesQuery(CostRequest):
     REPLY = PoliciesReply
 
 
+@register
+class ExperimentCreate(CostRequest):
+    """An A/B experiment started (admin): the workflow type's new workflows split between its arms."""
+
+    TYPE = "cost.experiment.create"
+    REPLY = ExperimentReply
+    name: Name
+    workflow_type: IntentType
+    bucket_by: BucketBy = "user"
+    arms: list[Arm] = Field(min_length=MIN_ARMS, max_length=MAX_ARMS)
+
+    @model_validator(mode="after")
+    def _arms_split_something(self) -> ExperimentCreate:
+        if sum((arm.weight for arm in self.arms), Decimal(0)) <= 0:
+            raise ValueError("the arms' weights must add up to more than 0")
+        if len({arm.name for arm in self.arms}) != len(self.arms):
+            raise ValueError("each arm needs a name of its own")
+        return self
+
+
+@register
+class ExperimentsQuery(CostRequest):
+    """The experiments (admin)."""
+
+    TYPE = "cost.experiments.query"
+    REPLY = ExperimentsReply
+
+
+@register
+class ExperimentResultsQuery(CostRequest):
+    """An experiment's results per arm from the recorded history (admin)."""
+
+    TYPE = "cost.experiment.results.query"
+    REPLY = ExperimentResultsReply
+    experiment_id: uuid.UUID
+
+
+@register
+class ExperimentStop(CostRequest):
+    """An experiment stopped (admin); with `promote_arm`, that arm's provider and model become the type's
+    routing policy."""
+
+    TYPE = "cost.experiment.stop"
+    REPLY = ExperimentReply
+    experiment_id: uuid.UUID
+    promote_arm: ArmName | None = None
+
+
 # --- to the routers --------------------------------------------------------------------------------------
 
 
@@ -644,8 +721,11 @@ class RoutingPolicy(Message):
     a router stores the highest `version` it saw and routes new workflows of each rule's type by it."""
 
     TYPE = "routing.policy"
-    version: int = Field(ge=1, description="one more with every apply and revert")
+    version: int = Field(ge=1, description="one more with every change: a policy applied or reverted, an experiment")
     rules: list[PolicyRule] = Field(description="at most one per workflow type")
+    # Optional addition: the running experiments (contracts/experiments.py), at most one per workflow type;
+    # an experiment's type is routed by its arms rather than by its rule.
+    experiments: list[ExperimentRule] = Field(default_factory=list, description="the running experiments")
 
 
 # Every cost request, for the routing table, the permissions and the cost-tracker's handlers.
@@ -667,4 +747,8 @@ COST_REQUESTS: tuple[type[CostRequest], ...] = (
     PolicyApply,
     PolicyRevert,
     PoliciesQuery,
+    ExperimentCreate,
+    ExperimentsQuery,
+    ExperimentResultsQuery,
+    ExperimentStop,
 )

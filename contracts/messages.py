@@ -130,6 +130,9 @@ class WorkflowCompleted(Message):
     usage: Usage | None = None
     cost_usd: Decimal | None = None
     deliveries: DeliveryCounts | None = None  # optional addition: a delivering workflow's outcome
+    # Optional additions: the experiment arm the workflow was assigned to (contracts/experiments.py).
+    experiment_id: uuid.UUID | None = None
+    arm: str | None = None
     notify: Notify | None = None  # optional addition: the request's, so the cost-tracker tells the cost
 
 
@@ -148,6 +151,9 @@ class WorkflowFailed(Message):
     error: ErrorInfo
     duration_ms: float = Field(ge=0)
     deliveries: DeliveryCounts | None = None  # optional addition: a delivering workflow's outcome
+    # Optional additions: the experiment arm the workflow was assigned to (contracts/experiments.py).
+    experiment_id: uuid.UUID | None = None
+    arm: str | None = None
     notify: Notify | None = None  # optional addition: the request's, so the cost-tracker tells the cost
 
 
@@ -171,6 +177,8 @@ class GenerationRequested(Message):
     timeout_s: float = Field(gt=0)
     model: str | None = None
     recipient_id: str | None = None
+    # Optional addition: the prompt variant an experiment's arm asks for (contracts/experiments.py; None: default).
+    prompt_variant: str | None = None
     # Optional addition: the recipient's personalisation (name, last purchase, ...) for this text's prompt.
     recipient_vars: dict[str, str] = Field(default_factory=dict)
 

@@ -149,7 +149,9 @@ class GenerationHandler:
 
     async def _generate(self, envelope: Envelope, request: GenerationRequested, timeout_s: float) -> list[Envelope]:
         """Call the provider (twice when the content gate refuses the first draft); the outgoing envelopes."""
-        rendered = build_prompt(request.intent, self.prompts, fan=request.recipient_vars)
+        rendered = build_prompt(
+            request.intent, self.prompts, fan=request.recipient_vars, variant=request.prompt_variant
+        )
         model = request.model or self.model
         deadline = time.monotonic() + timeout_s
         first = await self._call_once(model, rendered, timeout_s)

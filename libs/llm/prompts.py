@@ -141,10 +141,25 @@ class RenderedPrompt:
         return [system, user]
 
 
+# Prompt variants an experiment's arm may ask for (contracts.experiments.PromptVariant): an instruction added
+# to the system prompt. "default" (and a variant this worker does not know) adds nothing.
+PROMPT_VARIANTS: Mapping[str, str] = MappingProxyType(
+    {
+        "default": "",
+        "concise": " Keep it short: the fewest words that still do the job.",
+        "playful": " Use a playful, teasing tone, still within the rules.",
+    }
+)
+
+
 def build_prompt(
-    intent: Intent, table: Mapping[IntentType, Prompt] = PROMPTS, fan: Mapping[str, str] | None = None
+    intent: Intent,
+    table: Mapping[IntentType, Prompt] = PROMPTS,
+    fan: Mapping[str, str] | None = None,
+    variant: str | None = None,
 ) -> RenderedPrompt:
-    """The prompt for `intent`'s type, filled from the intent (and `fan`: the recipient's vars), sanitised."""
+    """The prompt for `intent`'s type, filled from the intent (and `fan`: the recipient's vars), sanitised;
+    `variant` adds its instruction to the system prompt (PROMPT_VARIANTS)."""
     prompt = table[intent.type]
     details = render_details(sanitize_data(intent.data))
     if fan:
@@ -155,4 +170,4 @@ def build_prompt(
         platforms=", ".join(sanitize_text(p, MAX_DETAIL_VALUE_CHARS) for p in intent.platforms) or "any platform",
         content_type=sanitize_text(intent.content_type or "any", MAX_DETAIL_VALUE_CHARS),
     )
-    return RenderedPrompt(prompt=prompt, system=prompt.system, user=user)
+    return RenderedPrompt(prompt=prompt, system=prompt.system + PROMPT_VARIANTS.get(variant or "", ""), user=user)

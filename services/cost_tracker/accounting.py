@@ -106,6 +106,9 @@ class Accounting:
             completion_tokens=usage.completion_tokens if usage else None,
             duration_ms=end.duration_ms,
             finished_at=envelope.occurred_at,
+            experiment_id=None if isinstance(end, WorkflowCancelled) else end.experiment_id,
+            arm=None if isinstance(end, WorkflowCancelled) else end.arm,
+            error_type=end.error.type.value if isinstance(end, WorkflowFailed) else None,
         )
         spend = await self._store.record_outcome(outcome)
         if spend is not None and spend.calls:

@@ -83,6 +83,8 @@ OPTIMIZATION_MIN_SAVING_USD: Final = Decimal("0.000001")
 # is the same policy.
 RECOMMENDATION_NAMESPACE: Final = uuid.UUID("5e0c1a2b-7d3f-5b49-8e61-0f2a4c6d8b1e")
 POLICY_NAMESPACE: Final = uuid.UUID("a7b3c9d1-2e4f-5061-8293-a4b5c6d7e8f9")
+# An experiment's id is uuid5(EXPERIMENT_NAMESPACE, "<request id>"): a redelivered create is the same experiment.
+EXPERIMENT_NAMESPACE: Final = uuid.UUID("c4d2e6f8-1a3b-5c7d-9e0f-2a4b6c8d0e1f")
 
 # Percentages in answers (shares, savings) are rounded to this.
 PERCENT_QUANTUM: Final = Decimal("0.01")

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Literal
 
 from contracts.enums import BudgetAction, CostPeriod, IntentType, Provider
+from contracts.experiments import Arm
 from services.cost_tracker.constants import ALERT_NAMESPACE, CHANNEL_USER_EMAIL, CHANNEL_USER_WEBHOOK, GLOBAL_SCOPE
 
 
@@ -167,6 +168,9 @@ class WorkflowOutcome:
     completion_tokens: int | None
     duration_ms: float
     finished_at: datetime
+    experiment_id: uuid.UUID | None = None  # the experiment arm the router assigned it to
+    arm: str | None = None
+    error_type: str | None = None  # a failure's error type
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +300,36 @@ class PolicyChange:
     policy: PolicyRecord | None
     version: int
     changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRecord:
+    """An A/B experiment: a workflow type's new workflows split between arms, running until stopped."""
+
+    id: uuid.UUID
+    name: str
+    workflow_type: IntentType
+    bucket_by: str  # "user" | "workflow"
+    arms: tuple[Arm, ...]
+    created_by: str
+    created_at: datetime
+    status: str = "running"  # "running" | "stopped"
+    promoted_arm: str | None = None
+    stopped_by: str | None = None
+    stopped_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSample:
+    """One ended workflow of an experiment: its arm and what it cost, took and went through."""
+
+    arm: str
+    status: str  # "completed" | "failed" | "cancelled"
+    duration_ms: float
+    error_type: str | None
+    cost_usd: Decimal
+    providers: frozenset[Provider]  # of its billed calls
+    rewrites: int  # calls beyond the first of one generation: drafts rewritten for the content gate
 
 
 Dim = Literal["provider", "model", "day", "type", "workflow", "user"]

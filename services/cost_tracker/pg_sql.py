@@ -63,8 +63,9 @@ LEFT JOIN spend_totals s USING (scope, period, period_start, provider)
 RECORD_OUTCOME = """
 WITH o AS (
     INSERT INTO workflow_outcomes
-        (workflow_id, user_id, status, provider, prompt_tokens, completion_tokens, duration_ms, finished_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        (workflow_id, user_id, status, provider, prompt_tokens, completion_tokens, duration_ms, finished_at,
+         experiment_id, arm, error_type)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id
 )

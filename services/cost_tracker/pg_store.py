@@ -16,9 +16,9 @@ from decimal import Decimal
 import asyncpg
 
 from contracts.enums import Provider
-from libs.storage.schema_store import SchemaStore
 from services.cost_tracker import pg_sql
 from services.cost_tracker.constants import DB_SCHEMA, MIGRATIONS_DIR
+from services.cost_tracker.experiment_store import PostgresExperiments
 from services.cost_tracker.model import (
     Alert,
     AlertDestination,
@@ -42,7 +42,7 @@ from services.cost_tracker.model import (
 from services.cost_tracker.store import AlertCounts, CostStore
 
 
-class PostgresStore(SchemaStore, CostStore):
+class PostgresStore(PostgresExperiments, CostStore):
     SCHEMA = DB_SCHEMA
     MIGRATIONS = MIGRATIONS_DIR
 
@@ -92,6 +92,9 @@ class PostgresStore(SchemaStore, CostStore):
                 outcome.completion_tokens,
                 outcome.duration_ms,
                 outcome.finished_at,
+                outcome.experiment_id,
+                outcome.arm,
+                outcome.error_type,
             )
         if row is None:
             return None

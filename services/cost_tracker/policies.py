@@ -21,6 +21,7 @@ from datetime import datetime
 
 from contracts import Envelope
 from contracts import costs as cc
+from contracts.experiments import BucketBy, ExperimentRule
 from libs.bus import Bus
 from libs.telemetry import get_logger
 from services.cost_tracker.constants import POLICY_NAMESPACE
@@ -102,18 +103,35 @@ class Policies:
         return cc.Policies(version=version, policies=[policy_view(p) for p in ordered])
 
     async def publish(self) -> None:
-        """Send the set in force with its version (nothing before the first policy)."""
-        version, found = await self._store.policies()
-        if version == 0:
-            return
+        """Send the set in force — the policies and the running experiments — with its version (nothing before
+        the first change). The version is read again after the experiments: a set is sent only as it was at
+        its version (routers ignore a second message of a version they have)."""
+        while True:
+            version, found = await self._store.policies()
+            if version == 0:
+                return
+            running = [e for e in await self._store.experiments() if e.status == "running"]
+            if (await self._store.policies())[0] == version:
+                break
         rules = [rule_view(p) for p in found if p.in_force]
-        await self._bus.publish(Envelope.new(cc.RoutingPolicy(version=version, rules=rules)))
+        experiments = [
+            ExperimentRule(experiment_id=e.id, workflow_type=e.workflow_type, bucket_by=bucket_by_of(e.bucket_by),
+                           arms=list(e.arms))
+            for e in running
+        ]  # fmt: skip
+        policy = cc.RoutingPolicy(version=version, rules=rules, experiments=experiments)
+        await self._bus.publish(Envelope.new(policy))
         self._sent_at = self._clock()
 
     async def republish_due(self) -> None:
         """The sweep's part: the set again once COST_BUDGET_REPUBLISH_S passed since this replica sent it."""
         if self._sent_at is None or self._clock() - self._sent_at >= self._republish_s:
             await self.publish()
+
+
+def bucket_by_of(value: str) -> BucketBy:
+    """The stored spelling of an experiment's bucketing, typed."""
+    return "user" if value == "user" else "workflow"
 
 
 def _admin(who: Requester, what: str) -> None:

@@ -26,6 +26,7 @@ from libs.telemetry import get_logger
 from services.cost_tracker.constants import ALERT_NAMESPACE
 from services.cost_tracker.destinations import Destinations
 from services.cost_tracker.errors import Forbidden, InvalidParameter, QueryRefused
+from services.cost_tracker.experiments import ExperimentDesk
 from services.cost_tracker.limits import Clock, utcnow
 from services.cost_tracker.manage import Management, ThresholdSpec
 from services.cost_tracker.model import AlertFilter, Requester, Severity, ThresholdAction, midnight, period_start
@@ -45,6 +46,7 @@ class Queries:
         management: Management,
         destinations: Destinations,
         policies: Policies,
+        experiments: ExperimentDesk,
         *,
         clock: Clock = utcnow,
     ) -> None:
@@ -52,6 +54,7 @@ class Queries:
         self._manage = management
         self._destinations = destinations
         self._policies = policies
+        self._experiments = experiments
         self._clock = clock
         self._answers: dict[type[cc.CostRequest], Answer] = {
             cc.CostStatsQuery: self._stats,
@@ -71,6 +74,10 @@ class Queries:
             cc.PolicyApply: self._apply_policy,
             cc.PolicyRevert: self._revert_policy,
             cc.PoliciesQuery: self._policies_list,
+            cc.ExperimentCreate: self._create_experiment,
+            cc.ExperimentsQuery: self._experiment_list,
+            cc.ExperimentResultsQuery: self._experiment_results,
+            cc.ExperimentStop: self._stop_experiment,
         }
         assert set(self._answers) == set(cc.COST_REQUESTS), "every cost request needs its answer"
 
@@ -163,6 +170,18 @@ class Queries:
 
     async def _policies_list(self, who: Requester, q: cc.PoliciesQuery, _: Envelope) -> BaseModel:
         return await self._policies.list()
+
+    async def _create_experiment(self, who: Requester, q: cc.ExperimentCreate, envelope: Envelope) -> BaseModel:
+        return await self._experiments.create(who, envelope.id, q, self._clock())
+
+    async def _experiment_list(self, who: Requester, q: cc.ExperimentsQuery, _: Envelope) -> BaseModel:
+        return await self._experiments.list(who)
+
+    async def _experiment_results(self, who: Requester, q: cc.ExperimentResultsQuery, _: Envelope) -> BaseModel:
+        return await self._experiments.results(who, q.experiment_id)
+
+    async def _stop_experiment(self, who: Requester, q: cc.ExperimentStop, _: Envelope) -> BaseModel:
+        return await self._experiments.stop(who, q.experiment_id, q.promote_arm, self._clock())
 
     def _range(self, q: cc.RangeRequest) -> tuple[datetime, datetime]:
         """[start, end): by default from the start of this month to now; at most cc.MAX_RANGE_DAYS long."""

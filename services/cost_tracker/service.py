@@ -27,6 +27,7 @@ from services.cost_tracker.channels import Channels, configured_channels
 from services.cost_tracker.config import CostTrackerSettings
 from services.cost_tracker.constants import UNPUBLISHED_GRACE_S
 from services.cost_tracker.destinations import Destinations
+from services.cost_tracker.experiments import ExperimentDesk
 from services.cost_tracker.limits import Clock, Limits, ThresholdBook, utcnow
 from services.cost_tracker.manage import Management
 from services.cost_tracker.notify import Notifier
@@ -92,6 +93,7 @@ class CostTracker:
                 Management(store, limits, max_thresholds_per_user=settings.cost_max_thresholds_per_user),
                 Destinations(store, allow_local_http=settings.webhook_allow_local_http),
                 policies,
+                ExperimentDesk(store, prices, policies),
                 clock=clock,
             ),
             channels=channels,

@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from contracts.enums import CostPeriod
 from libs.storage.store import Store
+from services.cost_tracker.experiment_store import ExperimentStore, MemoryExperiments
 from services.cost_tracker.model import (
     Alert,
     AlertDestination,
@@ -30,6 +31,7 @@ from services.cost_tracker.model import (
     DeliveryStatus,
     Dim,
     EntryFilter,
+    ExperimentRecord,
     Group,
     PolicyChange,
     PolicyRecord,
@@ -51,7 +53,7 @@ class AlertCounts:
     by_severity: dict[Severity, int] = field(default_factory=dict)
 
 
-class CostStore(Store):
+class CostStore(Store, ExperimentStore):
     # --- accounting ----------------------------------------------------------------------------------------
 
     @abstractmethod
@@ -179,7 +181,7 @@ class CostStore(Store):
         `published_before`: marked published now (one replica gets each) and returned for re-sending."""
 
 
-class MemoryStore(CostStore):
+class MemoryStore(MemoryExperiments, CostStore):
     """The store in this process's memory: same semantics, nothing survives the process."""
 
     def __init__(self) -> None:
@@ -193,6 +195,7 @@ class MemoryStore(CostStore):
         self._destinations: dict[str, AlertDestination] = {}
         self._policies: dict[uuid.UUID, PolicyRecord] = {}
         self._policy_version = 0
+        self._experiments: dict[uuid.UUID, ExperimentRecord] = {}
 
     async def record_usage(self, entry: CostEntry) -> dict[SpendKey, Decimal] | None:
         if entry.message_id in self._entries:

@@ -142,6 +142,9 @@ PATH_COST_ALERT_DESTINATION: Final = "/api/v2/costs/alert-destination"
 PATH_COST_POLICY_APPLY: Final = "/api/v2/costs/optimization/apply"
 PATH_COST_POLICY_REVERT: Final = "/api/v2/costs/optimization/revert"
 PATH_COST_POLICIES: Final = "/api/v2/costs/optimization/policies"
+PATH_EXPERIMENTS: Final = "/api/admin/experiments"
+PATH_EXPERIMENT_RESULTS: Final = "/api/admin/experiments/{experimentId}/results"
+PATH_EXPERIMENT_STOP: Final = "/api/admin/experiments/{experimentId}/stop"
 # ?wait=true answers the cost-tracker's figure for the workflow. Its last usage record travels beside the
 # router's result, so the gateway re-asks (POLL_* backoff) until the cost-tracker says the workflow is
 # settled — for at most this long after the workflow ended; then it answers the figure recorded so far.

@@ -338,6 +338,80 @@ GET_POLICIES = RouteDoc(
     tags=_TAGS,
 )
 
+_EXPERIMENT = Param("experimentId", "path", "the experiment", {"type": "string", "format": "uuid"}, True)
+_ADMIN_TAGS = ("admin",)
+_ADMINS = "forbidden: admins only"
+
+CREATE_EXPERIMENT = RouteDoc(
+    method="POST",
+    path=c.PATH_EXPERIMENTS,
+    handler=CostEndpoints.create_experiment,
+    operation_id="createExperiment",
+    summary="Start an A/B experiment (admin): a workflow type's new workflows split between arms",
+    description=(
+        "Each arm names a provider, a model (known to the price table for that provider; omitted: the worker's "
+        "own) and a prompt variant (default, concise, playful), with a weight: its share of the workflows is "
+        "weight / the weights' total. bucketBy user keeps each user's workflows in one arm, workflow assigns "
+        "each workflow on its own; either way a stable hash, the same on every router. forceProvider and a "
+        "downgrade budget still win over an arm. One experiment runs per workflow type."
+    ),
+    request=s.ExperimentCreateRequest,
+    replies=_write(
+        {
+            201: Reply("started", s.ExperimentResponse),
+            409: Reply("conflict: an experiment of that workflow type is running", ErrorResponse),
+        },
+        forbidden=_ADMINS,
+    ),
+    tags=_ADMIN_TAGS,
+)
+
+GET_EXPERIMENTS = RouteDoc(
+    method="GET",
+    path=c.PATH_EXPERIMENTS,
+    handler=CostEndpoints.get_experiments,
+    operation_id="getExperiments",
+    summary="The experiments (admin): running first, then stopped",
+    replies=_read({200: Reply("the experiments", s.ExperimentsResponse)}),
+    tags=_ADMIN_TAGS,
+)
+
+GET_EXPERIMENT_RESULTS = RouteDoc(
+    method="GET",
+    path=c.PATH_EXPERIMENT_RESULTS,
+    handler=CostEndpoints.get_experiment_results,
+    operation_id="getExperimentResults",
+    summary="An experiment's results per arm from the recorded history, with 95% intervals (admin)",
+    description=(
+        "Per arm, over its ended workflows: cost (total, and per workflow with the interval of the mean), "
+        "latency p50/p95 (workflow duration, distribution-free intervals), failure, fallback (a call on another "
+        "provider than the arm's) and compliance rates (Wilson intervals) and the compliance violations "
+        "(drafts rewritten for the content gate, and compliance failures)."
+    ),
+    params=(_EXPERIMENT,),
+    replies=_read({200: Reply("the results", s.ExperimentResultsResponse)}, not_found="not_found: no such experiment"),
+    tags=_ADMIN_TAGS,
+)
+
+STOP_EXPERIMENT = RouteDoc(
+    method="POST",
+    path=c.PATH_EXPERIMENT_STOP,
+    handler=CostEndpoints.stop_experiment,
+    operation_id="stopExperiment",
+    summary="Stop an experiment (admin); promoteArm makes that arm's provider and model the type's routing policy",
+    params=(_EXPERIMENT,),
+    request=s.ExperimentStopRequest,
+    replies=_write(
+        {
+            200: Reply("stopped", s.ExperimentResponse),
+            409: Reply("conflict: stopped already (without promoting that arm)", ErrorResponse),
+        },
+        forbidden=_ADMINS,
+        not_found="not_found: no such experiment",
+    ),
+    tags=_ADMIN_TAGS,
+)
+
 COST_ROUTES: tuple[RouteDoc, ...] = (
     COST_STATS,
     COST_BREAKDOWN,
@@ -355,4 +429,8 @@ COST_ROUTES: tuple[RouteDoc, ...] = (
     APPLY_POLICY,
     REVERT_POLICY,
     GET_POLICIES,
+    CREATE_EXPERIMENT,
+    GET_EXPERIMENTS,
+    GET_EXPERIMENT_RESULTS,
+    STOP_EXPERIMENT,
 )

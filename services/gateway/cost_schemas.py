@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from pydantic.alias_generators import to_camel
 
 from contracts import costs as cc
+from contracts import experiments as ex
 from services.gateway.derive import derived
 from services.gateway.schemas import ApiModel, Money
 
@@ -113,6 +114,23 @@ Policy = derived(cc.Policy, "Policy", base=CostAnswer)
 PoliciesData = derived(cc.Policies, "PoliciesData", base=CostAnswer)
 
 
+# Experiments: the answers' Arm is derived first (nested answers use it); a request's arms are ArmSpec.
+Arm = derived(ex.Arm, "Arm", base=CostAnswer)
+ArmSpec = derived(ex.Arm, "ArmSpec", base=CostRequest)
+ExperimentCreateRequest = derived(
+    cc.ExperimentCreate,
+    "ExperimentCreateRequest",
+    base=CostRequest,
+    types={"arms": list[ArmSpec]},  # type: ignore[valid-type]
+)
+ExperimentStopRequest = derived(
+    cc.ExperimentStop, "ExperimentStopRequest", base=CostRequest, exclude=("requester", "experiment_id")
+)
+Experiment = derived(ex.Experiment, "Experiment", base=CostAnswer)
+ExperimentsData = derived(ex.Experiments, "ExperimentsData", base=CostAnswer)
+ExperimentResultsData = derived(ex.ExperimentResults, "ExperimentResultsData", base=CostAnswer)
+
+
 def _answer(name: str, data: Any) -> type[BaseModel]:
     """`{success: true, data}` of `data`."""
     model: type[BaseModel] = create_model(name, __base__=ApiModel, success=(Literal[True], True), data=(data, ...))
@@ -131,3 +149,6 @@ OptimizationResponse = _answer("OptimizationResponse", OptimizationData)
 AlertDestinationResponse = _answer("AlertDestinationResponse", AlertDestination)
 PolicyResponse = _answer("PolicyResponse", Policy)
 PoliciesResponse = _answer("PoliciesResponse", PoliciesData)
+ExperimentResponse = _answer("ExperimentResponse", Experiment)
+ExperimentsResponse = _answer("ExperimentsResponse", ExperimentsData)
+ExperimentResultsResponse = _answer("ExperimentResultsResponse", ExperimentResultsData)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -114,6 +115,7 @@ PARAMS: Mapping[type[cc.CostRequest], type[BaseModel]] = {
     cc.CostOptimizationQuery: _params(cc.CostOptimizationQuery),
     cc.AlertDestinationQuery: _params(cc.AlertDestinationQuery),
     cc.PoliciesQuery: _params(cc.PoliciesQuery),
+    cc.ExperimentsQuery: _params(cc.ExperimentsQuery),
 }
 
 
@@ -175,6 +177,23 @@ class CostEndpoints:
     async def get_policies(self, request: web.Request) -> web.Response:
         return await self._read(request, cc.PoliciesQuery)
 
+    async def create_experiment(self, request: web.Request) -> web.Response:
+        return await self._write(request, s.ExperimentCreateRequest, cc.ExperimentCreate, status=201)
+
+    async def get_experiments(self, request: web.Request) -> web.Response:
+        return await self._read(request, cc.ExperimentsQuery)
+
+    async def get_experiment_results(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        fields = {"experiment_id": _experiment_id(request)}
+        return await self._answer(_message(cc.ExperimentResultsQuery, fields, principal), principal)
+
+    async def stop_experiment(self, request: web.Request) -> web.Response:
+        experiment_id = _experiment_id(request)
+        return await self._write(
+            request, s.ExperimentStopRequest, cc.ExperimentStop, path={"experiment_id": experiment_id}
+        )
+
     # --- ?wait=true and GET status -------------------------------------------------------------------------
 
     async def with_recorded_cost(
@@ -231,9 +250,16 @@ class CostEndpoints:
         return await self._answer(_message(query, params, principal), principal)
 
     async def _write(
-        self, request: web.Request, body: type[BaseModel], change: type[cc.CostRequest], *, status: int = 200
+        self,
+        request: web.Request,
+        body: type[BaseModel],
+        change: type[cc.CostRequest],
+        *,
+        status: int = 200,
+        path: dict[str, Any] | None = None,
     ) -> web.Response:
-        """A POST or PUT: its body → the contract's request → the cost-tracker's data → `{success, data}`."""
+        """A POST or PUT: its body (and `path`: the path's parameters) → the contract's request → the
+        cost-tracker's data → `{success, data}`."""
         principal = self._principal(request)
         raw = await read_json_object(
             request, self._settings.gateway_max_body_bytes, self._settings.gateway_body_timeout_s
@@ -242,7 +268,7 @@ class CostEndpoints:
             fields = body.model_validate(raw).model_dump(exclude_none=True)
         except ValidationError as exc:
             raise BadRequest.from_validation(exc) from exc
-        return await self._answer(_message(change, fields, principal), principal, status=status)
+        return await self._answer(_message(change, {**fields, **(path or {})}, principal), principal, status=status)
 
     async def _answer(self, message: cc.CostRequest, principal: Principal, *, status: int = 200) -> web.Response:
         data = as_api(await self._ask(message, principal))
@@ -288,6 +314,13 @@ def _message(request: type[cc.CostRequest], fields: dict[str, Any], principal: P
         return request.model_validate({**fields, "requester": _requester(principal)})
     except ValidationError as exc:
         raise BadRequest.from_validation(exc) from exc
+
+
+def _experiment_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["experimentId"])
+    except ValueError as exc:
+        raise BadRequest("invalid_parameter", "experimentId: not a UUID") from exc
 
 
 def _invalid_query(exc: ValidationError) -> BadRequest:

@@ -279,6 +279,7 @@ class DeliveryDecisions:
                     duration_ms=workflow.duration_ms(change.at),
                     usage=workflow.usage,
                     deliveries=counts,
+                    **workflow.arm_fields(),
                 )
             )
             return

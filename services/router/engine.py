@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from contracts import Envelope
-from contracts.enums import ErrorType, IntentType, Provider, ProviderState, WorkflowStatus
+from contracts.enums import ErrorType, Provider, ProviderState, WorkflowStatus
 from contracts.messages import (
     DeliveryCounts,
     ErrorInfo,
@@ -44,12 +45,18 @@ S = WorkflowStatus
 _TIMEOUTS = {Provider.AZURE: ErrorType.AZURE_TIMEOUT, Provider.OPENAI: ErrorType.OPENAI_TIMEOUT}
 
 
-# Which model a generation request of a workflow type asks of a provider (None: the worker's configured one).
-Models = Callable[[IntentType, Provider], str | None]
+# The model (None: the worker's configured one) and prompt variant (None: the default) a generation request of
+# a workflow asks of a provider: its experiment arm's, or its type's routing policy's (policy.PolicyBook.choice).
+Models = Callable[[Workflow, Provider], tuple[str | None, str | None]]
 
 
-def _worker_default(_: IntentType, __: Provider) -> str | None:
-    return None
+def _worker_default(_: Workflow, __: Provider) -> tuple[str | None, str | None]:
+    return None, None
+
+
+def _asked(choice: tuple[str | None, str | None]) -> dict[str, Any]:
+    model, variant = choice
+    return {"model": model, "prompt_variant": variant}
 
 
 def _with_state(states: ProviderStates, provider: Provider, state: ProviderState) -> ProviderStates:
@@ -98,6 +105,7 @@ class Engine:
             retry_of=request.retry_of,
             notify=request.notify,
             tally=Tally(total=len(recipients)),
+            experiment=selection.experiment,
         )
         change = Change(workflow, envelope, now, created=True)
         rows = self.delivery.rows_for(workflow.workflow_id, recipients)
@@ -156,6 +164,7 @@ class Engine:
                 content=result.content,
                 duration_ms=workflow.duration_ms(now),
                 usage=result.usage,
+                **workflow.arm_fields(),
             )
         )
         return change
@@ -228,7 +237,7 @@ class Engine:
             provider=provider,
             intent=workflow.intent,
             timeout_s=self.settings.timeout_for(provider),
-            model=self.models(workflow.intent.type, provider),
+            **_asked(self.models(workflow, provider)),
             recipient_id=row.recipient_id,
             recipient_vars=dict(row.vars),
         )
@@ -348,7 +357,7 @@ class Engine:
             provider=provider,
             intent=workflow.intent,
             timeout_s=max(min(self.settings.timeout_for(provider), left), MIN_ATTEMPT_S),
-            model=self.models(workflow.intent.type, provider),
+            **_asked(self.models(workflow, provider)),
             recipient_id=workflow.intent.recipient_id,
             recipient_vars=dict(recipient_vars or {}),
         )
@@ -387,4 +396,9 @@ class Engine:
             completed_at=change.at,
             **changes,
         )
-        change.emit(WorkflowFailed(error=error, duration_ms=change.workflow.duration_ms(change.at), deliveries=counts))
+        ended = change.workflow
+        change.emit(
+            WorkflowFailed(
+                error=error, duration_ms=ended.duration_ms(change.at), deliveries=counts, **ended.arm_fields()
+            )
+        )

@@ -130,7 +130,7 @@ class Router:
         self.engine = engine
         self.budgets = BudgetBook(store, refresh_s=engine.settings.router_budget_refresh_s)
         self.policies = PolicyBook(store, refresh_s=engine.settings.router_budget_refresh_s)
-        engine.models = self.policies.model_for
+        engine.models = self.policies.choice
         self.clock = clock
         self._terminal: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._written: OrderedDict[uuid.UUID, Workflow] = OrderedDict()
@@ -183,6 +183,7 @@ class Router:
             self.engine.breakers,
             downgrade=action is BudgetAction.DOWNGRADE,
             policy=self.policies.rule_for(request.intent.type),
+            assigned=self.policies.assign(request.intent.type, envelope.user_id, str(envelope.workflow_id)),
         )
         change = self.engine.start(envelope, request, selection, now)
         try:

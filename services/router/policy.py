@@ -1,12 +1,13 @@
 """The routing policy in force: which provider and model each workflow type goes to, as the cost-tracker last
-sent it (routing.policy, applied from its recommendations).
+sent it (routing.policy, applied from its recommendations), and the running experiments (A/B arms).
 
 The policy is stored (so a restarted replica knows it) and cached here; the cache is reloaded when older
 than ROUTER_BUDGET_REFRESH_S, so a policy handled by another replica applies here within that time. A policy
 only ever moves forward: a message of a lower or equal version than the stored one is ignored. Selection
-(selection.py) reads `rule_for` when it picks a new workflow's provider; the engine asks `model_for` the model
-of each generation request, so a retry on the policy's provider asks for the same model, and a fallback to
-the other provider its worker's own.
+(selection.py) reads `rule_for` and `assign` (the arm of a running experiment, by a stable hash of the
+experiment and the user or workflow id) when it picks a new workflow's provider; the engine asks `choice` the
+model and prompt variant of each generation request — the workflow's arm's, else its type's policy's — so a
+retry on that provider asks for the same, and a fallback to the other provider its worker's own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from datetime import datetime
 
 from contracts.costs import PolicyRule, RoutingPolicy
 from contracts.enums import IntentType, Provider
+from contracts.experiments import ExperimentRule, bucket
+from services.router.selection import Assignment
+from services.router.state import Workflow
 from services.router.store import WorkflowStore
 
 
@@ -27,6 +31,7 @@ class PolicyBook:
         self._clock = clock
         self._policy: RoutingPolicy | None = None
         self._rules: dict[IntentType, PolicyRule] = {}
+        self._experiments: dict[IntentType, ExperimentRule] = {}
         self._loaded_at: float | None = None
 
     @property
@@ -53,11 +58,26 @@ class PolicyBook:
     def rule_for(self, workflow_type: IntentType) -> PolicyRule | None:
         return self._rules.get(workflow_type)
 
-    def model_for(self, workflow_type: IntentType, provider: Provider) -> str | None:
-        """The model a generation request of `workflow_type` on `provider` asks for (None: the worker's own)."""
-        rule = self._rules.get(workflow_type)
-        return rule.model if rule is not None and rule.provider is provider else None
+    def assign(self, workflow_type: IntentType, user_id: str, workflow_id: str) -> Assignment | None:
+        """The arm of the running experiment on `workflow_type` a new workflow belongs to (None: none runs)."""
+        experiment = self._experiments.get(workflow_type)
+        if experiment is None:
+            return None
+        key = user_id if experiment.bucket_by == "user" else workflow_id
+        return experiment.experiment_id, bucket(experiment.experiment_id, key, experiment.arms)
+
+    def choice(self, workflow: Workflow, provider: Provider) -> tuple[str | None, str | None]:
+        """The model (None: the worker's own) and prompt variant (None: the default) a generation request of
+        `workflow` on `provider` asks for: its arm's while its experiment runs, else its type's policy's."""
+        experiment_id, arm_name = workflow.arm_fields().values()
+        running = next((e for e in self._experiments.values() if e.experiment_id == experiment_id), None)
+        arm = running.arm_named(arm_name) if running is not None else None
+        if arm is not None:
+            return (arm.model, arm.prompt_variant) if arm.provider is provider else (None, None)
+        rule = self._rules.get(workflow.intent.type)
+        return (rule.model if rule is not None and rule.provider is provider else None), None
 
     def _use(self, policy: RoutingPolicy) -> None:
         self._policy = policy
         self._rules = {rule.workflow_type: rule for rule in policy.rules}
+        self._experiments = {experiment.workflow_type: experiment for experiment in policy.experiments}

@@ -184,6 +184,15 @@ class Workflow:
     tally: Tally = field(default_factory=Tally)
     account_id: str | None = None  # the creator account it sends from; None: user_id (`sends_as`)
     retry_of: uuid.UUID | None = None  # the failed workflow this one retries
+    experiment: str | None = None  # "<experiment id>:<arm>": the experiment arm it was assigned (policy.py)
+
+    def arm_fields(self) -> dict[str, Any]:
+        """The experiment_id and arm of its workflow.completed / .failed (None: not in an experiment)."""
+        if self.experiment is None:
+            return {"experiment_id": None, "arm": None}
+        experiment_id, arm = self.experiment.split(":", 1)
+        return {"experiment_id": uuid.UUID(experiment_id), "arm": arm}
+
     notify: Notify | None = None  # whom to tell when it ends (a ?wait=true): see Change.emit, Router._committed
 
     @property

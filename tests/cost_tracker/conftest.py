@@ -100,6 +100,10 @@ _REQUESTS: dict[tuple[str, str], type[cc.CostRequest]] = {
     ("policies", "list"): cc.PoliciesQuery,
     ("policies", "apply"): cc.PolicyApply,
     ("policies", "revert"): cc.PolicyRevert,
+    ("experiments", "list"): cc.ExperimentsQuery,
+    ("experiments", "create"): cc.ExperimentCreate,
+    ("experiments", "results"): cc.ExperimentResultsQuery,
+    ("experiments", "stop"): cc.ExperimentStop,
     ("forecast", "list"): cc.CostForecastQuery,
     ("optimization", "list"): cc.CostOptimizationQuery,
 }

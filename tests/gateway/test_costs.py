@@ -47,6 +47,7 @@ DESTINATION = "/api/v2/costs/alert-destination"
 APPLY = "/api/v2/costs/optimization/apply"
 REVERT = "/api/v2/costs/optimization/revert"
 POLICIES = "/api/v2/costs/optimization/policies"
+EXPERIMENTS = "/api/admin/experiments"
 ADMIN = "boss"
 
 
@@ -148,6 +149,13 @@ async def stack(make_gateway: MakeGateway) -> AsyncIterator[Stack]:
 
 def admin(**kwargs: Any) -> dict[str, Any]:
     return {"user": ADMIN, "role": "admin", **kwargs}
+
+
+async def templated(stack: Stack, method: str, path: str, template: str, **kwargs: Any) -> Answer:
+    """An admin's call of a path with parameters, checked against the document's `template`."""
+    answer = await stack.gw.client.call(method, path, documented=False, **admin(**kwargs))
+    stack.gw.client.check_documented(method, template, answer)
+    return answer
 
 
 class TestReports:
@@ -258,6 +266,38 @@ class TestReports:
             False,
             ADMIN,
         )
+
+    async def test_an_experiment_is_started_measured_and_stopped(self, stack: Stack) -> None:
+        """POST /api/admin/experiments answers 201 (camelCase arms); bad weights, an unknown provider or model
+        400; a user 403; GET lists it; GET …/results answers each arm; POST …/stop with promoteArm stops it."""
+        arms = [
+            {"name": "big", "provider": "azure", "model": "gpt-4", "weight": 1},
+            {"name": "mini", "provider": "openai", "model": "gpt-4o-mini", "promptVariant": "concise", "weight": 3},
+        ]
+        body = {"name": "mini test", "workflowType": "content_planning", "bucketBy": "workflow", "arms": arms}
+        for bad in (
+            [{**arms[0], "weight": 0}, {**arms[1], "weight": 0}],
+            [arms[0], {**arms[1], "provider": "mistral"}],
+            [arms[0], {**arms[1], "model": "gpt-99"}],
+        ):
+            refused = await stack.call("POST", EXPERIMENTS, json={**body, "arms": bad}, **admin())
+            assert refused.status == 400, refused.body
+        assert (await stack.call("POST", EXPERIMENTS, json=body)).status == 403
+        created = await stack.call("POST", EXPERIMENTS, json=body, **admin())
+        assert created.status == 201, created.body
+        experiment = created.body["data"]
+        assert (experiment["status"], experiment["arms"][1]["promptVariant"]) == ("running", "concise")
+        path = f"{EXPERIMENTS}/{experiment['experimentId']}"
+        listed = await stack.call("GET", EXPERIMENTS, **admin())
+        assert [e["experimentId"] for e in listed.body["data"]["experiments"]] == [experiment["experimentId"]]
+        results = await templated(stack, "GET", f"{path}/results", f"{EXPERIMENTS}/{{experimentId}}/results")
+        assert [(a["arm"], a["workflows"]) for a in results.body["data"]["arms"]] == [("big", 0), ("mini", 0)]
+        bad_id = await templated(stack, "GET", f"{EXPERIMENTS}/nope/results", f"{EXPERIMENTS}/{{experimentId}}/results")
+        assert bad_id.status == 400
+        stopped = await templated(
+            stack, "POST", f"{path}/stop", f"{EXPERIMENTS}/{{experimentId}}/stop", json={"promoteArm": "mini"}
+        )
+        assert (stopped.status, stopped.body["data"]["promotedArm"]) == (200, "mini")
 
 
 class TestVisibility:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from contracts import Envelope
 from contracts.costs import PolicyRule, RoutingPolicy
 from contracts.enums import BudgetAction, CostPeriod, ErrorType, IntentType, Provider
+from contracts.experiments import Arm, ExperimentRule, bucket
 from contracts.messages import BudgetStatus
 from services.router.store import WorkflowStore
 from tests.router.harness import Harness, fail, intent, ok, router_settings
@@ -97,3 +98,60 @@ class TestPolicyRouting:
             assert models(restarted, Provider.OPENAI) == ["gpt-4o-mini"]
         finally:
             await restarted.close()
+
+
+def experiment(bucket_by: str = "workflow") -> ExperimentRule:
+    return ExperimentRule(
+        experiment_id=uuid.uuid4(),
+        workflow_type=T.CONTENT_PLANNING,
+        bucket_by=bucket_by,  # type: ignore[arg-type]
+        arms=[
+            Arm(name="big", provider=Provider.AZURE, model="gpt-4o", prompt_variant="playful", weight=Decimal(1)),
+            Arm(
+                name="mini", provider=Provider.OPENAI, model="gpt-4o-mini", prompt_variant="concise", weight=Decimal(1)
+            ),
+        ],
+    )
+
+
+def asked(harness: Harness) -> list[tuple[Provider, str | None, str | None]]:
+    calls = harness.workers.calls[Provider.AZURE] + harness.workers.calls[Provider.OPENAI]
+    requests = [call.request.payload for call in sorted(calls, key=lambda c: c.at)]
+    return [(r.provider, r.model, r.prompt_variant) for r in requests]  # type: ignore[attr-defined]
+
+
+class TestExperiments:
+    async def test_each_workflow_runs_its_arm_and_says_so_when_it_ends(self, harness: Harness) -> None:
+        """Workflows bucketed per workflow id: each asks its arm's provider, model and prompt variant, and its
+        workflow.completed names the experiment and the arm."""
+        rule = experiment()
+        await harness.router.on_routing_policy(Envelope.new(RoutingPolicy(version=1, rules=[], experiments=[rule])))
+        ids = [uuid.uuid4() for _ in range(64)]
+        arms = {wid: bucket(rule.experiment_id, str(wid), rule.arms) for wid in ids}
+        chosen = [next(w for w in ids if arms[w].name == "big"), next(w for w in ids if arms[w].name == "mini")]
+        for wid in chosen:
+            _, finished = await harness.run(intent(T.CONTENT_PLANNING), workflow_id=wid)
+            end = finished.payload
+            assert (end.experiment_id, end.arm) == (rule.experiment_id, arms[wid].name)  # type: ignore[attr-defined]
+        assert asked(harness) == [(Provider.AZURE, "gpt-4o", "playful"), (Provider.OPENAI, "gpt-4o-mini", "concise")]
+
+    async def test_bucketing_by_user_keeps_a_users_workflows_together(self, harness: Harness) -> None:
+        """Five workflows of one user all ask the same arm."""
+        rule = experiment("user")
+        await harness.router.on_routing_policy(Envelope.new(RoutingPolicy(version=1, rules=[], experiments=[rule])))
+        for _ in range(5):
+            await harness.run(intent(T.CONTENT_PLANNING), user="steady")
+        arm = bucket(rule.experiment_id, "steady", rule.arms)
+        assert asked(harness) == [(arm.provider, arm.model, arm.prompt_variant)] * 5
+
+    async def test_force_provider_and_a_stopped_experiment_leave_the_arms(self, harness: Harness) -> None:
+        """A forced workflow is in no arm; once the experiment is gone (a newer set with a policy instead), the
+        type follows the policy."""
+        running = experiment()
+        await harness.router.on_routing_policy(Envelope.new(RoutingPolicy(version=1, rules=[], experiments=[running])))
+        _, forced = await harness.run(intent(T.CONTENT_PLANNING, force_provider=Provider.OPENAI))
+        assert forced.payload.arm is None  # type: ignore[attr-defined]
+        await send(harness, 2, rule(T.CONTENT_PLANNING, Provider.OPENAI, "gpt-4.1-mini"))
+        _, after = await harness.run(intent(T.CONTENT_PLANNING))
+        assert after.payload.arm is None  # type: ignore[attr-defined]
+        assert asked(harness)[-1] == (Provider.OPENAI, "gpt-4.1-mini", None)

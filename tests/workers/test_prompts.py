@@ -8,7 +8,7 @@ from contracts.enums import IntentType
 from contracts.messages import Intent
 from libs.llm import PROMPTS, Prompt, build_prompt
 from libs.llm.constants import MAX_DETAIL_VALUE_CHARS, MAX_DETAILS_CHARS
-from libs.llm.prompts import render_details, validate_table
+from libs.llm.prompts import PROMPT_VARIANTS, render_details, validate_table
 
 
 class TestTable:
@@ -34,6 +34,15 @@ class TestTable:
 
 
 class TestRendering:
+    def test_a_prompt_variant_adds_its_instruction_to_the_system_prompt(self) -> None:
+        """concise adds its instruction; default and a variant this worker does not know add nothing."""
+        intent = Intent(type=IntentType.MESSAGE_GENERATION, data={"goal": "hi"})
+        plain = build_prompt(intent)
+        assert build_prompt(intent, variant="concise").system == plain.system + PROMPT_VARIANTS["concise"]
+        assert build_prompt(intent, variant="default").system == plain.system
+        assert build_prompt(intent, variant="shouty").system == plain.system
+        assert PROMPT_VARIANTS["concise"] and build_prompt(intent, variant="concise").user == plain.user
+
     def test_intent_fields_fill_the_user_message(self) -> None:
         """Platforms, content type, the task name and each data entry appear in the user message."""
         intent = Intent(
