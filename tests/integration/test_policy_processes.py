@@ -1,10 +1,13 @@
-"""Optimisation that acts across processes: a recommendation applied through the gateway routes every router.
+"""Optimisation that acts across processes: a recommendation applied, or an experiment started, through the
+gateway routes every router.
 
 Gateway, cost-tracker and two router replicas each their own OS process on RabbitMQ and PostgreSQL; the test
 process stands in for the LLM workers (answering, and recording which provider and model each request asked
 for) and publishes the usage history the recommendation comes from: content_planning on azure gpt-4o, the
 rest on openai gpt-4o-mini. Applied, content_planning workflows go to openai asking for gpt-4o-mini on both
-replicas — and still after both are restarted; reverted, they go back to azure with the worker's model.
+replicas — and still after both are restarted; reverted, they go back to azure with the worker's model. An
+experiment's arms split content_planning workflows by workflow id on both replicas, and its results count
+each arm's workflows and price their calls.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pytest
 
 from contracts import Envelope
 from contracts.enums import IntentType, Provider
+from contracts.experiments import Arm, bucket
 from contracts.messages import GenerationCompleted, GenerationRequested, Usage, UsageRecorded
 from contracts.routing import AZURE_WORKER, OPENAI_WORKER
 from libs.bus.amqp import AmqpBus
@@ -56,8 +60,9 @@ async def stack(amqp_url: str, postgres_dsn: str, redis_url: str, tmp_path: Path
 class Workers:
     """Answers every generation request, remembering (workflow id, provider, model asked)."""
 
-    def __init__(self, bus: AmqpBus) -> None:
+    def __init__(self, bus: AmqpBus, *, bill: bool = False) -> None:
         self.bus = bus
+        self.bill = bill  # also publish usage.recorded, as the real workers do
         self.asked: list[tuple[str, Provider, str | None]] = []
 
     async def write(self, envelope: Envelope) -> None:
@@ -67,6 +72,10 @@ class Workers:
         usage = Usage(prompt_tokens=5, completion_tokens=5, total_tokens=10)
         model = request.model or "worker-default"
         answer = GenerationCompleted(provider=request.provider, model=model, content="hi", usage=usage, latency_ms=1)
+        if self.bill:
+            billed = UsageRecorded(provider=request.provider, model=model, usage=usage,
+                                   workflow_type=request.intent.type, generation_id=envelope.id)  # fmt: skip
+            await self.bus.publish(envelope.child(billed))
         await self.bus.publish(envelope.child(answer))
 
 
@@ -126,14 +135,14 @@ async def stored_version(stack: Stack) -> int:
         await conn.close()
 
 
-def routed_by_policy(stack: Stack, name: str) -> int:
-    """How many generation requests replica `name` sent with a cost_policy reason (its JSON log)."""
+def routed_by_policy(stack: Stack, name: str, reason: str = "cost_policy:") -> int:
+    """How many generation requests replica `name` sent with a `reason` (its JSON log)."""
     lines = stack.procs[name].log_path.read_text(errors="replace").splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     return sum(
         1
         for e in events
-        if e.get("event") == "workflow.generation_requested" and str(e.get("reason", "")).startswith("cost_policy:")
+        if e.get("event") == "workflow.generation_requested" and str(e.get("reason", "")).startswith(reason)
     )
 
 
@@ -208,3 +217,52 @@ class TestAppliedPolicy:
             back = await api.planning(4)
             assert await asked_for(workers, back) == {(Provider.AZURE, None)}
         print(f"\napply answered in {answered_s * 1000:.0f} ms; a router stored it {stored_s * 1000:.0f} ms after")
+
+
+class TestExperiment:
+    async def test_arms_split_workflows_on_both_replicas_and_are_measured(self, stack: Stack, workers: Workers) -> None:
+        """Each workflow runs the arm its id hashes to on either replica, asking the arm's model; the results
+        count each arm's workflows and price their calls; stopping with an arm promoted makes it the policy."""
+        workers.bill = True
+        arms = [
+            {"name": "big", "provider": "azure", "model": "gpt-4o", "weight": 1},
+            {"name": "mini", "provider": "openai", "model": "gpt-4o-mini", "promptVariant": "concise", "weight": 1},
+        ]
+        body = {"name": "planning", "workflowType": "content_planning", "bucketBy": "workflow", "arms": arms}
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, stack)
+            status, created = await api.call("POST", "/api/admin/experiments", json=body)
+            assert status == 201, created
+            experiment_id = uuid.UUID(created["data"]["experimentId"])
+
+            async def stored() -> bool:
+                return await stored_version(stack) == 1
+
+            await eventually(stored, timeout=10)
+            await asyncio.sleep(REFRESH_S)
+            ids = await api.planning(WORKFLOWS)
+            await asked_for(workers, ids)
+            rules = [Arm.model_validate({**a, "prompt_variant": a.get("promptVariant", "default")}) for a in arms]
+            expected = {wid: bucket(experiment_id, wid, rules) for wid in ids}
+            assert {(wid, p, m) for wid, p, m in workers.asked if wid in ids} == {
+                (wid, arm.provider, arm.model) for wid, arm in expected.items()
+            }
+            assert all(routed_by_policy(stack, name, "experiment:") > 0 for name in ROUTERS), stack.logs()
+            path = f"/api/admin/experiments/{experiment_id}"
+            measured: dict[str, Any] = {}
+
+            async def all_measured() -> bool:
+                _, answer = await api.call("GET", f"{path}/results")
+                measured.update({a["arm"]: a for a in answer["data"]["arms"]})
+                return sum(a["workflows"] for a in measured.values()) == WORKFLOWS
+
+            await eventually(all_measured, timeout=20)
+            for name in ("big", "mini"):
+                count = sum(arm.name == name for arm in expected.values())
+                assert measured[name]["workflows"] == measured[name]["completed"] == count
+                assert (measured[name]["totalCost"] > 0) == (count > 0)
+            status, stopped = await api.call("POST", f"{path}/stop", json={"promoteArm": "mini"})
+            assert (status, stopped["data"]["status"]) == (200, "stopped")
+            _, policies = await api.call("GET", "/api/v2/costs/optimization/policies")
+            [policy] = policies["data"]["policies"]
+            assert (policy["provider"], policy["model"]) == ("openai", "gpt-4o-mini")
