@@ -64,7 +64,8 @@ class Service:
     on_stop: list[Hook] = field(default_factory=list)
     checks: dict[str, Check] = field(default_factory=dict)
     # Health reported on /readyz and the gateway's health (as a degradation when failing) that never
-    # withholds readiness: a provider's outage or an open circuit is no reason to take this replica out.
+    # withholds readiness: a provider's outage or an open circuit is no reason to take this replica out
+    # (docs/decisions/0017-health-reports-never-withhold-readiness.md).
     reports: dict[str, Check] = field(default_factory=dict)
     prefetch: int | None = None
 

@@ -5,7 +5,7 @@ inside a trace or not. Outside one, the call is housekeeping — the router's de
 cost-tracker's threshold sweep, the feature flags' refresh, an SQS long poll, the dead-letter depth read —
 and each would be a trace of one span, every second, in every service. Inside a trace (a handler, a request,
 a sweep that found a workflow to fail: libs.telemetry.messaging.workflow_span) the span is recorded as the
-configured sampler decides.
+configured sampler decides. Why: docs/decisions/0018-client-spans-only-inside-a-trace.md.
 """
 
 from __future__ import annotations
