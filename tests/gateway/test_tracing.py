@@ -48,6 +48,18 @@ class TestTraceparent:
         assert trace.format_trace_id(server.context.trace_id) == TRACE_ID
         assert server.attributes is not None and server.attributes["http.response.status_code"] == 202
 
+    async def test_the_callers_user_id_is_on_the_request_and_message_spans(
+        self, gw: Harness, spans: InMemorySpanExporter
+    ) -> None:
+        """An authenticated request's SERVER span and the PRODUCER span of the message it publishes carry the
+        token's user id as user.id."""
+        await gw.client.post(PLAN, user="creator-9")
+        kinds = {s.kind: s for s in spans.get_finished_spans() if s.kind in (SpanKind.SERVER, SpanKind.PRODUCER)}
+        assert {kind: (s.attributes or {}).get("user.id") for kind, s in kinds.items()} == {
+            SpanKind.SERVER: "creator-9",
+            SpanKind.PRODUCER: "creator-9",
+        }
+
     async def test_without_traceparent_a_new_trace_reaches_the_router(
         self, gw: Harness, spans: InMemorySpanExporter
     ) -> None:
