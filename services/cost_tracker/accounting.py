@@ -16,7 +16,6 @@ from contracts.ids import is_user_id
 from contracts.messages import Notify, UsageRecorded, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from libs.bus import Bus, BusError, Reject
 from libs.telemetry import get_logger
-from services.cost_tracker.errors import QueryRefused
 from services.cost_tracker.limits import Limits
 from services.cost_tracker.metrics import get_cost_metrics
 from services.cost_tracker.model import CostEntry, WorkflowOutcome
@@ -116,18 +115,14 @@ class Accounting:
             assert provider is not None  # calls > 0: the latest entry has one
             get_cost_metrics().record_workflow_cost(provider=provider.value, cost_usd=spend.cost_usd)
         if end.notify is not None and self._bus is not None:
-            await self._tell_cost(self._bus, envelope, end.notify)
+            await self._tell_cost(self._bus, envelope, end.notify, outcome)
         return None
 
-    async def _tell_cost(self, bus: Bus, end: Envelope, notify: Notify) -> None:
+    async def _tell_cost(self, bus: Bus, end: Envelope, notify: Notify, outcome: WorkflowOutcome) -> None:
         """Send the ended workflow's recorded cost to whoever asked to be told (the gateway's ?wait=true).
         Best effort: the outcome is stored, and a requester that hears nothing, or hears `settled` false
         (the last usage not recorded yet), asks."""
-        assert end.workflow_id is not None
-        try:
-            cost = await self._reports.campaign(None, end.workflow_id)
-        except QueryRefused:
-            return
+        cost = await self._reports.ended(outcome)
         try:
             await bus.reply(notify.reply_to, notify.cost_correlation_id, end.child(WorkflowCostReply(data=cost)))
         except BusError as exc:

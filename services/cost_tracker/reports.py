@@ -117,6 +117,12 @@ class Reports:
             raise NotFound(f"no costs recorded for workflow {workflow_id}")
         return _workflow_view(workflow_id, owner, entries, outcome)
 
+    async def ended(self, outcome: WorkflowOutcome) -> WorkflowCost:
+        """The cost of a workflow whose end was just recorded as `outcome` (one read: its entries)."""
+        entries = await self._store.entries(outcome.workflow_id)
+        owner = entries[0].user_id if entries else outcome.user_id
+        return _workflow_view(outcome.workflow_id, owner, entries, outcome)
+
     async def campaigns(self, user_id: str | None, start: datetime, end: datetime, limit: int) -> CampaignCosts:
         """Workflows with costs in [start, end), the latest first; `total` and `count` cover all of them."""
         where = EntryFilter(user_id, start, end)
