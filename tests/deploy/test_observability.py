@@ -232,5 +232,5 @@ class TestExposed:
                     await asyncio.sleep(0.5)
         finally:
             await asyncio.to_thread(system.stop)
-        assert missing == {}, system.logs()
+        assert missing == {}, f"not exposed: {missing}\n{system.logs()}"
         assert set(wanted) == {*DASHBOARD_NAMES, "rules"}
