@@ -317,8 +317,28 @@ class Policy(PolicyRule):
 
     estimated_saving: Decimal | None = Field(description="the recommendation's saving when applied, USD")
     in_force: bool
+    automatic: bool = Field(default=False, description="applied by the automatic mode (reverted by it too)")
     reverted_by: str | None = Field(description="who reverted it, or applied the next one of its type")
     reverted_at: AwareDatetime | None
+
+
+class AutoOptimize(Part):
+    """The automatic mode: while the spend of a budget rule's period is past `trigger_percent` of its limit,
+    the current switch_provider recommendations saving at least `min_saving_percent` are applied as routing
+    policies (applied_by "auto-optimize"); below it, or switched off, those policies are reverted."""
+
+    enabled: bool
+    threshold_id: uuid.UUID | None = Field(description="the budget rule (a global threshold with an action)")
+    trigger_percent: Decimal = Field(description="act from this share of the rule's limit, percent")
+    min_saving_percent: Decimal = Field(description="apply only recommendations saving at least this, percent")
+    lookback_days: int
+    active: bool = Field(description="acting now: the rule's period spend is past the trigger")
+    spent_usd: Decimal | None = Field(description="the rule's period spend now")
+    limit_usd: Decimal | None = Field(description="the rule's limit")
+    updated_by: str | None
+    updated_at: AwareDatetime | None
+    version: int = Field(description="the routing set's version")
+    in_force: list[Policy] = Field(description="the routing policies in force, automatic ones included")
 
 
 class Policies(Part):
@@ -400,6 +420,12 @@ class PolicyReply(CostReply):
 class PoliciesReply(CostReply):
     TYPE = "cost.policies.reply"
     data: Policies | None = None
+
+
+@register
+class AutoOptimizeReply(CostReply):
+    TYPE = "cost.optimize.reply"
+    data: AutoOptimize | None = None
 
 
 @register
@@ -665,6 +691,30 @@ class PoliciesQuery(CostRequest):
 
 
 @register
+class AutoOptimizeQuery(CostRequest):
+    """The automatic mode and the policies in force (admin)."""
+
+    TYPE = "cost.optimize.query"
+    REPLY = AutoOptimizeReply
+
+
+Percent = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False, max_digits=6, decimal_places=2)]
+
+
+@register
+class AutoOptimizeUpdate(CostRequest):
+    """The automatic mode switched on (within a budget rule) or off (its policies reverted) (admin)."""
+
+    TYPE = "cost.optimize.update"
+    REPLY = AutoOptimizeReply
+    enabled: StrictBool
+    threshold_id: uuid.UUID | None = Field(default=None, description="the budget rule it acts within (to enable)")
+    trigger_percent: Percent = Field(default=Decimal(80), description="act from this share of the rule's limit")
+    min_saving_percent: Percent = Field(default=Decimal(10), description="the least saving worth applying")
+    lookback_days: Lookback = 30
+
+
+@register
 class ExperimentCreate(CostRequest):
     """An A/B experiment started (admin): the workflow type's new workflows split between its arms."""
 
@@ -747,6 +797,8 @@ COST_REQUESTS: tuple[type[CostRequest], ...] = (
     PolicyApply,
     PolicyRevert,
     PoliciesQuery,
+    AutoOptimizeQuery,
+    AutoOptimizeUpdate,
     ExperimentCreate,
     ExperimentsQuery,
     ExperimentResultsQuery,

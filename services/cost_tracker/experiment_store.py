@@ -1,5 +1,5 @@
-"""Where experiments are kept: the repository interface (ExperimentStore, part of CostStore) and its two
-implementations, mixed into MemoryStore and PostgresStore.
+"""Where experiments and the automatic optimisation mode's settings are kept: the repository interface
+(ExperimentStore, part of CostStore) and its two implementations, mixed into MemoryStore and PostgresStore.
 
 Starting or stopping an experiment adds one to the routing policy set's version in the same step (the
 running experiments travel to the routers inside routing.policy); at most one experiment runs per workflow
@@ -21,7 +21,7 @@ import asyncpg
 from contracts.enums import IntentType, Provider
 from contracts.experiments import Arm
 from libs.storage.schema_store import SchemaStore
-from services.cost_tracker.model import ArmSample, CostEntry, ExperimentRecord, WorkflowOutcome
+from services.cost_tracker.model import ArmSample, AutoSettings, CostEntry, ExperimentRecord, WorkflowOutcome
 
 
 class ExperimentStore:
@@ -45,6 +45,13 @@ class ExperimentStore:
     async def experiment_samples(self, experiment_id: uuid.UUID) -> list[ArmSample]:
         """The ended workflows assigned to one of the experiment's arms."""
 
+    @abstractmethod
+    async def auto_settings(self) -> AutoSettings | None:
+        """The automatic mode's settings (None: never set: off)."""
+
+    @abstractmethod
+    async def put_auto_settings(self, settings: AutoSettings) -> None: ...
+
 
 # --- in memory ---------------------------------------------------------------------------------------------
 
@@ -54,6 +61,7 @@ class MemoryExperiments(ExperimentStore):
     _outcomes: dict[uuid.UUID, WorkflowOutcome]
     _policy_version: int
     _experiments: dict[uuid.UUID, ExperimentRecord]
+    _auto: AutoSettings | None
 
     async def create_experiment(self, experiment: ExperimentRecord) -> ExperimentRecord | None:
         if experiment.id in self._experiments:
@@ -98,6 +106,12 @@ class MemoryExperiments(ExperimentStore):
                 )
             )
         return samples
+
+    async def auto_settings(self) -> AutoSettings | None:
+        return self._auto
+
+    async def put_auto_settings(self, settings: AutoSettings) -> None:
+        self._auto = settings
 
 
 # --- on PostgreSQL -----------------------------------------------------------------------------------------
@@ -175,6 +189,28 @@ class PostgresExperiments(SchemaStore, ExperimentStore):
             )
             for row in rows
         ]
+
+    async def auto_settings(self) -> AutoSettings | None:
+        async with self._connection("read auto-optimize") as conn:
+            row = await conn.fetchrow(f"SELECT {_AUTO_COLUMNS} FROM auto_optimize")
+        return None if row is None else AutoSettings(**dict(row))
+
+    async def put_auto_settings(self, settings: AutoSettings) -> None:
+        s = settings
+        async with self._connection("store auto-optimize") as conn:
+            await conn.execute(
+                _PUT_AUTO, s.enabled, s.threshold_id, s.trigger_percent, s.min_saving_percent, s.lookback_days,
+                s.updated_by, s.updated_at,
+            )  # fmt: skip
+
+
+_AUTO_COLUMNS = "enabled, threshold_id, trigger_percent, min_saving_percent, lookback_days, updated_by, updated_at"
+_PUT_AUTO = f"""
+INSERT INTO auto_optimize ({_AUTO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (singleton) DO UPDATE SET enabled = EXCLUDED.enabled, threshold_id = EXCLUDED.threshold_id,
+    trigger_percent = EXCLUDED.trigger_percent, min_saving_percent = EXCLUDED.min_saving_percent,
+    lookback_days = EXCLUDED.lookback_days, updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at
+"""
 
 
 def _experiment(row: Mapping[str, Any] | asyncpg.Record) -> ExperimentRecord:

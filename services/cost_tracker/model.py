@@ -287,10 +287,24 @@ class PolicyRecord:
     applied_at: datetime
     reverted_by: str | None = None
     reverted_at: datetime | None = None
+    automatic: bool = False  # applied by the automatic mode, which reverts only these
 
     @property
     def in_force(self) -> bool:
         return self.reverted_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class AutoSettings:
+    """The automatic optimisation mode: on within a budget rule, or off."""
+
+    enabled: bool
+    threshold_id: uuid.UUID | None
+    trigger_percent: Decimal
+    min_saving_percent: Decimal
+    lookback_days: int
+    updated_by: str
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

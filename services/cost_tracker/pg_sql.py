@@ -291,7 +291,7 @@ def budget(row: asyncpg.Record) -> BudgetState:
 
 POLICY_COLUMNS = (
     "id, workflow_type, provider, model, recommendation_id, estimated_saving_usd, applied_by, applied_at,"
-    " reverted_by, reverted_at"
+    " reverted_by, reverted_at, automatic"
 )
 
 # Policy changes take the version row first: one at a time, so two applies of one type never both insert.
@@ -300,7 +300,9 @@ LOCK_POLICIES = "SELECT version FROM routing_policy_version FOR UPDATE"
 SUPERSEDE_POLICY = """
 UPDATE routing_policies SET reverted_by = $2, reverted_at = $3 WHERE workflow_type = $1 AND reverted_at IS NULL
 """
-INSERT_POLICY = f"INSERT INTO routing_policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)"
+INSERT_POLICY = (
+    f"INSERT INTO routing_policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9)"
+)
 BUMP_POLICY_VERSION = "UPDATE routing_policy_version SET version = version + 1 RETURNING version"
 POLICY_VERSION = "SELECT version FROM routing_policy_version"
 REVERT_POLICY = f"""
@@ -312,7 +314,7 @@ RETURNING {POLICY_COLUMNS}
 def policy_values(p: PolicyRecord) -> tuple[Any, ...]:
     return (
         p.id, p.workflow_type.value, p.provider.value, p.model, p.recommendation_id, p.estimated_saving_usd,
-        p.applied_by, p.applied_at,
+        p.applied_by, p.applied_at, p.automatic,
     )  # fmt: skip
 
 
@@ -328,6 +330,7 @@ def policy(row: asyncpg.Record) -> PolicyRecord:
         applied_at=row["applied_at"],
         reverted_by=row["reverted_by"],
         reverted_at=row["reverted_at"],
+        automatic=row["automatic"],
     )
 
 

@@ -156,6 +156,7 @@ def policy_view(p: PolicyRecord) -> cc.Policy:
         **rule_view(p).model_dump(),
         estimated_saving=p.estimated_saving_usd,
         in_force=p.in_force,
+        automatic=p.automatic,
         reverted_by=p.reverted_by,
         reverted_at=p.reverted_at,
     )

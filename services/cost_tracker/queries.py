@@ -23,6 +23,7 @@ from contracts.enums import CostPeriod
 from contracts.ids import is_user_id
 from libs.bus import Handler
 from libs.telemetry import get_logger
+from services.cost_tracker.auto_optimize import AutoOptimizer
 from services.cost_tracker.constants import ALERT_NAMESPACE
 from services.cost_tracker.destinations import Destinations
 from services.cost_tracker.errors import Forbidden, InvalidParameter, QueryRefused
@@ -47,6 +48,7 @@ class Queries:
         destinations: Destinations,
         policies: Policies,
         experiments: ExperimentDesk,
+        auto: AutoOptimizer,
         *,
         clock: Clock = utcnow,
     ) -> None:
@@ -55,6 +57,7 @@ class Queries:
         self._destinations = destinations
         self._policies = policies
         self._experiments = experiments
+        self._auto = auto
         self._clock = clock
         self._answers: dict[type[cc.CostRequest], Answer] = {
             cc.CostStatsQuery: self._stats,
@@ -74,6 +77,8 @@ class Queries:
             cc.PolicyApply: self._apply_policy,
             cc.PolicyRevert: self._revert_policy,
             cc.PoliciesQuery: self._policies_list,
+            cc.AutoOptimizeQuery: self._auto_get,
+            cc.AutoOptimizeUpdate: self._auto_set,
             cc.ExperimentCreate: self._create_experiment,
             cc.ExperimentsQuery: self._experiment_list,
             cc.ExperimentResultsQuery: self._experiment_results,
@@ -170,6 +175,12 @@ class Queries:
 
     async def _policies_list(self, who: Requester, q: cc.PoliciesQuery, _: Envelope) -> BaseModel:
         return await self._policies.list()
+
+    async def _auto_get(self, who: Requester, q: cc.AutoOptimizeQuery, _: Envelope) -> BaseModel:
+        return await self._auto.get(who)
+
+    async def _auto_set(self, who: Requester, q: cc.AutoOptimizeUpdate, _: Envelope) -> BaseModel:
+        return await self._auto.update(who, q)
 
     async def _create_experiment(self, who: Requester, q: cc.ExperimentCreate, envelope: Envelope) -> BaseModel:
         return await self._experiments.create(who, envelope.id, q, self._clock())

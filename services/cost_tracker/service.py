@@ -23,6 +23,7 @@ from libs.bus import Bus, Handler
 from libs.runtime import Runtime, Service
 from libs.telemetry import get_logger
 from services.cost_tracker.accounting import Accounting
+from services.cost_tracker.auto_optimize import AutoOptimizer
 from services.cost_tracker.channels import Channels, configured_channels
 from services.cost_tracker.config import CostTrackerSettings
 from services.cost_tracker.constants import UNPUBLISHED_GRACE_S
@@ -60,6 +61,7 @@ class CostTracker:
     channels: Channels
     notifier: Notifier
     policies: Policies
+    auto: AutoOptimizer
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -82,6 +84,7 @@ class CostTracker:
         channels = Channels()
         reports = Reports(store, prices)
         policies = Policies(bus, store, reports, republish_s=settings.cost_budget_republish_s)
+        auto = AutoOptimizer(store, reports, policies, clock=clock)
         return cls(
             settings=settings,
             store=store,
@@ -94,11 +97,13 @@ class CostTracker:
                 Destinations(store, allow_local_http=settings.webhook_allow_local_http),
                 policies,
                 ExperimentDesk(store, prices, policies),
+                auto,
                 clock=clock,
             ),
             channels=channels,
             notifier=Notifier(bus, store, channels, settings, clock=clock),
             policies=policies,
+            auto=auto,
         )
 
     def handlers(self) -> dict[str, Handler]:
@@ -132,6 +137,7 @@ class CostTracker:
         await self.limits.sweep(
             unpublished_grace_s=UNPUBLISHED_GRACE_S, republish_s=self.settings.cost_budget_republish_s
         )
+        await self.auto.evaluate()
         await self.policies.republish_due()
 
     async def _sweep_once(self) -> None:

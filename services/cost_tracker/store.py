@@ -25,6 +25,7 @@ from services.cost_tracker.model import (
     Alert,
     AlertDestination,
     AlertFilter,
+    AutoSettings,
     BudgetState,
     CostEntry,
     Delivery,
@@ -196,6 +197,7 @@ class MemoryStore(MemoryExperiments, CostStore):
         self._policies: dict[uuid.UUID, PolicyRecord] = {}
         self._policy_version = 0
         self._experiments: dict[uuid.UUID, ExperimentRecord] = {}
+        self._auto: AutoSettings | None = None
 
     async def record_usage(self, entry: CostEntry) -> dict[SpendKey, Decimal] | None:
         if entry.message_id in self._entries:

@@ -338,6 +338,37 @@ GET_POLICIES = RouteDoc(
     tags=_TAGS,
 )
 
+_AUTO = (
+    "While the budget rule's period spend is at least triggerPercent of its limit, each workflow type's best "
+    "switch_provider recommendation saving at least minSavingPercent is applied as its routing policy "
+    "(appliedBy auto-optimize, automatic true); below it — the next period — or switched off, those policies "
+    "are reverted. An admin's own policy for a type is never replaced. Evaluated every COST_SWEEP_INTERVAL_S "
+    "and when switched."
+)
+
+GET_AUTO_OPTIMIZE = RouteDoc(
+    method="GET",
+    path=c.PATH_COST_OPTIMIZE,
+    handler=CostEndpoints.get_auto_optimize,
+    operation_id="getAutoOptimize",
+    summary="The automatic optimisation mode, whether it acts now, and the routing policies in force (admin)",
+    description=_AUTO,
+    replies=_read({200: Reply("the mode and the policies in force", s.AutoOptimizeResponse)}),
+    tags=_TAGS,
+)
+
+SET_AUTO_OPTIMIZE = RouteDoc(
+    method="POST",
+    path=c.PATH_COST_OPTIMIZE,
+    handler=CostEndpoints.set_auto_optimize,
+    operation_id="setAutoOptimize",
+    summary="Switch the automatic optimisation mode on within a budget rule, or off (admin)",
+    description=_AUTO + " thresholdId must name a global threshold with an action (a budget rule).",
+    request=s.AutoOptimizeRequest,
+    replies=_write({200: Reply("the mode as set", s.AutoOptimizeResponse)}, forbidden="forbidden: admins only"),
+    tags=_TAGS,
+)
+
 _EXPERIMENT = Param("experimentId", "path", "the experiment", {"type": "string", "format": "uuid"}, True)
 _ADMIN_TAGS = ("admin",)
 _ADMINS = "forbidden: admins only"
@@ -429,6 +460,8 @@ COST_ROUTES: tuple[RouteDoc, ...] = (
     APPLY_POLICY,
     REVERT_POLICY,
     GET_POLICIES,
+    GET_AUTO_OPTIMIZE,
+    SET_AUTO_OPTIMIZE,
     CREATE_EXPERIMENT,
     GET_EXPERIMENTS,
     GET_EXPERIMENT_RESULTS,

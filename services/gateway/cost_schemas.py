@@ -77,6 +77,7 @@ AlertUpdateRequest = derived(cc.AlertUpdate, "AlertUpdateRequest", base=CostRequ
 AlertDestinationRequest = derived(cc.AlertDestinationUpdate, "AlertDestinationRequest", base=CostRequest)
 PolicyApplyRequest = derived(cc.PolicyApply, "PolicyApplyRequest", base=CostRequest)
 PolicyRevertRequest = derived(cc.PolicyRevert, "PolicyRevertRequest", base=CostRequest)
+AutoOptimizeRequest = derived(cc.AutoOptimizeUpdate, "AutoOptimizeRequest", base=CostRequest)
 
 # --- responses: the contract's shapes, and `{success: true, data}` around each -------------------------
 
@@ -112,6 +113,7 @@ OptimizationData = derived(cc.CostOptimization, "OptimizationData", base=CostAns
 AlertDestination = derived(cc.AlertDestination, "AlertDestination", base=CostAnswer)
 Policy = derived(cc.Policy, "Policy", base=CostAnswer)
 PoliciesData = derived(cc.Policies, "PoliciesData", base=CostAnswer)
+AutoOptimizeData = derived(cc.AutoOptimize, "AutoOptimizeData", base=CostAnswer)
 
 
 # Experiments: the answers' Arm is derived first (nested answers use it); a request's arms are ArmSpec.
@@ -149,6 +151,7 @@ OptimizationResponse = _answer("OptimizationResponse", OptimizationData)
 AlertDestinationResponse = _answer("AlertDestinationResponse", AlertDestination)
 PolicyResponse = _answer("PolicyResponse", Policy)
 PoliciesResponse = _answer("PoliciesResponse", PoliciesData)
+AutoOptimizeResponse = _answer("AutoOptimizeResponse", AutoOptimizeData)
 ExperimentResponse = _answer("ExperimentResponse", Experiment)
 ExperimentsResponse = _answer("ExperimentsResponse", ExperimentsData)
 ExperimentResultsResponse = _answer("ExperimentResultsResponse", ExperimentResultsData)

@@ -116,6 +116,7 @@ PARAMS: Mapping[type[cc.CostRequest], type[BaseModel]] = {
     cc.AlertDestinationQuery: _params(cc.AlertDestinationQuery),
     cc.PoliciesQuery: _params(cc.PoliciesQuery),
     cc.ExperimentsQuery: _params(cc.ExperimentsQuery),
+    cc.AutoOptimizeQuery: _params(cc.AutoOptimizeQuery),
 }
 
 
@@ -176,6 +177,12 @@ class CostEndpoints:
 
     async def get_policies(self, request: web.Request) -> web.Response:
         return await self._read(request, cc.PoliciesQuery)
+
+    async def get_auto_optimize(self, request: web.Request) -> web.Response:
+        return await self._read(request, cc.AutoOptimizeQuery)
+
+    async def set_auto_optimize(self, request: web.Request) -> web.Response:
+        return await self._write(request, s.AutoOptimizeRequest, cc.AutoOptimizeUpdate)
 
     async def create_experiment(self, request: web.Request) -> web.Response:
         return await self._write(request, s.ExperimentCreateRequest, cc.ExperimentCreate, status=201)

@@ -100,6 +100,8 @@ _REQUESTS: dict[tuple[str, str], type[cc.CostRequest]] = {
     ("policies", "list"): cc.PoliciesQuery,
     ("policies", "apply"): cc.PolicyApply,
     ("policies", "revert"): cc.PolicyRevert,
+    ("optimize", "list"): cc.AutoOptimizeQuery,
+    ("optimize", "update"): cc.AutoOptimizeUpdate,
     ("experiments", "list"): cc.ExperimentsQuery,
     ("experiments", "create"): cc.ExperimentCreate,
     ("experiments", "results"): cc.ExperimentResultsQuery,

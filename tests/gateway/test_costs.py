@@ -48,6 +48,7 @@ APPLY = "/api/v2/costs/optimization/apply"
 REVERT = "/api/v2/costs/optimization/revert"
 POLICIES = "/api/v2/costs/optimization/policies"
 EXPERIMENTS = "/api/admin/experiments"
+OPTIMIZE = "/api/v2/costs/optimize"
 ADMIN = "boss"
 
 
@@ -266,6 +267,23 @@ class TestReports:
             False,
             ADMIN,
         )
+
+    async def test_the_automatic_mode_is_switched_within_a_budget_rule(self, stack: Stack) -> None:
+        """POST /api/v2/costs/optimize with a global budget rule answers the mode on; without one 400; a user
+        403; GET answers it with the policies in force."""
+        rule = {"type": "daily", "threshold": 1, "action": "block", "global": True}
+        threshold = (await stack.call("POST", THRESHOLDS, json=rule, **admin())).body["data"]["id"]
+        assert (await stack.call("POST", OPTIMIZE, json={"enabled": True}, **admin())).status == 400
+        assert (await stack.call("POST", OPTIMIZE, json={"enabled": False})).status == 403
+        body = {"enabled": True, "thresholdId": threshold, "triggerPercent": 75}
+        switched = await stack.call("POST", OPTIMIZE, json=body, **admin())
+        assert (switched.status, switched.body["data"]["enabled"], switched.body["data"]["active"]) == (
+            200,
+            True,
+            False,
+        )
+        state = (await stack.call("GET", OPTIMIZE, **admin())).body["data"]
+        assert (state["thresholdId"], state["triggerPercent"], state["inForce"]) == (threshold, 75, [])
 
     async def test_an_experiment_is_started_measured_and_stopped(self, stack: Stack) -> None:
         """POST /api/admin/experiments answers 201 (camelCase arms); bad weights, an unknown provider or model
