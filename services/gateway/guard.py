@@ -24,6 +24,7 @@ from libs.telemetry.constants import ATTR_USER_ID, LOG_USER_ID
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.errors import TooManyRequests
 from services.gateway.jwks import KeySet
+from services.gateway.tracing import USER_ID
 
 log = get_logger(__name__)
 
@@ -41,6 +42,7 @@ class Guard:
     def wrap(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             principal = await self.admit(request)
+            request[USER_ID] = principal.user_id  # the access log's field
             with structlog.contextvars.bound_contextvars(**{LOG_USER_ID: principal.user_id}):
                 return await handler(request)
 

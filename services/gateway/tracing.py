@@ -23,11 +23,14 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from libs.telemetry import get_logger
-from libs.telemetry.constants import INSTRUMENTATION_NAME
+from libs.telemetry.constants import INSTRUMENTATION_NAME, LOG_USER_ID
 from services.gateway.metrics import get_gateway_metrics
 
 log = get_logger(__name__)
 _tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+
+# The caller's user id, which the guard (services/gateway/guard.py) stores once the token is valid.
+USER_ID = web.RequestKey("user_id", str)
 
 # HTTP semantic conventions (stable): https://opentelemetry.io/docs/specs/semconv/http/http-spans/
 ATTR_METHOD = "http.request.method"
@@ -94,4 +97,5 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
                 route=route,
                 status=status,
                 duration_ms=round(duration_s * 1000, 2),
+                **{LOG_USER_ID: request.get(USER_ID)},
             )

@@ -7,6 +7,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from structlog.testing import capture_logs
 
 from libs.telemetry import setup_telemetry
 from services.gateway import tracing
@@ -52,8 +53,10 @@ class TestTraceparent:
         self, gw: Harness, spans: InMemorySpanExporter
     ) -> None:
         """An authenticated request's SERVER span and the PRODUCER span of the message it publishes carry the
-        token's user id as user.id."""
-        await gw.client.post(PLAN, user="creator-9")
+        token's user id as user.id; its access log line has it as user_id."""
+        with capture_logs() as logs:
+            await gw.client.post(PLAN, user="creator-9")
+        assert [e.get("user_id") for e in logs if e["event"] == "http.request"] == ["creator-9"]
         kinds = {s.kind: s for s in spans.get_finished_spans() if s.kind in (SpanKind.SERVER, SpanKind.PRODUCER)}
         assert {kind: (s.attributes or {}).get("user.id") for kind, s in kinds.items()} == {
             SpanKind.SERVER: "creator-9",
