@@ -13,6 +13,7 @@ retry on that provider asks for the same, and a fallback to the other provider i
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -31,7 +32,8 @@ class PolicyBook:
         self._clock = clock
         self._policy: RoutingPolicy | None = None
         self._rules: dict[IntentType, PolicyRule] = {}
-        self._experiments: dict[IntentType, ExperimentRule] = {}
+        self._experiments: dict[IntentType, ExperimentRule] = {}  # by the type it splits
+        self._running: dict[uuid.UUID, ExperimentRule] = {}  # by id
         self._loaded_at: float | None = None
 
     @property
@@ -69,9 +71,9 @@ class PolicyBook:
     def choice(self, workflow: Workflow, provider: Provider) -> tuple[str | None, str | None]:
         """The model (None: the worker's own) and prompt variant (None: the default) a generation request of
         `workflow` on `provider` asks for: its arm's while its experiment runs, else its type's policy's."""
-        experiment_id, arm_name = workflow.arm_fields().values()
-        running = next((e for e in self._experiments.values() if e.experiment_id == experiment_id), None)
-        arm = running.arm_named(arm_name) if running is not None else None
+        assigned = workflow.arm()
+        running = None if assigned is None else self._running.get(assigned[0])
+        arm = None if running is None or assigned is None else running.arm_named(assigned[1])
         if arm is not None:
             return (arm.model, arm.prompt_variant) if arm.provider is provider else (None, None)
         rule = self._rules.get(workflow.intent.type)
@@ -81,3 +83,4 @@ class PolicyBook:
         self._policy = policy
         self._rules = {rule.workflow_type: rule for rule in policy.rules}
         self._experiments = {experiment.workflow_type: experiment for experiment in policy.experiments}
+        self._running = {experiment.experiment_id: experiment for experiment in policy.experiments}

@@ -186,12 +186,17 @@ class Workflow:
     retry_of: uuid.UUID | None = None  # the failed workflow this one retries
     experiment: str | None = None  # "<experiment id>:<arm>": the experiment arm it was assigned (policy.py)
 
+    def arm(self) -> tuple[uuid.UUID, str] | None:
+        """The experiment and the arm it was assigned (None: none)."""
+        if self.experiment is None:
+            return None
+        experiment_id, arm = self.experiment.split(":", 1)
+        return uuid.UUID(experiment_id), arm
+
     def arm_fields(self) -> dict[str, Any]:
         """The experiment_id and arm of its workflow.completed / .failed (None: not in an experiment)."""
-        if self.experiment is None:
-            return {"experiment_id": None, "arm": None}
-        experiment_id, arm = self.experiment.split(":", 1)
-        return {"experiment_id": uuid.UUID(experiment_id), "arm": arm}
+        assigned = self.arm()
+        return {"experiment_id": assigned[0] if assigned else None, "arm": assigned[1] if assigned else None}
 
     notify: Notify | None = None  # whom to tell when it ends (a ?wait=true): see Change.emit, Router._committed
 
