@@ -23,7 +23,7 @@ from typing import Any
 from contracts import costs
 from contracts import messages as m
 from contracts.envelope import registered
-from contracts.routing import QUEUES, SERVICES, consumers, keys_consumed_by, message_type, service_of
+from contracts.routing import QUEUES, SERVICES, consumers, every_destination, keys_consumed_by, message_type, service_of
 from contracts.schema import HERE, file_name
 
 # The senders are declared where the broker permissions are generated from them, so the document and the
@@ -139,7 +139,7 @@ def _operations() -> dict[str, Any]:
                 "messages": _refs(queue, events),
             }
         for key in sorted(k for k in keys if k in requests):
-            ops[f"{service}.answer.{key}"] = {
+            ops[f"{queue}.answer.{key}"] = {
                 "action": "receive",
                 "channel": {"$ref": f"#/channels/{queue}"},
                 "summary": f"{service} answers {key}",
@@ -149,7 +149,7 @@ def _operations() -> dict[str, Any]:
     for sender in SERVICES:
         by_target: dict[str, set[str]] = {}
         for key in PUBLISHES.get(sender, ()):
-            for target in consumers(key):
+            for target in every_destination(key):
                 by_target.setdefault(target, set()).add(message_type(key))
         for target, types in sorted(by_target.items()):
             ops[f"{sender}.send.{target}"] = {
@@ -159,7 +159,7 @@ def _operations() -> dict[str, Any]:
                 "messages": _refs(target, types),
             }
         for key in REQUESTS.get(sender, ()):
-            for target in consumers(key):
+            for target in consumers(key):  # the default lane's; a request with a priority goes to its lane
                 ops[f"{sender}.request.{key}"] = {
                     "action": "send",
                     "channel": {"$ref": f"#/channels/{target}"},

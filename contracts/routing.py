@@ -5,6 +5,14 @@ is `{service}.{lane}` (`router.query`). Each lane's queue is consumed on its own
 and prefetch; SQS: its own poller; memory: its own loop), so a lane's messages never wait behind another
 lane's backlog: the router answers status queries while a campaign's fan-out and reports queue up.
 
+Priority lanes: on the services a workflow's work passes through, from its request to its sends (PRIORITIZED),
+a message goes to the lane of its priority (PRIORITY_LANES: critical and high to `urgent`, low to `bulk`,
+medium to the default lane). Each lane is consumed with its share of the service's prefetch (LANE_SHARES):
+an urgent message never waits behind a bulk backlog, and when every lane is backlogged the bulk lane still
+takes its share of the handler slots — low is never starved. A message's priority is its intent's
+(workflow.requested, generation.requested), else the priority of the message whose handler publishes it
+(the bus carries it in a header), else none: the default lane.
+
 Replies (`*.reply`) are not routed: they go straight to the requester's reply queue.
 """
 
@@ -15,6 +23,7 @@ from types import MappingProxyType
 
 from contracts import costs
 from contracts import messages as m
+from contracts.enums import Priority
 from contracts.envelope import Envelope
 
 # Service names are also process names and their default lane's queue names (prefixed by the bus).
@@ -36,8 +45,22 @@ SERVICES: tuple[str, ...] = (
     COST_TRACKER,
 )
 
+# The services whose default queue is split into priority lanes: generation, rate-limiting and sending, and the
+# router that hands work from one to the next.
+PRIORITIZED: tuple[str, ...] = (ROUTER, AZURE_WORKER, OPENAI_WORKER, RATE_LIMITER, OF_SENDER)
+
 # Lanes other than the default one.
 QUERY = "query"  # read-only requests (status, lists): answered ahead of the writes waiting on the default lane
+URGENT = "urgent"  # critical and high priority
+BULK = "bulk"  # low priority
+
+PRIORITY_LANES: MappingProxyType[Priority, str | None] = MappingProxyType(
+    {Priority.CRITICAL: URGENT, Priority.HIGH: URGENT, Priority.MEDIUM: None, Priority.LOW: BULK}
+)
+
+# Each lane's prefetch as a share of its service's (at least 1). With the default, urgent and bulk lanes all
+# backlogged, bulk holds 1/5 of the handler slots (0.5 of 2.5), so it keeps about a fifth of the throughput.
+LANE_SHARES: MappingProxyType[str | None, float] = MappingProxyType({None: 1.0, QUERY: 1.0, URGENT: 1.0, BULK: 0.5})
 
 
 def queue(service: str, lane: str | None = None) -> str:
@@ -97,6 +120,13 @@ def route_key(envelope: Envelope) -> str:
     return envelope.type
 
 
+def priority_of(envelope: Envelope) -> Priority | None:
+    """The priority a message states itself: its intent's (None: it has none, it inherits its cause's)."""
+    if isinstance(envelope.payload, m.WorkflowRequested | m.GenerationRequested):
+        return envelope.payload.intent.priority
+    return None
+
+
 def message_type(key: str) -> str:
     """The message type a routing key carries (generation.requested.azure → generation.requested)."""
     return m.GenerationRequested.TYPE if key.startswith(f"{m.GenerationRequested.TYPE}.") else key
@@ -107,19 +137,52 @@ def consumers(key: str) -> tuple[str, ...]:
     return ROUTES.get(key, ())
 
 
+def destinations(key: str, priority: Priority | None) -> tuple[str, ...]:
+    """The queues a message routed by `key` goes to: a prioritized service's lane for `priority`, where the
+    table names that service's default queue."""
+    lane = PRIORITY_LANES[priority] if priority is not None else None
+    if lane is None:
+        return consumers(key)
+    return tuple(queue(q, lane) if q in PRIORITIZED else q for q in consumers(key))
+
+
+def every_destination(key: str) -> tuple[str, ...]:
+    """The queues a message routed by `key` may go to, whatever its priority (permissions, documents)."""
+    lanes = sorted({lane for lane in PRIORITY_LANES.values() if lane is not None})
+    return tuple(sorted({*consumers(key), *(d for lane in lanes for d in _laned(consumers(key), lane))}))
+
+
+def _laned(queues: tuple[str, ...], lane: str) -> tuple[str, ...]:
+    return tuple(queue(q, lane) for q in queues if q in PRIORITIZED)
+
+
+# A prioritized service's priority lane queue → its default queue, whose keys it takes.
+_PRIORITY_QUEUES: MappingProxyType[str, str] = MappingProxyType(
+    {queue(s, lane): s for s in PRIORITIZED for lane in PRIORITY_LANES.values() if lane is not None}
+)
+
+
 def keys_consumed_by(queue_: str) -> tuple[str, ...]:
-    """The routing keys bound to a queue."""
-    return tuple(k for k, queues in ROUTES.items() if queue_ in queues)
+    """The routing keys bound to a queue (a priority lane's: those of its service's default queue)."""
+    base = _PRIORITY_QUEUES.get(queue_, queue_)
+    return tuple(k for k, queues in ROUTES.items() if base in queues)
 
 
-# Every queue the table routes to (each with its dead-letter queue), sorted.
-QUEUES: tuple[str, ...] = tuple(sorted({q for queues in ROUTES.values() for q in queues}))
+# Every queue the table routes to, with the priority lanes (each with its dead-letter queue), sorted.
+QUEUES: tuple[str, ...] = tuple(sorted({q for key in ROUTES for q in every_destination(key)}))
 
 
 def queues_of(service: str) -> tuple[str, ...]:
     """`service`'s queues, its default lane's first (empty: it consumes nothing)."""
     own = [q for q in QUEUES if service_of(q) == service]
     return tuple(sorted(own, key=lambda q: (q != service, q)))
+
+
+def lane_prefetch(queue_: str, prefetch: int) -> int:
+    """How many messages of `queue_` its consumer takes at once, of its service's `prefetch` (LANE_SHARES)."""
+    service = service_of(queue_)
+    lane = None if queue_ == service else queue_.removeprefix(f"{service}.")
+    return max(1, round(prefetch * LANE_SHARES.get(lane, 1.0)))
 
 
 def lanes_for(service: str, types: Iterable[str]) -> dict[str, list[str]]:

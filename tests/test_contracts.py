@@ -9,13 +9,22 @@ import pytest
 
 from contracts import Envelope, MalformedMessage, UnknownMessageType, UnsupportedVersion, registered
 from contracts import messages as m
+from contracts.enums import Priority
+from contracts.messages import DeliveryRequested
 from contracts.routing import (
+    BULK,
+    PRIORITIZED,
     QUERY,
+    QUEUES,
     ROUTER,
     ROUTES,
     SERVICES,
+    URGENT,
+    destinations,
     keys_consumed_by,
+    lane_prefetch,
     lanes_for,
+    priority_of,
     queue,
     queues_of,
     route_key,
@@ -102,19 +111,57 @@ class TestRouting:
     def test_read_only_queries_have_a_lane_of_their_own(self) -> None:
         """The router's status and list queries go to its query lane, every write to its default queue."""
         reads = {m.WorkflowStatusQuery.TYPE, m.WorkflowListQuery.TYPE, m.DeliveryListQuery.TYPE}
-        assert queues_of(ROUTER) == (ROUTER, queue(ROUTER, QUERY))
+        assert queue(ROUTER, QUERY) in queues_of(ROUTER)
         assert set(keys_consumed_by(queue(ROUTER, QUERY))) == reads
         assert not reads & set(keys_consumed_by(ROUTER))
 
+    def test_a_message_goes_to_the_lane_of_its_priority(self) -> None:
+        """On a prioritized service critical and high go to its urgent lane, low to its bulk lane, medium and
+        none to its default queue; a service without priority lanes gets every priority on its one queue."""
+        assert destinations(DeliveryRequested.TYPE, Priority.CRITICAL) == ("rate-limiter.urgent",)
+        assert destinations(DeliveryRequested.TYPE, Priority.HIGH) == ("rate-limiter.urgent",)
+        assert destinations(DeliveryRequested.TYPE, Priority.LOW) == ("rate-limiter.bulk",)
+        assert destinations(DeliveryRequested.TYPE, Priority.MEDIUM) == ("rate-limiter",)
+        assert destinations(DeliveryRequested.TYPE, None) == ("rate-limiter",)
+        assert destinations(m.UsageRecorded.TYPE, Priority.CRITICAL) == ("cost-tracker",)
+        assert destinations(m.WorkflowCancelled.TYPE, Priority.LOW) == ("of-sender.bulk", "cost-tracker")
+
+    def test_every_lane_of_a_service_takes_its_default_queue_s_messages(self) -> None:
+        """A priority lane's queue takes the keys of its service's default queue, and the bus subscribes a
+        service's handlers on every lane; the bulk lane takes half the prefetch, never less than one."""
+        for service in PRIORITIZED:
+            for lane in (URGENT, BULK):
+                assert keys_consumed_by(queue(service, lane)) == keys_consumed_by(service)
+                assert queue(service, lane) in QUEUES
+        assert set(lanes_for(ROUTER, [m.WorkflowRequested.TYPE])) == {"router", "router.urgent", "router.bulk"}
+        assert (lane_prefetch("router", 32), lane_prefetch("router.urgent", 32), lane_prefetch("router.bulk", 32)) == (
+            32,
+            32,
+            16,
+        )
+        assert lane_prefetch("router.bulk", 1) == 1
+
+    def test_a_message_states_its_priority_only_through_its_intent(self) -> None:
+        """workflow.requested and generation.requested carry their intent's priority; other messages none
+        (they inherit the priority of the message whose handler publishes them)."""
+        intent = m.Intent(type="message_generation", priority=Priority.CRITICAL)
+        assert priority_of(Envelope.new(m.WorkflowRequested(intent=intent))) is Priority.CRITICAL
+        generation = m.GenerationRequested(provider="openai", intent=intent, timeout_s=30)
+        assert priority_of(Envelope.new(generation)) is Priority.CRITICAL
+        assert priority_of(Envelope.new(m.UsageRecorded.model_construct())) is None
+
     def test_handlers_are_split_by_lane(self) -> None:
         """A service's handlers are grouped by the queue their type is routed to; an unrouted one goes to the
-        default lane, and a provider-keyed type to the worker's own queue."""
+        default lane, and a provider-keyed type to the worker's own queues."""
         lanes = lanes_for(ROUTER, [m.WorkflowRequested.TYPE, m.WorkflowStatusQuery.TYPE, "nobody.routes.this"])
         assert lanes == {
             ROUTER: [m.WorkflowRequested.TYPE, "nobody.routes.this"],
+            "router.bulk": [m.WorkflowRequested.TYPE],
             "router.query": [m.WorkflowStatusQuery.TYPE],
+            "router.urgent": [m.WorkflowRequested.TYPE],
         }
-        assert lanes_for("azure-worker", [m.GenerationRequested.TYPE]) == {"azure-worker": [m.GenerationRequested.TYPE]}
+        worker = lanes_for("azure-worker", [m.GenerationRequested.TYPE])
+        assert set(worker) == {"azure-worker", "azure-worker.bulk", "azure-worker.urgent"}
 
 
 class TestSchemas:

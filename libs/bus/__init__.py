@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from libs.bus.base import Bus, DeadLetter, Handler, RedeliveryPolicy, ReplyAddress, reply_address
+from libs.bus.base import Bus, DeadLetter, Handler, RedeliveryPolicy, ReplyAddress, message_priority, reply_address
 from libs.bus.errors import BusConnectionError, BusError, PublishError, Reject, RequestTimeout, Unroutable, is_permanent
 
 
@@ -40,5 +40,6 @@ __all__ = [
     "Unroutable",
     "create_bus",
     "is_permanent",
+    "message_priority",
     "reply_address",
 ]

@@ -175,13 +175,21 @@ class AmqpBus(Bus):
         self._exchanges["delay"] = await channel.declare_exchange(f"{ns}.delay", durable.TOPIC, durable=True)
         expired = await channel.declare_exchange(f"{ns}.expired", durable.TOPIC, durable=True)
         self._exchanges["expired"] = expired
-        for service in QUEUES:
-            await self._declare_dead_letter_queue(c.dlq_name(ns, service))
+        # Every queue at once, each on a channel of its own: a quorum queue takes the broker a round of its
+        # own to create, and a namespace has a few dozen of them (a service's queue per lane, and their DLQs).
+        await asyncio.gather(*(self._declare_queue(name) for name in QUEUES))
+
+    async def _declare_queue(self, name: str) -> None:
+        """Declare the queue `name` (contracts.routing.QUEUES) with its dead-letter queue and bindings."""
+        assert self._connection is not None
+        ns = self.namespace
+        await self._declare_dead_letter_queue(c.dlq_name(ns, name))
+        async with self._connection.channel() as channel:
             queue = await channel.declare_queue(
-                self._q(service), durable=True, arguments=service_queue_arguments(ns, service)
+                self._q(name), durable=True, arguments=service_queue_arguments(ns, name)
             )
-            await queue.bind(self._exchanges["direct"], routing_key=service)
-            await queue.bind(expired, routing_key=f"*.{service}")
+            await queue.bind(self._exchanges["direct"], routing_key=name)
+            await queue.bind(self._exchanges["expired"], routing_key=f"*.{name}")
 
     async def _declare_dead_letter_queue(self, name: str) -> None:
         """Declare a DLQ on a channel of its own: a DLQ declared by an older release without the bound has

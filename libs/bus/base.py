@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from contracts import ContractError, Envelope, Message
-from contracts.routing import consumers, lanes_for, route_key, service_of
+from contracts.enums import Priority
+from contracts.routing import destinations, lane_prefetch, lanes_for, priority_of, route_key, service_of
 from libs.bus import constants as c
 from libs.bus.errors import PublishError, Reject, RequestTimeout, Unroutable, is_permanent
 from libs.bus.metrics import get_bus_metrics
@@ -40,6 +41,21 @@ log = structlog.get_logger("libs.bus")
 
 # The service whose handler is running: publishes made inside it are attributed to it in traces.
 current_service: ContextVar[str | None] = ContextVar("current_service", default=None)
+# The priority of the message being handled: what the handler publishes inherits it (contracts.routing).
+_current_priority: ContextVar[Priority | None] = ContextVar("current_priority", default=None)
+
+
+def message_priority() -> Priority | None:
+    """Inside a handler: the priority of the message being handled (None: none stated; the default lane)."""
+    return _current_priority.get()
+
+
+def header_priority(headers: Mapping[str, str]) -> Priority | None:
+    """The priority header of a message (a missing or unknown one: None, the default lane's)."""
+    try:
+        return Priority(headers.get(c.H_PRIORITY, ""))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +187,7 @@ class Consumer:
             return Outcome(Verdict.DEAD, f"service {self.service} has no handler for {envelope.type}")
         workflow_id = str(envelope.workflow_id) if envelope.workflow_id else None
         token = current_service.set(service_of(self.service))
+        priority_token = _current_priority.set(header_priority(headers))
         try:
             # bind/reset rather than `bound_contextvars`, which copies the whole context on every message to
             # save what it replaces; the logs of the outcome below are made without it, as before.
@@ -219,6 +236,7 @@ class Consumer:
             return Outcome(Verdict.RETRY, reason, policy.delay(deliveries))
         finally:
             current_service.reset(token)
+            _current_priority.reset(priority_token)
         return Outcome(Verdict.ACK)
 
     def track(self, task: asyncio.Task[None]) -> None:
@@ -249,8 +267,9 @@ class Bus(ABC):
         """Connect and declare the whole topology (idempotent), so publishes never wait for consumers."""
 
     async def publish(self, envelope: Envelope, *, delay: float = 0.0) -> None:
-        """Send to every consuming service's queue; returns once the broker confirmed it is stored."""
-        await self._publish_to(envelope, consumers(route_key(envelope)), delay=delay, extra={})
+        """Send to every consuming service's queue (a prioritized service's: the lane of the message's
+        priority); returns once the broker confirmed it is stored."""
+        await self._publish_to(envelope, delay=delay, extra={})
 
     async def publish_raw(
         self, service: str, body: bytes, headers: Mapping[str, str] | None = None, *, delay: float = 0.0
@@ -262,10 +281,11 @@ class Bus(ABC):
         self, service: str, handlers: Mapping[str, Handler], *, prefetch: int = c.DEFAULT_PREFETCH
     ) -> None:
         """Start handling `service`'s queues: each lane's queue that `handlers` serve (contracts.routing),
-        consumed on its own with at most `prefetch` messages at a time (no handlers: its default lane's)."""
+        consumed on its own with at most the lane's share of `prefetch` messages at a time (no handlers: its
+        default lane's)."""
         lanes = lanes_for(service, handlers) or {service: []}
         for queue, types in lanes.items():
-            consumer = Consumer(self, queue, {t: handlers[t] for t in types}, prefetch)
+            consumer = Consumer(self, queue, {t: handlers[t] for t in types}, lane_prefetch(queue, prefetch))
             self._consumers.append(consumer)
             await self._start_consumer(consumer)
 
@@ -277,7 +297,7 @@ class Bus(ABC):
         self._pending[correlation] = future
         try:
             extra = {c.H_REPLY_TO: reply_to, c.H_CORRELATION: correlation}
-            await self._publish_to(envelope, consumers(route_key(envelope)), delay=0.0, extra=extra)
+            await self._publish_to(envelope, delay=0.0, extra=extra)
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
             raise RequestTimeout(f"no reply to {envelope.type} within {timeout}s") from exc
@@ -371,11 +391,13 @@ class Bus(ABC):
 
     # --- what a transport implements ---------------------------------------------------------------------
 
-    async def _publish_to(
-        self, envelope: Envelope, services: tuple[str, ...], *, delay: float, extra: Mapping[str, str]
-    ) -> None:
+    async def _publish_to(self, envelope: Envelope, *, delay: float, extra: Mapping[str, str]) -> None:
         key = route_key(envelope)
+        priority = priority_of(envelope) or _current_priority.get()
+        services = destinations(key, priority)
         headers = {c.H_ROUTE: key, **extra}
+        if priority is not None:
+            headers[c.H_PRIORITY] = priority.value
         if delay > 0:
             headers[c.H_DELIVER_AT] = deliver_at(delay)
         with producer_span(

@@ -20,6 +20,7 @@ H_REPLAY_ID = "x-ho-replay-id"  # the replay that sent it back (that replay neve
 H_ROUTE = "x-ho-route"  # the routing key the message was published with
 H_REPLY_TO = "x-ho-reply-to"  # reply queue of a request (transports with native reply-to use theirs)
 H_CORRELATION = "x-ho-correlation-id"
+H_PRIORITY = "x-ho-priority"  # the message's priority (contracts.enums.Priority), which lane it goes to
 # RabbitMQ quorum queues' own count of a message's redeliveries (a consumer crashed holding it): read as
 # deliveries the handler never finished, and never carried over to a retry copy, which starts its own count.
 H_BROKER_DELIVERIES = "x-delivery-count"

@@ -134,8 +134,8 @@ def access(service: str) -> Access:
     return Access(
         service=service,
         queues=queues,
-        targets=tuple(sorted({t for key in PUBLISHES.get(service, ()) for t in r.consumers(key)})),
-        request_targets=tuple(sorted({t for key in REQUESTS.get(service, ()) for t in r.consumers(key)})),
+        targets=tuple(sorted({t for key in PUBLISHES.get(service, ()) for t in r.every_destination(key)})),
+        request_targets=tuple(sorted({t for key in REQUESTS.get(service, ()) for t in r.every_destination(key)})),
         requests=bool(REQUESTS.get(service)),
         replies=any(key in requested for key in consumed),
         operates_dead_letters=service in OPERATES_DEAD_LETTERS,

@@ -68,6 +68,10 @@ and a truthful final status — terminal, `completed`, its counts (progress, or 
 the deliveries list endpoint where served) n deliveries of which as many sent as fans were reached.
 raw_chain_per_s then counts chains of 4 hops (one delivery's messages); ratio = deliveries_per_s / it.
 
+--mode priority: a backlog of n low-priority generation workflows (-n, default 5000 on amqp) from one user,
+and single critical ones from another while it runs: critical_p50/p99_ms and the low lane's throughput then
+(tests/bench/priority.py says what each number means; target critical p99 < 500 ms, low_share >= 0.5).
+
 --mode stop runs the campaign with TWO of-sender processes and flips the kill switch off mid-way and on
 again: switch_to_last_send_ms and the rest are described in tests/bench/stop.py (no raw chains).
 """
@@ -93,6 +97,7 @@ import redis.asyncio as aioredis
 
 from tests.bench.campaign import measure_campaign
 from tests.bench.phases import at_fixed_concurrency, pct, raw_chains, submit_all, wait_terminal
+from tests.bench.priority import measure_priority
 from tests.bench.stop import measure_stop
 from tests.bench.system import machine, proc_usage
 from tests.bench.workload import (
@@ -102,6 +107,7 @@ from tests.bench.workload import (
     GENERATION,
     HOPS,
     MODES,
+    PRIORITY,
     SERVICES,
     STOP,
     WARMUP,
@@ -112,6 +118,7 @@ from tests.bench.workload import (
 )
 from tests.chaos.servers import SimulatorProcess
 from tests.fixtures.moto import DUMMY_CREDENTIALS, MotoServer
+from tests.integration.client import GatewayClient
 from tests.integration.stack import Stack, free_port
 
 TRANSPORTS = ("amqp", "sqs")
@@ -120,6 +127,7 @@ TRANSPORTS = ("amqp", "sqs")
 DEFAULT_N = {"amqp": 2000, "sqs": 200}
 DEFAULT_CAMPAIGN_FANS = {"amqp": 5000, "sqs": 500}
 DEFAULT_STOP_FANS = {"amqp": 500, "sqs": 200}
+DEFAULT_PRIORITY_BACKLOG = {"amqp": 5000, "sqs": 500}
 SQS_REGION = "us-east-1"
 # The one-at-a-time ?wait=true phase: n/4 POSTs, at most this many (a latency figure, not a load).
 ONE_AT_A_TIME_MAX = 250
@@ -178,7 +186,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=MODES, default=GENERATION, help="what a workflow does (default: generation)")
     args = parser.parse_args()
     if args.n is None:
-        defaults = {CAMPAIGN: DEFAULT_CAMPAIGN_FANS, STOP: DEFAULT_STOP_FANS}.get(args.mode, DEFAULT_N)
+        defaults = {
+            CAMPAIGN: DEFAULT_CAMPAIGN_FANS,
+            STOP: DEFAULT_STOP_FANS,
+            PRIORITY: DEFAULT_PRIORITY_BACKLOG,
+        }.get(args.mode, DEFAULT_N)
         args.n = defaults[args.transport]
         if args.transport != "amqp":
             print(f"note: -n {args.n} by default on {args.transport} (moto is slow); -n overrides", file=sys.stderr)
@@ -312,6 +324,14 @@ async def main() -> int:
                 if args.mode == STOP:
                     assert platform is not None
                     measured, breaches = await measure_stop(workload, platform, args.n, args.concurrency, secret)
+                elif args.mode == PRIORITY:
+                    critical = GatewayClient(workload.clients[0].base_url, secret, user=f"bench-{run_tag}-critical")
+                    try:
+                        measured = await measure_priority(
+                            workload, stack.database_url, args.n, args.concurrency, critical
+                        )
+                    finally:
+                        await critical.close()
                 elif args.mode == CAMPAIGN:
                     assert platform is not None
                     measured, breaches = await measure_campaign(
@@ -335,7 +355,7 @@ async def main() -> int:
             raw = await raw_chains(broker.url, args.n, args.concurrency, HOPS[args.mode])
     result.update(measured)
     if args.mode != STOP:
-        speed = result["deliveries_per_s" if args.mode == CAMPAIGN else "workflows_per_s"]
+        speed = result[{CAMPAIGN: "deliveries_per_s", PRIORITY: "low_per_s_after"}.get(args.mode, "workflows_per_s")]
         result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(speed / raw, 3))
     result["machine"] = machine()
     print(f"(logs in {workdir})")

@@ -8,6 +8,8 @@ for `delivery` the platform's limits (lifted) and the check that every fan got i
 - campaign: one workflow with n fans (tests/chaos/campaign.py builds it), one text for all of them, sent
   from one account; the warm-up before it is delivery workflows.
 - stop: the same campaign, the kill switch flipped off and on again mid-way (tests/bench/stop.py).
+- priority: generation workflows, a backlog at low priority from one user and single critical ones from
+  another (tests/bench/priority.py).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 from tests.chaos.servers import SimulatorProcess
 from tests.integration.client import GatewayClient
 
-GENERATION, DELIVERY, CAMPAIGN, STOP = "generation", "delivery", "campaign", "stop"
-MODES = (GENERATION, DELIVERY, CAMPAIGN, STOP)
+GENERATION, DELIVERY, CAMPAIGN, STOP, PRIORITY = "generation", "delivery", "campaign", "stop", "priority"
+MODES = (GENERATION, DELIVERY, CAMPAIGN, STOP, PRIORITY)
 DELIVERING = (DELIVERY, CAMPAIGN, STOP)  # the modes that run the platform simulator and the delivery services
 
 SERVICES = {
@@ -31,6 +33,7 @@ SERVICES = {
     CAMPAIGN: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
     # and a second of-sender (run.py starts it): the stop is measured across replicas
     STOP: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
+    PRIORITY: ("router", "azure_worker", "openai_worker", "cost_tracker"),
 }
 # Messages published per workflow (what the raw chain repeats with empty handlers).
 # generation, 6: workflow.requested, its reply, generation.requested, generation.completed, usage.recorded,
@@ -41,7 +44,7 @@ SERVICES = {
 #   router). No re-queue (no delivery.scheduled from the of-sender) while nothing is throttled.
 # campaign, 4 per delivery: delivery.requested, delivery.scheduled, delivery.approved, delivery.completed (the
 #   one generation and whatever the router publishes to fan the campaign out are not counted).
-HOPS = {GENERATION: 6, DELIVERY: 10, CAMPAIGN: 4, STOP: 4}
+HOPS = {GENERATION: 6, DELIVERY: 10, CAMPAIGN: 4, STOP: 4, PRIORITY: 6}
 # Warm-up POSTs (?wait=true) before the measured phases: at most this many, never more than half of n; in
 # campaign mode exactly this many delivery workflows (n there counts fans, not workflows).
 WARMUP = 100
@@ -101,16 +104,21 @@ class Workload:
         for client in self.clients:
             await client.close()
 
-    async def submit(self, *, wait: bool) -> tuple[str, float]:
-        """POST one workflow; returns its id and the client-side latency (ms)."""
+    async def submit(
+        self, *, wait: bool, priority: str | None = None, client: GatewayClient | None = None
+    ) -> tuple[str, float]:
+        """POST one workflow (by `client`, else the accounts in turn; at `priority`, else the default);
+        returns its id and the client-side latency (ms)."""
         n = next(self._seq)
         body: dict[str, Any] = {"type": "message_generation", "data": {"fanName": f"fan{n}", "topic": "bench"}}
+        if priority is not None:
+            body["priority"] = priority
         if self.mode in DELIVERING:
             fan = f"fan-{self.run_tag}-{n}"
             body.update(sendToOnlyFans=True, recipientIds=[fan])
             self.fans.append(fan)
         started = time.perf_counter()
-        code, answer = await self.clients[n % len(self.clients)].submit(body, wait=wait)
+        code, answer = await (client or self.clients[n % len(self.clients)]).submit(body, wait=wait)
         latency_ms = (time.perf_counter() - started) * 1000
         if code not in (200, 202):
             raise RuntimeError(f"POST answered {code}: {answer}")

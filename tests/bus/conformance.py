@@ -20,7 +20,8 @@ from opentelemetry.trace import SpanKind
 
 from contracts import Envelope, Message
 from contracts import messages as m
-from libs.bus import Bus, RequestTimeout, Unroutable, reply_address
+from contracts.enums import Priority
+from libs.bus import Bus, RequestTimeout, Unroutable, message_priority, reply_address
 from libs.bus.errors import Reject
 from libs.storage import DatabaseError
 from tests.bus.conformance_dead_letters import DeadLetterConformance
@@ -29,8 +30,8 @@ MakeBus = Callable[..., Awaitable[Bus]]
 ROUTER = "router"
 
 
-def requested(n: int = 0) -> Envelope:
-    intent = m.Intent(type="message_generation", data={"n": n})
+def requested(n: int = 0, priority: Priority = Priority.MEDIUM) -> Envelope:
+    intent = m.Intent(type="message_generation", data={"n": n}, priority=priority)
     return Envelope.new(m.WorkflowRequested(intent=intent), workflow_id=uuid.uuid4(), user_id="u1")
 
 
@@ -305,6 +306,52 @@ class BusConformance(DeadLetterConformance):
         assert len(writes.seen) == 1  # the default lane is still held: the reply did not wait for it
         release.set()
         await eventually(lambda: writes.finished == 3)
+
+    async def test_an_urgent_message_overtakes_a_bulk_backlog(self, make_bus: MakeBus) -> None:
+        """A critical message is handled while every slot of the service's bulk lane is held by a low one and
+        more low ones wait; the low ones are all handled afterwards."""
+        bus = await make_bus()
+        release = asyncio.Event()
+        seen: list[Priority] = []
+
+        async def handler(envelope: Envelope) -> None:
+            assert isinstance(envelope.payload, m.WorkflowRequested)
+            seen.append(envelope.payload.intent.priority)
+            if envelope.payload.intent.priority is Priority.LOW:
+                await release.wait()
+
+        await bus.subscribe(ROUTER, {"workflow.requested": handler}, prefetch=2)  # the bulk lane takes 1
+        for n in range(3):
+            await bus.publish(requested(n, Priority.LOW))
+        await eventually(lambda: seen == [Priority.LOW])
+        await bus.publish(requested(3, Priority.CRITICAL))
+        await eventually(lambda: Priority.CRITICAL in seen)
+        assert seen == [Priority.LOW, Priority.CRITICAL]  # the backlog is still held
+        release.set()
+        await eventually(lambda: seen.count(Priority.LOW) == 3)
+
+    async def test_what_a_handler_publishes_inherits_its_message_s_priority(self, make_bus: MakeBus) -> None:
+        """A message without a priority of its own, published by a handler, has the priority of the message
+        that handler runs for; one published outside any handler has none."""
+        bus = await make_bus()
+        inherited: list[Priority | None] = []
+
+        async def router(envelope: Envelope) -> None:
+            delivery = m.DeliveryRequested(delivery_id=uuid.uuid4(), account_id="u1", recipient_id="r1", text="hi")
+            await bus.publish(envelope.child(delivery))
+
+        async def limiter(envelope: Envelope) -> None:
+            inherited.append(message_priority())
+
+        await bus.subscribe(ROUTER, {"workflow.requested": router})
+        await bus.subscribe("rate-limiter", {"delivery.requested": limiter})
+        await bus.publish(requested(0, Priority.LOW))
+        await eventually(lambda: inherited == [Priority.LOW])
+        await bus.publish(requested(1, Priority.HIGH))
+        await eventually(lambda: inherited == [Priority.LOW, Priority.HIGH])
+        orphan = m.DeliveryRequested(delivery_id=uuid.uuid4(), account_id="u1", recipient_id="r1", text="hi")
+        await bus.publish(Envelope.new(orphan))
+        await eventually(lambda: inherited == [Priority.LOW, Priority.HIGH, None])
 
     async def test_expected_replies_resolve_their_futures(self, make_bus: MakeBus) -> None:
         """Replies sent to this instance's reply queue (by whoever was handed the address) under the correlation
