@@ -374,6 +374,11 @@ class WorkflowView(Part):
     # Optional additions to v1: the account it sends from (None: user_id), the workflow it retries.
     account_id: str | None = None
     retry_of: uuid.UUID | None = None
+    # Optional additions: the routing policy its provider was chosen by, the experiment arm it runs
+    # (contracts/costs.py RoutingPolicy).
+    routing_policy_id: uuid.UUID | None = None
+    experiment_id: uuid.UUID | None = None
+    arm: str | None = None
 
 
 @register

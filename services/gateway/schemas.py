@@ -384,6 +384,11 @@ class WorkflowStatusData(ApiModel):
     progress: ProgressBody | None = Field(default=None, description="a workflow with deliveries")
     account_id: str | None = Field(default=None, description="the account it sends from (null: userId)")
     retry_of: uuid.UUID | None = Field(default=None, description="the failed workflow this one retries")
+    routing_policy_id: uuid.UUID | None = Field(
+        default=None, description="the routing policy (an applied cost recommendation) its provider was chosen by"
+    )
+    experiment_id: uuid.UUID | None = Field(default=None, description="the experiment it runs an arm of")
+    arm: str | None = Field(default=None, description="its experiment arm")
 
     @classmethod
     def of(cls, view: WorkflowView) -> WorkflowStatusData:

@@ -106,6 +106,7 @@ class Engine:
             notify=request.notify,
             tally=Tally(total=len(recipients)),
             experiment=selection.experiment,
+            routing_policy=selection.policy_id,
         )
         change = Change(workflow, envelope, now, created=True)
         rows = self.delivery.rows_for(workflow.workflow_id, recipients)

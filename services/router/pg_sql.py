@@ -17,7 +17,7 @@ COLUMNS = (
     "workflow_id, user_id, status, intent, trace_id, current_provider, provider_states, fallback_history,"
     " retry_attempts, recoveries, attempts, generation_id, result, model, usage, error, version,"
     " created_at, updated_at, deadline_at, completed_at, callback_url, personalized, deliveries_total,"
-    " account_id, retry_of, notify, experiment"
+    " account_id, retry_of, notify, experiment, routing_policy"
 )
 TALLY = "generated, ungenerated, scheduled, sent, failed, cancelled, delivery_retries, last_slot_at, rate_limiter"
 READ = f"{COLUMNS}, {TALLY}"
@@ -40,7 +40,7 @@ SELECT count(*) FROM w
 CREATE = (
     f"WITH w AS (INSERT INTO hybrid_workflows ({COLUMNS})"
     " VALUES ($1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,"
-    " $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)"
+    " $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
     " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, version, updated_at)"
     ", d AS (INSERT INTO deliveries"
     " (workflow_id, seq, delivery_id, recipient_id, vars, generation_id, attempts, updated_at)"

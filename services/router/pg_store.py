@@ -61,7 +61,7 @@ def _mutable_columns(workflow: Workflow) -> tuple[Any, ...]:
 
 
 def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
-    """$6 … $32 of a create, in sql.COLUMNS order after workflow_id."""
+    """$6 … $33 of a create, in sql.COLUMNS order after workflow_id."""
     (status, provider, states, history, retries, recoveries, attempts, generation, result, model, usage, error,
      version, updated_at, completed_at, _deadline) = _mutable_columns(workflow)  # fmt: skip
     return (
@@ -92,6 +92,7 @@ def _all_columns(workflow: Workflow) -> tuple[Any, ...]:
         workflow.retry_of,
         workflow.notify.model_dump(mode="json") if workflow.notify else None,
         workflow.experiment,
+        workflow.routing_policy,
     )
 
 
@@ -190,6 +191,7 @@ def _workflow(row: asyncpg.Record) -> Workflow:
         retry_of=row["retry_of"],
         notify=Notify.model_validate(row["notify"]) if row["notify"] is not None else None,
         experiment=row["experiment"],
+        routing_policy=row["routing_policy"],
     )
 
 

@@ -31,6 +31,7 @@ class Selection:
     provider: Provider
     reason: str  # recorded in the workflow's history
     experiment: str | None = None  # "<experiment id>:<arm>" when an experiment's arm chose it
+    policy_id: uuid.UUID | None = None  # the routing policy that chose it
 
 
 # A running experiment's arm for the workflow: the experiment's id and the arm.
@@ -48,7 +49,7 @@ def preferred_provider(
         tag = f"{experiment_id}:{arm.name}"
         return Selection(arm.provider, f"experiment:{tag}", experiment=tag)
     if policy is not None and policy.workflow_type is intent.type:
-        return Selection(policy.provider, f"cost_policy:{policy.policy_id}")
+        return Selection(policy.provider, f"cost_policy:{policy.policy_id}", policy_id=policy.policy_id)
     if intent.type is IntentType.CONTENT_PLANNING:
         return Selection(Provider.AZURE, "content_planning")
     if intent.requires_multi_platform or len(intent.platforms) > 1:
@@ -74,4 +75,5 @@ def select_provider(
     chosen = breakers.choose(preferred.provider)
     if chosen is preferred.provider:
         return preferred
-    return Selection(chosen, f"circuit_open:{preferred.provider.value}", experiment=preferred.experiment)
+    reason = f"circuit_open:{preferred.provider.value}"
+    return Selection(chosen, reason, experiment=preferred.experiment, policy_id=preferred.policy_id)

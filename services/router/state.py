@@ -185,6 +185,7 @@ class Workflow:
     account_id: str | None = None  # the creator account it sends from; None: user_id (`sends_as`)
     retry_of: uuid.UUID | None = None  # the failed workflow this one retries
     experiment: str | None = None  # "<experiment id>:<arm>": the experiment arm it was assigned (policy.py)
+    routing_policy: uuid.UUID | None = None  # the routing policy its provider was chosen by (policy.py)
 
     def arm(self) -> tuple[uuid.UUID, str] | None:
         """The experiment and the arm it was assigned (None: none)."""
@@ -285,6 +286,8 @@ class Workflow:
             progress=self.progress(now or self.updated_at, next_slot_at),
             account_id=self.account_id,
             retry_of=self.retry_of,
+            routing_policy_id=self.routing_policy,
+            **self.arm_fields(),
         )
 
     def webhook(self) -> WebhookRequested | None:

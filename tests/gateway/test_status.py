@@ -12,7 +12,8 @@ from tests.gateway.conftest import ALICE, BOB, PLAN, STATUS, Harness, MakeGatewa
 VIEW_KEYS = {
     "workflowId", "userId", "status", "intentType", "priority", "currentProvider", "providerStates",
     "fallbackHistory", "retryAttempts", "result", "model", "usage", "cost", "error", "deliveries", "traceId",
-    "createdAt", "updatedAt", "deadlineAt", "completedAt", "progress", "accountId", "retryOf",
+    "createdAt", "updatedAt", "deadlineAt", "completedAt", "progress", "accountId", "retryOf", "routingPolicyId",
+    "experimentId", "arm",
 }  # fmt: skip
 
 

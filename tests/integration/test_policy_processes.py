@@ -197,6 +197,10 @@ class TestAppliedPolicy:
             await asyncio.sleep(REFRESH_S)  # the other replica's copy is at most this old
             after = await api.planning(WORKFLOWS)
             assert await asked_for(workers, after) == {(Provider.OPENAI, "gpt-4o-mini")}
+            status, view = await api.call(
+                "GET", "/api/v2/campaigns/status", params={"workflowId": after[0]}, headers=api.alice
+            )
+            assert (status, view["data"]["routingPolicyId"]) == (200, applied["data"]["policyId"])
             assert all(routed_by_policy(stack, name) > 0 for name in ROUTERS), stack.logs()
 
             for name in ROUTERS:

@@ -44,13 +44,14 @@ class TestPolicyRouting:
     async def test_each_type_goes_to_its_policys_provider_and_model(self, harness: Harness) -> None:
         """content_planning (azure by default) runs on openai asking gpt-4o-mini; message_generation on azure
         asking gpt-4o; a type without a rule keeps the default rules and the worker's model."""
-        await send(harness, 1, rule(T.CONTENT_PLANNING, Provider.OPENAI, "gpt-4o-mini"),
-                   rule(T.MESSAGE_GENERATION, Provider.AZURE, "gpt-4o"))  # fmt: skip
+        planning = rule(T.CONTENT_PLANNING, Provider.OPENAI, "gpt-4o-mini")
+        await send(harness, 1, planning, rule(T.MESSAGE_GENERATION, Provider.AZURE, "gpt-4o"))
         planned, _ = await harness.run(intent(T.CONTENT_PLANNING))
         written, _ = await harness.run(intent(T.MESSAGE_GENERATION))
         validated, _ = await harness.run(intent(T.CONTENT_VALIDATION))
         assert (planned.current_provider, written.current_provider) == (Provider.OPENAI, Provider.AZURE)
         assert validated.current_provider is Provider.OPENAI
+        assert (planned.routing_policy_id, validated.routing_policy_id) == (planning.policy_id, None)
         assert models(harness, Provider.OPENAI) == ["gpt-4o-mini", None]
         assert models(harness, Provider.AZURE) == ["gpt-4o"]
 
@@ -130,9 +131,10 @@ class TestExperiments:
         arms = {wid: bucket(rule.experiment_id, str(wid), rule.arms) for wid in ids}
         chosen = [next(w for w in ids if arms[w].name == "big"), next(w for w in ids if arms[w].name == "mini")]
         for wid in chosen:
-            _, finished = await harness.run(intent(T.CONTENT_PLANNING), workflow_id=wid)
+            view, finished = await harness.run(intent(T.CONTENT_PLANNING), workflow_id=wid)
             end = finished.payload
             assert (end.experiment_id, end.arm) == (rule.experiment_id, arms[wid].name)  # type: ignore[attr-defined]
+            assert (view.experiment_id, view.arm) == (rule.experiment_id, arms[wid].name)
         assert asked(harness) == [(Provider.AZURE, "gpt-4o", "playful"), (Provider.OPENAI, "gpt-4o-mini", "concise")]
 
     async def test_bucketing_by_user_keeps_a_users_workflows_together(self, harness: Harness) -> None:
