@@ -7,12 +7,15 @@ current switch_provider recommendation saving at least `min_saving_percent` beco
 policy, applied by "auto-optimize" and marked automatic. Below the trigger (the next period begins) or
 switched off, every automatic policy is reverted; an admin's own policy for a type is never replaced or
 reverted by it. While it acts, the policies it applied stay (no switching back and forth as the history
-moves). It is evaluated by the sweep (every COST_SWEEP_INTERVAL_S) and when switched.
+moves). It is evaluated by the sweep (every COST_SWEEP_INTERVAL_S) and when switched; the recommendations
+(a month of cost entries summed) are computed again at most every COST_BUDGET_REPUBLISH_S while it acts.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -52,11 +55,23 @@ OFF = AutoSettings(
 
 
 class AutoOptimizer:
-    def __init__(self, store: CostStore, reports: Reports, policies: Policies, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: CostStore,
+        reports: Reports,
+        policies: Policies,
+        *,
+        recheck_s: float,
+        clock: Clock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._reports = reports
         self._policies = policies
+        self._recheck_s = recheck_s
         self._clock = clock
+        self._monotonic = monotonic
+        self._checked_at: float | None = None  # when the recommendations were last applied from
 
     async def get(self, who: Requester) -> cc.AutoOptimize:
         _admin(who)
@@ -79,6 +94,7 @@ class AutoOptimizer:
         )
         await self._store.put_auto_settings(settings)
         log.info("cost.auto_optimize.set", enabled=q.enabled, threshold_id=str(q.threshold_id))
+        self._checked_at = None  # evaluate the new settings in full now
         await self.evaluate()
         return await self._view()
 
@@ -91,13 +107,15 @@ class AutoOptimizer:
         automatic = [p for p in policies if p.in_force and p.automatic]
         changed = False
         if not active:
+            self._checked_at = None  # acting again (the next crossing) applies at once
             for policy in automatic:
                 await self._store.revert_policy(policy.id, AUTO_BY, now)
                 log.info("cost.auto_optimize.reverted", policy_id=str(policy.id))
                 changed = True
-        else:
+        elif self._checked_at is None or self._monotonic() - self._checked_at >= self._recheck_s:
             assert settings is not None
             changed = await self._apply(settings, policies, automatic, now)
+            self._checked_at = self._monotonic()
         if changed:
             await self._policies.publish()
 

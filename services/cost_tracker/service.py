@@ -84,7 +84,7 @@ class CostTracker:
         channels = Channels()
         reports = Reports(store, prices)
         policies = Policies(bus, store, reports, republish_s=settings.cost_budget_republish_s)
-        auto = AutoOptimizer(store, reports, policies, clock=clock)
+        auto = AutoOptimizer(store, reports, policies, recheck_s=settings.cost_budget_republish_s, clock=clock)
         return cls(
             settings=settings,
             store=store,
