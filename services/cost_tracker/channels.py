@@ -65,7 +65,8 @@ def as_json(alert: Alert) -> dict[str, Any]:
         "thresholdId": alert.threshold_id,
         "userId": alert.scope_user_id,
         "period": alert.period.value,
-        "periodStart": alert.period_start.isoformat(),
+        "periodStart": alert.period_start.astimezone(UTC).date().isoformat(),  # the day, as before hours
+        "periodStartedAt": alert.period_start.isoformat(),
         "spentUsd": str(alert.spent_usd),
         "limitUsd": str(alert.limit_usd),
         "severity": alert.severity.value,

@@ -190,6 +190,7 @@ class TestUserDestination:
         assert (headers[H_EVENT_ID], headers[H_EVENT_TYPE]) == (alert["id"], "cost.alert")
         sent = orjson.loads(body)
         assert (sent["alertId"], sent["userId"], Decimal(sent["spentUsd"])) == (alert["id"], ALICE, Decimal("1.5"))
+        assert (sent["periodStart"], sent["periodStartedAt"]) == ("2026-05-20", "2026-05-20T00:00:00+00:00")
         await eventually(lambda: _delivered(harness, "user_webhook"))
 
     async def test_only_the_user_or_an_admin_reads_and_sets_it(self, harness: Harness, receiver: Receiver) -> None:
