@@ -70,7 +70,7 @@ class Engine:
         self.settings = settings
         self.matrix = matrix
         self.breakers = breakers
-        # The model each generation request asks for (the routing policy's: policy.PolicyBook.model_for).
+        # The model and prompt variant each generation request asks for (policy.PolicyBook.choice).
         self.models: Models = models or _worker_default
         self.delivery = DeliveryDecisions(
             settings.router_delivery_grace_s,

@@ -140,7 +140,9 @@ async def costs(conn: asyncpg.Connection, accepted: list[Accepted]) -> Verdict:
     totals = {
         (r["scope"], r["period"]): Decimal(r["spent"])
         for r in await conn.fetch(
-            "SELECT scope, period, sum(spent_usd) AS spent FROM cost_tracker.spend_totals GROUP BY scope, period"
+            # every provider's totals ('*'); the per-provider rows split the same spend again
+            "SELECT scope, period, sum(spent_usd) AS spent FROM cost_tracker.spend_totals WHERE provider = '*'"
+            " GROUP BY scope, period"
         )
     }
     per_user = {
@@ -164,7 +166,7 @@ async def costs(conn: asyncpg.Connection, accepted: list[Accepted]) -> Verdict:
     if entries != generations or null_generation:
         verdict.breaches.append(f"{entries} cost entries for {generations} distinct generation ids "
                                 f"({null_generation} without one): usage counted twice or unattributed")  # fmt: skip
-    for period in ("daily", "monthly"):
+    for period in ("hourly", "daily", "monthly"):
         total = totals.get(("*", period), Decimal(0))
         if total != entry_sum:
             verdict.breaches.append(f"global {period} total {total} != sum of cost entries {entry_sum}")
