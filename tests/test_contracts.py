@@ -128,7 +128,7 @@ class TestRouting:
 
     def test_every_lane_of_a_service_takes_its_default_queue_s_messages(self) -> None:
         """A priority lane's queue takes the keys of its service's default queue, and the bus subscribes a
-        service's handlers on every lane; the bulk lane takes half the prefetch, never less than one."""
+        service's handlers on every lane; the bulk lane takes a quarter of the prefetch, never less than one."""
         for service in PRIORITIZED:
             for lane in (URGENT, BULK):
                 assert keys_consumed_by(queue(service, lane)) == keys_consumed_by(service)
@@ -137,7 +137,7 @@ class TestRouting:
         assert (lane_prefetch("router", 32), lane_prefetch("router.urgent", 32), lane_prefetch("router.bulk", 32)) == (
             32,
             32,
-            16,
+            8,
         )
         assert lane_prefetch("router.bulk", 1) == 1
 

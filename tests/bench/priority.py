@@ -3,7 +3,8 @@
 After the warm-up (WARMUP generation workflows at the default priority, ?wait=true), one user POSTs n
 low-priority generation workflows (-n, default 5000 on amqp) with BACKLOG_IN_FLIGHT requests in flight, and
 keeps POSTing while another user, once BACKLOG_AHEAD of them are accepted, sends CRITICALS critical ones one
-at a time: POST, wait until the router's table says it is terminal, pause CRITICAL_GAP_S, the next.
+at a time: POST, wait until the router's table says it is terminal, pause CRITICAL_GAP_S, the next. The
+services run with the default BUS_PREFETCH (32), as deployed.
 
    critical_p50_ms / p99_ms / max_ms  accepted -> completed of the critical workflows (created_at ->
                                       completed_at, both stamped by the router)
