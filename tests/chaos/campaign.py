@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.routing import ROUTES
+from contracts.routing import QUEUES
 from libs.bus import DeadLetter, create_bus
 from tests.integration.client import TERMINAL, GatewayClient
 
@@ -142,8 +142,8 @@ async def drain_dead_letters(bus_url: str, namespace: str) -> list[DeadLetter]:
     await bus.connect()
     try:
         taken: list[DeadLetter] = []
-        for service in sorted({s for targets in ROUTES.values() for s in targets}):
-            taken.extend(await bus.dead_letters(service))
+        for queue in QUEUES:  # every service's queue per lane
+            taken.extend(await bus.dead_letters(queue))
         return taken
     finally:
         await bus.close(grace_s=1)
