@@ -55,9 +55,17 @@ Action = Literal["none", "downgrade", "block"]
 Channel = Literal["slack", "sns", "email"]
 Channels = Annotated[list[Channel], Field(max_length=3)]
 GroupBy = Literal["provider", "model", "day", "type"]
+# A budget is on every provider's spend over a period (what the routers act on).
+BUDGET_RULE: Final = "a per_request threshold, or one on a provider's spend, alerts only: its action must be none"
 RefusalCode = Literal["invalid_parameter", "forbidden", "not_found", "conflict"]
-# An e-mail address: one @ and a dot in the domain, no spaces (the mail service judges the rest).
-Email = Annotated[str, StringConstraints(max_length=254, strip_whitespace=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+# An e-mail address: one @ and a dot in the domain, no spaces or control characters (the mail service judges
+# the rest).
+Email = Annotated[
+    str,
+    StringConstraints(
+        max_length=254, strip_whitespace=True, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
+    ),
+]
 # A webhook URL (https; the cost-tracker checks it as the router checks callback URLs: libs.callbacks).
 WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 
@@ -574,6 +582,8 @@ class ThresholdCreate(UserScoped):
     def _global_has_no_user(self) -> ThresholdCreate:
         if self.is_global and self.user_id is not None:
             raise ValueError("a global threshold has no user id")
+        if self.action != "none" and (self.period is CostPeriod.PER_REQUEST or self.provider is not None):
+            raise ValueError(BUDGET_RULE)
         return self
 
 
@@ -591,6 +601,12 @@ class ThresholdUpdate(CostRequest):
     notification_channels: Channels | None = None
     enabled: StrictBool | None = None
     name: Name | None = None
+
+    @model_validator(mode="after")
+    def _per_request_alerts_only(self) -> ThresholdUpdate:
+        if self.action not in (None, "none") and self.period is CostPeriod.PER_REQUEST:
+            raise ValueError(BUDGET_RULE)
+        return self
 
 
 @register
@@ -612,7 +628,7 @@ class AlertCreate(UserScoped):
     REPLY = AlertReply
     message: Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
     limit_usd: Amount = Field(description="the figure the alert is about, USD")
-    period: CostPeriod = CostPeriod.DAILY
+    period: Literal["hourly", "daily", "monthly"] = Field(default="daily", description="the period it is about")
     severity: Severity = "warning"
     notification_channels: Channels | None = None
 

@@ -154,7 +154,7 @@ class Queries:
 
     async def _create_alert(self, who: Requester, q: cc.AlertCreate, envelope: Envelope) -> BaseModel:
         return await self._manage.raise_manual(
-            who, envelope.id, q.user_id, q.period, q.limit_usd, Severity(q.severity), q.message,
+            who, envelope.id, q.user_id, CostPeriod(q.period), q.limit_usd, Severity(q.severity), q.message,
             q.notification_channels, self._clock(),
         )  # fmt: skip
 

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from contracts import costs as cc
 from contracts import experiments as ex
+from services.gateway.constants import CALLBACK_URL_PATTERN
 from services.gateway.derive import derived
 from services.gateway.schemas import ApiModel, Money
 
@@ -50,16 +52,52 @@ class CostRequest(BaseModel):
     )
 
 
+# A budget (action downgrade or block) is on every provider's spend over a period: the contract's rule.
+_BUDGET: JsonDict = {"required": ["action"], "properties": {"action": {"enum": ["downgrade", "block"]}}}
+_PER_REQUEST: JsonDict = {"required": ["type"], "properties": {"type": {"const": "per_request"}}}
+
+
 class _GlobalHasNoUser(CostRequest):
-    # The contract's rule "a global threshold has no user id", in the document too.
+    # The contract's rules, in the document too: a global threshold has no user id; a per-request threshold,
+    # or one on a provider's spend, has no action.
     model_config = ConfigDict(
         json_schema_extra={
-            "not": {
-                "required": ["global", "userId"],
-                "properties": {"global": {"const": True}, "userId": {"type": "string"}},
-            }
+            "allOf": [
+                {
+                    "not": {
+                        "required": ["global", "userId"],
+                        "properties": {"global": {"const": True}, "userId": {"type": "string"}},
+                    }
+                },
+                {
+                    "not": {
+                        **_BUDGET,
+                        "anyOf": [
+                            _PER_REQUEST,
+                            {"required": ["provider"], "properties": {"provider": {"type": "string"}}},
+                        ],
+                    }
+                },
+            ]
         }
     )
+
+
+class _PerRequestHasNoAction(CostRequest):
+    model_config = ConfigDict(json_schema_extra={"not": {"allOf": [_BUDGET, _PER_REQUEST]}})
+
+
+def _webhook_url_pattern(schema: JsonDict) -> None:
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    webhook = properties["webhookUrl"]
+    assert isinstance(webhook, dict) and isinstance(webhook["anyOf"], list) and isinstance(webhook["anyOf"][0], dict)
+    webhook["anyOf"][0]["pattern"] = CALLBACK_URL_PATTERN
+
+
+class _WebhookUrlDocumented(CostRequest):
+    # The gateway holds a user's webhook URL to a workflow's callbackUrl rules (costs.py); the document says so.
+    model_config = ConfigDict(json_schema_extra=_webhook_url_pattern)
 
 
 _THRESHOLD_NAMES = {"period": "type", "limit_usd": "threshold"}
@@ -68,13 +106,13 @@ ThresholdCreateRequest = derived(
     aliases={**_THRESHOLD_NAMES, "is_global": "global"},
 )  # fmt: skip
 ThresholdUpdateRequest = derived(
-    cc.ThresholdUpdate, "ThresholdUpdateRequest", base=CostRequest, money=Amount, aliases=_THRESHOLD_NAMES
+    cc.ThresholdUpdate, "ThresholdUpdateRequest", base=_PerRequestHasNoAction, money=Amount, aliases=_THRESHOLD_NAMES
 )
 AlertCreateRequest = derived(
     cc.AlertCreate, "AlertCreateRequest", base=CostRequest, money=Amount, aliases=_THRESHOLD_NAMES
 )
 AlertUpdateRequest = derived(cc.AlertUpdate, "AlertUpdateRequest", base=CostRequest)
-AlertDestinationRequest = derived(cc.AlertDestinationUpdate, "AlertDestinationRequest", base=CostRequest)
+AlertDestinationRequest = derived(cc.AlertDestinationUpdate, "AlertDestinationRequest", base=_WebhookUrlDocumented)
 PolicyApplyRequest = derived(cc.PolicyApply, "PolicyApplyRequest", base=CostRequest)
 PolicyRevertRequest = derived(cc.PolicyRevert, "PolicyRevertRequest", base=CostRequest)
 AutoOptimizeRequest = derived(cc.AutoOptimizeUpdate, "AutoOptimizeRequest", base=CostRequest)

@@ -14,9 +14,10 @@ the figure recorded so far.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -28,6 +29,7 @@ from contracts import Envelope
 from contracts import costs as cc
 from contracts.messages import Requester, WorkflowView
 from libs.bus import Bus, BusError
+from libs.callbacks import callback_url_problem
 from libs.telemetry import get_logger
 from services.gateway import constants as c
 from services.gateway import cost_schemas as s
@@ -45,6 +47,7 @@ from services.gateway.errors import (
     Unavailable,
     json_response,
 )
+from services.gateway.schemas import FieldError
 
 log = get_logger(__name__)
 
@@ -167,7 +170,26 @@ class CostEndpoints:
         return await self._read(request, cc.AlertDestinationQuery)
 
     async def put_alert_destination(self, request: web.Request) -> web.Response:
-        return await self._write(request, s.AlertDestinationRequest, cc.AlertDestinationUpdate)
+        return await self._write(
+            request, s.AlertDestinationRequest, cc.AlertDestinationUpdate, check=self._webhook_url_checked
+        )
+
+    def _webhook_url_checked(self, fields: dict[str, Any]) -> None:
+        """A user's webhook URL is held to a workflow's callbackUrl rules (the document's pattern too)."""
+        url = fields.get("webhook_url")
+        if url is None:
+            return
+        local_http = self._settings.webhook_allow_local_http
+        problem = callback_url_problem(url, allow_local_http=local_http)
+        if problem is None and not local_http and not re.fullmatch(c.CALLBACK_URL_PATTERN, url):
+            problem = "the URL must be https://host[:port][/path] in printable ASCII"
+        if problem is not None:
+            message = problem.replace("callback URL", "webhook URL")
+            raise BadRequest(
+                "validation_error",
+                f"invalid request body: webhookUrl: {message}",
+                details=[FieldError(field="webhookUrl", message=message)],
+            )
 
     async def apply_policy(self, request: web.Request) -> web.Response:
         return await self._write(request, s.PolicyApplyRequest, cc.PolicyApply, status=201)
@@ -264,6 +286,7 @@ class CostEndpoints:
         *,
         status: int = 200,
         path: dict[str, Any] | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
     ) -> web.Response:
         """A POST or PUT: its body (and `path`: the path's parameters) → the contract's request → the
         cost-tracker's data → `{success, data}`."""
@@ -275,6 +298,8 @@ class CostEndpoints:
             fields = body.model_validate(raw).model_dump(exclude_none=True)
         except ValidationError as exc:
             raise BadRequest.from_validation(exc) from exc
+        if check is not None:
+            check(fields)
         return await self._answer(_message(change, {**fields, **(path or {})}, principal), principal, status=status)
 
     async def _answer(self, message: cc.CostRequest, principal: Principal, *, status: int = 200) -> web.Response:

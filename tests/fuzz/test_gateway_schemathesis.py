@@ -90,13 +90,18 @@ AUTH_ERRORS = {"missing_token", "invalid_token", "token_expired"}
 # Rules JSON Schema cannot state, so a request the document allows may still be refused there: from/to span
 # at most 366 days (breakdown, campaign costs, alerts); StrictInt refuses 3.0, which JSON Schema calls an
 # integer (feature flags' expectedVersion, rolloutPercentage); a workflow list's cursor is only one the router
-# wrote, and its `from` must be before its `to`. Forbidden requests are still checked.
+# wrote, and its `from` must be before its `to`. What only the cost-tracker's data decides: an experiment arm's
+# model must be in the price table, the automatic mode's threshold a budget rule, an applied recommendation a
+# switch_provider one. Forbidden requests are still checked.
 UNSTATABLE_RULES = {
     "GET /api/v2/campaigns",
     "GET /api/v2/costs/breakdown",
     "GET /api/v2/campaigns/costs",
     "GET /api/v2/costs/alerts",
     "PUT /api/admin/feature-flags",
+    "POST /api/admin/experiments",
+    "POST /api/v2/costs/optimize",
+    "POST /api/v2/costs/optimization/apply",
 }
 
 

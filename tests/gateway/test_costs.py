@@ -369,7 +369,8 @@ class TestManagement:
         assert (hourly.status, hourly.body["data"]["type"], hourly.body["data"]["provider"]) == (201, "hourly", "azure")
         budget = {"type": "per_request", "threshold": 1, "action": "block"}
         refused = await stack.call("POST", THRESHOLDS, json=budget)
-        assert (refused.status, refused.body["error"]["code"]) == (400, "invalid_parameter")
+        assert (refused.status, refused.body["error"]["code"]) == (400, "validation_error")
+        assert "alerts only" in refused.body["error"]["message"]
         listed = await stack.call("GET", THRESHOLDS, params={"type": "hourly"})
         assert [t["provider"] for t in listed.body["data"]["thresholds"]] == ["azure"]
 
