@@ -63,6 +63,7 @@ class FakeRouter:
     fail_with: ErrorInfo | None = None
     told_cost: Decimal | None = None
     cost_settled: bool = True
+    lose_tells: bool = False  # answers `notifies` but its tells never arrive (lost, or the queue changed)
     bus: Bus | None = None  # what it tells through
     notify: dict[uuid.UUID, Notify] = field(default_factory=dict)
     _telling: set[asyncio.Task[None]] = field(default_factory=set)
@@ -132,7 +133,7 @@ class FakeRouter:
             }
         self.workflows[workflow_id] = view.model_copy(update={**changes, "updated_at": now, "completed_at": now})
         notify = self.notify.get(workflow_id)
-        if notify is not None:
+        if notify is not None and not self.lose_tells:
             task = asyncio.create_task(self._tell(notify, self.workflows[workflow_id]))
             self._telling.add(task)
             task.add_done_callback(self._telling.discard)

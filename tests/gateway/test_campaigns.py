@@ -22,6 +22,7 @@ from contracts.messages import (
 from contracts.routing import COST_TRACKER, ROUTER
 from libs.bus import PublishError
 from libs.bus.memory import MemoryBus
+from services.gateway import constants as gateway_constants
 from tests.gateway.conftest import ALICE, BOB, PLAN, STATUS, FakeRouter, Harness, MakeGateway
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -210,6 +211,18 @@ class TestWait:
         assert answer.body["metrics"]["cost"] == {"tokens": 100, "cost": 0.0042}
         assert [type(e.payload) for e in gw.router.seen] == [WorkflowRequested]
         assert asked == []
+
+    async def test_an_end_not_told_in_time_is_asked(self, gw: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A router that answers `notifies` but whose tell never arrives: after TOLD_END_WAIT_S the gateway
+        asks with held status queries, then the cost-tracker, and answers 200 with the result and that cost."""
+        monkeypatch.setattr(gateway_constants, "TOLD_END_WAIT_S", 0.2)
+        asked = await ask_costs(gw)
+        gw.router.finish_after_s, gw.router.told_cost, gw.router.lose_tells = 0.1, Decimal("0.0042"), True
+        answer = await gw.client.post(PLAN, params={"wait": "true"})
+        assert answer.status == 200
+        assert answer.body["data"]["content"] == "Mon: beach shoot. Tue: behind the scenes."
+        assert answer.body["metrics"]["cost"] == {"tokens": 100, "cost": 0.009}
+        assert any(isinstance(e.payload, WorkflowStatusQuery) for e in gw.router.seen) and len(asked) == 1
 
     async def test_told_cost_not_settled_is_asked(self, gw: Harness) -> None:
         """Told the end, but a cost the cost-tracker has not settled yet: the gateway asks for the cost and
