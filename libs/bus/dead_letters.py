@@ -17,6 +17,7 @@ it put them there (`x-ho-dead-reason`, `x-ho-dead-at`). This module reads those,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -179,6 +180,9 @@ class DeadLetterDepth:
         self._interval_s = interval_s
         self.depths: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        # A cancel that lands while aio-pika closes the look-up's channel can be swallowed there, leaving the
+        # loop to sleep a whole interval before `stop` returns: the loop also ends when this is set.
+        self._stopping = asyncio.Event()
 
     def _observe(self) -> Mapping[str, int]:
         return dict(self.depths)
@@ -196,15 +200,17 @@ class DeadLetterDepth:
 
     async def stop(self) -> None:
         self._metrics.unregister_dead_letter_depth(self._observe)
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.refresh()
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -3,6 +3,8 @@ gauge — the transport-neutral parts of libs.bus.dead_letters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -114,6 +116,23 @@ class TestDepthGauge:
         await depth.stop()
         assert _gauge(reader) == {}
         await bus.close()
+
+    async def test_stop_returns_at_once_when_the_look_up_swallows_the_cancel(self) -> None:
+        """A cancel swallowed inside the depth look-up (as aio-pika's channel close can do) does not leave stop
+        waiting for the next interval."""
+        looking = asyncio.Event()
+
+        class SwallowingBus(MemoryBus):
+            async def dead_letter_depth(self, service: str) -> int:
+                looking.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(3600)
+                return 0
+
+        depth = DeadLetterDepth(SwallowingBus(), ["router"], interval_s=3600)
+        depth.start()
+        await looking.wait()
+        await asyncio.wait_for(depth.stop(), 2)
 
 
 def _gauge(reader: InMemoryMetricReader) -> dict[str, int]:
