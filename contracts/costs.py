@@ -55,6 +55,8 @@ Action = Literal["none", "downgrade", "block"]
 Channel = Literal["slack", "sns", "email"]
 Channels = Annotated[list[Channel], Field(max_length=3)]
 GroupBy = Literal["provider", "model", "day", "type"]
+# A breakdown's groups split once more (groupBy=day, splitBy=provider: each day's cost per provider).
+SplitBy = Literal["provider", "model"]
 # A budget is on every provider's spend over a period (what the routers act on).
 BUDGET_RULE: Final = "a per_request threshold, or one on a provider's spend, alerts only: its action must be none"
 RefusalCode = Literal["invalid_parameter", "forbidden", "not_found", "conflict"]
@@ -96,6 +98,14 @@ class CostStats(Part):
     currency: Literal["USD"] = "USD"
 
 
+class BreakdownPart(Part):
+    """One provider's or model's share of a breakdown group (splitBy)."""
+
+    key: str = Field(description="the provider or model")
+    cost: Decimal
+    requests: int
+
+
 class BreakdownGroup(Part):
     key: str = Field(description="the provider, model, day (YYYY-MM-DD) or workflow type")
     cost: Decimal
@@ -105,6 +115,12 @@ class BreakdownGroup(Part):
     workflows: int
     estimated_cost: Decimal
     share: Decimal = Field(description="percent of the total")
+    # Optional addition: the group split by provider or model (split_by).
+    parts: list[BreakdownPart] | None = Field(
+        default=None,
+        description="splitBy: the group's cost per provider (every one) or model (every one with costs in the "
+        "range), the same keys in every group; null without splitBy",
+    )
 
 
 class CostBreakdown(Part):
@@ -117,6 +133,8 @@ class CostBreakdown(Part):
     prompt_tokens: int
     completion_tokens: int
     groups: list[BreakdownGroup]
+    # Optional addition: what each group's parts are split by.
+    split_by: SplitBy | None = None
 
 
 class CallCost(Part):
@@ -518,6 +536,8 @@ class CostBreakdownQuery(RangeRequest):
     TYPE = "cost.breakdown.query"
     REPLY = CostBreakdownReply
     group_by: GroupBy = "provider"
+    # Optional addition: each group's cost per provider or model too (groupBy=day: the daily series).
+    split_by: SplitBy | None = Field(default=None, description="each group's cost per provider or model too")
 
 
 @register

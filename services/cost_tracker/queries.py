@@ -110,7 +110,7 @@ class Queries:
 
     async def _breakdown(self, who: Requester, q: cc.CostBreakdownQuery, _: Envelope) -> BaseModel:
         start, end = self._range(q)
-        return await self._reports.breakdown(_whose(who, q.user_id), start, end, q.group_by)
+        return await self._reports.breakdown(_whose(who, q.user_id), start, end, q.group_by, q.split_by)
 
     async def _workflow(self, who: Requester, q: cc.WorkflowCostQuery, _: Envelope) -> BaseModel:
         return await self._reports.campaign(_whose(who, q.user_id), q.workflow_id)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from contracts.costs import (
     BreakdownGroup,
+    BreakdownPart,
     CallCost,
     CampaignCosts,
     CostBreakdown,
@@ -23,6 +24,7 @@ from contracts.costs import (
     CostStats,
     DailyCost,
     ProviderAmounts,
+    SplitBy,
     WorkflowCost,
 )
 from contracts.enums import CostPeriod, IntentType, Provider
@@ -83,8 +85,11 @@ class Reports:
             month_start=month,
         )
 
-    async def breakdown(self, user_id: str | None, start: datetime, end: datetime, group_by: GroupBy) -> CostBreakdown:
-        groups = {g.keys[0]: g for g in await self._store.aggregate(EntryFilter(user_id, start, end), (group_by,))}
+    async def breakdown(
+        self, user_id: str | None, start: datetime, end: datetime, group_by: GroupBy, split_by: SplitBy | None = None
+    ) -> CostBreakdown:
+        where = EntryFilter(user_id, start, end)
+        groups = {g.keys[0]: g for g in await self._store.aggregate(where, (group_by,))}
         # Every provider, and every day of the range, is listed even when nothing was spent (charts).
         if group_by == "provider":
             keys = sorted(set(groups) | {p.value for p in Provider})
@@ -96,6 +101,7 @@ class Reports:
         else:
             keys = sorted(groups)
         total = sum((g.cost_usd for g in groups.values()), ZERO)
+        parts = await self._parts(where, group_by, split_by, keys) if split_by else None
         return CostBreakdown(
             user_id=user_id,
             start=start,
@@ -105,8 +111,28 @@ class Reports:
             requests=sum(g.calls for g in groups.values()),
             prompt_tokens=sum(g.prompt_tokens for g in groups.values()),
             completion_tokens=sum(g.completion_tokens for g in groups.values()),
-            groups=[_breakdown_group(key, groups.get(key), total) for key in keys],
+            groups=[
+                _breakdown_group(key, groups.get(key), total, parts[key] if parts is not None else None) for key in keys
+            ],
+            split_by=split_by,
         )
+
+    async def _parts(
+        self, where: EntryFilter, group_by: GroupBy, split_by: SplitBy, keys: list[str]
+    ) -> dict[str, list[BreakdownPart]]:
+        """Each group's cost per `split_by` value: every provider, or every model with costs in the range, in
+        every group (a zero where it spent nothing), so a chart's series have a point per group."""
+        cells = {(g.keys[0], g.keys[1]): g for g in await self._store.aggregate(where, (group_by, split_by))}
+        names = {name for _, name in cells} | ({p.value for p in Provider} if split_by == "provider" else set())
+        return {
+            key: [
+                BreakdownPart(key=name, cost=cell.cost_usd, requests=cell.calls)
+                if (cell := cells.get((key, name)))
+                else BreakdownPart(key=name, cost=ZERO, requests=0)
+                for name in sorted(names)
+            ]
+            for key in keys
+        }
 
     async def campaign(self, user_id: str | None, workflow_id: uuid.UUID) -> WorkflowCost:
         """One workflow's cost with its calls; NotFound when it has no costs and no end, or is not theirs."""
@@ -178,11 +204,13 @@ class Reports:
         )
 
 
-def _breakdown_group(key: str, group: Group | None, total: Decimal) -> BreakdownGroup:
+def _breakdown_group(
+    key: str, group: Group | None, total: Decimal, parts: list[BreakdownPart] | None = None
+) -> BreakdownGroup:
     if group is None:
         return BreakdownGroup(
             key=key, cost=ZERO, requests=0, prompt_tokens=0, completion_tokens=0, workflows=0, estimated_cost=ZERO,
-            share=ZERO,
+            share=ZERO, parts=parts,
         )  # fmt: skip
     return BreakdownGroup(
         key=key,
@@ -193,6 +221,7 @@ def _breakdown_group(key: str, group: Group | None, total: Decimal) -> Breakdown
         workflows=group.workflows,
         estimated_cost=group.estimated_cost_usd,
         share=percent(group.cost_usd, total),
+        parts=parts,
     )
 
 

@@ -96,12 +96,22 @@ COST_BREAKDOWN = RouteDoc(
     handler=CostEndpoints.get_breakdown,
     operation_id="getCostBreakdown",
     summary="Costs over a range, grouped by provider, model, day or workflow type",
-    description="Every provider (groupBy=provider) and every day of the range (groupBy=day) is listed.",
+    description=(
+        "Every provider (groupBy=provider) and every day of the range (groupBy=day) is listed. With splitBy, "
+        "each group's parts are its cost per provider (every one) or per model (every one with costs in the "
+        "range), the same keys in every group: groupBy=day&splitBy=provider is the daily series per provider."
+    ),
     params=(
         FROM,
         TO,
         Param(
             "groupBy", "query", "default: provider", {"type": "string", "enum": ["provider", "model", "day", "type"]}
+        ),
+        Param(
+            "splitBy",
+            "query",
+            "each group's cost per provider or model too (parts); default: none",
+            {"type": "string", "enum": ["provider", "model"]},
         ),
         USER_ID,
     ),

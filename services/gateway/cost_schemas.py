@@ -128,6 +128,7 @@ class CostAnswer(ApiModel):
 _RANGE = {"start": "from", "end": "to"}
 ProviderAmounts = derived(cc.ProviderAmounts, "ProviderAmounts", base=CostAnswer)
 CostStatsData = derived(cc.CostStats, "CostStatsData", base=CostAnswer)
+BreakdownPart = derived(cc.BreakdownPart, "BreakdownPart", base=CostAnswer)
 BreakdownGroup = derived(cc.BreakdownGroup, "BreakdownGroup", base=CostAnswer)
 CostBreakdownData = derived(cc.CostBreakdown, "CostBreakdownData", base=CostAnswer, aliases=_RANGE)
 CallCost = derived(cc.CallCost, "CallCost", base=CostAnswer)

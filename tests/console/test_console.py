@@ -59,11 +59,13 @@ def poll(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
         time.sleep(0.1)
 
 
-def usage_on(day: datetime, prompt_tokens: int) -> Envelope:
-    """A priced call of gpt-4o-mini by USER at noon of `day`, as a worker reports it."""
+def usage_on(
+    day: datetime, prompt_tokens: int, provider: Provider = Provider.OPENAI, model: str = "gpt-4o-mini"
+) -> Envelope:
+    """A priced call of `model` (gpt-4o-mini) by USER at noon of `day`, as a worker reports it."""
     payload = UsageRecorded(
-        provider=Provider.OPENAI,
-        model="gpt-4o-mini",
+        provider=provider,
+        model=model,
         usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=0, total_tokens=prompt_tokens),
         workflow_type=IntentType.MESSAGE_GENERATION,
         generation_id=uuid.uuid4(),
@@ -166,6 +168,52 @@ class TestConsole:
         assert with_spend == {(today - timedelta(days=d)).date().isoformat() for d in spent}
         assert find(browser, "#spend-chart polygon.band").is_displayed()  # the forecast's interval
         screenshot(browser, "costs")
+
+    def test_daily_spend_by_provider_and_model_has_one_line_each_with_a_point_per_day(
+        self, stack: Stack, browser: webdriver.Chrome
+    ) -> None:
+        """Each provider, and each model billed, is one labelled line with a point per day since the page's
+        start, and the days an azure gpt-4 call was seeded are its days with spend."""
+        today = datetime.now(UTC)
+        seeded = {2: 200_000, 5: 100_000, 11: 300_000}  # days ago → tokens of azure gpt-4
+        for days_ago, tokens in seeded.items():
+            stack.run(stack.bus.publish(usage_on(today - timedelta(days=days_ago), tokens, Provider.AZURE, "gpt-4")))
+        since = (today - timedelta(days=LOOKBACK_DAYS)).date()
+        days = [(since + timedelta(days=i)).isoformat() for i in range(LOOKBACK_DAYS + 1)]  # to today
+        seeded_days = {(today - timedelta(days=d)).date().isoformat() for d in seeded}
+        query = f"/api/v2/costs/breakdown?groupBy=day&splitBy=provider&from={since.isoformat()}"
+
+        def recorded() -> bool:
+            code, answer = stack.call("GET", query, stack.admin)
+            assert code == 200, answer
+            azure = {g["key"] for g in answer["data"]["groups"] if g["parts"][0]["cost"] > 0}
+            return seeded_days <= azure
+
+        poll(recorded, "the cost-tracker recorded the usage")
+        open_page(browser, stack, "costs")
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#model-chart g.series"), "the daily charts")
+
+        def line(chart: str, key: str) -> dict[str, float]:
+            points = find(browser, f'#{chart} g.series[data-key="{key}"]').find_elements(By.CSS_SELECTOR, "circle")
+            return {str(p.get_attribute("data-date")): float(p.get_attribute("data-cost") or 0) for p in points}
+
+        lines = browser.find_elements(By.CSS_SELECTOR, "#provider-chart g.series")
+        assert [g.get_attribute("data-key") for g in lines] == [p.value for p in Provider]
+        for chart, key in (("provider-chart", "azure"), ("provider-chart", "openai"), ("model-chart", "gpt-4")):
+            points = line(chart, key)
+            assert list(points) == days, (chart, key)
+        past = set(days[:-1])  # today's spend may also come from the other tests' workflows
+        assert {day for day, cost in line("model-chart", "gpt-4").items() if cost > 0} & past == seeded_days
+        assert {day for day, cost in line("provider-chart", "azure").items() if cost > 0} & past == seeded_days
+        legend = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#provider-chart + ul.legend li")]
+        assert [text.split(":")[0] for text in legend] == ["azure", "openai"]
+        figures = find(browser, "#provider-chart ~ details")
+        figures.find_element(By.TAG_NAME, "summary").send_keys(Keys.ENTER)  # the same figures, as a table
+        headers = [th.text for th in figures.find_elements(By.CSS_SELECTOR, "thead th")]
+        assert headers == ["Day", "azure", "openai"]
+        rows = figures.find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert [row.find_element(By.TAG_NAME, "td").text for row in rows] == days
+        screenshot(browser, "costs-daily")
 
     def test_an_alert_is_acknowledged_from_the_costs_page(self, stack: Stack, browser: webdriver.Chrome) -> None:
         """Acknowledge on an open alert records who did, and the page then says so instead of the button."""

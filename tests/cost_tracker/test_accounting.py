@@ -178,6 +178,39 @@ class TestReportsAgree:
             ("2026-03-15", D("0.01")),
         ]
 
+    async def test_daily_breakdown_split_by_provider_and_by_model(self, harness: Harness) -> None:
+        """groupBy day with splitBy lists every day with the same parts — every provider, or every model with
+        costs in the range — each day's parts summing to its cost, a zero where nothing was spent."""
+        harness.clock.at = datetime(2026, 3, 15, 12, tzinfo=UTC)
+        await harness.record(
+            usage(prompt=2000, completion=0, at=datetime(2026, 3, 14, 23, 59, 59, tzinfo=UTC)),
+            usage(prompt=1000, completion=0, at=datetime(2026, 3, 15, 0, 0, 1, tzinfo=UTC)),
+            usage(
+                provider=Provider.OPENAI, model="gpt-4o-mini", prompt=1000, completion=0,
+                at=datetime(2026, 3, 15, 1, tzinfo=UTC),
+            ),
+        )  # fmt: skip
+        start = "2026-03-13T00:00:00Z"
+        by_provider = await harness.data("breakdown", {"group_by": "day", "split_by": "provider", "start": start})
+        by_model = await harness.data("breakdown", {"group_by": "day", "split_by": "model", "start": start})
+        assert (by_provider["split_by"], by_model["split_by"]) == ("provider", "model")
+        mini = D(by_model["groups"][2]["cost"]) - D("0.01")
+        assert mini > 0
+        assert [[(p["key"], D(p["cost"]), p["requests"]) for p in g["parts"]] for g in by_provider["groups"]] == [
+            [("azure", D("0"), 0), ("openai", D("0"), 0)],
+            [("azure", D("0.02"), 1), ("openai", D("0"), 0)],
+            [("azure", D("0.01"), 1), ("openai", mini, 1)],
+        ]
+        assert [[(p["key"], D(p["cost"])) for p in g["parts"]] for g in by_model["groups"]] == [
+            [("gpt-4", D("0")), ("gpt-4o-mini", D("0"))],
+            [("gpt-4", D("0.02")), ("gpt-4o-mini", D("0"))],
+            [("gpt-4", D("0.01")), ("gpt-4o-mini", mini)],
+        ]
+        for group in by_provider["groups"] + by_model["groups"]:
+            assert sum(D(p["cost"]) for p in group["parts"]) == D(group["cost"])
+        plain = await harness.data("breakdown", {"group_by": "day", "start": start})
+        assert plain["split_by"] is None and all(g["parts"] is None for g in plain["groups"])
+
 
 class TestOutcomes:
     async def test_campaign_cost_is_settled_once_the_final_usage_and_the_end_are_in(self, harness: Harness) -> None:

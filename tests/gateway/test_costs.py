@@ -209,6 +209,25 @@ class TestReports:
         }
         assert keys == expected[group_by]
 
+    async def test_daily_breakdown_split_by_provider_lists_every_provider_each_day(self, stack: Stack) -> None:
+        """groupBy=day&splitBy=provider: each day's parts in camelCase, every provider, summing to the day."""
+        await stack.record(
+            usage(ALICE, prompt=1000, completion=0),
+            usage(ALICE, Provider.OPENAI, "gpt-4o-mini", prompt=1000, completion=0),
+        )
+        today = datetime.now(UTC).date()
+        params = {"from": (today - timedelta(days=1)).isoformat(), "groupBy": "day", "splitBy": "provider"}
+        answer = await stack.call("GET", BREAKDOWN, params=params)
+        assert answer.status == 200
+        data = answer.body["data"]
+        assert data["splitBy"] == "provider"
+        yesterday, now = data["groups"]
+        assert [(p["key"], p["cost"], p["requests"]) for p in yesterday["parts"]] == [("azure", 0, 0), ("openai", 0, 0)]
+        assert [(p["key"], p["requests"]) for p in now["parts"]] == [("azure", 1), ("openai", 1)]
+        assert now["parts"][0]["cost"] + now["parts"][1]["cost"] == now["cost"] == data["total"]
+        refused = await stack.call("GET", BREAKDOWN, params={"groupBy": "day", "splitBy": "type"})
+        assert refused.status == 400 and refused.body["error"]["code"] == "invalid_parameter"
+
     async def test_campaign_costs_list_workflows_and_one_with_its_calls(self, stack: Stack) -> None:
         """Without workflowId: the month's workflows; with it: that workflow's calls."""
         workflow = uuid.uuid4()

@@ -1,5 +1,5 @@
 // Costs: today and the month, the daily spend chart with the forecast's band, spend by provider and by
-// model, thresholds, and alerts with acknowledge.
+// model (totals, and each day's as one line per provider / model), thresholds, and alerts with acknowledge.
 
 import { call } from "./api.js";
 import { badge, el, heading, money, say, table, when } from "./ui.js";
@@ -10,6 +10,7 @@ const WIDTH = 760;
 const HEIGHT = 260;
 const PAD = { left: 64, right: 16, top: 16, bottom: 32 };
 const FORECAST_DAYS = 7;
+const SERIES_STYLES = 6; // console.css: .series.s0 … .s5, each a colour and a dash pattern
 
 function svg(tag, attributes = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -56,6 +57,48 @@ export function spendChart(forecast) {
   return chart;
 }
 
+/** Each day's spend per provider or model (a breakdown by day split by it): one line per key, labelled in a
+ * legend, and the same figures as a table for the keyboard and screen readers. */
+export function seriesChart(id, what, breakdown) {
+  const days = breakdown.groups.map((g) => g.key);
+  const keys = (breakdown.groups[0]?.parts || []).map((p) => p.key);
+  const series = keys.map((key, k) => ({ key, style: `s${k % SERIES_STYLES}`,
+    costs: breakdown.groups.map((g) => Number(g.parts[k].cost)) }));
+  const top = Math.max(0.01, ...series.flatMap((s) => s.costs)) * 1.1;
+  const x = (i) => PAD.left + (i + 0.5) * ((WIDTH - PAD.left - PAD.right) / Math.max(days.length, 1));
+  const y = (v) => HEIGHT - PAD.bottom - (v / top) * (HEIGHT - PAD.top - PAD.bottom);
+  const total = (s) => s.costs.reduce((sum, cost) => sum + cost, 0);
+  const label = `Daily spend by ${what} from ${days[0]} to ${days[days.length - 1]}: ` +
+    (series.map((s) => `${s.key} ${money(total(s))}`).join(", ") || "nothing spent") + ".";
+  const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, id,
+    class: "chart" });
+  chart.append(svg("title", {}, label));
+  const axisY = HEIGHT - PAD.bottom;
+  chart.append(svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: axisY, y2: axisY, class: "axis" }));
+  chart.append(svg("text", { x: PAD.left - 6, y: y(top / 1.1) + 4, class: "tick", "text-anchor": "end" }, money(top / 1.1)));
+  chart.append(svg("text", { x: PAD.left - 6, y: axisY + 4, class: "tick", "text-anchor": "end" }, "$0"));
+  if (days.length) {
+    chart.append(svg("text", { x: x(0), y: HEIGHT - 8, class: "tick", "text-anchor": "start" }, days[0]));
+    chart.append(svg("text", { x: x(days.length - 1), y: HEIGHT - 8, class: "tick", "text-anchor": "end" },
+      days[days.length - 1]));
+  }
+  for (const s of series) {
+    const line = svg("g", { class: `series ${s.style}`, "data-key": s.key });
+    line.append(svg("polyline", { class: "line", points: s.costs.map((cost, i) => `${x(i)},${y(cost)}`).join(" ") }));
+    s.costs.forEach((cost, i) => line.append(svg("circle", { class: "point", cx: x(i), cy: y(cost), r: 3,
+      "data-date": days[i], "data-cost": cost }, svg("title", {}, `${s.key}, ${days[i]}: ${money(cost)}`))));
+    chart.append(line);
+  }
+  const swatch = (s) => svg("svg", { class: `swatch series ${s.style}`, "aria-hidden": "true", viewBox: "0 0 24 8" },
+    svg("line", { class: "line", x1: 0, x2: 24, y1: 4, y2: 4 }));
+  const legend = el("ul", { class: "legend", "aria-label": `Lines: one per ${what}` },
+    series.map((s) => el("li", { "data-key": s.key }, swatch(s), `${s.key}: ${money(total(s))}`)));
+  const figures = el("details", {}, el("summary", {}, `Daily spend by ${what}, as a table`),
+    table(`Daily spend by ${what} (USD)`, ["Day", ...keys],
+      days.map((day, i) => [day, ...series.map((s) => money(s.costs[i]))]), "nothing spent."));
+  return el("figure", { class: "series-chart" }, chart, legend, figures);
+}
+
 function bars(caption, breakdown) {
   const rows = breakdown.groups.map((g) => [g.key, money(g.cost),
     el("meter", { min: 0, max: 100, value: Number(g.share), "aria-label": `${g.key}: ${g.share}%` }),
@@ -84,13 +127,16 @@ function alertRow(alert, reload) {
 export async function costsPage(root) {
   const since = new Date(Date.now() - LOOKBACK_DAYS * 86400000).toISOString().slice(0, 10);
   async function load() {
-    const [stats, forecast, providers, models, thresholds, alerts] = await Promise.all([
+    const daily = (splitBy) => call("GET", "/api/v2/costs/breakdown", { query: { groupBy: "day", splitBy, from: since } });
+    const [stats, forecast, providers, models, thresholds, alerts, dailyProviders, dailyModels] = await Promise.all([
       call("GET", "/api/v2/costs/stats"),
       call("GET", "/api/v2/costs/forecast", { query: { lookbackDays: LOOKBACK_DAYS } }),
       call("GET", "/api/v2/costs/breakdown", { query: { groupBy: "provider", from: since } }),
       call("GET", "/api/v2/costs/breakdown", { query: { groupBy: "model", from: since } }),
       call("GET", "/api/v2/costs/thresholds"),
       call("GET", "/api/v2/costs/alerts"),
+      daily("provider"),
+      daily("model"),
     ]);
     const w7 = forecast.next7Days;
     const w30 = forecast.next30Days;
@@ -107,6 +153,10 @@ export async function costsPage(root) {
         el("figcaption", {}, "Points: each day's spend (UTC). Band: the next 7 days' forecast per day, 95% interval.")),
       el("div", { class: "columns" },
         bars(`By provider, since ${since}`, providers), bars(`By model, since ${since}`, models)),
+      el("h3", {}, `Daily spend by provider, since ${since}`),
+      seriesChart("provider-chart", "provider", dailyProviders),
+      el("h3", {}, `Daily spend by model, since ${since}`),
+      seriesChart("model-chart", "model", dailyModels),
       table("Thresholds", ["Name", "Period", "Limit", "Scope", "Action", "Enabled"],
         thresholds.thresholds.map((t) => [t.name || "—", t.type, money(t.threshold), t.userId || "global", t.action,
           t.enabled ? "yes" : "no"])),
