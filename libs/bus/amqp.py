@@ -67,6 +67,9 @@ RECONNECT_INTERVAL_S = 1.0
 # A consumer cancel is one round trip to a live broker; one that dies mid-cancel cannot hold close() longer.
 CANCEL_TIMEOUT_S = 5.0
 CLOSE_RESERVE_S = 1.0  # of close()'s grace, kept for closing the connection if the drain is cut short
+# How long a dead-letter look waits for the messages it took without acknowledging to be back in their queue.
+DEAD_LETTERS_BACK_WAIT_S = 2.0
+DEAD_LETTERS_BACK_POLL_S = 0.01
 
 
 def tier_for(remaining_ms: int) -> int | None:
@@ -402,18 +405,33 @@ class AmqpBus(Bus):
     async def peek_dead_letters(self, service: str, limit: int) -> list[DeadLetter]:
         """basic.get without acknowledging, then the channel closes (libs.bus.amqp_dead explains)."""
         async with self._dead_letter_queue(service) as (queue, depth):
-            return await amqp_dead.peek(queue, depth, limit)
+            seen = await amqp_dead.peek(queue, depth, limit)
+        await self._dead_letters_back(service, depth)
+        return seen
 
     async def replay_dead_letters(self, service: str, message_id: str | None = None) -> int:
         async def send(body: bytes, headers: dict[str, str]) -> None:
             await self._send(f"replay.{service}", (service,), body, headers, 0.0)
 
         async with self._dead_letter_queue(service) as (queue, depth):
-            return await amqp_dead.replay(queue, depth, message_id, new_instance_id(), send)
+            replayed = await amqp_dead.replay(queue, depth, message_id, new_instance_id(), send)
+        await self._dead_letters_back(service, depth - replayed)
+        return replayed
 
     async def dead_letter_depth(self, service: str) -> int:
         async with self._dead_letter_queue(service) as (_, depth):
             return depth
+
+    async def _dead_letters_back(self, service: str, ready: int) -> None:
+        """Wait until the messages a closed channel handed back are ready again (at least `ready`): the broker
+        puts them back after answering the close, so a look right after — the depth, a replay — could miss
+        them. Bounded: another operator's replay meanwhile can leave fewer for good."""
+        deadline = asyncio.get_running_loop().time() + DEAD_LETTERS_BACK_WAIT_S
+        while await self.dead_letter_depth(service) < ready:
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("bus.amqp.dead_letters_not_back", service=service, expected=ready)
+                return
+            await asyncio.sleep(DEAD_LETTERS_BACK_POLL_S)
 
     @asynccontextmanager
     async def _dead_letter_queue(self, service: str) -> AsyncIterator[tuple[AbstractQueue, int]]:

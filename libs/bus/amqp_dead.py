@@ -2,7 +2,8 @@
 
 RabbitMQ has no "read without taking" for queues: a peek is `basic.get` without acknowledging, then
 closing the channel, which hands every message taken back in its place (a bounded get loop, because a
-consumer would have the broker push more than asked). The broker counts each such return as a delivery —
+consumer would have the broker push more than asked); the broker does so after answering the close, so the
+bus waits until they are ready again before it answers. The broker counts each such return as a delivery —
 harmless on a DLQ up to RabbitMQ 3.13, which sets no delivery limit; 4.x sets one (README: dead letters).
 A replay is one pass over the messages the DLQ held when it began: the chosen ones are published (confirmed)
 to their service's queue and then acknowledged; the others go back when the channel closes. Messages
