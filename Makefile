@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 	$(call install_lock,$(DEV_LOCK))
 	touch $(RUNTIME_STAMP) $(STAMP)
 
-# The runtime set only (about 75 packages instead of 140): what `make run` needs.
+# The runtime set only (about 80 packages instead of 155): what `make run` needs.
 runtime: $(RUNTIME_STAMP)
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
