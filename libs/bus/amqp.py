@@ -178,15 +178,18 @@ class AmqpBus(Bus):
         self._exchanges["delay"] = await channel.declare_exchange(f"{ns}.delay", durable.TOPIC, durable=True)
         expired = await channel.declare_exchange(f"{ns}.expired", durable.TOPIC, durable=True)
         self._exchanges["expired"] = expired
-        # Every queue at once, each on a channel of its own: a quorum queue takes the broker a round of its
-        # own to create, and a namespace has a few dozen of them (a service's queue per lane, and their DLQs).
+        # The dead-letter queues one after the other: the broker closes the channel of one it refuses, and a
+        # channel it closes while others open can have its number reused too early ("second 'channel.open'
+        # seen", which closes the whole connection). Then every queue at once, each on a channel of its own:
+        # a quorum queue takes the broker a round of its own to create, and there is one per service lane.
+        for name in QUEUES:
+            await self._declare_dead_letter_queue(c.dlq_name(ns, name))
         await asyncio.gather(*(self._declare_queue(name) for name in QUEUES))
 
     async def _declare_queue(self, name: str) -> None:
-        """Declare the queue `name` (contracts.routing.QUEUES) with its dead-letter queue and bindings."""
+        """Declare the queue `name` (contracts.routing.QUEUES) and its bindings; its DLQ exists already."""
         assert self._connection is not None
         ns = self.namespace
-        await self._declare_dead_letter_queue(c.dlq_name(ns, name))
         async with self._connection.channel() as channel:
             queue = await channel.declare_queue(
                 self._q(name), durable=True, arguments=service_queue_arguments(ns, name)
