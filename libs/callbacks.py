@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 # Long enough for any real endpoint with a token in its query; short enough that a URL cannot be used to
 # smuggle a payload into every retry of a webhook (browsers and proxies commonly stop near 2 KiB too).
@@ -37,6 +39,22 @@ SIGNATURE_PREFIX: Final = "sha256="
 
 # As for the gateway's JWT key: shorter HMAC keys can be guessed offline from one signed body.
 MIN_WEBHOOK_SECRET_BYTES: Final = 32
+
+
+def _empty_is_unset(value: object) -> object:
+    # `WEBHOOK_SECRET=` (an empty variable, a template's empty default) means "not configured".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _long_enough(value: SecretStr | None) -> SecretStr | None:
+    # A short key is guessable offline from one signed body; refusing to start beats signing weakly.
+    if value is not None and len(value.get_secret_value().encode()) < MIN_WEBHOOK_SECRET_BYTES:
+        raise ValueError(f"WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
+    return value
+
+
+WebhookSecret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset), AfterValidator(_long_enough)]
+"""A settings field holding the webhook signing key: empty is unset, shorter than 32 bytes is refused."""
 
 
 def sign(secret: bytes, body: bytes) -> str:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from libs.callbacks import MIN_WEBHOOK_SECRET_BYTES
+from libs.callbacks import WebhookSecret
 from libs.config import CommonSettings
 from services.cost_tracker.constants import DEFAULT_PRICE_FILE
 
@@ -56,22 +56,10 @@ class CostTrackerSettings(CommonSettings):
     )
 
     # A user's own alert webhook (alert-destination) is signed with the same key as the workflow webhooks.
-    webhook_secret: SecretStr | None = Field(
+    webhook_secret: WebhookSecret = Field(
         default=None, description="HMAC-SHA256 key of X-Signature (at least 32 bytes); unset: user webhooks not sent"
     )
     webhook_allow_local_http: bool = Field(default=False, description="http:// to localhost only (embedded mode)")
-
-    @field_validator("webhook_secret", mode="before")
-    @classmethod
-    def _empty_webhook_secret_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _webhook_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().encode()) < MIN_WEBHOOK_SECRET_BYTES:
-            raise ValueError(f"WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
-        return value
 
     def alert_recipients(self) -> list[str]:
         """COST_ALERT_EMAIL as a list of addresses."""

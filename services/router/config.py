@@ -29,10 +29,10 @@ WEBHOOK_ALLOW_LOCAL_HTTP=false        accept http:// callback URLs to localhost/
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from contracts.enums import Provider
-from libs.callbacks import MIN_WEBHOOK_SECRET_BYTES
+from libs.callbacks import WebhookSecret
 from libs.flags import FlagSettings
 from libs.llm.constants import DEFAULT_AZURE_TIMEOUT_S, DEFAULT_OPENAI_TIMEOUT_S
 from services.router.constants import MAX_DEADLINE_S
@@ -69,24 +69,10 @@ class RouterSettings(FlagSettings):
         return self.azure_timeout_s if provider is Provider.AZURE else self.openai_timeout_s
 
     # --- completion webhooks (services/router/webhooks.py) ---------------------------------------------------
-    webhook_secret: SecretStr | None = Field(
+    webhook_secret: WebhookSecret = Field(
         default=None, description="HMAC-SHA256 key of X-Signature (at least 32 bytes); unset: webhooks not sent"
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=60, description="one POST, s")
     webhook_max_attempts: int = Field(default=12, ge=1, le=50, description="POSTs before the dead-letter queue")
     webhook_retry_base_s: float = Field(default=5.0, gt=0, description="delay before the 2nd POST, doubling, s")
     webhook_allow_local_http: bool = Field(default=False, description="http:// to localhost only (embedded mode)")
-
-    @field_validator("webhook_secret", mode="before")
-    @classmethod
-    def _empty_webhook_secret_is_unset(cls, value: object) -> object:
-        # `WEBHOOK_SECRET=` (an empty variable, a template's empty default) means "not configured".
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _webhook_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        # A short key is guessable offline from one signed body; refusing to start beats signing weakly.
-        if value is not None and len(value.get_secret_value().encode()) < MIN_WEBHOOK_SECRET_BYTES:
-            raise ValueError(f"WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes")
-        return value

@@ -209,7 +209,7 @@ class TestRedisDown:
             with pytest.raises(FlagsUnavailable):
                 await client.refresh()
             await admin.write(FlagUpdate(hybrid_orchestrator_enabled=True).encoded(), updated_at=AT, updated_by="a")
-            await redis_proxy.restore()
+            await redis_proxy.start()
             await eventually(lambda: client.flags.hybrid_orchestrator_enabled, timeout=5)
         events = [entry["event"] for entry in logs]
         assert events.count("flags.store.failed") == 1
@@ -238,7 +238,7 @@ class TestRedisDown:
             client = await start(clients, redis_store(redis_proxy.url, flag_key), refresh_s=0.05)
         assert client.flags == ENV_DEFAULTS and client.stale
         assert "flags.start.defaults" in [entry["event"] for entry in logs]
-        await redis_proxy.restore()
+        await redis_proxy.start()
         await eventually(lambda: not client.flags.hybrid_orchestrator_enabled, timeout=5)
         await admin.close()
 

@@ -134,7 +134,7 @@ class TestRedisStore:
         try:
             await redis_proxy.cut()
             await asyncio.sleep(0.3)
-            await redis_proxy.restore()
+            await redis_proxy.start()
             await asyncio.wait_for(wake.wait(), 5)  # resubscribed: wakes to re-read what it may have missed
             wake.clear()
             await redis_store.write({"rollout_percentage": "7"}, updated_at=AT, updated_by="x")

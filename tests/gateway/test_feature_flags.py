@@ -232,7 +232,7 @@ class TestRedisStore:
     ) -> None:
         """Redis unreachable: POST keeps following the flags read last; the admin API answers 503."""
         proxy = RedisProxy(redis_url)
-        await proxy.restore()
+        await proxy.start()
         try:
             gw = await make_gateway(redis_url=proxy.url, flags_key=flag_key, flags_refresh_s=0.05)
             await put_flags(gw, {"rolloutPercentage": 0, "allowList": [ALICE]})
@@ -243,7 +243,7 @@ class TestRedisStore:
             for answer in (await get_flags(gw), await put_flags(gw, {"rolloutPercentage": 100})):
                 assert (answer.status, answer.body["error"]["code"]) == (503, "unavailable")
                 assert answer.headers["Retry-After"] == "1"
-            await proxy.restore()
+            await proxy.start()
             assert (await put_flags(gw, {"rolloutPercentage": 100})).status == 200
             assert (await gw.client.post(PLAN, user=BOB)).status == 202
         finally:
