@@ -7,15 +7,14 @@ each service's dead-letter queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
+from opentelemetry.metrics import Counter, Histogram, Meter
 
 from libs.telemetry import constants as tc
-from libs.telemetry.metrics import cached_instruments
+from libs.telemetry.metrics import CallbackGauge, Readings, cached_instruments
 
-DeadLetterDepthCallback = Callable[[], Mapping[str, int]]
+DeadLetterDepthCallback = Readings
 """Returns {service: messages in its dead-letter queue}; called at each collection (must not block)."""
 
 
@@ -24,12 +23,12 @@ class BusMetrics:
     messages_processed: Counter  # every handled message, failed or not; attrs: queue
     message_errors: Counter  # messages whose handler raised; attrs: queue
     message_processing_time: Histogram  # ms; attrs: queue
-    _dead_letter_callbacks: list[DeadLetterDepthCallback] = field(default_factory=list, repr=False)
+    dead_letters: CallbackGauge  # messages in each service's DLQ; attrs: service
 
     @classmethod
     def from_meter(cls, meter: Meter) -> BusMetrics:
         """All instruments created on `meter` (tests pass a meter of a private MeterProvider)."""
-        instance = cls(
+        return cls(
             messages_processed=meter.create_counter(
                 tc.METRIC_MESSAGES_PROCESSED, unit="{message}", description="Messages handled"
             ),
@@ -42,15 +41,14 @@ class BusMetrics:
                 description="Handler time per message",
                 explicit_bucket_boundaries_advisory=tc.DURATION_BUCKETS_MS,
             ),
+            dead_letters=CallbackGauge(
+                meter,
+                tc.METRIC_BUS_DEAD_LETTERS,
+                attribute=tc.METRIC_ATTR_SERVICE,
+                unit="{message}",
+                description="Messages in each service's dead-letter queue (last read by libs.bus.dead_letters)",
+            ),
         )
-        # An observable gauge takes its callbacks at creation: this one fans out to those registered later.
-        meter.create_observable_gauge(
-            tc.METRIC_BUS_DEAD_LETTERS,
-            callbacks=[instance._observe_dead_letters],
-            unit="{message}",
-            description="Messages in each service's dead-letter queue (last read by libs.bus.dead_letters)",
-        )
-        return instance
 
     def record_message(self, *, queue: str, duration_ms: float, failed: bool) -> None:
         """One handled message on `queue`."""
@@ -63,17 +61,10 @@ class BusMetrics:
 
     def register_dead_letter_depth(self, callback: DeadLetterDepthCallback) -> None:
         """Report `callback()`'s {service: depth} on the bus_dead_letters gauge until unregistered."""
-        self._dead_letter_callbacks.append(callback)
+        self.dead_letters.register(callback)
 
     def unregister_dead_letter_depth(self, callback: DeadLetterDepthCallback) -> None:
-        if callback in self._dead_letter_callbacks:
-            self._dead_letter_callbacks.remove(callback)
-
-    def _observe_dead_letters(self, _: CallbackOptions) -> Iterable[Observation]:
-        # Runs on the metric reader's thread: iterate over a copy in case a reader registers meanwhile.
-        for callback in list(self._dead_letter_callbacks):
-            for service, depth in callback().items():
-                yield Observation(depth, {tc.METRIC_ATTR_SERVICE: service})
+        self.dead_letters.unregister(callback)
 
 
 get_bus_metrics = cached_instruments(BusMetrics.from_meter)

@@ -9,18 +9,19 @@
     services.gateway.metrics       HTTP requests (http.server.request.duration)
     services.of_sender.metrics     platform sends per account and outcome
 
-Each declares `get_x = cached_instruments(X.from_meter)`. The names and attributes — the original plan's, which
+Each declares `get_x = cached_instruments(X.from_meter)`; a gauge read from callbacks registered later (the
+dead-letter depth, the circuit state) is a `CallbackGauge`. The names and attributes — the original plan's, which
 dashboards and alerts rely on — stay in libs.telemetry.constants. `get_x()` may run before `setup_telemetry`:
 the API's proxy instruments forward to the real provider once it is installed. Attribute values stay
 low-cardinality (provider, queue, scope) — ids belong on spans and logs, never on metrics.
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from opentelemetry import metrics
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from libs.telemetry import constants as c
 
@@ -42,3 +43,30 @@ def cached_instruments(build: Callable[[Meter], T]) -> Callable[[], T]:
         return made[0]
 
     return get
+
+
+Readings = Callable[[], Mapping[str, int]]
+"""Returns {attribute value: reading} (e.g. {service: depth}); called at each collection (must not block)."""
+
+
+class CallbackGauge:
+    """An observable gauge fed by callbacks registered after it exists (OpenTelemetry takes a gauge's callbacks
+    at its creation): each reports {attribute value: reading}, labelled with `attribute`."""
+
+    def __init__(self, meter: Meter, name: str, *, attribute: str, unit: str, description: str) -> None:
+        self._attribute = attribute
+        self._callbacks: list[Readings] = []
+        meter.create_observable_gauge(name, callbacks=[self._observe], unit=unit, description=description)
+
+    def register(self, callback: Readings) -> None:
+        self._callbacks.append(callback)
+
+    def unregister(self, callback: Readings) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        # Runs on the metric reader's thread: iterate over a copy in case one registers meanwhile.
+        for callback in list(self._callbacks):
+            for key, value in callback().items():
+                yield Observation(value, {self._attribute: key})

@@ -11,15 +11,14 @@ of-sender reports (a campaign's progress) and the state of each provider's circu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
+from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.util.types import AttributeValue
 
 from libs.telemetry import constants as tc
-from libs.telemetry.metrics import cached_instruments
+from libs.telemetry.metrics import CallbackGauge, Readings, cached_instruments
 
 METRIC_WORKFLOW_FAILURES: Final = "workflow_failures"
 METRIC_WORKFLOW_REFUSALS: Final = "workflow_refusals"
@@ -30,7 +29,7 @@ ATTR_REASON: Final = "reason"
 REFUSAL_BUDGET: Final = "cost_limit_exceeded"  # ErrorType.COST_LIMIT_EXCEEDED: a budget blocks
 ATTR_STATE: Final = "state"
 
-CircuitStateCallback = Callable[[], Mapping[str, int]]
+CircuitStateCallback = Readings
 """Returns {provider: CIRCUIT_CLOSED | CIRCUIT_HALF_OPEN | CIRCUIT_OPEN}; called at each collection."""
 
 
@@ -41,12 +40,19 @@ class RouterMetrics:
     workflow_failures: Counter  # attrs: error_type, deadline
     workflow_refusals: Counter  # attrs: reason (an ErrorType value)
     campaign_deliveries: Counter  # attrs: state (scheduled, completed, failed)
-    _circuit_callbacks: list[CircuitStateCallback] = field(default_factory=list, repr=False)
+    circuit_state: CallbackGauge  # 0 closed, 1 half-open, 2 open; attrs: provider
 
     @classmethod
     def from_meter(cls, meter: Meter) -> RouterMetrics:
         """All instruments created on `meter` (tests pass a meter of a private MeterProvider)."""
         instance = cls(
+            circuit_state=CallbackGauge(
+                meter,
+                tc.METRIC_CIRCUIT_BREAKER_STATE,
+                attribute=tc.METRIC_ATTR_PROVIDER,
+                unit="1",
+                description="Circuit breaker state per provider: 0 closed, 1 half-open, 2 open",
+            ),
             workflow_executions=meter.create_counter(
                 tc.METRIC_WORKFLOW_EXECUTIONS, unit="{workflow}", description="Workflows finished"
             ),
@@ -70,13 +76,6 @@ class RouterMetrics:
         )
         # A budget's block is rare: its series exists from the start at 0, so an alert's increase() has a base.
         instance.workflow_refusals.add(0, {ATTR_REASON: REFUSAL_BUDGET})
-        # An observable gauge takes its callbacks at creation: this one fans out to the breakers' callbacks.
-        meter.create_observable_gauge(
-            tc.METRIC_CIRCUIT_BREAKER_STATE,
-            callbacks=[instance._observe_circuits],
-            unit="1",
-            description="Circuit breaker state per provider: 0 closed, 1 half-open, 2 open",
-        )
         return instance
 
     def record_workflow(self, *, provider: str, success: bool, duration_ms: float) -> None:
@@ -99,13 +98,7 @@ class RouterMetrics:
 
     def register_circuit_state(self, callback: CircuitStateCallback) -> None:
         """Report `callback()`'s {provider: state} on the circuit_breaker_state gauge from now on."""
-        self._circuit_callbacks.append(callback)
-
-    def _observe_circuits(self, _: CallbackOptions) -> Iterable[Observation]:
-        # Runs on the metric reader's thread: iterate over a copy in case a breaker registers meanwhile.
-        for callback in list(self._circuit_callbacks):
-            for provider, state in callback().items():
-                yield Observation(state, {tc.METRIC_ATTR_PROVIDER: provider})
+        self.circuit_state.register(callback)
 
 
 get_router_metrics = cached_instruments(RouterMetrics.from_meter)
