@@ -19,6 +19,22 @@ function svg(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** A chart with nothing drawn yet: its accessible label, the x axis, the top value's and $0's ticks on the y axis,
+ * and `dates` ([x, text, anchor] each) under the axis. `top` is the scale's top, 10 % above the highest value. */
+function chartFrame(id, label, top, y, dates) {
+  const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, id,
+    class: "chart" });
+  chart.append(svg("title", {}, label));
+  const axisY = HEIGHT - PAD.bottom;
+  chart.append(svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: axisY, y2: axisY, class: "axis" }));
+  chart.append(svg("text", { x: PAD.left - 6, y: y(top / 1.1) + 4, class: "tick", "text-anchor": "end" }, money(top / 1.1)));
+  chart.append(svg("text", { x: PAD.left - 6, y: axisY + 4, class: "tick", "text-anchor": "end" }, "$0"));
+  for (const [x, text, anchor] of dates) {
+    chart.append(svg("text", { x, y: HEIGHT - 8, class: "tick", "text-anchor": anchor }, text));
+  }
+  return chart;
+}
+
 /** The daily history (one point per day) and, after it, the next 7 days' forecast as a band. */
 export function spendChart(forecast) {
   const history = forecast.history.map((d) => ({ date: d.date, cost: Number(d.cost) }));
@@ -31,18 +47,9 @@ export function spendChart(forecast) {
   const y = (v) => HEIGHT - PAD.bottom - (v / top) * (HEIGHT - PAD.top - PAD.bottom);
   const label = `Daily spend over ${history.length} days, ${money(history.reduce((s, d) => s + d.cost, 0))} in all; ` +
     `next 7 days forecast ${money(week.total)} (${money(week.lower)} to ${money(week.upper)}, 95%).`;
-  const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, id: "spend-chart",
-    class: "chart" });
-  chart.append(svg("title", {}, label));
-  const axisY = HEIGHT - PAD.bottom;
-  chart.append(svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: axisY, y2: axisY, class: "axis" }));
-  chart.append(svg("text", { x: PAD.left - 6, y: y(top / 1.1) + 4, class: "tick", "text-anchor": "end" }, money(top / 1.1)));
-  chart.append(svg("text", { x: PAD.left - 6, y: axisY + 4, class: "tick", "text-anchor": "end" }, "$0"));
-  if (history.length) {
-    chart.append(svg("text", { x: x(0), y: HEIGHT - 8, class: "tick", "text-anchor": "start" }, history[0].date));
-    chart.append(svg("text", { x: x(history.length - 1), y: HEIGHT - 8, class: "tick", "text-anchor": "middle" },
-      history[history.length - 1].date));
-  }
+  const dates = history.length ? [[x(0), history[0].date, "start"],
+    [x(history.length - 1), history[history.length - 1].date, "middle"]] : [];
+  const chart = chartFrame("spend-chart", label, top, y, dates);
   const first = x(history.length) - 8;
   const last = x(days - 1) + 8;
   chart.append(svg("polygon", { class: "band",
@@ -70,18 +77,8 @@ export function seriesChart(id, what, breakdown) {
   const total = (s) => s.costs.reduce((sum, cost) => sum + cost, 0);
   const label = `Daily spend by ${what} from ${days[0]} to ${days[days.length - 1]}: ` +
     (series.map((s) => `${s.key} ${money(total(s))}`).join(", ") || "nothing spent") + ".";
-  const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, id,
-    class: "chart" });
-  chart.append(svg("title", {}, label));
-  const axisY = HEIGHT - PAD.bottom;
-  chart.append(svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: axisY, y2: axisY, class: "axis" }));
-  chart.append(svg("text", { x: PAD.left - 6, y: y(top / 1.1) + 4, class: "tick", "text-anchor": "end" }, money(top / 1.1)));
-  chart.append(svg("text", { x: PAD.left - 6, y: axisY + 4, class: "tick", "text-anchor": "end" }, "$0"));
-  if (days.length) {
-    chart.append(svg("text", { x: x(0), y: HEIGHT - 8, class: "tick", "text-anchor": "start" }, days[0]));
-    chart.append(svg("text", { x: x(days.length - 1), y: HEIGHT - 8, class: "tick", "text-anchor": "end" },
-      days[days.length - 1]));
-  }
+  const dates = days.length ? [[x(0), days[0], "start"], [x(days.length - 1), days[days.length - 1], "end"]] : [];
+  const chart = chartFrame(id, label, top, y, dates);
   for (const s of series) {
     const line = svg("g", { class: `series ${s.style}`, "data-key": s.key });
     line.append(svg("polyline", { class: "line", points: s.costs.map((cost, i) => `${x(i)},${y(cost)}`).join(" ") }));
