@@ -291,18 +291,14 @@ class Bus(ABC):
 
     async def request(self, envelope: Envelope, *, timeout: float) -> Envelope:
         """Publish a request and wait for the handler's reply (raises RequestTimeout)."""
-        reply_to = await self._reply_queue()
         correlation = str(envelope.id)
-        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending[correlation] = future
-        try:
+        async with self.expecting(correlation) as (reply_to, (future,)):
             extra = {c.H_REPLY_TO: reply_to, c.H_CORRELATION: correlation}
-            await self._publish_to(envelope, delay=0.0, extra=extra)
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise RequestTimeout(f"no reply to {envelope.type} within {timeout}s") from exc
-        finally:
-            self._pending.pop(correlation, None)
+            try:
+                await self._publish_to(envelope, delay=0.0, extra=extra)
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError as exc:
+                raise RequestTimeout(f"no reply to {envelope.type} within {timeout}s") from exc
 
     @asynccontextmanager
     async def expecting(self, *correlation_ids: str) -> AsyncIterator[tuple[str, tuple[asyncio.Future[Envelope], ...]]]:
