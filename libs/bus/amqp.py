@@ -311,6 +311,22 @@ class AmqpBus(Bus):
     # --- consuming ---------------------------------------------------------------------------------------
 
     async def _start_consumer(self, consumer: Consumer) -> None:
+        """Consume `consumer`'s queue, riding out a connection the broker closes meanwhile: under load a
+        quorum queue can answer basic.consume with "timed out consuming" (INTERNAL_ERROR), which closes the
+        whole connection; the robust connection reconnects (restoring the consumers already started) and
+        this one is started again on it, within RECONNECT_WAIT_S."""
+        deadline = time.monotonic() + RECONNECT_WAIT_S
+        while True:
+            try:
+                self._consumer_channels[id(consumer)] = await self._consume(consumer)
+                return
+            except (aiormq.exceptions.AMQPConnectionError, RuntimeError) as exc:  # RuntimeError: not yet back
+                if time.monotonic() > deadline:
+                    raise BusConnectionError(f"cannot consume {consumer.service!r}: {exc!r}") from exc
+                log.warning("bus.amqp.consume_retry", service=consumer.service, error=repr(exc))
+                await asyncio.sleep(RECONNECT_INTERVAL_S)
+
+    async def _consume(self, consumer: Consumer) -> tuple[AbstractChannel, AbstractQueue, str]:
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=consumer.prefetch)
@@ -322,8 +338,7 @@ class AmqpBus(Bus):
                 consumer.track(task)
             await self._process(consumer, message)
 
-        tag = await queue.consume(on_message)
-        self._consumer_channels[id(consumer)] = (channel, queue, tag)
+        return channel, queue, await queue.consume(on_message)
 
     async def _process(self, consumer: Consumer, message: AbstractIncomingMessage) -> None:
         headers = text_headers(message.headers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from datetime import UTC, datetime
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -62,6 +63,7 @@ class FlagClient:
         # Reads and writes of this client take turns, so a read that started before our own write cannot
         # land after it and briefly put the old flags back.
         self._lock = asyncio.Lock()
+        self._pause_lock = asyncio.Lock()  # this replica's pauses one at a time: they race only other replicas
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: str | None = None
@@ -147,10 +149,13 @@ class FlagClient:
         """Pause (or resume) one account: added to (or removed from) the paused set, the rest of the set
         as another admin may have just written it (raises VersionConflict after PAUSE_WRITE_ATTEMPTS lost
         races, PausedLimit when the set is full, FlagsUnavailable, FlagsInvalid)."""
-        for _ in range(c.PAUSE_WRITE_ATTEMPTS - 1):
-            with contextlib.suppress(VersionConflict):  # another admin wrote in between: read again
-                return await self._set_paused_once(account_id, paused, updated_by)
-        return await self._set_paused_once(account_id, paused, updated_by)
+        async with self._pause_lock:
+            for _ in range(c.PAUSE_WRITE_ATTEMPTS - 1):
+                try:
+                    return await self._set_paused_once(account_id, paused, updated_by)
+                except VersionConflict:  # another replica wrote in between: read again, out of its step
+                    await asyncio.sleep(random.uniform(0, c.PAUSE_RETRY_JITTER_S))
+            return await self._set_paused_once(account_id, paused, updated_by)
 
     async def _set_paused_once(self, account_id: str, paused: bool, updated_by: str) -> FlagState:
         state = await self.refresh()

@@ -44,8 +44,11 @@ MAX_UPDATED_BY_LENGTH: Final = 128
 MAX_ACCOUNT_ID_LENGTH: Final = 128
 MAX_PAUSED_ACCOUNTS: Final = 1000
 # A pause or resume is a read, then a write at the version read (two admins pausing two accounts at once
-# must both land); after this many lost races it gives up with VersionConflict.
-PAUSE_WRITE_ATTEMPTS: Final = 5
+# must both land). A replica makes its own pauses one at a time, so it races only the other replicas; after
+# a lost race it waits up to PAUSE_RETRY_JITTER_S (random, so two replicas do not meet again in step) and
+# after this many lost races it gives up with VersionConflict.
+PAUSE_WRITE_ATTEMPTS: Final = 8
+PAUSE_RETRY_JITTER_S: Final = 0.02
 
 # --- Why FlagClient.held keeps work waiting (logged, and the services' reason for a hold).
 HELD_DISABLED: Final = "disabled"

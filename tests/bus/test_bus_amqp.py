@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from libs.bus import Bus, RedeliveryPolicy, Unroutable, amqp
 from libs.bus.amqp import AmqpBus, tier_for
+from libs.bus.base import Consumer
 from tests.bus.conformance import ROUTER, BusConformance, MakeBus, Recorder, eventually, requested
 from tests.bus.conformance_dead_letters import Rejecting, listed
 
@@ -59,16 +60,36 @@ class TestAmqpBusConformance(BusConformance):
         before = requested(1)
         await bus.publish(before)
         await eventually(lambda: len(rec.seen) == 1)
-        await asyncio.to_thread(
-            subprocess.run,
-            ["rabbitmqctl", "close_all_connections", "conformance test"],
-            check=True,
-            capture_output=True,
-        )
+        await _close_all_connections()
         after = requested(2)
         await bus.publish(after)  # rides out the reconnect
         await eventually(lambda: any(e.id == after.id for e in rec.seen), timeout=30)
         assert {e.id for e in rec.seen} == {before.id, after.id}
+
+    async def test_amqp_a_consumer_starts_although_the_broker_closes_the_connection_meanwhile(
+        self, make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The broker closes the connection while a consumer starts (as a quorum queue's "timed out consuming"
+        INTERNAL_ERROR does): subscribe retries on the reconnected connection, and messages flow."""
+        bus = await make_bus()
+        consume = AmqpBus._consume
+        closed: list[bool] = []
+
+        async def closed_on_first_attempt(self: AmqpBus, consumer: Consumer) -> object:
+            if not closed:
+                closed.append(True)
+                await _close_all_connections()
+            return await consume(self, consumer)
+
+        monkeypatch.setattr(AmqpBus, "_consume", closed_on_first_attempt)
+        rec = Recorder()
+        with capture_logs() as logs:
+            await bus.subscribe(ROUTER, {"workflow.requested": rec})
+        # The first lane's consumer started again once the connection was back; the other lanes then at once.
+        assert [e["service"] for e in logs if e["event"] == "bus.amqp.consume_retry"] == [ROUTER]
+        sent = requested()
+        await bus.publish(sent)
+        await eventually(lambda: [e.id for e in rec.seen] == [sent.id], timeout=30)
 
     async def test_amqp_a_dlq_declared_without_the_bound_still_connects(self, make_bus: MakeBus) -> None:
         """A DLQ an older release declared without x-max-length makes connect warn, not fail, and dead letters
@@ -104,6 +125,16 @@ class TestAmqpBusConformance(BusConformance):
         else:
             raise AssertionError(f"expected the newest three, listed {await bus.list_dead_letters(ROUTER)}")
         assert await bus.dead_letter_depth(ROUTER) == 3
+
+
+async def _close_all_connections() -> None:
+    """What a broker restart or an operator's `rabbitmqctl close_all_connections` does to every client."""
+    await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "close_all_connections", "conformance test"],
+        check=True,
+        capture_output=True,
+    )
 
 
 class TestDelayTiers:
