@@ -1,6 +1,6 @@
 """Versioned message contracts: the envelope, the payloads, the routing table. Imports nothing of ours."""
 
-from contracts import costs, messages
+from contracts import costs, messages, rate_window
 from contracts.envelope import Envelope, Message, model_for, registered
 from contracts.errors import ContractError, MalformedMessage, UnknownMessageType, UnsupportedVersion
 
@@ -14,5 +14,6 @@ __all__ = [
     "costs",
     "messages",
     "model_for",
+    "rate_window",
     "registered",
 ]

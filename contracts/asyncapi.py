@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from contracts import costs
+from contracts import costs, rate_window
 from contracts import messages as m
 from contracts.envelope import registered
 from contracts.routing import QUEUES, SERVICES, consumers, every_destination, keys_consumed_by, message_type, service_of
@@ -44,6 +44,7 @@ REPLIES: dict[str, str] = {
     m.WorkflowListQuery.TYPE: m.WorkflowListReply.TYPE,
     m.WorkflowCancelRequest.TYPE: m.WorkflowCancelReply.TYPE,
     m.WorkflowRetryRequest.TYPE: m.WorkflowRetryReply.TYPE,
+    rate_window.RateWindowQuery.TYPE: rate_window.RateWindow.TYPE,
     **{request.TYPE: request.REPLY.TYPE for request in costs.COST_REQUESTS},
 }
 

@@ -3,7 +3,8 @@
 A service consumes one queue per lane. Its default lane's queue is named after the service; another lane's
 is `{service}.{lane}` (`router.query`). Each lane's queue is consumed on its own (RabbitMQ: its own channel
 and prefetch; SQS: its own poller; memory: its own loop), so a lane's messages never wait behind another
-lane's backlog: the router answers status queries while a campaign's fan-out and reports queue up.
+lane's backlog: the router answers status queries while a campaign's fan-out and reports queue up, the
+rate-limiter an account's window while a campaign's deliveries wait to be planned.
 
 Priority lanes: on the services a workflow's work passes through, from its request to its sends (PRIORITIZED),
 a message goes to the lane of its priority (PRIORITY_LANES: critical and high to `urgent`, low to `bulk`,
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import MappingProxyType
 
-from contracts import costs
+from contracts import costs, rate_window
 from contracts import messages as m
 from contracts.enums import Priority
 from contracts.envelope import Envelope
@@ -102,6 +103,8 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         f"{m.GenerationRequested.TYPE}.azure": (AZURE_WORKER,),
         f"{m.GenerationRequested.TYPE}.openai": (OPENAI_WORKER,),
         m.DeliveryRequested.TYPE: (RATE_LIMITER,),
+        # An account's window, read from the slot plan ahead of the deliveries waiting to be planned.
+        rate_window.RateWindowQuery.TYPE: (queue(RATE_LIMITER, QUERY),),
         m.DeliveryApproved.TYPE: (OF_SENDER,),
         m.UsageRecorded.TYPE: (COST_TRACKER,),
         m.WorkflowCompleted.TYPE: (COST_TRACKER,),

@@ -11,6 +11,7 @@ from contracts import Envelope, MalformedMessage, UnknownMessageType, Unsupporte
 from contracts import messages as m
 from contracts.enums import Priority
 from contracts.messages import DeliveryRequested
+from contracts.rate_window import AccountLimits, RateWindow, RateWindowQuery
 from contracts.routing import (
     BULK,
     PRIORITIZED,
@@ -115,6 +116,14 @@ class TestRouting:
         assert set(keys_consumed_by(queue(ROUTER, QUERY))) == reads
         assert not reads & set(keys_consumed_by(ROUTER))
 
+    def test_the_rate_limiter_answers_window_queries_on_its_query_lane(self) -> None:
+        """rate.window.query goes to the rate-limiter's query lane only, never behind delivery.requested, and
+        its priority lanes do not take it."""
+        assert destinations(RateWindowQuery.TYPE, Priority.CRITICAL) == ("rate-limiter.query",)
+        assert keys_consumed_by("rate-limiter.query") == (RateWindowQuery.TYPE,)
+        assert RateWindowQuery.TYPE not in keys_consumed_by("rate-limiter.urgent")
+        assert "rate-limiter.query" in QUEUES
+
     def test_a_message_goes_to_the_lane_of_its_priority(self) -> None:
         """On a prioritized service critical and high go to its urgent lane, low to its bulk lane, medium and
         none to its default queue; a service without priority lanes gets every priority on its one queue."""
@@ -162,6 +171,24 @@ class TestRouting:
         }
         worker = lanes_for("azure-worker", [m.GenerationRequested.TYPE])
         assert set(worker) == {"azure-worker", "azure-worker.bulk", "azure-worker.urgent"}
+
+
+class TestRateWindow:
+    def test_a_window_reply_round_trips_and_a_query_needs_an_account(self) -> None:
+        """The reply keeps its counts and times through the envelope; an empty account id is refused."""
+        reply = RateWindow(
+            account_id="creator-1",
+            at="2026-01-01T00:00:00Z",
+            limits=AccountLimits(account_limit=10, window_s=61.0, hourly_limit=100, hour_s=3601.0),
+            in_window=10,
+            in_hour=40,
+            planned_ahead=7,
+            next_free_at="2026-01-01T00:00:12.5Z",
+        )
+        decoded = Envelope.decode(Envelope.new(reply).encode()).payload
+        assert decoded == reply and isinstance(decoded, RateWindow)
+        with pytest.raises(ValueError):
+            RateWindowQuery(account_id="")
 
 
 class TestSchemas:

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from contracts import costs
+from contracts import costs, rate_window
 from contracts import messages as m
 from contracts import routing as r
 from libs.bus import constants as c
@@ -95,6 +95,7 @@ REQUESTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             m.WorkflowCancelRequest.TYPE,
             m.WorkflowRetryRequest.TYPE,
             m.WorkflowListQuery.TYPE,
+            rate_window.RateWindowQuery.TYPE,
         ),
     }
 )

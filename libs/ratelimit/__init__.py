@@ -3,6 +3,7 @@
     limits = settings.limits()                       # from OF_ACCOUNT_LIMIT, OF_ACCOUNT_WINDOW_S, ...
     planner = open_planner(redis_url, limits, prefix="ho:rl:")
     reservation = await planner.reserve(account, recipient, delivery_id)   # the earliest compliant slot
+    window = await planner.window(account)                                  # read only: counts, next free
     log = open_send_log(redis_url, limits, prefix="ho:of:")
     check = await log.check(account, recipient, token)                    # allowed now, or when
 
@@ -24,12 +25,13 @@ from libs.ratelimit.bucket import (
 )
 from libs.ratelimit.down import DownAction, DownDecision, when_down
 from libs.ratelimit.errors import LimiterUnavailable, RateLimitError
-from libs.ratelimit.planner import MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
+from libs.ratelimit.planner import AccountWindow, MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
 from libs.ratelimit.sendlog import Check, MemorySendLog, RedisSendLog, SendLog, SentRecord, open_send_log
 from libs.ratelimit.settings import DeliveryLimitSettings, DownPolicy, Limits
 from libs.ratelimit.window import earliest_slot, earliest_slot_within, fits
 
 __all__ = [
+    "AccountWindow",
     "Check",
     "DeliveryLimitSettings",
     "DownAction",

@@ -36,5 +36,17 @@ REDIS_RETRY_BASE_S: Final = 0.05
 REDIS_RETRY_CAP_S: Final = 0.2
 
 
+def epoch_key(prefix: str) -> str:
+    return f"{prefix}epoch"
+
+
+def hold_key(prefix: str) -> str:
+    return f"{prefix}hold"
+
+
+def account_key(prefix: str, account: str) -> str:
+    return f"{prefix}a:{account}"
+
+
 def recipient_key(prefix: str, account: str, recipient: str) -> str:
     return f"{prefix}r:{len(account)}:{account}:{recipient}"

@@ -34,6 +34,30 @@ REASONS = ("none", "hold", "recipient", "account", "existing", "account_hour")
 ACCOUNT_REASONS = ("account", "account_hour")
 
 
+@dataclass(frozen=True, slots=True)
+class AccountWindow:
+    """An account's planned slots as a planner holds them at `now_ms`, read without reserving: how many count
+    in each rolling window, and when one more send would fit (the reservation's rule, before a fan's spacing)."""
+
+    now_ms: int
+    slots: tuple[int, ...]  # sorted: every slot within the account's widest window of now, or later
+    hold_until_ms: int = 0  # nothing is planned before this (the shared state was found lost)
+
+    def in_last(self, window_ms: int) -> int:
+        """Slots in the rolling window (now - window_ms, now]: the reservations' half-open windows."""
+        return bisect.bisect_right(self.slots, self.now_ms) - bisect.bisect_right(self.slots, self.now_ms - window_ms)
+
+    @property
+    def planned_ahead(self) -> int:
+        """Slots planned later than now: deliveries not sent yet."""
+        return len(self.slots) - bisect.bisect_right(self.slots, self.now_ms)
+
+    def next_free_ms(self, limits: Limits) -> int:
+        """The earliest time one more send fits every account window of `limits` (now: it fits now)."""
+        not_before = max(self.now_ms, self.hold_until_ms)
+        return earliest_slot_within(self.slots, not_before, limits.account_windows)[0]
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -61,6 +85,10 @@ class SlotPlanner(ABC):
     @abstractmethod
     async def reserve(self, account: str, recipient: str, delivery_id: str) -> Reservation:
         """Plan `delivery_id`'s send to `recipient` on `account` (raises LimiterUnavailable)."""
+
+    @abstractmethod
+    async def window(self, account: str) -> AccountWindow:
+        """`account`'s planned slots now, read only (raises LimiterUnavailable)."""
 
     async def ping(self) -> None:
         """Raise LimiterUnavailable when the planner cannot be used (readiness)."""
@@ -99,6 +127,11 @@ class MemoryPlanner(SlotPlanner):
         self._last[(account, recipient)] = max(slot, last or slot)
         return Reservation(slot, now, reason)
 
+    async def window(self, account: str) -> AccountWindow:
+        now = self._clock()
+        cutoff = now - self.limits.account_span_ms
+        return AccountWindow(now, tuple(s for s in self._slots.get(account, ()) if s > cutoff))
+
     def _forget_before(self, cutoff: int) -> None:
         for account, slots in list(self._slots.items()):
             del slots[: bisect.bisect_right(slots, cutoff)]
@@ -119,7 +152,7 @@ class RedisPlanner(SlotPlanner):
 
     async def reserve(self, account: str, recipient: str, delivery_id: str) -> Reservation:
         p, limits = self._prefix, self.limits
-        keys = [f"{p}epoch", f"{p}hold", f"{p}a:{account}", c.recipient_key(p, account, recipient)]
+        keys = [c.epoch_key(p), c.hold_key(p), c.account_key(p, account), c.recipient_key(p, account, recipient)]
         args: list[str | int] = [
             delivery_id,
             limits.account_limit,
@@ -133,6 +166,22 @@ class RedisPlanner(SlotPlanner):
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(f"slot reservation failed: {type(exc).__name__}: {exc}") from exc
         return Reservation(int(slot), int(now), REASONS[int(reason)], bool(lost))
+
+    async def window(self, account: str) -> AccountWindow:
+        # One MULTI: the clock, the hold and the slots as of the same moment, on the server's clock as PLAN.
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.get(c.hold_key(self._prefix))
+                pipe.zrangebyscore(c.account_key(self._prefix, account), "-inf", "+inf", withscores=True)
+                (seconds, micros), hold, planned = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"window read failed: {type(exc).__name__}: {exc}") from exc
+        now = int(seconds) * 1000 + int(micros) // 1000
+        # PLAN prunes the set only when it reserves: older slots may still be in it.
+        cutoff = now - self.limits.account_span_ms
+        slots = tuple(sorted(int(score) for _, score in planned if score > cutoff))
+        return AccountWindow(now, slots, int(hold or 0))
 
     async def ping(self) -> None:
         try:

@@ -1,5 +1,6 @@
-"""The rate-limiter's handler: delivery.requested → a reserved slot → delivery.scheduled (to the router,
-now) and delivery.approved (to the of-sender, delayed to the slot).
+"""The rate-limiter's handlers: delivery.requested → a reserved slot → delivery.scheduled (to the router,
+now) and delivery.approved (to the of-sender, delayed to the slot); rate.window.query (its query lane) → an
+account's window, read from the plan (window.py).
 
 When Redis is unreachable, RATE_LIMITER_DOWN_POLICY decides (libs.ratelimit.down): `hold` re-publishes the
 request RATE_LIMITER_DOWN_RETRY_S later, stamped with when its hold began (the router hears of the hold
@@ -14,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 from contracts import Envelope, Message
 from contracts.messages import DeliveryApproved, DeliveryFailed, DeliveryRequested, DeliveryScheduled
+from contracts.rate_window import RateWindow, RateWindowQuery
 from libs.bus import Bus, Handler
 from libs.ratelimit import DownAction, LimiterUnavailable, Reservation, SlotPlanner, when_down
 from libs.ratelimit.metrics import get_ratelimit_metrics
 from libs.telemetry import get_logger
 from services.rate_limiter.config import RateLimiterSettings
+from services.rate_limiter.window import read_window
 
 log = get_logger(__name__)
 
@@ -40,7 +43,12 @@ class Limiter:
         get_ratelimit_metrics()  # the throttle series exist (at 0) from the start, not from the first throttle
 
     def handlers(self) -> dict[str, Handler]:
-        return {DeliveryRequested.TYPE: self.on_requested}
+        return {DeliveryRequested.TYPE: self.on_requested, RateWindowQuery.TYPE: self.on_window_query}
+
+    async def on_window_query(self, envelope: Envelope) -> RateWindow:
+        query = envelope.payload
+        assert isinstance(query, RateWindowQuery)
+        return await read_window(self.planner, query.account_id, LIMITER)
 
     async def on_requested(self, envelope: Envelope) -> Message | None:
         request = envelope.payload

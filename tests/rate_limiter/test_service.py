@@ -15,6 +15,7 @@ import pytest
 from contracts import Envelope
 from contracts.enums import ErrorType
 from contracts.messages import DeliveryApproved, DeliveryFailed, DeliveryRequested, DeliveryScheduled
+from contracts.rate_window import RateWindowQuery
 from contracts.routing import OF_SENDER, RATE_LIMITER, ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
@@ -88,11 +89,12 @@ def request(account: str = "acct", fan: str = "fan") -> Envelope:
 
 
 class TestRateLimiterService:
-    async def test_handles_delivery_requested_only(self, bus: tuple[MemoryBus, Listener]) -> None:
-        """The service consumes delivery.requested on the rate-limiter queue."""
+    async def test_handles_delivery_requests_and_window_queries(self, bus: tuple[MemoryBus, Listener]) -> None:
+        """The service consumes delivery.requested on its queues and rate.window.query on its query lane."""
         runtime = Runtime(bus=MemoryBus(), settings=RateLimiterSettings(redis_url=None))
         service = await create(runtime)
-        assert service.name == RATE_LIMITER and set(service.handlers) == {DeliveryRequested.TYPE}
+        assert service.name == RATE_LIMITER
+        assert set(service.handlers) == {DeliveryRequested.TYPE, RateWindowQuery.TYPE}
         await service.checks["planner"]()
 
     async def test_approvals_arrive_at_their_slots_never_before(self, bus: tuple[MemoryBus, Listener]) -> None:
