@@ -499,6 +499,21 @@ def _int_parameter(query: Mapping[str, str], name: str, default: int | None, low
     return int(raw)
 
 
+_ACCOUNT_ID = re.compile(c.PLATFORM_ID_PATTERN)
+
+
+def parse_account_id(request: web.Request) -> str:
+    """The path's {accountId}: a platform account id, else 400 invalid_parameter."""
+    account_id = request.match_info["accountId"]
+    if len(account_id) > c.MAX_ID_LENGTH or not _ACCOUNT_ID.fullmatch(account_id):
+        raise BadRequest(
+            "invalid_parameter",
+            f"accountId must be a platform account id: letters, digits, _ - . (not only dots), "
+            f"at most {c.MAX_ID_LENGTH} characters",
+        )
+    return account_id
+
+
 def parse_workflow_id(query: Mapping[str, str]) -> uuid.UUID:
     raw = query.get("workflowId")
     if raw is None or not raw.strip():

@@ -16,6 +16,7 @@ PATH_HEALTH: Final = "/api/health/hybrid-orchestrator"
 PATH_OPENAPI: Final = "/api/openapi.json"
 PATH_FEATURE_FLAGS: Final = "/api/admin/feature-flags"
 PATH_DEAD_LETTERS: Final = "/api/admin/dead-letters"
+PATH_ACCOUNT_WINDOW: Final = "/api/admin/accounts/{accountId}/window"  # the rate-limiter's window (window.py)
 PATH_DEAD_LETTERS_REPLAY: Final = "/api/admin/dead-letters/replay"
 
 # --- Settings defaults (GATEWAY_* environment variables; see config.py).

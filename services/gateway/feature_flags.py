@@ -10,15 +10,12 @@ write, retried on a race: FlagClient.set_paused).
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 from pydantic import ValidationError
 
 from libs.flags import FlagClient, FlagsError, FlagsInvalid, PausedLimit, VersionConflict
 from libs.telemetry import get_logger
-from services.gateway import constants as c
-from services.gateway.api import read_json_object
+from services.gateway.api import parse_account_id, read_json_object
 from services.gateway.auth import Principal, TokenVerifier
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import BadRequest, Conflict, Forbidden, Unavailable, json_response
@@ -29,8 +26,6 @@ from services.gateway.flag_schemas import (
     FeatureFlagsResponse,
     FeatureFlagsUpdate,
 )
-
-_ACCOUNT_ID = re.compile(c.PLATFORM_ID_PATTERN)
 
 log = get_logger(__name__)
 
@@ -78,13 +73,7 @@ class FeatureFlagEndpoints:
 
     async def _set_paused(self, request: web.Request, paused: bool) -> web.Response:
         principal = self._admin(request)
-        account_id = request.match_info["accountId"]
-        if len(account_id) > c.MAX_ID_LENGTH or not _ACCOUNT_ID.fullmatch(account_id):
-            raise BadRequest(
-                "invalid_parameter",
-                f"accountId must be a platform account id: letters, digits, _ - . (not only dots), "
-                f"at most {c.MAX_ID_LENGTH} characters",
-            )
+        account_id = parse_account_id(request)
         try:
             state = await self._client.set_paused(account_id, paused, updated_by=principal.user_id)
         except PausedLimit as exc:

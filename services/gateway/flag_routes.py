@@ -83,7 +83,7 @@ PUT_FLAGS = RouteDoc(
     tags=_TAGS,
 )
 
-_ACCOUNT = Param(
+ACCOUNT = Param(  # the creator account of /api/admin/accounts/{accountId}/... (window_routes.py too)
     "accountId",
     "path",
     "the creator's platform account id",
@@ -114,7 +114,7 @@ PAUSE_ACCOUNT = RouteDoc(
         "replica within moments (as any flag change); new campaigns for it are still accepted and wait too. "
         "Pausing a paused account changes nothing (same version). No body."
     ),
-    params=(_ACCOUNT,),
+    params=(ACCOUNT,),
     replies=_PAUSE_REPLIES,
     tags=_TAGS,
 )
@@ -129,7 +129,7 @@ RESUME_ACCOUNT = RouteDoc(
         "Removes the account from pausedAccounts; its waiting deliveries go out within about a second, within "
         "the platform's limits. Resuming an account that is not paused changes nothing. No body."
     ),
-    params=(_ACCOUNT,),
+    params=(ACCOUNT,),
     replies=_PAUSE_REPLIES,
     tags=_TAGS,
 )

@@ -42,6 +42,7 @@ class Param:
     description: str
     schema: Mapping[str, Any]
     required: bool = False
+    example: str | None = None  # what Swagger UI (/api/docs) fills the parameter with
 
 
 @dataclass(frozen=True)
@@ -127,22 +128,26 @@ def _operation(route: RouteDoc, refs: Refs, examples: Mapping[str, Example]) -> 
     if route.tags:
         operation["tags"] = list(route.tags)
     if route.params:
-        operation["parameters"] = [
-            {
-                "name": p.name,
-                "in": p.location,
-                "description": p.description,
-                "required": p.required,
-                "schema": dict(p.schema),
-            }
-            for p in route.params
-        ]
+        operation["parameters"] = [_parameter(p) for p in route.params]
     if route.request is not None:
         media: dict[str, Any] = {"schema": refs[(route.request, "validation")]}
         if examples:
             media["examples"] = {name: {"summary": e.summary, "value": dict(e.value)} for name, e in examples.items()}
         operation["requestBody"] = {"required": True, "content": {"application/json": media}}
     return operation
+
+
+def _parameter(param: Param) -> dict[str, Any]:
+    out = {
+        "name": param.name,
+        "in": param.location,
+        "description": param.description,
+        "required": param.required,
+        "schema": dict(param.schema),
+    }
+    if param.example is not None:
+        out["example"] = param.example
+    return out
 
 
 def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from services.gateway.schemas import (
     HealthResponse,
     StatusResponse,
 )
+from services.gateway.window_routes import WINDOW_ROUTES
 
 _UNAUTHORIZED = Reply(
     "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
@@ -225,6 +226,7 @@ ROUTES: tuple[RouteDoc, ...] = tuple(
         OPENAPI,
         *COST_ROUTES,
         *FLAG_ROUTES,
+        *WINDOW_ROUTES,
         *DEAD_LETTER_ROUTES,
     )
 )

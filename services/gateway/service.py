@@ -39,6 +39,7 @@ from services.gateway.openapi import EndpointMethod, build_document
 from services.gateway.routes import ROUTES
 from services.gateway.server import GatewayRunner
 from services.gateway.tracing import tracing_middleware
+from services.gateway.window import WindowEndpoints
 
 log = get_logger(__name__)
 
@@ -70,6 +71,7 @@ class Gateway:
         self.dead_letters = DeadLetterEndpoints(runtime.bus, settings, verifier)
         self.control = ControlEndpoints(runtime.bus, settings, verifier)
         self.listing = ListingEndpoints(runtime.bus, settings, verifier)
+        self.window = WindowEndpoints(runtime.bus, settings, verifier)
         self.api = Api(
             runtime.bus,
             settings,
@@ -97,7 +99,15 @@ class Gateway:
 
     def _bind(self, method: EndpointMethod) -> Handler:
         """A route's handler (`CostEndpoints.get_stats`) bound to this gateway's instance of its class."""
-        endpoints = (self.api, self.costs, self.feature_flags, self.dead_letters, self.control, self.listing)
+        endpoints = (
+            self.api,
+            self.costs,
+            self.feature_flags,
+            self.dead_letters,
+            self.control,
+            self.listing,
+            self.window,
+        )
         for owner in endpoints:
             if getattr(type(owner), method.__name__, None) is method:
                 return cast(Handler, partial(method, owner))
