@@ -261,8 +261,9 @@ class TestConsole:
     def test_the_delivery_page_shows_an_account_sending_and_pauses_it(
         self, stack: Stack, browser: webdriver.Chrome
     ) -> None:
-        """A sending campaign's account is listed with its progress and next send; paused from its row, the
-        page and the flags say paused; resumed, sending again."""
+        """A sending campaign's account is listed with its progress, next send, the window in use (full while
+        it sends: 2 of 2 a second) and the next free slot; paused from its row, the page and the flags say
+        paused; resumed, sending again."""
         fans = [f"fan-d{i}" for i in range(12)]
         body = {"type": "message_generation", "sendToOnlyFans": True, "recipientIds": fans}
         code, answer = stack.call("POST", "/api/v2/campaigns/hybrid", stack.user, body)
@@ -271,9 +272,21 @@ class TestConsole:
             open_page(browser, stack, "delivery")
             row = "#sending-accounts tbody tr"
             wait_for(browser, lambda d: "of 12" in find(d, row).text, "the account sending")
-            cells = [cell.text for cell in find(browser, row).find_elements(By.TAG_NAME, "td")]
-            assert cells[0] == USER and cells[1] == "1" and cells[4] == "sending"
+            full = f"{SENDS_PER_S} of {SENDS_PER_S} in 1 s"
+            shown: list[str] = []
+
+            def window_full(driver: webdriver.Chrome) -> bool:
+                # Read in one go: the row may be redrawn (the window no longer full) between two reads.
+                shown[:] = [cell.text for cell in find(driver, row).find_elements(By.TAG_NAME, "td")]
+                return shown[4] == full
+
+            wait_for(browser, window_full, "the account's window in use")
+            cells = shown
+            assert cells[0] == USER and cells[1] == "1" and cells[6] == "sending"
             assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[3]), cells  # the next send
+            assert cells[4] == full, cells
+            # A full window's next free slot is a time to come (a free one's would say "now").
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[5]), cells
             find(browser, f'#sending-accounts button[data-account="{USER}"]').click()
             wait_for(browser, dialog_open, "the confirmation")
             find(browser, "#confirm-ok").click()

@@ -1,5 +1,6 @@
-// Delivery: the accounts sending now (their campaigns, how far, the next planned send), the paused ones,
-// pause and resume (admin: the gateway answers 403 to another token).
+// Delivery: the accounts sending now (their campaigns, how far, the next planned send, the platform window
+// in use and its next free slot), the paused ones, pause and resume (admin: the gateway answers 403 to another
+// token).
 
 import { call } from "./api.js";
 import { badge, confirmAction, el, field, heading, redraw, say, table, when } from "./ui.js";
@@ -7,6 +8,33 @@ import { badge, confirmAction, el, field, heading, redraw, say, table, when } fr
 const FLAGS = "/api/admin/feature-flags";
 const REFRESH_MS = 3000;
 const MAX_CAMPAIGNS = 20; // campaigns whose status is read for their next slot, per refresh
+
+/** Each account's window as the rate-limiter's plan holds it (null: it could not be read just now). */
+async function windows(accounts) {
+  const read = await Promise.all(accounts.map((account) =>
+    call("GET", `/api/admin/accounts/${encodeURIComponent(account)}/window`).catch(() => null)));
+  return new Map(accounts.map((account, i) => [account, read[i]]));
+}
+
+/** "3 of 10 this minute" (and the hour's, when capped): what the account's sends use of the limits now. */
+function inUse(w) {
+  if (!w) return "—";
+  const { accountLimit, windowS, hourlyLimit } = w.limits;
+  // The enforced window carries the safety margin (61 s for the platform's minute).
+  const span = Math.round(windowS / 60) === 1 ? "this minute" : `in ${windowS} s`;
+  const hour = hourlyLimit ? `; ${w.inHour} of ${hourlyLimit} this hour` : "";
+  return `${w.inWindow} of ${accountLimit} ${span}${hour}`;
+}
+
+function nextFree(w) {
+  if (!w) return "—";
+  return w.nextFreeAt === w.at ? "now" : when(w.nextFreeAt);
+}
+
+/** What a window row shows, without `at` (it changes every read): the rows are redrawn when this does. */
+function shown(w) {
+  return w && [inUse(w), nextFree(w), w.plannedAhead];
+}
 
 async function setPaused(accountId, pause) {
   if (pause) {
@@ -59,15 +87,20 @@ export async function deliveryPage(root) {
   async function load() {
     const [flags, accounts] = await Promise.all([call("GET", FLAGS), sending()]);
     const paused = new Set(flags.pausedAccounts);
-    if (redraw(now, { accounts, paused: [...paused] })) {
-      now.replaceChildren(table("Sending now", ["Account", "Campaigns", "Sent", "Next send", "State", ""],
+    const planned = await windows([...new Set([...accounts.map(([account]) => account), ...paused])]);
+    const seen = (account) => shown(planned.get(account));
+    if (redraw(now, { accounts, paused: [...paused], windows: accounts.map(([account]) => seen(account)) })) {
+      now.replaceChildren(table("Sending now",
+        ["Account", "Campaigns", "Sent", "Next send", "Window in use", "Next free slot", "State", ""],
         accounts.map(([account, r]) => [account, String(r.campaigns), `${r.sent} of ${r.total}`, when(r.next),
+          inUse(planned.get(account)), nextFree(planned.get(account)),
           badge(paused.has(account) ? "paused" : "sending"), pauseButton(account, paused.has(account), reload)]),
         "no campaign is delivering."));
     }
-    if (redraw(held, flags.pausedAccounts)) {
-      held.replaceChildren(table("Paused accounts", ["Account", ""],
-        flags.pausedAccounts.map((account) => [account, pauseButton(account, true, reload)]),
+    if (redraw(held, { paused: flags.pausedAccounts, windows: flags.pausedAccounts.map(seen) })) {
+      held.replaceChildren(table("Paused accounts", ["Account", "Window in use", "Next free slot", ""],
+        flags.pausedAccounts.map((account) => [account, inUse(planned.get(account)), nextFree(planned.get(account)),
+          pauseButton(account, true, reload)]),
         "none: every account sends."));
     }
   }
@@ -80,8 +113,10 @@ export async function deliveryPage(root) {
   } }, field("Creator account", account), el("button", { type: "submit" }, "Pause…"));
   root.replaceChildren(heading("Delivery"),
     el("p", {}, "Each account sends within the platform's limits; the next send is the earliest slot planned " +
-      "for its campaigns. A paused account's deliveries are held (nothing sent, no attempt spent) and go out " +
-      "within those limits once it is resumed."),
+      "for its campaigns. The window in use counts the sends the rate limiter planned in the platform's " +
+      "rolling window ending now, and the next free slot is when one more send would fit. A paused " +
+      "account's deliveries are held (nothing sent, no attempt spent) and go out within those limits once " +
+      "it is resumed."),
     now, form, held);
   await reload();
   const timer = setInterval(reload, REFRESH_MS);
