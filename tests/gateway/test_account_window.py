@@ -101,7 +101,7 @@ class TestAccountWindow:
         self, start: Start, redis_url: str, prefix: str
     ) -> None:
         """Four sends reserved at a limit of 3 a minute: 3 in the window, 1 planned a minute on, 3 of the
-        hour's 10, and the next free slot is the fourth one's (a fifth fits beside it, not before)."""
+        hour's 10, and the next free slot is a minute after the second (no 4 sends within a minute)."""
         gw = await start()
         reservations = await reserve(redis_url, prefix, 4)
         assert [r.reason for r in reservations[:3]] == ["none", "none", "none"]
@@ -110,7 +110,10 @@ class TestAccountWindow:
         data = answer.body["data"]
         assert data["limits"] == {"accountLimit": LIMIT, "windowS": WINDOW_S, "hourlyLimit": HOURLY, "hourS": 3600.0}
         assert (data["accountId"], data["inWindow"], data["inHour"], data["plannedAhead"]) == (ACCOUNT, 3, 3, 1)
-        assert ms(data["nextFreeAt"]) == reservations[3].slot_ms
+        # The fourth is a minute after the first; a fifth must be a minute after the second (the same
+        # millisecond, or the next one when the reservations straddled one).
+        assert reservations[3].slot_ms == reservations[0].slot_ms + round(WINDOW_S * 1000)
+        assert ms(data["nextFreeAt"]) == reservations[1].slot_ms + round(WINDOW_S * 1000)
         assert ms(data["at"]) >= reservations[3].now_ms
 
     async def test_reading_reserves_nothing(self, start: Start, redis_url: str, prefix: str) -> None:
