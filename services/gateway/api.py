@@ -42,6 +42,7 @@ from libs.flags import FlagClient, Flags
 from libs.telemetry import current_trace_id, get_logger
 from services.gateway import constants as c
 from services.gateway.auth import Principal, TokenVerifier
+from services.gateway.bus_requests import ask, expect, unavailable
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import (
     BadGateway,
@@ -58,7 +59,6 @@ from services.gateway.errors import (
     json_response,
 )
 from services.gateway.health import HealthAggregator, public
-from services.gateway.router_client import ask_router, expect, unavailable
 from services.gateway.schemas import (
     AcceptedData,
     AcceptedResponse,
@@ -173,7 +173,7 @@ class Api:
     async def get_deliveries(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
         query = parse_deliveries_query(request.query, principal)
-        answer = await ask_router(
+        answer = await ask(
             self._bus,
             query,
             DeliveryListReply,

@@ -26,9 +26,9 @@ from libs.telemetry import get_logger
 from services.gateway import constants as c
 from services.gateway.api import parse_workflow_id
 from services.gateway.auth import Principal, TokenVerifier
+from services.gateway.bus_requests import ask
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import Conflict, Forbidden, NotFound, WorkflowError, json_response
-from services.gateway.router_client import ask_router
 from services.gateway.schemas import CancelData, CancelResponse, RetryData, RetryResponse, WorkflowStatusData
 
 log = get_logger(__name__)
@@ -79,9 +79,7 @@ class ControlEndpoints:
 
     async def _ask(self, payload: Message, workflow_id: uuid.UUID, principal: Principal, kind: type[R]) -> R:
         timeout = self._settings.gateway_request_timeout_s
-        return await ask_router(
-            self._bus, payload, kind, user_id=principal.user_id, timeout=timeout, workflow_id=workflow_id
-        )
+        return await ask(self._bus, payload, kind, user_id=principal.user_id, timeout=timeout, workflow_id=workflow_id)
 
 
 def _refuse(outcome: str, workflow_id: uuid.UUID) -> None:

@@ -25,16 +25,16 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from contracts import Envelope
 from contracts import costs as cc
 from contracts.messages import Requester, WorkflowView
-from libs.bus import Bus, BusError
+from libs.bus import Bus
 from libs.callbacks import callback_url_problem
 from libs.telemetry import get_logger
 from services.gateway import constants as c
 from services.gateway import cost_schemas as s
 from services.gateway.api import read_json_object
 from services.gateway.auth import Principal, TokenVerifier
+from services.gateway.bus_requests import ask
 from services.gateway.config import GatewaySettings
 from services.gateway.derive import as_api, derived
 from services.gateway.errors import (
@@ -50,6 +50,8 @@ from services.gateway.errors import (
 from services.gateway.schemas import FieldError
 
 log = get_logger(__name__)
+
+COSTS = "the cost service"  # who answers the cost API's requests: the cost-tracker
 
 # The cost-tracker's refusal codes, as HTTP errors.
 _REFUSALS: Mapping[str, type[ApiError]] = {
@@ -312,26 +314,20 @@ class CostEndpoints:
     async def _ask(self, query: cc.CostRequest, principal: Principal, *, timeout: float | None = None) -> BaseModel:
         """The cost-tracker's data for `query` (who may see or change what is its decision: a refusal is the
         HTTP error of its code); no answer: 503."""
-        try:
-            reply = await self._bus.request(
-                Envelope.new(query, user_id=principal.user_id),
-                timeout=timeout or self._settings.gateway_request_timeout_s,
-            )
-        except BusError as exc:
-            log.error("gateway.cost.bus_failed", type=query.TYPE, reason=f"{type(exc).__name__}: {exc}")
-            raise Unavailable(
-                "unavailable", "the cost service is unavailable; try again", headers={"Retry-After": "1"}
-            ) from exc
-        answer = reply.payload
-        if not isinstance(answer, query.REPLY):
-            log.error("gateway.reply.unexpected", expected=query.REPLY.TYPE, got=reply.type)
-            raise BadGateway("bad_gateway", "the cost service answered something unexpected")
+        answer = await ask(
+            self._bus,
+            query,
+            query.REPLY,
+            user_id=principal.user_id,
+            timeout=timeout or self._settings.gateway_request_timeout_s,
+            service=COSTS,
+        )
         if answer.code is not None:
             raise _REFUSALS[answer.code](answer.code, answer.error or "refused")
         data = getattr(answer, "data", None)
         if not isinstance(data, BaseModel):
             log.error("gateway.cost.failed", type=query.TYPE, reason=answer.error)
-            raise BadGateway("bad_gateway", "the cost service could not answer")
+            raise BadGateway("bad_gateway", f"{COSTS} could not answer")
         return data
 
 

@@ -23,10 +23,10 @@ from libs.bus import Bus
 from libs.telemetry import get_logger
 from services.gateway import constants as c
 from services.gateway.auth import Principal, TokenVerifier
+from services.gateway.bus_requests import ask
 from services.gateway.config import GatewaySettings
 from services.gateway.costs import From, To, _invalid_query
 from services.gateway.errors import BadRequest, Forbidden, json_response
-from services.gateway.router_client import ask_router
 from services.gateway.schemas import ApiModel, PlatformId, WorkflowErrorBody
 
 log = get_logger(__name__)
@@ -105,7 +105,7 @@ class ListingEndpoints:
         principal = self._verifier.verify(request.headers.get("Authorization"))
         query = parse_list_query(request, principal)
         timeout = self._settings.gateway_request_timeout_s
-        answer = await ask_router(self._bus, query, WorkflowListReply, user_id=principal.user_id, timeout=timeout)
+        answer = await ask(self._bus, query, WorkflowListReply, user_id=principal.user_id, timeout=timeout)
         if not answer.ok:
             raise BadRequest("invalid_parameter", f"cursor: {answer.error or 'not a cursor of this list'}")
         # The router filters by requester; checking here as well keeps one bug from leaking workflows.

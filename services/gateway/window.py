@@ -14,9 +14,9 @@ from libs.bus import Bus
 from libs.telemetry import get_logger
 from services.gateway.api import parse_account_id
 from services.gateway.auth import TokenVerifier
+from services.gateway.bus_requests import ask
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import Forbidden, Unavailable, json_response
-from services.gateway.router_client import ask_router
 from services.gateway.window_schemas import AccountWindowResponse
 
 log = get_logger(__name__)
@@ -35,12 +35,13 @@ class WindowEndpoints:
         account_id = parse_account_id(request)
         if not principal.may_send_as(account_id):
             raise Forbidden("forbidden", f"account {account_id} is neither yours nor one your token names")
-        reply = await ask_router(
+        reply = await ask(
             self._bus,
             RateWindowQuery(account_id=account_id),
             RateWindow,
             user_id=principal.user_id,
             timeout=self._settings.gateway_request_timeout_s,
+            service="the rate-limiter",
         )
         if reply.error is not None:
             log.warning("gateway.window.unavailable", reason=reply.error)
