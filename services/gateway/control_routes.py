@@ -6,13 +6,9 @@ from __future__ import annotations
 from services.gateway import constants as c
 from services.gateway.control import ControlEndpoints
 from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import CancelResponse, ErrorResponse, RetryResponse
 
-_UNAUTHORIZED = Reply(
-    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-    ErrorResponse,
-    ("WWW-Authenticate",),
-)
 _WORKFLOW_ID = Param("workflowId", "query", "the workflow", {"type": "string", "format": "uuid"}, True)
 _WHO = (
     "The workflow's owner, a user whose token's `accounts` claim names the workflow's account, or an admin "
@@ -20,7 +16,7 @@ _WHO = (
 )
 _COMMON = {
     400: Reply("invalid_parameter: workflowId missing or not a UUID", ErrorResponse),
-    401: _UNAUTHORIZED,
+    401: UNAUTHORIZED,
     403: Reply("forbidden: the workflow is neither yours nor of an account in your token", ErrorResponse),
     404: Reply("not_found: no such workflow", ErrorResponse),
     502: Reply("bad_gateway: the router answered something unexpected", ErrorResponse),

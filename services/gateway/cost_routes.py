@@ -10,16 +10,12 @@ from services.gateway import constants as c
 from services.gateway import cost_schemas as s
 from services.gateway.costs import CostEndpoints
 from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import ErrorResponse
 
 _BAD_QUERY = Reply("invalid_parameter: a query parameter is unknown, malformed or out of range", ErrorResponse)
 _BAD_BODY = Reply(
     "invalid_json, invalid_body, validation_error (naming the fields) or invalid_parameter", ErrorResponse
-)
-_UNAUTHORIZED = Reply(
-    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-    ErrorResponse,
-    ("WWW-Authenticate",),
 )
 _FORBIDDEN = Reply("forbidden: userId names another user and the token is not an admin's", ErrorResponse)
 _BAD_GATEWAY = Reply("bad_gateway: the cost-tracker answered something unexpected", ErrorResponse)
@@ -57,7 +53,7 @@ LOOKBACK = Param("lookbackDays", "query", "days of history used", {"type": "inte
 
 
 def _read(replies: dict[int, Reply], *, not_found: str | None = None) -> dict[int, Reply]:
-    common = {400: _BAD_QUERY, 401: _UNAUTHORIZED, 403: _FORBIDDEN, 502: _BAD_GATEWAY, 503: _UNAVAILABLE}
+    common = {400: _BAD_QUERY, 401: UNAUTHORIZED, 403: _FORBIDDEN, 502: _BAD_GATEWAY, 503: _UNAVAILABLE}
     if not_found:
         common[404] = Reply(not_found, ErrorResponse)
     return {**replies, **common}
@@ -66,7 +62,7 @@ def _read(replies: dict[int, Reply], *, not_found: str | None = None) -> dict[in
 def _write(replies: dict[int, Reply], *, forbidden: str, not_found: str | None = None) -> dict[int, Reply]:
     common = {
         400: _BAD_BODY,
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         403: Reply(forbidden, ErrorResponse),
         408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),
         413: Reply("payload_too_large: the body exceeds GATEWAY_MAX_BODY_BYTES", ErrorResponse),

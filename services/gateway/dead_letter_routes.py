@@ -9,13 +9,9 @@ from services.gateway import constants as c
 from services.gateway.dead_letter_schemas import DeadLetterReplayRequest, DeadLettersResponse, ReplayResponse
 from services.gateway.dead_letters import DeadLetterEndpoints
 from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import ErrorResponse
 
-_UNAUTHORIZED = Reply(
-    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-    ErrorResponse,
-    ("WWW-Authenticate",),
-)
 _FORBIDDEN = Reply("forbidden: the token is not an admin's (role: admin)", ErrorResponse)
 _UNAVAILABLE = Reply("unavailable: the bus did not answer", ErrorResponse, ("Retry-After",))
 _SERVICES = list(consuming_services())
@@ -47,7 +43,7 @@ LIST_DEAD_LETTERS = RouteDoc(
     replies={
         200: Reply("the dead letters and the queue's depth", DeadLettersResponse),
         400: Reply("invalid_parameter: service missing or unknown (the message names them), or limit", ErrorResponse),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         403: _FORBIDDEN,
         503: _UNAVAILABLE,
     },
@@ -73,7 +69,7 @@ REPLAY_DEAD_LETTERS = RouteDoc(
             "(unknown service)",
             ErrorResponse,
         ),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         403: _FORBIDDEN,
         404: Reply("not_found: no dead letter with that id in the service's queue", ErrorResponse),
         408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),

@@ -7,13 +7,9 @@ from services.gateway import constants as c
 from services.gateway.feature_flags import FeatureFlagEndpoints
 from services.gateway.flag_schemas import AccountPauseResponse, FeatureFlagsResponse, FeatureFlagsUpdate
 from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import ErrorResponse
 
-_UNAUTHORIZED = Reply(
-    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-    ErrorResponse,
-    ("WWW-Authenticate",),
-)
 _FORBIDDEN = Reply("forbidden: the token is not an admin's (role: admin)", ErrorResponse)
 _UNAVAILABLE = Reply(
     "unavailable: the flag store (Redis) did not answer (every replica keeps applying the flags it last read); "
@@ -47,7 +43,7 @@ GET_FLAGS = RouteDoc(
     description=_SEMANTICS,
     replies={
         200: Reply("the flags", FeatureFlagsResponse),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         403: _FORBIDDEN,
         503: _UNAVAILABLE,
     },
@@ -72,7 +68,7 @@ PUT_FLAGS = RouteDoc(
             "invalid_json, invalid_body or validation_error (naming the fields; unknown fields are refused)",
             ErrorResponse,
         ),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         403: _FORBIDDEN,
         409: Reply("version_conflict: expectedVersion is not the flags' version any more", ErrorResponse),
         408: Reply("request_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S", ErrorResponse),
@@ -93,7 +89,7 @@ ACCOUNT = Param(  # the creator account of /api/admin/accounts/{accountId}/... (
 _PAUSE_REPLIES = {
     200: Reply("the account, whether it is paused, and the flags' version", AccountPauseResponse),
     400: Reply("invalid_parameter: accountId is not a platform account id", ErrorResponse),
-    401: _UNAUTHORIZED,
+    401: UNAUTHORIZED,
     403: _FORBIDDEN,
     409: Reply(
         "paused_accounts_full: as many accounts as the flags hold are paused (resume one first); "

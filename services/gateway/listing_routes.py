@@ -8,13 +8,9 @@ from services.gateway import constants as c
 from services.gateway.cost_routes import DAY_OR_TIME
 from services.gateway.listing import ListingEndpoints, WorkflowListResponse
 from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import ErrorResponse
 
-_UNAUTHORIZED = Reply(
-    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-    ErrorResponse,
-    ("WWW-Authenticate",),
-)
 # As the cost endpoints' from/to (costs.py), which read them the same way.
 
 LIST_WORKFLOWS = RouteDoc(
@@ -62,7 +58,7 @@ LIST_WORKFLOWS = RouteDoc(
             "cursor of this list), limit, an unknown parameter or one given twice",
             ErrorResponse,
         ),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         403: Reply("forbidden: accountId is neither your id nor in your token's `accounts` claim", ErrorResponse),
         502: Reply("bad_gateway: the router answered something unexpected", ErrorResponse),
         503: Reply("unavailable: the bus or the router did not answer", ErrorResponse, ("Retry-After",)),

@@ -14,6 +14,7 @@ from services.gateway.dead_letter_routes import DEAD_LETTER_ROUTES
 from services.gateway.flag_routes import FLAG_ROUTES
 from services.gateway.listing_routes import LISTING_ROUTES
 from services.gateway.openapi import Param, Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import (
     AcceptedResponse,
     CampaignRequest,
@@ -25,11 +26,6 @@ from services.gateway.schemas import (
 )
 from services.gateway.window_routes import WINDOW_ROUTES
 
-_UNAUTHORIZED = Reply(
-    "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-    ErrorResponse,
-    ("WWW-Authenticate",),
-)
 _UNAVAILABLE_BUS = Reply("unavailable: the bus or the router did not answer", ErrorResponse, ("Retry-After",))
 
 TRACEPARENT = Param(
@@ -82,7 +78,7 @@ CREATE_CAMPAIGN = RouteDoc(
             "platform id)",
             ErrorResponse,
         ),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         402: Reply("cost_limit_exceeded: the user's budget blocks new workflows", ErrorResponse),
         403: Reply(
             "forbidden: accountId is neither the caller's id nor in the token's `accounts` claim (admins may use any)",
@@ -128,7 +124,7 @@ GET_STATUS = RouteDoc(
     replies={
         200: Reply("the workflow", StatusResponse),
         400: Reply("invalid_parameter: workflowId missing or not a UUID", ErrorResponse),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         404: Reply("not_found: no such workflow, or not yours", ErrorResponse),
         502: Reply("bad_gateway: the router answered something unexpected", ErrorResponse),
         503: _UNAVAILABLE_BUS,
@@ -163,7 +159,7 @@ GET_DELIVERIES = RouteDoc(
     replies={
         200: Reply("a page of deliveries", DeliveriesResponse),
         400: Reply("invalid_parameter: workflowId, status, cursor or limit", ErrorResponse),
-        401: _UNAUTHORIZED,
+        401: UNAUTHORIZED,
         404: Reply("not_found: no such workflow, or not yours", ErrorResponse),
         502: Reply("bad_gateway: the router answered something unexpected", ErrorResponse),
         503: _UNAVAILABLE_BUS,

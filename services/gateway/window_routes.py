@@ -8,6 +8,7 @@ from dataclasses import replace
 from services.gateway import constants as c
 from services.gateway.flag_routes import ACCOUNT
 from services.gateway.openapi import Reply, RouteDoc
+from services.gateway.replies import UNAUTHORIZED
 from services.gateway.schemas import ErrorResponse
 from services.gateway.window import WindowEndpoints
 from services.gateway.window_schemas import AccountWindowResponse
@@ -31,11 +32,7 @@ GET_ACCOUNT_WINDOW = RouteDoc(
     replies={
         200: Reply("the account's window", AccountWindowResponse),
         400: Reply("invalid_parameter: accountId is not a platform account id", ErrorResponse),
-        401: Reply(
-            "missing_token, invalid_token (bad signature, malformed, wrong algorithm) or token_expired",
-            ErrorResponse,
-            ("WWW-Authenticate",),
-        ),
+        401: UNAUTHORIZED,
         403: Reply("forbidden: the token is neither an admin's nor one that may send from the account", ErrorResponse),
         502: Reply("bad_gateway: the rate-limiter answered something unexpected", ErrorResponse),
         503: Reply(
