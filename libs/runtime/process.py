@@ -12,6 +12,7 @@ exit status 2, instead of a traceback an operator has to read (and that could qu
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import threading
@@ -41,9 +42,11 @@ async def serve(
     shared: Shared | None = None,
     stop: asyncio.Event | None = None,
     started: asyncio.Event | None = None,
+    owns_process: bool = False,
 ) -> None:
     """Run `factories`' services until SIGTERM/SIGINT (or `stop` is set), then drain and exit. `shared`:
-    what the runner shares with them (it also receives every health check and the gateway's URL)."""
+    what the runner shares with them (it also receives every health check and the gateway's URL).
+    `owns_process`: nothing else runs in this process, so what start-up built is frozen (freeze_heap)."""
     await resolve_secret_references()  # before any setting is read: a value may be a Secrets Manager reference
     settings = settings or load_settings(CommonSettings)
     owns_telemetry = setup_telemetry(name)
@@ -76,6 +79,8 @@ async def serve(
             port = await health.start(settings.health_port, settings.health_host)
         except OSError as exc:
             raise bind_error("HEALTH_PORT", settings.health_host, settings.health_port, exc) from None
+        if owns_process:
+            freeze_heap()
         log.info("service.started", services=[s.name for s in services], health_port=port, bus=bus.system)
         if started is not None:
             started.set()
@@ -93,6 +98,15 @@ async def serve(
         uninstrument_libraries(instrumented)
         if owns_telemetry:
             shutdown_telemetry()
+
+
+def freeze_heap() -> None:
+    """Take what start-up built — modules, models and their schemas, instruments, pools — out of the cyclic
+    collector's sight (gc.freeze, after one last collection). Otherwise every full collection, a few times a
+    minute under load, walks all of it again to free nothing: 100 to 300 ms with the event loop stopped, the
+    router's status answers held behind it (measured in the campaign bench)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _until_stopped(stop: asyncio.Event | None) -> None:
@@ -135,4 +149,4 @@ def run_main(main: Coroutine[Any, Any, None], name: str) -> None:
 
 def main(factory: ServiceFactory, name: str) -> None:
     """Entry point of `python -m services.<name>`."""
-    run_main(serve([factory], name=name), name)
+    run_main(serve([factory], name=name, owns_process=True), name)
