@@ -66,6 +66,14 @@ MAX_CONFLICT_RETRIES: Final = 5
 # A campaign's shared text is requested for delivery in chunks of this many (one workflow.fanout message
 # each): no handler publishes, or keeps in its outbox, more than this at once.
 FANOUT_CHUNK: Final = 200
+# Fan-out pacing (fair share between accounts at the delivery stage): a chunk is requested only while fewer
+# than FANOUT_AHEAD of the campaign's deliveries wait for a slot; otherwise its workflow.fanout comes back
+# after FANOUT_RECHECK_S, doubling up to FANOUT_RECHECK_MAX_S. So a 10,000-fan campaign keeps at most this
+# many delivery.requested in the rate-limiter's lane, and another account's message waits behind at most
+# these (docs/architecture.md#fair-share-between-accounts).
+FANOUT_AHEAD: Final = 2 * FANOUT_CHUNK
+FANOUT_RECHECK_S: Final = 0.25
+FANOUT_RECHECK_MAX_S: Final = 5.0
 # Namespaces of derived message ids: a fan-out chunk (workflow, first seq) and a settling transition
 # (workflow, status it settles from) — the same whoever emits them, so duplicates de-duplicate.
 FANOUT_NAMESPACE: Final = uuid.UUID("0b6f2d8a-3e4c-5a71-9c0d-7e5f4a2b1c39")

@@ -5,7 +5,8 @@ campaign order: `seq`), created with the workflow. Two ways to a text:
 
 - **one text for everyone** (the default): the workflow's generation writes it; the workflow goes
   generated → delivering and requests the deliveries in chunks of FANOUT_CHUNK — each from a
-  `workflow.fanout` message (the first emitted with the transition, each next by the previous chunk) (its id derived
+  `workflow.fanout` message (the first emitted with the transition, each next by the previous chunk, and
+  requested only while fewer than FANOUT_AHEAD earlier deliveries wait for a slot: `fanout_wait_s`) (its id derived
   from the workflow and the chunk, so a router killed mid-fan-out resumes where it was, without a
   duplicate: the handled chunk's outbox is recorded and re-published, never recomputed).
 - **a text per recipient** (`data.personalize` and several recipients): each delivery's text is generated
@@ -44,7 +45,14 @@ from contracts.messages import (
     WorkflowCompleted,
     WorkflowFanout,
 )
-from services.router.constants import FANOUT_CHUNK, FANOUT_NAMESPACE, SETTLE_NAMESPACE
+from services.router.constants import (
+    FANOUT_AHEAD,
+    FANOUT_CHUNK,
+    FANOUT_NAMESPACE,
+    FANOUT_RECHECK_MAX_S,
+    FANOUT_RECHECK_S,
+    SETTLE_NAMESPACE,
+)
 from services.router.state import Change, DeliveryRow, Workflow
 
 S = WorkflowStatus
@@ -164,6 +172,21 @@ class DeliveryDecisions:
             deadline_at=max(workflow.deadline_at, change.at + timedelta(seconds=self.grace_s)),
         )
         change.emit(WorkflowFanout(from_seq=0), id=fanout_id(workflow.workflow_id, 0))
+
+    @staticmethod
+    def fanout_wait_s(workflow: Workflow, from_seq: int, waited: int) -> float | None:
+        """None when the chunk from `from_seq` may be requested now; else how long its fan-out waits (it has
+        waited `waited` times). A chunk waits while FANOUT_AHEAD of the campaign's earlier deliveries have no
+        slot yet: the campaign never floods the rate-limiter's lane ahead of other accounts. A report can be
+        written before its slot's, hence the larger of scheduled and sent. Counters only grow and the
+        deadline finishes a campaign, so a waiting chunk never waits for ever."""
+        if workflow.status is not S.DELIVERING:
+            return None
+        tally = workflow.tally
+        answered = max(tally.scheduled, tally.sent) + tally.failed + tally.cancelled
+        if from_seq - answered < FANOUT_AHEAD:
+            return None
+        return min(FANOUT_RECHECK_S * 2.0**waited, FANOUT_RECHECK_MAX_S)
 
     def fanout(self, change: Change, from_seq: int, rows: Sequence[DeliveryRow]) -> None:
         """Request the deliveries of one chunk (`rows`, from `from_seq`), and the next chunk's fan-out."""

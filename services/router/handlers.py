@@ -347,6 +347,11 @@ class Router:
         if loaded.outbox is None:
             if loaded.workflow is None:
                 raise Reject(f"{envelope.type} for unknown workflow {envelope.workflow_id}")
+            wait_s = self.engine.delivery.fanout_wait_s(loaded.workflow, fanout.from_seq, envelope.attempt - 1)
+            if wait_s is not None:  # nothing recorded: the same message comes back and is handled when it may go
+                await self.bus.publish(envelope.model_copy(update={"attempt": envelope.attempt + 1}), delay=wait_s)
+                log.debug("delivery.fanout_paced", from_seq=fanout.from_seq, wait_s=wait_s)
+                return None
             after = fanout.from_seq - 1 if fanout.from_seq else None
             rows = await self.store.deliveries(envelope.workflow_id, after_seq=after, limit=FANOUT_CHUNK)
             now = self.clock()

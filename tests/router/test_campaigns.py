@@ -30,7 +30,7 @@ from contracts.messages import (
 )
 from contracts.routing import RATE_LIMITER, ROUTER
 from libs.runtime import Runtime
-from services.router.constants import FANOUT_CHUNK
+from services.router.constants import FANOUT_AHEAD, FANOUT_CHUNK
 from services.router.delivery import fanout_id
 from services.router.service import build_router
 from tests.fixtures.waiting import eventually
@@ -99,8 +99,9 @@ class TestFanout:
         """Two and a half chunks of fans: one workflow.fanout per chunk under its derived id, each chunk's
         deliveries requested by its own message, every fan exactly once."""
         fans = 2 * FANOUT_CHUNK + 50
+        await answer_deliveries(harness)  # the third chunk waits for earlier deliveries' slots
         workflow_id = await delivering(harness, campaign(fans))
-        fanouts = harness.bus.of_type(WorkflowFanout, workflow_id)
+        fanouts = list({f.id: f for f in harness.bus.of_type(WorkflowFanout, workflow_id)}.values())
         starts = [0, FANOUT_CHUNK, 2 * FANOUT_CHUNK]
         assert [f.payload.from_seq for f in fanouts] == starts  # type: ignore[attr-defined]
         assert [f.id for f in fanouts] == [fanout_id(workflow_id, start) for start in starts]
@@ -128,6 +129,36 @@ class TestFanout:
         ids_per_delivery = Counter(e.payload.delivery_id for e in {e.id: e for e in after}.values())  # type: ignore[attr-defined]
         assert set(ids_per_delivery.values()) == {1} and len(ids_per_delivery) == fans
         assert len({f.id for f in harness.bus.of_type(WorkflowFanout, workflow_id)}) == 2
+
+
+class TestFanoutPacing:
+    async def test_a_campaign_requests_no_more_than_it_is_ahead(self, harness: Harness) -> None:
+        """Nobody answers the deliveries: the fan-out stops FANOUT_AHEAD ahead of them, its next chunk's
+        message coming back with growing waits instead of requesting more. Once answered, the rest follows
+        and every fan is requested exactly once."""
+        fans = 5 * FANOUT_CHUNK
+        accepted = await harness.request(campaign(fans))
+        assert accepted.workflow is not None
+        workflow_id = accepted.workflow.workflow_id
+        waiting = fanout_id(workflow_id, FANOUT_AHEAD)
+
+        def attempts() -> list[int]:
+            return [f.attempt for f in harness.bus.of_type(WorkflowFanout, workflow_id) if f.id == waiting]
+
+        async def came_back_twice() -> bool:
+            return len(attempts()) >= 3
+
+        await eventually(came_back_twice, timeout=WAIT_S)
+        assert attempts()[:3] == [1, 2, 3]
+        assert len(harness.bus.of_type(DeliveryRequested, workflow_id)) == FANOUT_AHEAD
+
+        await answer_deliveries(harness)
+        for request in harness.bus.of_type(DeliveryRequested, workflow_id):  # those requested before anyone answered
+            await harness.bus.publish(request)
+        await harness.sink.wait(workflow_id, timeout=WAIT_S)
+        requested = {e.id: e for e in harness.bus.of_type(DeliveryRequested, workflow_id)}.values()
+        reached = Counter(e.payload.recipient_id for e in requested)  # type: ignore[attr-defined]
+        assert reached == Counter(f"fan-{i}" for i in range(fans))
 
 
 class TestDeliveryList:

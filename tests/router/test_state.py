@@ -10,9 +10,11 @@ import pytest
 from contracts import Envelope
 from contracts.enums import IntentType, Provider, WorkflowStatus
 from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowTimer
+from services.router.constants import FANOUT_AHEAD, FANOUT_RECHECK_MAX_S, FANOUT_RECHECK_S
+from services.router.delivery import DeliveryDecisions
 from services.router.engine import Engine
 from services.router.errors import IllegalTransition
-from services.router.state import TERMINAL, TRANSITIONS, Change, Workflow
+from services.router.state import TERMINAL, TRANSITIONS, Change, Tally, Workflow
 from tests.router.harness import router_settings
 
 S = WorkflowStatus
@@ -87,3 +89,27 @@ class TestTransitions:
         assert created.result().version == 1
         later = Change(workflow(S.GENERATING, version=7), cause(), NOW)
         assert later.expected_version == 7 and later.result().version == 8
+
+
+class TestFanoutPacing:
+    def test_a_chunk_goes_while_fewer_than_ahead_wait_for_a_slot(self) -> None:
+        """The chunk from `from_seq` goes when fewer than FANOUT_AHEAD earlier deliveries are unanswered:
+        a slot, a send (its report may come before its slot's), a failure or a cancellation answers one."""
+        wait = DeliveryDecisions.fanout_wait_s
+        delivering = workflow(S.DELIVERING, tally=Tally(total=5000))
+        assert wait(delivering, FANOUT_AHEAD - 1, 0) is None
+        assert wait(delivering, FANOUT_AHEAD, 0) == FANOUT_RECHECK_S
+        answered = Tally(total=5000, scheduled=100, sent=150, failed=30, cancelled=20)  # 200 answered
+        assert wait(workflow(S.DELIVERING, tally=answered), FANOUT_AHEAD + 199, 0) is None
+        assert wait(workflow(S.DELIVERING, tally=answered), FANOUT_AHEAD + 200, 0) is not None
+
+    def test_the_wait_doubles_up_to_a_cap(self) -> None:
+        delivering = workflow(S.DELIVERING, tally=Tally(total=5000))
+        waits = [DeliveryDecisions.fanout_wait_s(delivering, FANOUT_AHEAD, n) for n in range(8)]
+        assert waits[:3] == [FANOUT_RECHECK_S, 2 * FANOUT_RECHECK_S, 4 * FANOUT_RECHECK_S]
+        assert waits[-1] == FANOUT_RECHECK_MAX_S and all(w is not None and w <= FANOUT_RECHECK_MAX_S for w in waits)
+
+    @pytest.mark.parametrize("status", [s for s in S if s is not S.DELIVERING], ids=lambda s: s.value)
+    def test_a_workflow_not_delivering_never_waits(self, status: WorkflowStatus) -> None:
+        """Ended (or not yet delivering): the fan-out handler goes on to record that nothing is requested."""
+        assert DeliveryDecisions.fanout_wait_s(workflow(status, tally=Tally(total=5000)), 10 * FANOUT_AHEAD, 0) is None
