@@ -67,12 +67,16 @@ MAX_CONFLICT_RETRIES: Final = 5
 # each): no handler publishes, or keeps in its outbox, more than this at once.
 FANOUT_CHUNK: Final = 200
 # Fan-out pacing (fair share between accounts at the delivery stage): a chunk is requested only while fewer
-# than FANOUT_AHEAD of the campaign's deliveries wait for a slot; otherwise its workflow.fanout comes back
-# after FANOUT_RECHECK_S, doubling up to FANOUT_RECHECK_MAX_S. So a 10,000-fan campaign keeps at most this
-# many delivery.requested in the rate-limiter's lane, and another account's message waits behind at most
+# than FANOUT_CHUNK + finished (at most FANOUT_AHEAD) of the campaign's deliveries are unfinished — one chunk
+# at first, more as the campaign shows it drains them; otherwise its workflow.fanout comes back after
+# FANOUT_RECHECK_S, growing by FANOUT_RECHECK_GROWTH each time up to FANOUT_RECHECK_MAX_S (slowly: a chunk
+# that goes late leaves the pipeline idle; one paused for long is looked at every few seconds). A 10,000-fan
+# campaign so keeps at most FANOUT_AHEAD deliveries between the router and the platform — in the
+# rate-limiter's lane, in the of-sender's delayed slots — and another account's message waits behind at most
 # these (docs/architecture.md#fair-share-between-accounts).
-FANOUT_AHEAD: Final = 2 * FANOUT_CHUNK
-FANOUT_RECHECK_S: Final = 0.25
+FANOUT_AHEAD: Final = 3 * FANOUT_CHUNK
+FANOUT_RECHECK_S: Final = 0.1
+FANOUT_RECHECK_GROWTH: Final = 1.25
 FANOUT_RECHECK_MAX_S: Final = 5.0
 # Namespaces of derived message ids: a fan-out chunk (workflow, first seq) and a settling transition
 # (workflow, status it settles from) — the same whoever emits them, so duplicates de-duplicate.

@@ -6,7 +6,7 @@ campaign order: `seq`), created with the workflow. Two ways to a text:
 - **one text for everyone** (the default): the workflow's generation writes it; the workflow goes
   generated → delivering and requests the deliveries in chunks of FANOUT_CHUNK — each from a
   `workflow.fanout` message (the first emitted with the transition, each next by the previous chunk, and
-  requested only while fewer than FANOUT_AHEAD earlier deliveries wait for a slot: `fanout_wait_s`) (its id derived
+  requested only while few enough earlier deliveries are unfinished: `fanout_wait_s`) (its id derived
   from the workflow and the chunk, so a router killed mid-fan-out resumes where it was, without a
   duplicate: the handled chunk's outbox is recorded and re-published, never recomputed).
 - **a text per recipient** (`data.personalize` and several recipients): each delivery's text is generated
@@ -49,6 +49,7 @@ from services.router.constants import (
     FANOUT_AHEAD,
     FANOUT_CHUNK,
     FANOUT_NAMESPACE,
+    FANOUT_RECHECK_GROWTH,
     FANOUT_RECHECK_MAX_S,
     FANOUT_RECHECK_S,
     SETTLE_NAMESPACE,
@@ -176,17 +177,15 @@ class DeliveryDecisions:
     @staticmethod
     def fanout_wait_s(workflow: Workflow, from_seq: int, waited: int) -> float | None:
         """None when the chunk from `from_seq` may be requested now; else how long its fan-out waits (it has
-        waited `waited` times). A chunk waits while FANOUT_AHEAD of the campaign's earlier deliveries have no
-        slot yet: the campaign never floods the rate-limiter's lane ahead of other accounts. A report can be
-        written before its slot's, hence the larger of scheduled and sent. Counters only grow and the
-        deadline finishes a campaign, so a waiting chunk never waits for ever."""
-        if workflow.status is not S.DELIVERING:
+        waited `waited` times). A chunk waits while the campaign's earlier deliveries not finished (sent,
+        failed or cancelled) are FANOUT_CHUNK + those finished or more (FANOUT_AHEAD at most): one chunk at
+        first, more once it shows they drain. So it keeps that many in the rate-limiter's lane and the
+        of-sender's delayed slots, never all of them ahead of other accounts' messages. Counters only grow
+        and the deadline finishes a campaign, so a waiting chunk never waits for ever."""
+        finished = workflow.tally.finished
+        if workflow.status is not S.DELIVERING or from_seq - finished < min(FANOUT_CHUNK + finished, FANOUT_AHEAD):
             return None
-        tally = workflow.tally
-        answered = max(tally.scheduled, tally.sent) + tally.failed + tally.cancelled
-        if from_seq - answered < FANOUT_AHEAD:
-            return None
-        return min(FANOUT_RECHECK_S * 2.0**waited, FANOUT_RECHECK_MAX_S)
+        return min(FANOUT_RECHECK_S * FANOUT_RECHECK_GROWTH**waited, FANOUT_RECHECK_MAX_S)
 
     def fanout(self, change: Change, from_seq: int, rows: Sequence[DeliveryRow]) -> None:
         """Request the deliveries of one chunk (`rows`, from `from_seq`), and the next chunk's fan-out."""

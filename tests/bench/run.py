@@ -72,6 +72,10 @@ raw_chain_per_s then counts chains of 4 hops (one delivery's messages); ratio = 
 and single critical ones from another while it runs: critical_p50/p99_ms and the low lane's throughput then
 (tests/bench/priority.py says what each number means; target critical p99 < 500 ms, low_share >= 0.5).
 
+--mode fairness: account A's campaign of n fans (-n, default 5000 on amqp) and account B's single deliveries,
+one at a time, alone and then beside it, with real per-account limits (FAIR_LIMIT/s): B's accepted ->
+completed and what A's campaign added to it; then A is cancelled (tests/bench/fairness.py; no raw chains).
+
 --mode stop runs the campaign with TWO of-sender processes and flips the kill switch off mid-way and on
 again: switch_to_last_send_ms and the rest are described in tests/bench/stop.py (no raw chains).
 """
@@ -96,6 +100,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tests.bench.campaign import measure_campaign
+from tests.bench.fairness import FAIR_LIMIT, measure_fairness
 from tests.bench.phases import at_fixed_concurrency, pct, raw_chains, submit_all, wait_terminal
 from tests.bench.priority import measure_priority
 from tests.bench.stop import measure_stop
@@ -104,8 +109,10 @@ from tests.bench.workload import (
     CAMPAIGN,
     DELIVERING,
     DELIVERY,
+    FAIRNESS,
     GENERATION,
     HOPS,
+    LIFTED_ACCOUNT_LIMIT,
     MODES,
     PRIORITY,
     SERVICES,
@@ -190,6 +197,7 @@ def parse_args() -> argparse.Namespace:
             CAMPAIGN: DEFAULT_CAMPAIGN_FANS,
             STOP: DEFAULT_STOP_FANS,
             PRIORITY: DEFAULT_PRIORITY_BACKLOG,
+            FAIRNESS: DEFAULT_CAMPAIGN_FANS,
         }.get(args.mode, DEFAULT_N)
         args.n = defaults[args.transport]
         if args.transport != "amqp":
@@ -308,12 +316,13 @@ async def main() -> int:
         )
         platform: SimulatorProcess | None = None
         if args.mode in DELIVERING:
+            limit = {FAIRNESS: FAIR_LIMIT}.get(args.mode, LIFTED_ACCOUNT_LIMIT)
             platform = SimulatorProcess(
                 "platform", free_port(), workdir / "platform-simulator.log", platform_simulator_env()
             )
             await resources.enter_async_context(running(platform))
             key_prefix = f"bench:{run_tag}:"
-            env.update(delivery_env(platform, key_prefix))
+            env.update(delivery_env(platform, key_prefix, limit))
             resources.push_async_callback(drop_keys, redis_url, key_prefix)
         async with Stack(broker.url, dsn, redis_url, workdir, env=env) as stack:
             await asyncio.gather(*(stack.start(s, env=service_env(args.mode, s)) for s in SERVICES[args.mode]))
@@ -333,6 +342,11 @@ async def main() -> int:
                         )
                     finally:
                         await critical.close()
+                elif args.mode == FAIRNESS:
+                    assert platform is not None
+                    measured, breaches = await measure_fairness(
+                        workload, platform, stack.database_url, args.n, args.concurrency
+                    )
                 elif args.mode == CAMPAIGN:
                     assert platform is not None
                     measured, breaches = await measure_campaign(
@@ -352,10 +366,10 @@ async def main() -> int:
                     delivered_twice=check.twice,
                     platform_outcomes=check.outcomes,
                 )
-        if args.mode != STOP:
+        if args.mode not in (STOP, FAIRNESS):
             raw = await raw_chains(broker.url, args.n, args.concurrency, HOPS[args.mode])
     result.update(measured)
-    if args.mode != STOP:
+    if args.mode not in (STOP, FAIRNESS):
         speed = result[{CAMPAIGN: "deliveries_per_s", PRIORITY: "low_per_s_after"}.get(args.mode, "workflows_per_s")]
         result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(speed / raw, 3))
     result["machine"] = machine()
@@ -366,7 +380,7 @@ async def main() -> int:
 
 def service_env(mode: str, service: str) -> dict[str, str]:
     """The router logs at info in campaign mode: its write conflicts are info events the bench counts."""
-    return {"LOG_LEVEL": "info"} if mode == CAMPAIGN and service == "router" else {}
+    return {"LOG_LEVEL": "info"} if (mode == CAMPAIGN and service == "router") or mode == FAIRNESS else {}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ for `delivery` the platform's limits (lifted) and the check that every fan got i
 - stop: the same campaign, the kill switch flipped off and on again mid-way (tests/bench/stop.py).
 - priority: generation workflows, a backlog at low priority from one user and single critical ones from
   another (tests/bench/priority.py).
+- fairness: one account's campaign and another account's single deliveries beside it, the platform's limits
+  real (tests/bench/fairness.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from tests.chaos.servers import SimulatorProcess
 from tests.integration.client import GatewayClient
 
 GENERATION, DELIVERY, CAMPAIGN, STOP, PRIORITY = "generation", "delivery", "campaign", "stop", "priority"
-MODES = (GENERATION, DELIVERY, CAMPAIGN, STOP, PRIORITY)
-DELIVERING = (DELIVERY, CAMPAIGN, STOP)  # the modes that run the platform simulator and the delivery services
+FAIRNESS = "fairness"
+MODES = (GENERATION, DELIVERY, CAMPAIGN, STOP, PRIORITY, FAIRNESS)
+# the modes that run the platform simulator and the delivery services
+DELIVERING = (DELIVERY, CAMPAIGN, STOP, FAIRNESS)
 
 SERVICES = {
     GENERATION: ("router", "azure_worker", "openai_worker", "cost_tracker"),
@@ -34,6 +38,7 @@ SERVICES = {
     # and a second of-sender (run.py starts it): the stop is measured across replicas
     STOP: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
     PRIORITY: ("router", "azure_worker", "openai_worker", "cost_tracker"),
+    FAIRNESS: ("router", "azure_worker", "openai_worker", "cost_tracker", "rate_limiter", "of_sender"),
 }
 # Messages published per workflow (what the raw chain repeats with empty handlers).
 # generation, 6: workflow.requested, its reply, generation.requested, generation.completed, usage.recorded,
@@ -58,13 +63,16 @@ LIFTED_ACCOUNT_LIMIT = 1_000_000
 LIFTED_WINDOW_S = 1.0
 
 
-def delivery_env(platform: SimulatorProcess, key_prefix: str) -> dict[str, str]:
-    """The delivery services' environment: the simulated platform, the lifted limits, Redis keys of this run
-    only (a concurrent bench on the same Redis keeps its own plan, and nothing of an earlier run counts)."""
+def delivery_env(
+    platform: SimulatorProcess, key_prefix: str, account_limit: int = LIFTED_ACCOUNT_LIMIT
+) -> dict[str, str]:
+    """The delivery services' environment: the simulated platform, the limits (lifted unless `account_limit`
+    messages per window is given), Redis keys of this run only (a concurrent bench on the same Redis keeps
+    its own plan, and nothing of an earlier run counts)."""
     return {
         "ONLYFANS_API_URL": platform.url,
         "ONLYFANS_API_TOKEN": PLATFORM_TOKEN,
-        "OF_ACCOUNT_LIMIT": str(LIFTED_ACCOUNT_LIMIT),
+        "OF_ACCOUNT_LIMIT": str(account_limit),
         "OF_ACCOUNT_WINDOW_S": str(LIFTED_WINDOW_S),
         "OF_RECIPIENT_MIN_INTERVAL_S": "0",
         "OF_SAFETY_MARGIN_S": "0",
@@ -75,10 +83,10 @@ def delivery_env(platform: SimulatorProcess, key_prefix: str) -> dict[str, str]:
     }
 
 
-def platform_simulator_env() -> dict[str, str]:
-    """The platform simulator refuses (429) over its limits: lifted the same way as the services'."""
+def platform_simulator_env(account_limit: int = LIFTED_ACCOUNT_LIMIT) -> dict[str, str]:
+    """The platform simulator refuses (429) over its limits: the same as the services'."""
     return {
-        "PLATFORM_SIMULATOR_ACCOUNT_LIMIT": str(LIFTED_ACCOUNT_LIMIT),
+        "PLATFORM_SIMULATOR_ACCOUNT_LIMIT": str(account_limit),
         "PLATFORM_SIMULATOR_WINDOW_S": str(LIFTED_WINDOW_S),
         "PLATFORM_SIMULATOR_RECIPIENT_MIN_INTERVAL_S": "0",
         "PLATFORM_SIMULATOR_TOKEN": PLATFORM_TOKEN,

@@ -30,7 +30,7 @@ from contracts.messages import (
 )
 from contracts.routing import RATE_LIMITER, ROUTER
 from libs.runtime import Runtime
-from services.router.constants import FANOUT_AHEAD, FANOUT_CHUNK
+from services.router.constants import FANOUT_CHUNK
 from services.router.delivery import fanout_id
 from services.router.service import build_router
 from tests.fixtures.waiting import eventually
@@ -115,6 +115,7 @@ class TestFanout:
         """The first chunk's workflow.fanout delivered again: what it published is re-published as recorded
         (same envelope ids, so downstream de-duplication holds) — no delivery gets a second request id."""
         fans = FANOUT_CHUNK + 20
+        await answer_deliveries(harness)  # the second chunk waits for the first's deliveries
         workflow_id = await delivering(harness, campaign(fans))
         before = harness.bus.of_type(DeliveryRequested, workflow_id)
         first_chunk = harness.bus.of_type(WorkflowFanout, workflow_id)[0]
@@ -133,14 +134,14 @@ class TestFanout:
 
 class TestFanoutPacing:
     async def test_a_campaign_requests_no_more_than_it_is_ahead(self, harness: Harness) -> None:
-        """Nobody answers the deliveries: the fan-out stops FANOUT_AHEAD ahead of them, its next chunk's
-        message coming back with growing waits instead of requesting more. Once answered, the rest follows
-        and every fan is requested exactly once."""
+        """Nobody answers the deliveries: the fan-out stops after the first chunk, its next chunk's message
+        coming back with growing waits instead of requesting more. Once answered, the rest follows and every
+        fan is requested exactly once."""
         fans = 5 * FANOUT_CHUNK
         accepted = await harness.request(campaign(fans))
         assert accepted.workflow is not None
         workflow_id = accepted.workflow.workflow_id
-        waiting = fanout_id(workflow_id, FANOUT_AHEAD)
+        waiting = fanout_id(workflow_id, FANOUT_CHUNK)
 
         def attempts() -> list[int]:
             return [f.attempt for f in harness.bus.of_type(WorkflowFanout, workflow_id) if f.id == waiting]
@@ -150,7 +151,7 @@ class TestFanoutPacing:
 
         await eventually(came_back_twice, timeout=WAIT_S)
         assert attempts()[:3] == [1, 2, 3]
-        assert len(harness.bus.of_type(DeliveryRequested, workflow_id)) == FANOUT_AHEAD
+        assert len(harness.bus.of_type(DeliveryRequested, workflow_id)) == FANOUT_CHUNK
 
         await answer_deliveries(harness)
         for request in harness.bus.of_type(DeliveryRequested, workflow_id):  # those requested before anyone answered

@@ -10,7 +10,13 @@ import pytest
 from contracts import Envelope
 from contracts.enums import IntentType, Provider, WorkflowStatus
 from contracts.messages import GenerationCompleted, Intent, Usage, WorkflowTimer
-from services.router.constants import FANOUT_AHEAD, FANOUT_RECHECK_MAX_S, FANOUT_RECHECK_S
+from services.router.constants import (
+    FANOUT_AHEAD,
+    FANOUT_CHUNK,
+    FANOUT_RECHECK_GROWTH,
+    FANOUT_RECHECK_MAX_S,
+    FANOUT_RECHECK_S,
+)
 from services.router.delivery import DeliveryDecisions
 from services.router.engine import Engine
 from services.router.errors import IllegalTransition
@@ -92,22 +98,27 @@ class TestTransitions:
 
 
 class TestFanoutPacing:
-    def test_a_chunk_goes_while_fewer_than_ahead_wait_for_a_slot(self) -> None:
-        """The chunk from `from_seq` goes when fewer than FANOUT_AHEAD earlier deliveries are unanswered:
-        a slot, a send (its report may come before its slot's), a failure or a cancellation answers one."""
-        wait = DeliveryDecisions.fanout_wait_s
-        delivering = workflow(S.DELIVERING, tally=Tally(total=5000))
-        assert wait(delivering, FANOUT_AHEAD - 1, 0) is None
-        assert wait(delivering, FANOUT_AHEAD, 0) == FANOUT_RECHECK_S
-        answered = Tally(total=5000, scheduled=100, sent=150, failed=30, cancelled=20)  # 200 answered
-        assert wait(workflow(S.DELIVERING, tally=answered), FANOUT_AHEAD + 199, 0) is None
-        assert wait(workflow(S.DELIVERING, tally=answered), FANOUT_AHEAD + 200, 0) is not None
+    def test_a_chunk_goes_while_few_enough_are_unfinished(self) -> None:
+        """The chunk from `from_seq` goes while fewer than FANOUT_CHUNK + finished (at most FANOUT_AHEAD)
+        earlier deliveries are unfinished: a send, a failure or a cancellation finishes one; a slot does not
+        (the send may be minutes away)."""
 
-    def test_the_wait_doubles_up_to_a_cap(self) -> None:
+        def goes(from_seq: int, tally: Tally) -> bool:
+            return DeliveryDecisions.fanout_wait_s(workflow(S.DELIVERING, tally=tally), from_seq, 0) is None
+
+        nothing_finished = Tally(total=5000, scheduled=1000)
+        assert goes(FANOUT_CHUNK - 1, nothing_finished) and not goes(FANOUT_CHUNK, nothing_finished)
+        two_hundred = Tally(total=5000, scheduled=1000, sent=150, failed=30, cancelled=20)
+        assert goes(2 * FANOUT_CHUNK + 199, two_hundred) and not goes(2 * FANOUT_CHUNK + 200, two_hundred)
+        many = Tally(total=5000, scheduled=2000, sent=1000)
+        assert goes(1000 + FANOUT_AHEAD - 1, many) and not goes(1000 + FANOUT_AHEAD, many)
+
+    def test_the_wait_grows_up_to_a_cap(self) -> None:
         delivering = workflow(S.DELIVERING, tally=Tally(total=5000))
-        waits = [DeliveryDecisions.fanout_wait_s(delivering, FANOUT_AHEAD, n) for n in range(8)]
-        assert waits[:3] == [FANOUT_RECHECK_S, 2 * FANOUT_RECHECK_S, 4 * FANOUT_RECHECK_S]
-        assert waits[-1] == FANOUT_RECHECK_MAX_S and all(w is not None and w <= FANOUT_RECHECK_MAX_S for w in waits)
+        waits = [DeliveryDecisions.fanout_wait_s(delivering, FANOUT_AHEAD, n) for n in range(40)]
+        assert waits[:2] == [FANOUT_RECHECK_S, FANOUT_RECHECK_S * FANOUT_RECHECK_GROWTH]
+        assert all(w is not None for w in waits) and waits == sorted(waits)  # type: ignore[type-var]
+        assert waits[-1] == FANOUT_RECHECK_MAX_S
 
     @pytest.mark.parametrize("status", [s for s in S if s is not S.DELIVERING], ids=lambda s: s.value)
     def test_a_workflow_not_delivering_never_waits(self, status: WorkflowStatus) -> None:
