@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import openai
@@ -117,7 +117,7 @@ class GenerationHandler:
         token = claim.token
         if token is None:  # not owned, so cached: _claim waits out busy answers
             log.info("generation.replayed", provider=self.provider.value, generation_id=key)
-            await self._publish([Envelope.decode(raw) for raw in claim.values or ()])
+            await self.bus.publish_all([Envelope.decode(raw) for raw in claim.values or ()])
             return None
         try:
             outgoing = await self._generate(envelope, request, timeout_s)
@@ -131,7 +131,8 @@ class GenerationHandler:
             # The provider was called and billed: publishing the result matters more than remembering it.
             # Only a redelivery of this very request could call again (after the lease ends).
             log.error("generation.cache_store_failed", provider=self.provider.value, generation_id=key, reason=str(exc))
-        await self._publish(outgoing)
+        # Usage first (they leave in order): cost accounting then tends to see the tokens before the end.
+        await self.bus.publish_all(outgoing)
         return None
 
     async def _claim(self, key: str, lease_s: float) -> Claim:
@@ -301,11 +302,6 @@ class GenerationHandler:
         # Derived: even a result computed twice (the in-process cache lost in a restart) reaches the
         # cost-tracker under the same id, and it is counted once.
         return envelope.derived_child(recorded, key=key)
-
-    async def _publish(self, outgoing: Sequence[Envelope]) -> None:
-        # Usage first: cost accounting then tends to see the tokens before the workflow's end.
-        for item in outgoing:
-            await self.bus.publish(item)
 
 
 def make_generation_handler(

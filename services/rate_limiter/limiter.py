@@ -83,8 +83,9 @@ class Limiter:
             text=request.text,
             slot_at=slot_at,
         )
-        await self.bus.publish(envelope.derived_child(scheduled))
-        await self.bus.publish(envelope.derived_child(approved), delay=reservation.delay_s)
+        await self.bus.publish_all(
+            [envelope.derived_child(scheduled), envelope.derived_child(approved)], delays=[0.0, reservation.delay_s]
+        )
         return None
 
     async def _limiter_down(

@@ -8,7 +8,6 @@ again. Delays are stored as the absolute time a message is due, so a re-publish 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,8 +34,5 @@ class Outgoing:
 
 
 async def publish_all(bus: Bus, outbox: tuple[Outgoing, ...], now: datetime) -> None:
-    """Publish every message (concurrently: the broker confirms them together); raises if any failed."""
-    if len(outbox) == 1:
-        await bus.publish(outbox[0].envelope, delay=outbox[0].delay_s(now))
-        return
-    await asyncio.gather(*(bus.publish(item.envelope, delay=item.delay_s(now)) for item in outbox))
+    """Publish every message, each after what is left of its delay (Bus.publish_all: confirmed together)."""
+    await bus.publish_all([item.envelope for item in outbox], delays=[item.delay_s(now) for item in outbox])
