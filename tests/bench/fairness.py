@@ -35,7 +35,7 @@ from tests.chaos.campaign import campaign_body, campaign_fans, post_campaign
 from tests.chaos.servers import SimulatorProcess
 from tests.integration.client import GatewayClient
 
-FAIR_LIMIT = 10  # messages per second per account, on the platform and in the rate-limiter
+FAIR_LIMIT = 10  # messages per second per account, in the rate-limiter and the of-sender
 SINGLES = 30  # B's single messages, alone and again beside A's campaign
 SINGLE_GAP_S = 0.5  # B alone and beside A for ~15 s each: beside, A's campaign is well under way
 FAIR_START_S = 1.0  # after A's POST: its fan-out under way

@@ -316,7 +316,7 @@ async def main() -> int:
         )
         platform: SimulatorProcess | None = None
         if args.mode in DELIVERING:
-            limit = {FAIRNESS: FAIR_LIMIT}.get(args.mode, LIFTED_ACCOUNT_LIMIT)
+            limit = FAIR_LIMIT if args.mode == FAIRNESS else LIFTED_ACCOUNT_LIMIT
             platform = SimulatorProcess(
                 "platform", free_port(), workdir / "platform-simulator.log", platform_simulator_env()
             )
@@ -380,7 +380,7 @@ async def main() -> int:
 
 def service_env(mode: str, service: str) -> dict[str, str]:
     """The router logs at info in campaign mode: its write conflicts are info events the bench counts."""
-    return {"LOG_LEVEL": "info"} if (mode == CAMPAIGN and service == "router") or mode == FAIRNESS else {}
+    return {"LOG_LEVEL": "info"} if mode == CAMPAIGN and service == "router" else {}
 
 
 if __name__ == "__main__":

@@ -83,10 +83,10 @@ def delivery_env(
     }
 
 
-def platform_simulator_env(account_limit: int = LIFTED_ACCOUNT_LIMIT) -> dict[str, str]:
-    """The platform simulator refuses (429) over its limits: the same as the services'."""
+def platform_simulator_env() -> dict[str, str]:
+    """The platform simulator refuses (429) over its limits: lifted the same way as the services'."""
     return {
-        "PLATFORM_SIMULATOR_ACCOUNT_LIMIT": str(account_limit),
+        "PLATFORM_SIMULATOR_ACCOUNT_LIMIT": str(LIFTED_ACCOUNT_LIMIT),
         "PLATFORM_SIMULATOR_WINDOW_S": str(LIFTED_WINDOW_S),
         "PLATFORM_SIMULATOR_RECIPIENT_MIN_INTERVAL_S": "0",
         "PLATFORM_SIMULATOR_TOKEN": PLATFORM_TOKEN,

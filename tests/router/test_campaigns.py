@@ -99,7 +99,7 @@ class TestFanout:
         """Two and a half chunks of fans: one workflow.fanout per chunk under its derived id, each chunk's
         deliveries requested by its own message, every fan exactly once."""
         fans = 2 * FANOUT_CHUNK + 50
-        await answer_deliveries(harness)  # the third chunk waits for earlier deliveries' slots
+        await answer_deliveries(harness)  # the second chunk waits until the first's deliveries finish
         workflow_id = await delivering(harness, campaign(fans))
         fanouts = list({f.id: f for f in harness.bus.of_type(WorkflowFanout, workflow_id)}.values())
         starts = [0, FANOUT_CHUNK, 2 * FANOUT_CHUNK]
