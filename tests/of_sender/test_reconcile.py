@@ -329,11 +329,25 @@ class TestOneRequestInFlight:
 
     @pytest.mark.parametrize("settings_overrides", [NO_FAN_SPACING])
     async def test_two_copies_of_one_approval_at_once_send_once(
-        self, h: SenderHarness, store: PostgresMessageStore
+        self, h: SenderHarness, store: PostgresMessageStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The same approval twice at once (its publisher died before its ack, or a redelivery raced a
         handler that lost its connection): one records the attempt and sends; the other finds the request
-        out and re-queues itself to look it up later instead of sending."""
+        out and re-queues itself to look it up later instead of sending. Both copies read the record before
+        either moves it (a barrier after the first two reads), so the race happens on every run."""
+        real_open = store.open
+        both_read = asyncio.Barrier(2)
+        reads = 0
+
+        async def open_side_by_side(*args: Any, **kwargs: Any) -> MessageRecord:
+            nonlocal reads
+            record = await real_open(*args, **kwargs)
+            reads += 1
+            if reads <= 2:
+                await asyncio.wait_for(both_read.wait(), 5)
+            return record
+
+        monkeypatch.setattr(store, "open", open_side_by_side)
         envelope = approval()
         delivery_id = envelope.payload.delivery_id  # type: ignore[attr-defined]
         with capture_logs() as logs:
