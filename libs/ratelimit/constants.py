@@ -4,8 +4,9 @@ Planner (rate-limiter), under its prefix (default ``ho:rl:``)::
 
     {p}epoch                       run_id of the Redis server the plan was built on (lost data: see below)
     {p}hold                        epoch ms before which nothing is planned, after a loss was detected
-    {p}a:{account}                 sorted set: delivery id -> planned slot (epoch ms), pruned a window late
-                                   (an hour late with OF_ACCOUNT_HOURLY_LIMIT: at most that many past slots)
+    {p}a:{account}                 sorted set: plan member -> planned slot (epoch ms), pruned a window late
+                                   (an hour late with OF_ACCOUNT_HOURLY_LIMIT: at most that many past slots);
+                                   a member is "{delivery id}|{u: urgent, b: not}|{workflow id}|{recipient}"
     {p}r:{n}:{account}:{recipient} last slot planned for that fan (n = len(account): no ambiguous joins)
 
 Send log (of-sender), under its prefix (default ``ho:of:``)::
@@ -35,6 +36,10 @@ REDIS_RETRIES: Final = 1
 REDIS_RETRY_BASE_S: Final = 0.05
 REDIS_RETRY_CAP_S: Final = 0.2
 
+# An urgent delivery displaces only bulk slots at least this far ahead: their approvals are still delayed in
+# the bus, and the of-sender hears of the new slot (delivery.replanned) long before the old one comes.
+PREEMPT_MARGIN_MS: Final = 1000
+
 
 def epoch_key(prefix: str) -> str:
     return f"{prefix}epoch"
@@ -46,6 +51,10 @@ def hold_key(prefix: str) -> str:
 
 def account_key(prefix: str, account: str) -> str:
     return f"{prefix}a:{account}"
+
+
+def plan_member(delivery_id: str, urgent: bool, workflow_id: str, recipient: str) -> str:
+    return f"{delivery_id}|{'u' if urgent else 'b'}|{workflow_id}|{recipient}"
 
 
 def recipient_key(prefix: str, account: str, recipient: str) -> str:

@@ -6,12 +6,16 @@ then never holds more than `limit` of them. A slot may be planned between slots 
 recipient's delivery may go before a delivery held back by its recipient's spacing), so a candidate is
 checked against every run it would join, not only against the past. An account with several windows (a
 minute and an hour) gets the earliest slot that fits all of them (`earliest_slot_within`).
+
+An urgent delivery (high or critical) may take a slot ahead of bulk ones planned before it (`make_room`):
+its slot is the earliest that fits the slots it must respect (sent or about to be, other urgent ones), and
+the movable bulk slots nearest to it give way until it fits among all of them; they are planned again after.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Sequence
+from bisect import bisect_right, insort
+from collections.abc import Callable, Sequence
 
 
 def fits(slots: Sequence[int], candidate: int, limit: int, window: int) -> bool:
@@ -61,6 +65,49 @@ def earliest_slot_within(
                 slot, moved = later, True
                 pushed_by = index if pushed_by is None else max(pushed_by, index)
     return slot, pushed_by
+
+
+def fits_within(slots: Sequence[int], candidate: int, windows: Sequence[tuple[int, int]]) -> bool:
+    """Whether adding `candidate` to the sorted `slots` keeps every (limit, window) of `windows`."""
+    return all(fits(slots, candidate, limit, window) for limit, window in windows)
+
+
+def make_room(
+    fixed: Sequence[int],
+    bulk: Sequence[int],
+    not_before: int,
+    windows: Sequence[tuple[int, int]],
+    movable: Callable[[int], bool],
+) -> tuple[int, int | None, list[int]]:
+    """An urgent delivery's slot among the sorted `fixed` slots (they stay) and the sorted `bulk` ones (they
+    may give way): (the slot, the window that pushed it as in `earliest_slot_within`, the indexes into `bulk`
+    of the slots it displaces, nearest first).
+
+    The slot is the earliest ≥ `not_before` that fits `fixed` alone. Bulk slots give way nearest to it first
+    (the later of two as near), each only if `movable(index)` says so, until the slot fits among what is
+    left. One that may not move counts as fixed from then on and the search starts again, so the answer
+    always fits: with every movable slot gone, only fixed ones are left, and the slot fits those.
+    """
+    fixed = list(fixed)
+    stays: set[int] = set()  # indexes of bulk slots found not movable
+    while True:
+        slot, pushed_by = earliest_slot_within(fixed, not_before, windows)
+        others = sorted([*fixed, *(s for i, s in enumerate(bulk) if i not in stays)])
+        nearest = sorted((i for i in range(len(bulk)) if i not in stays), key=lambda i: (abs(bulk[i] - slot), -bulk[i]))
+        displaced: list[int] = []
+        blocked = None
+        for index in nearest:
+            if fits_within(others, slot, windows):
+                break
+            if not movable(index):
+                blocked = index
+                break
+            others.remove(bulk[index])
+            displaced.append(index)
+        if blocked is None:
+            return slot, pushed_by, displaced
+        stays.add(blocked)
+        insort(fixed, bulk[blocked])
 
 
 def retry_at(sent: Sequence[int], now: int, limit: int, window: int) -> int | None:

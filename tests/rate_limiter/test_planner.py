@@ -9,7 +9,7 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from libs.ratelimit import Limits, MemoryPlanner, RedisPlanner, SlotPlanner
+from libs.ratelimit import Limits, MemoryPlanner, RedisPlanner, Reservation, SlotPlanner
 from libs.ratelimit.window import earliest_slot, earliest_slot_within
 from tests.delivery.compliance import spacing_violations, window_violations
 from tests.rate_limiter.conftest import flush_prefix
@@ -97,6 +97,86 @@ class TestMemoryPlannerHourlyCap:
         assert slots == [0, 0, 0, 1000, 1000, 1000, 2000, 2000, 2000]
 
 
+def final_slots(planned: dict[str, tuple[str, int]], reservations: list[tuple[str, str, Reservation]]) -> None:
+    """Record each reservation's slot and its displaced deliveries' new ones in `planned` (id -> (fan, slot))."""
+    for delivery_id, fan, got in reservations:
+        if got.reason != "existing":
+            planned[delivery_id] = (fan, got.slot_ms)
+        for moved in got.displaced:
+            planned[moved.delivery_id] = (moved.recipient_id, moved.slot_ms)
+
+
+def assert_plan_complies(planned: dict[str, tuple[str, int]], limits: Limits) -> None:
+    slots = [slot for _, slot in planned.values()]
+    for limit, window in limits.account_windows:
+        assert window_violations(slots, limit, window) == []
+    per_fan: dict[str, list[int]] = {}
+    for fan, slot in planned.values():
+        per_fan.setdefault(fan, []).append(slot)
+    for fan_slots in per_fan.values():
+        assert spacing_violations(fan_slots, limits.recipient_gap_ms) == []
+
+
+class TestUrgent:
+    """An urgent delivery takes the place of bulk slots planned later (window.make_room)."""
+
+    async def test_an_urgent_delivery_goes_before_the_planned_bulk_ones(self) -> None:
+        """15 bulk deliveries fill five windows; an urgent one gets the first slot past the margin instead of
+        the sixth window, and the one bulk delivery it displaced moves to the end — nothing over the limit."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        bulk = [await planner.reserve("a", f"fan{i}", f"d{i}", workflow_id="campaign") for i in range(15)]
+        assert [r.slot_ms - clock.now for r in bulk] == [w * 1000 for w in range(5) for _ in range(3)]
+        urgent = await planner.reserve("a", "vip", "reply", workflow_id="chat", urgent=True)
+        # 0 and 1000 are within the margin (their approvals may be on their way): 2000 is the first it may take.
+        assert urgent.slot_ms - clock.now == 2000
+        [moved] = urgent.displaced
+        assert (moved.workflow_id, moved.slot_ms - clock.now) == ("campaign", 5000)
+        assert moved.delivery_id in {"d6", "d7", "d8"}
+        planned: dict[str, tuple[str, int]] = {}
+        final_slots(planned, [(f"d{i}", f"fan{i}", r) for i, r in enumerate(bulk)] + [("reply", "vip", urgent)])
+        assert_plan_complies(planned, LIMITS)
+        window = await planner.window("a")
+        assert sorted(window.slots) == sorted(slot for _, slot in planned.values())
+
+    async def test_without_bulk_ahead_an_urgent_delivery_plans_as_any_other(self) -> None:
+        """Nothing to displace: the same slot a medium delivery would get."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        for i in range(3):
+            await planner.reserve("a", f"fan{i}", f"d{i}", urgent=True)
+        urgent = await planner.reserve("a", "vip", "reply", urgent=True)
+        assert (urgent.slot_ms - clock.now, urgent.reason, urgent.displaced) == (1000, "account", ())
+
+    async def test_a_bulk_slot_before_its_fans_next_message_stays(self) -> None:
+        """Bulk deliveries whose fan has a later one planned never move (the fan's messages keep their order):
+        the urgent one takes the next window whose bulk slots are their fans' last."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        fans = [f"fan{i}" for i in range(12)]  # windows 0, 1000, 2000, 3000
+        for i, fan in enumerate(fans):
+            await planner.reserve("a", fan, f"d{i}")
+        for fan in fans[6:9]:  # the fans of window 2000 get a second message, at 4000
+            await planner.reserve("a", fan, f"again-{fan}")
+        urgent = await planner.reserve("a", "vip", "reply", urgent=True)
+        assert urgent.slot_ms - clock.now == 3000
+        [moved] = urgent.displaced
+        assert moved.recipient_id in fans[9:12] and moved.slot_ms - clock.now == 5000
+
+    async def test_urgent_slots_are_never_displaced(self) -> None:
+        """A second urgent delivery does not move the first: it displaces another bulk slot."""
+        clock = FakeClock()
+        planner = MemoryPlanner(LIMITS, clock=clock)
+        for i in range(15):
+            await planner.reserve("a", f"fan{i}", f"d{i}")
+        first = await planner.reserve("a", "vip1", "r1", urgent=True)
+        second = await planner.reserve("a", "vip2", "r2", urgent=True)
+        assert (first.slot_ms, second.slot_ms) == (clock.now + 2000, clock.now + 2000)
+        assert {d.delivery_id for d in first.displaced}.isdisjoint(d.delivery_id for d in second.displaced)
+        again = await planner.reserve("a", "vip1", "r1", urgent=True)
+        assert (again.slot_ms, again.reason, again.displaced) == (first.slot_ms, "existing", ())
+
+
 @pytest.mark.integration
 class TestRedisPlanner:
     async def test_fresh_state_is_held_for_one_window(self, redis_client: aioredis.Redis, prefix: str) -> None:
@@ -174,6 +254,35 @@ class TestRedisPlanner:
         assert {"account", "account_hour"} <= reasons  # both windows were put to the test
         assert window_violations(slots, limits.account_limit, limits.window_ms) == []
         assert window_violations(slots, limits.hourly_limit, limits.hour_ms) == []
+
+    async def test_lua_makes_room_exactly_as_the_memory_planner(
+        self, redis_client: aioredis.Redis, prefix: str
+    ) -> None:
+        """A random stream of bulk and urgent reservations, with an hourly cap and fans written to twice: each
+        reservation the script makes — its slot, reason and the deliveries it displaced, to where — equals
+        the memory planner's at the same clock, and the whole plan keeps every limit."""
+        limits = Limits(account_limit=3, window_ms=2000, recipient_gap_ms=1500, hourly_limit=8, hour_ms=8000)
+        planner = RedisPlanner(redis_client, limits, prefix=prefix)
+        held = await planner.reserve("warm-up", "fan", "warm-up")  # the fresh state's hold (the mirror has none)
+        await asyncio.sleep((held.slot_ms - held.now_ms) / 1000 + 0.05)
+        clock = FakeClock()
+        mirror = MemoryPlanner(limits, clock=clock)
+        rng = random.Random(11)
+        planned: dict[str, tuple[str, int]] = {}
+        moved = 0
+        for i in range(60):
+            fan, urgent = f"fan{rng.randint(0, 14)}", rng.random() < 0.2
+            got = await planner.reserve("acct", fan, f"d{i}", workflow_id=f"w{i % 3}", urgent=urgent)
+            clock.now = got.now_ms
+            assert got == await mirror.reserve("acct", fan, f"d{i}", workflow_id=f"w{i % 3}", urgent=urgent)
+            final_slots(planned, [(f"d{i}", fan, got)])
+            moved += len(got.displaced)
+        assert moved >= 3  # urgent ones did displace bulk ones
+        assert_plan_complies(planned, limits)
+        window = await planner.window("acct")
+        assert sorted(s for s in window.slots if s > window.now_ms) == sorted(
+            slot for _, slot in planned.values() if slot > window.now_ms
+        )
 
     async def test_a_burst_over_the_hourly_cap_is_pushed_past_the_hour(
         self, redis_client: aioredis.Redis, prefix: str
