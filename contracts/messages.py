@@ -238,6 +238,17 @@ class DeliveryApproved(Message):
 
 
 @register
+class DeliveryReplanned(Message):
+    """The rate-limiter moved a planned delivery to a later slot (an urgent delivery took its place): its
+    approval, already delayed in the bus for the old slot, is to wait for `slot_at` instead."""
+
+    TYPE = "delivery.replanned"
+    delivery_id: uuid.UUID
+    account_id: str
+    slot_at: AwareDatetime
+
+
+@register
 class DeliveryScheduled(Message):
     """When a delivery's send is planned (`scheduledFor` in the status): the rate limiter's slot, or a later
     one the of-sender moved it to."""

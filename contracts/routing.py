@@ -106,6 +106,7 @@ ROUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         # An account's window, read from the slot plan ahead of the deliveries waiting to be planned.
         rate_window.RateWindowQuery.TYPE: (queue(RATE_LIMITER, QUERY),),
         m.DeliveryApproved.TYPE: (OF_SENDER,),
+        m.DeliveryReplanned.TYPE: (OF_SENDER,),
         m.UsageRecorded.TYPE: (COST_TRACKER,),
         m.WorkflowCompleted.TYPE: (COST_TRACKER,),
         m.WorkflowFailed.TYPE: (COST_TRACKER,),

@@ -71,6 +71,7 @@ PUBLISHES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         r.RATE_LIMITER: (
             m.DeliveryScheduled.TYPE,
             m.DeliveryApproved.TYPE,
+            m.DeliveryReplanned.TYPE,
             m.DeliveryFailed.TYPE,
             m.DeliveryRequested.TYPE,
         ),

@@ -25,7 +25,15 @@ from libs.ratelimit.bucket import (
 )
 from libs.ratelimit.down import DownAction, DownDecision, when_down
 from libs.ratelimit.errors import LimiterUnavailable, RateLimitError
-from libs.ratelimit.planner import AccountWindow, MemoryPlanner, RedisPlanner, Reservation, SlotPlanner, open_planner
+from libs.ratelimit.planner import (
+    AccountWindow,
+    MemoryPlanner,
+    RedisPlanner,
+    Replanned,
+    Reservation,
+    SlotPlanner,
+    open_planner,
+)
 from libs.ratelimit.sendlog import Check, MemorySendLog, RedisSendLog, SendLog, SentRecord, open_send_log
 from libs.ratelimit.settings import DeliveryLimitSettings, DownPolicy, Limits
 from libs.ratelimit.window import earliest_slot, earliest_slot_within, fits
@@ -47,6 +55,7 @@ __all__ = [
     "RedisPlanner",
     "RedisSendLog",
     "RedisTokenBucket",
+    "Replanned",
     "Reservation",
     "SendLog",
     "SentRecord",

@@ -50,10 +50,18 @@ WITH ins AS (
     ON CONFLICT (delivery_id) DO NOTHING
     RETURNING {_COLUMNS}
 )
-SELECT {_COLUMNS} FROM ins
+SELECT {_COLUMNS}, (SELECT slot_at FROM replanned_deliveries WHERE delivery_id = $1) AS replanned_to FROM ins
 UNION ALL
-SELECT {_COLUMNS} FROM onlyfans_messages WHERE delivery_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+SELECT {_COLUMNS}, (SELECT slot_at FROM replanned_deliveries WHERE delivery_id = $1) AS replanned_to
+FROM onlyfans_messages WHERE delivery_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
 """
+
+_REPLAN = """
+INSERT INTO replanned_deliveries (delivery_id, slot_at) VALUES ($1, $2)
+ON CONFLICT (delivery_id) DO UPDATE SET slot_at = GREATEST(replanned_deliveries.slot_at, EXCLUDED.slot_at)
+"""
+
+_PURGE_REPLANNED = "DELETE FROM replanned_deliveries WHERE slot_at < now() - make_interval(secs => $1)"
 
 _QUEUE = f"""
 UPDATE onlyfans_messages SET status = CASE WHEN $10 THEN 'sending' ELSE 'queued' END,
@@ -131,6 +139,7 @@ def _record(row: asyncpg.Record) -> MessageRecord:
         last_error=ErrorInfo.model_validate(error) if error is not None else None,
         requeued_from=row["requeued_from"],
         paused_since=row["paused_since"],
+        replanned_to=row.get("replanned_to"),
     )
 
 
@@ -223,7 +232,12 @@ class PostgresMessageStore(SchemaStore, MessageStore):
             rows = await conn.fetch(_RECENT, account_id, horizon_s)
         return [SentRecord(row["token"], row["recipient_id"], to_ms(row["checked_at"])) for row in rows]
 
+    async def replan(self, delivery_id: uuid.UUID, slot_at: datetime) -> None:
+        async with self._connection("record a replanned slot") as conn:
+            await conn.execute(_REPLAN, delivery_id, slot_at)
+
     async def purge_attempts(self, older_than_s: float, limit: int) -> int:
         async with self._connection("purge send attempts") as conn:
             status = await conn.execute(_PURGE, older_than_s, limit)
+            await conn.execute(_PURGE_REPLANNED, older_than_s)
         return int(status.rsplit(" ", 1)[-1])

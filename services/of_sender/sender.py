@@ -52,6 +52,12 @@ hears of the hold once). It is asked twice, no I/O either time: before the last 
 before the attempt is claimed, so a switch flipped during the check stops the send too. A resumed approval
 goes through the last check on actual send times like any other, however late its slot.
 
+Replanning: when an urgent delivery took a bulk delivery's slot, the rate-limiter sends its new, later slot
+(delivery.replanned). It is recorded (store.replan) and returned with the record; an approval due before it
+— the one delayed in the bus for the old slot — is re-queued to it, without a report (the rate-limiter told
+the router). An approval handled before the new slot was recorded goes at its old slot; the last check
+keeps the limits either way.
+
 Cancelling: a workflow.cancelled is recorded (store.cancel); from then on the claim of an attempt refuses
 its deliveries (store.sending raises WorkflowCancelled) and the approval is dropped without a report (the
 router marked the deliveries cancelled). A request that went out before the cancel was recorded is
@@ -67,6 +73,7 @@ from contracts import Envelope, Message
 from contracts.enums import ErrorType
 from contracts.messages import (
     DeliveryApproved,
+    DeliveryReplanned,
     ErrorInfo,
     WorkflowCancelled,
 )
@@ -121,13 +128,26 @@ class Sender:
         self._bypassed: set[str] = set()
 
     def handlers(self) -> dict[str, Handler]:
-        return {DeliveryApproved.TYPE: self.on_approved, WorkflowCancelled.TYPE: self.on_cancelled}
+        return {
+            DeliveryApproved.TYPE: self.on_approved,
+            DeliveryReplanned.TYPE: self.on_replanned,
+            WorkflowCancelled.TYPE: self.on_cancelled,
+        }
 
     async def on_cancelled(self, envelope: Envelope) -> Message | None:
         cancelled = envelope.payload
         assert isinstance(cancelled, WorkflowCancelled)
         new = await self.store.cancel(cancelled.workflow_id, cancelled.account_id, cancelled.cancelled_at)
         log.info("workflow.cancel_recorded", workflow_id=str(cancelled.workflow_id), new=new)
+        return None
+
+    async def on_replanned(self, envelope: Envelope) -> Message | None:
+        replanned = envelope.payload
+        assert isinstance(replanned, DeliveryReplanned)
+        await self.store.replan(replanned.delivery_id, replanned.slot_at)
+        log.info(
+            "delivery.replan_recorded", delivery_id=str(replanned.delivery_id), slot_at=replanned.slot_at.isoformat()
+        )
         return None
 
     async def on_approved(self, envelope: Envelope) -> Message | None:
@@ -164,7 +184,7 @@ class Sender:
             log.info("delivery.duplicate_approval", status=record.status.value)
             await self.out.report_final(envelope, record)
             return
-        if await self._held(envelope, record):
+        if await self._replanned(envelope, record) or await self._held(envelope, record):
             return
         if record.status is MessageStatus.SENDING and not await self._reconcile(envelope, record):
             return
@@ -207,6 +227,18 @@ class Sender:
             await self._outcome_unknown(envelope, record, outcome.error)
         else:
             await self._after_failure(envelope, record, outcome.error)
+
+    async def _replanned(self, envelope: Envelope, record: MessageRecord) -> bool:
+        """True when the rate-limiter moved the delivery to a slot still ahead: re-queued to it. Not while a
+        request may be out (`sending`): that one is looked up first, whatever the plan says now."""
+        if record.replanned_to is None or record.status is MessageStatus.SENDING:
+            return False
+        wait_s = (record.replanned_to - utcnow()).total_seconds()
+        if wait_s <= 0:
+            return False
+        log.info("delivery.replanned_wait", delivery_id=str(record.delivery_id), wait_s=round(wait_s, 3))
+        await self.out.requeue(envelope, record, delay_s=wait_s, report=False)
+        return True
 
     # --- the flags ----------------------------------------------------------------------------------------
 

@@ -85,6 +85,9 @@ class MessageRecord:
     # The approval whose handling re-queued the delivery to `bus_message_id`; it may re-publish the re-queue
     # (its publish may have been lost), nothing else. None before the first re-queue.
     requeued_from: uuid.UUID | None = None
+    # A later slot the rate-limiter moved the delivery to (delivery.replanned): an approval due before it
+    # waits for it. Read by `open` only.
+    replanned_to: datetime | None = None
 
     @property
     def failures(self) -> int:
@@ -156,8 +159,13 @@ class MessageStore(Store):
         """The account's send attempts of the last `horizon_s` seconds (by the store's clock)."""
 
     @abstractmethod
+    async def replan(self, delivery_id: uuid.UUID, slot_at: datetime) -> None:
+        """The delivery was moved to `slot_at` (a later one than any recorded before wins)."""
+
+    @abstractmethod
     async def purge_attempts(self, older_than_s: float, limit: int) -> int:
-        """Forget up to `limit` attempts older than `older_than_s`; how many were forgotten."""
+        """Forget up to `limit` attempts older than `older_than_s`, and replanned slots as old; how many
+        attempts were forgotten."""
 
 
 class MemoryMessageStore(MessageStore):
@@ -167,6 +175,7 @@ class MemoryMessageStore(MessageStore):
         self._records: dict[uuid.UUID, MessageRecord] = {}
         self._attempts: dict[str, tuple[str, SentRecord]] = {}  # token -> (account, attempt)
         self._cancelled: set[uuid.UUID] = set()
+        self._replanned: dict[uuid.UUID, datetime] = {}
 
     def get(self, delivery_id: uuid.UUID) -> MessageRecord | None:
         return self._records.get(delivery_id)
@@ -188,7 +197,11 @@ class MemoryMessageStore(MessageStore):
         return current
 
     async def open(self, envelope: Envelope, approval: DeliveryApproved, max_retries: int) -> MessageRecord:
-        return self._records.setdefault(approval.delivery_id, new_record(envelope, approval, max_retries))
+        record = self._records.setdefault(approval.delivery_id, new_record(envelope, approval, max_retries))
+        return replace(record, replanned_to=self._replanned.get(approval.delivery_id))
+
+    async def replan(self, delivery_id: uuid.UUID, slot_at: datetime) -> None:
+        self._replanned[delivery_id] = max(slot_at, self._replanned.get(delivery_id, slot_at))
 
     async def queue(
         self,
@@ -256,4 +269,6 @@ class MemoryMessageStore(MessageStore):
         old = [token for token, (_, a) in self._attempts.items() if a.at_ms < before][:limit]
         for token in old:
             del self._attempts[token]
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        self._replanned = {d: at for d, at in self._replanned.items() if at >= cutoff}
         return len(old)

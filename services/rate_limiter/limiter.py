@@ -2,6 +2,14 @@
 now) and delivery.approved (to the of-sender, delayed to the slot); rate.window.query (its query lane) → an
 account's window, read from the plan (window.py).
 
+An urgent request (high or critical: it arrives on the urgent lane) may take the place of bulk deliveries
+planned later (libs.ratelimit.window.make_room). Each one displaced is planned again at once, and both its
+owners hear of the new slot: the router (delivery.scheduled, under the displaced delivery's workflow) and
+the of-sender (delivery.replanned), which holds the approval already delayed for the old slot until the new
+one. Were that lost (this replica dying between the plan and the publish), the old approval would go at its
+old slot and the of-sender's last check would still keep the limits: the plan is the forecast, the check
+the guarantee.
+
 When Redis is unreachable, RATE_LIMITER_DOWN_POLICY decides (libs.ratelimit.down): `hold` re-publishes the
 request RATE_LIMITER_DOWN_RETRY_S later, stamped with when its hold began (the router hears of the hold
 once), and fails the delivery RATE_LIMITER_DOWN_MAX_HOLD_S after that; `bypass_with_warning` plans with this
@@ -11,13 +19,21 @@ Either way the of-sender's last check still stands between the plan and the plat
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from contracts import Envelope, Message
-from contracts.messages import DeliveryApproved, DeliveryFailed, DeliveryRequested, DeliveryScheduled
+from contracts.messages import (
+    DeliveryApproved,
+    DeliveryFailed,
+    DeliveryReplanned,
+    DeliveryRequested,
+    DeliveryScheduled,
+)
 from contracts.rate_window import RateWindow, RateWindowQuery
-from libs.bus import Bus, Handler
-from libs.ratelimit import DownAction, LimiterUnavailable, Reservation, SlotPlanner, when_down
+from contracts.routing import PRIORITY_LANES, URGENT
+from libs.bus import Bus, Handler, message_priority
+from libs.ratelimit import DownAction, LimiterUnavailable, Replanned, Reservation, SlotPlanner, when_down
 from libs.ratelimit.metrics import get_ratelimit_metrics
 from libs.telemetry import get_logger
 from services.rate_limiter.config import RateLimiterSettings
@@ -30,6 +46,22 @@ LIMITER = "the rate limiter's Redis"  # what is unreachable, in the reasons the 
 
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _replanned(envelope: Envelope, request: DeliveryRequested, moved: Replanned) -> list[Envelope]:
+    """What the owners of a displaced delivery hear (caused by the urgent request, derived from its id): the
+    of-sender its new slot, the router too — under the displaced delivery's own workflow and no user."""
+    delivery_id, slot_at = uuid.UUID(moved.delivery_id), _at(moved.slot_ms)
+    replanned = DeliveryReplanned(delivery_id=delivery_id, account_id=request.account_id, slot_at=slot_at)
+    out = [envelope.derived_child(replanned, key=f"{DeliveryReplanned.TYPE}:{delivery_id}")]
+    if moved.workflow_id:
+        scheduled = DeliveryScheduled(delivery_id=delivery_id, recipient_id=moved.recipient_id, slot_at=slot_at)
+        report = envelope.derived_child(scheduled, key=f"{DeliveryScheduled.TYPE}:{delivery_id}")
+        out.append(report.model_copy(update={"workflow_id": uuid.UUID(moved.workflow_id), "user_id": None}))
+    log.info(
+        "delivery.replanned", delivery_id=moved.delivery_id, slot_at=slot_at.isoformat(), by=str(request.delivery_id)
+    )
+    return out
 
 
 class Limiter:
@@ -53,9 +85,14 @@ class Limiter:
     async def on_requested(self, envelope: Envelope) -> Message | None:
         request = envelope.payload
         assert isinstance(request, DeliveryRequested)
+        priority = message_priority()
         try:
             reservation: Reservation | None = await self.planner.reserve(
-                request.account_id, request.recipient_id, str(request.delivery_id)
+                request.account_id,
+                request.recipient_id,
+                str(request.delivery_id),
+                workflow_id=str(envelope.workflow_id or ""),
+                urgent=priority is not None and PRIORITY_LANES[priority] == URGENT,
             )
         except LimiterUnavailable as exc:
             reservation = await self._limiter_down(envelope, request, exc)
@@ -86,6 +123,10 @@ class Limiter:
         await self.bus.publish_all(
             [envelope.derived_child(scheduled), envelope.derived_child(approved)], delays=[0.0, reservation.delay_s]
         )
+        if reservation.displaced:
+            await self.bus.publish_all(
+                [m for moved in reservation.displaced for m in _replanned(envelope, request, moved)]
+            )
         return None
 
     async def _limiter_down(
