@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts import Envelope
 from contracts.enums import ErrorType
-from contracts.messages import DeliveryCompleted, DeliveryFailed, DeliveryScheduled
+from contracts.messages import DeliveryCompleted, DeliveryFailed, DeliveryReplanned, DeliveryScheduled
 from contracts.routing import OF_SENDER
 from libs.ratelimit import DownPolicy
 from libs.simulators import PlatformFaultKind, PlatformSimulator
 from services.of_sender.store import MemoryMessageStore, MessageStatus
 from tests.delivery.compliance import all_violations
-from tests.of_sender.harness import GAP_S, LIMIT, WINDOW_S, SenderHarness, platform, sender_settings
+from tests.fixtures.waiting import eventually
+from tests.of_sender.harness import GAP_S, LIMIT, WINDOW_S, SenderHarness, approval, platform, sender_settings
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -90,6 +93,40 @@ class TestSending:
         finally:
             await second.close()
         assert all_violations(sim.delivered(), LIMIT, WINDOW_S, GAP_S) == []
+
+
+class TestReplanned:
+    async def test_an_approval_due_before_its_new_slot_waits_for_it(self, h: SenderHarness) -> None:
+        """delivery.replanned before the approval (as when an urgent delivery took its slot): the approval,
+        due now, is re-queued to the new slot without a report to the router, then sent there."""
+        envelope = approval()
+        delivery_id = envelope.payload.delivery_id  # type: ignore[attr-defined]
+        new_slot = datetime.now(UTC) + timedelta(seconds=0.8)
+        replanned = DeliveryReplanned(delivery_id=delivery_id, account_id="acct", slot_at=new_slot)
+        await h.bus.publish(Envelope.new(replanned))
+
+        async def recorded() -> bool:  # read as the approval's handler will read it: `open` of its record
+            return (await h.store.open(envelope, envelope.payload, 3)).replanned_to == new_slot  # type: ignore[arg-type]
+
+        await eventually(recorded)
+        await h.bus.publish(envelope)
+        report = await h.sink.final(delivery_id)
+        assert isinstance(report, DeliveryCompleted)
+        [arrival] = h.sim.delivered()
+        assert arrival.at >= new_slot.timestamp() - 0.01
+        assert h.sink.of(delivery_id, DeliveryScheduled) == []  # the rate-limiter told the router
+        assert h.store.get(delivery_id).attempts == 1  # type: ignore[attr-defined]
+
+    async def test_a_replan_after_the_send_changes_nothing(self, h: SenderHarness) -> None:
+        """A new slot heard of after the delivery went: nothing more is sent, the report stands."""
+        envelope = await h.approve()
+        delivery_id = envelope.payload.delivery_id  # type: ignore[attr-defined]
+        first = await h.sink.final(delivery_id)
+        later = datetime.now(UTC) + timedelta(seconds=5)
+        await h.bus.publish(Envelope.new(DeliveryReplanned(delivery_id=delivery_id, account_id="acct", slot_at=later)))
+        await h.bus.publish(envelope)  # a redelivery: only repeats the report, at once
+        await h.sink.wait(lambda: len(h.sink.of(delivery_id, DeliveryCompleted)) == 2, timeout=2.0)
+        assert h.sink.of(delivery_id, DeliveryCompleted)[1] == first and len(h.sim.arrivals()) == 1
 
 
 class TestPlatformFailures:

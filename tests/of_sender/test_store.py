@@ -112,6 +112,25 @@ class TestMessageStore:
         assert await store.purge_attempts(60, 100) == 1
         assert len(await store.recent_sends("acct-a", 3600)) == 1
 
+    async def test_a_replanned_slot_is_returned_with_the_record(self, store: MessageStore) -> None:
+        """A new slot recorded before the first approval (or after) comes back with `open`; the later of two
+        wins whatever their order; purge forgets one long past."""
+        envelope = approval()
+        delivery_id = envelope.payload.delivery_id  # type: ignore[attr-defined]
+        slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)
+        await store.replan(delivery_id, slot)
+        await store.replan(delivery_id, slot - timedelta(seconds=10))
+        record = await store.open(envelope, envelope.payload, 3)  # type: ignore[arg-type]
+        assert (record.status, record.replanned_to) == (MessageStatus.PENDING, slot)
+        await store.replan(delivery_id, slot + timedelta(seconds=5))
+        assert (await store.open(envelope, envelope.payload, 3)).replanned_to == slot + timedelta(seconds=5)  # type: ignore[arg-type]
+        other = approval()
+        old = other.payload.delivery_id  # type: ignore[attr-defined]
+        await store.replan(old, datetime.now(UTC) - timedelta(seconds=120))
+        await store.purge_attempts(60, 100)
+        assert (await store.open(other, other.payload, 3)).replanned_to is None  # type: ignore[arg-type]
+        assert (await store.open(envelope, envelope.payload, 3)).replanned_to is not None  # type: ignore[arg-type]
+
     async def test_an_unconfirmed_requeue_stays_sending(self, store: MessageStore) -> None:
         """After a request whose outcome is unknown the delivery waits for its slot still `sending` (to be
         looked up), with the error; a plain re-queue makes it `queued`."""
