@@ -74,7 +74,8 @@ and single critical ones from another while it runs: critical_p50/p99_ms and the
 
 --mode fairness: account A's campaign of n fans (-n, default 5000 on amqp) and account B's single deliveries,
 one at a time, alone and then beside it, with real per-account limits (FAIR_LIMIT/s): B's accepted ->
-completed and what A's campaign added to it; then A is cancelled (tests/bench/fairness.py; no raw chains).
+completed and what A's campaign added to it; then A's own critical single deliveries beside its campaign
+(own_urgent_p*_ms); then A is cancelled (tests/bench/fairness.py; no raw chains).
 
 --mode stop runs the campaign with TWO of-sender processes and flips the kill switch off mid-way and on
 again: switch_to_last_send_ms and the rest are described in tests/bench/stop.py (no raw chains).
