@@ -38,7 +38,7 @@ REDIS_RETRY_CAP_S: Final = 0.2
 
 # An urgent delivery displaces only bulk slots at least this far ahead: their approvals are still delayed in
 # the bus, and the of-sender hears of the new slot (delivery.replanned) long before the old one comes.
-PREEMPT_MARGIN_MS: Final = 1000
+PREEMPT_MARGIN_MS: Final = 500
 
 
 def epoch_key(prefix: str) -> str:

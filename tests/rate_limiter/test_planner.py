@@ -121,18 +121,19 @@ class TestUrgent:
     """An urgent delivery takes the place of bulk slots planned later (window.make_room)."""
 
     async def test_an_urgent_delivery_goes_before_the_planned_bulk_ones(self) -> None:
-        """15 bulk deliveries fill five windows; an urgent one gets the first slot past the margin instead of
-        the sixth window, and the one bulk delivery it displaced moves to the end — nothing over the limit."""
+        """15 bulk deliveries fill five windows; an urgent one gets the first slot past the margin (0.5 s)
+        instead of the sixth window, and the one bulk delivery it displaced moves to the end — nothing over
+        the limit."""
         clock = FakeClock()
         planner = MemoryPlanner(LIMITS, clock=clock)
         bulk = [await planner.reserve("a", f"fan{i}", f"d{i}", workflow_id="campaign") for i in range(15)]
         assert [r.slot_ms - clock.now for r in bulk] == [w * 1000 for w in range(5) for _ in range(3)]
         urgent = await planner.reserve("a", "vip", "reply", workflow_id="chat", urgent=True)
-        # 0 and 1000 are within the margin (their approvals may be on their way): 2000 is the first it may take.
-        assert urgent.slot_ms - clock.now == 2000
+        # The slots at 0 are within the margin (their approvals may be on their way): 1000 is the first it may take.
+        assert urgent.slot_ms - clock.now == 1000
         [moved] = urgent.displaced
         assert (moved.workflow_id, moved.slot_ms - clock.now) == ("campaign", 5000)
-        assert moved.delivery_id in {"d6", "d7", "d8"}
+        assert moved.delivery_id in {"d3", "d4", "d5"}
         planned: dict[str, tuple[str, int]] = {}
         final_slots(planned, [(f"d{i}", f"fan{i}", r) for i, r in enumerate(bulk)] + [("reply", "vip", urgent)])
         assert_plan_complies(planned, LIMITS)
@@ -156,12 +157,12 @@ class TestUrgent:
         fans = [f"fan{i}" for i in range(12)]  # windows 0, 1000, 2000, 3000
         for i, fan in enumerate(fans):
             await planner.reserve("a", fan, f"d{i}")
-        for fan in fans[6:9]:  # the fans of window 2000 get a second message, at 4000
+        for fan in fans[3:6]:  # the fans of window 1000 get a second message, at 4000
             await planner.reserve("a", fan, f"again-{fan}")
         urgent = await planner.reserve("a", "vip", "reply", urgent=True)
-        assert urgent.slot_ms - clock.now == 3000
+        assert urgent.slot_ms - clock.now == 2000
         [moved] = urgent.displaced
-        assert moved.recipient_id in fans[9:12] and moved.slot_ms - clock.now == 5000
+        assert moved.recipient_id in fans[6:9] and moved.slot_ms - clock.now == 5000
 
     async def test_urgent_slots_are_never_displaced(self) -> None:
         """A second urgent delivery does not move the first: it displaces another bulk slot."""
@@ -171,7 +172,7 @@ class TestUrgent:
             await planner.reserve("a", f"fan{i}", f"d{i}")
         first = await planner.reserve("a", "vip1", "r1", urgent=True)
         second = await planner.reserve("a", "vip2", "r2", urgent=True)
-        assert (first.slot_ms, second.slot_ms) == (clock.now + 2000, clock.now + 2000)
+        assert (first.slot_ms, second.slot_ms) == (clock.now + 1000, clock.now + 1000)
         assert {d.delivery_id for d in first.displaced}.isdisjoint(d.delivery_id for d in second.displaced)
         again = await planner.reserve("a", "vip1", "r1", urgent=True)
         assert (again.slot_ms, again.reason, again.displaced) == (first.slot_ms, "existing", ())
