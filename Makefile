@@ -57,8 +57,11 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
 		--no-header -q -o $(DEV_LOCK)
 
+# Two workers (pytest-xdist: every test isolates its schema, key prefix, namespace and ports), then the
+# tests that disturb a server all the others share, alone.
 test: setup
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n 2 -m "not serial" --durations=25
+	$(BIN)/pytest -q -m serial
 
 lint: setup
 	$(BIN)/ruff check contracts libs services tests

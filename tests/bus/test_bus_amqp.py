@@ -53,6 +53,7 @@ class TestAmqpBusConformance(BusConformance):
         with pytest.raises(Unroutable):
             await bus.publish(requested())
 
+    @pytest.mark.serial
     async def test_amqp_consumers_survive_a_dropped_connection(self, make_bus: MakeBus) -> None:
         """After `rabbitmqctl close_all_connections` the consumer is restored and nothing confirmed is lost."""
         bus = await make_bus()
@@ -67,6 +68,7 @@ class TestAmqpBusConformance(BusConformance):
         await eventually(lambda: any(e.id == after.id for e in rec.seen), timeout=30)
         assert {e.id for e in rec.seen} == {before.id, after.id}
 
+    @pytest.mark.serial
     async def test_amqp_a_consumer_starts_although_the_broker_closes_the_connection_meanwhile(
         self, make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
     ) -> None:
