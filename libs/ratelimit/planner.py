@@ -142,7 +142,7 @@ class MemoryPlanner(SlotPlanner):
         if known is not None:
             return Reservation(known.slot, now, "existing")
         self._forget_before(now - limits.horizon_ms)
-        plans = self._plans.setdefault(account, {})
+        plans = self._plans.setdefault(account, {})  # forgetting may have replaced (or dropped) the account's
         not_before, reason = now, "none"
         last = self._last.get((account, recipient))
         if last is not None and last + limits.recipient_gap_ms > not_before:
