@@ -145,10 +145,15 @@ def consumers(key: str) -> tuple[str, ...]:
     return ROUTES.get(key, ())
 
 
+def lane_of(priority: Priority | None) -> str | None:
+    """The lane of `priority` (None: the default lane, as for no priority stated)."""
+    return PRIORITY_LANES[priority] if priority is not None else None
+
+
 def destinations(key: str, priority: Priority | None) -> tuple[str, ...]:
     """The queues a message routed by `key` goes to: a prioritized service's lane for `priority`, where the
     table names that service's default queue."""
-    lane = PRIORITY_LANES[priority] if priority is not None else None
+    lane = lane_of(priority)
     if lane is None:
         return consumers(key)
     return tuple(queue(q, lane) if q in PRIORITIZED else q for q in consumers(key))

@@ -57,5 +57,11 @@ def plan_member(delivery_id: str, urgent: bool, workflow_id: str, recipient: str
     return f"{delivery_id}|{'u' if urgent else 'b'}|{workflow_id}|{recipient}"
 
 
+def plan_member_parts(member: str) -> tuple[str, bool, str, str]:
+    """`plan_member`'s (delivery id, urgent, workflow id, recipient) again (the PLAN script reads it too)."""
+    delivery_id, urgency, workflow_id, recipient = member.split("|", 3)
+    return delivery_id, urgency == "u", workflow_id, recipient
+
+
 def recipient_key(prefix: str, account: str, recipient: str) -> str:
     return f"{prefix}r:{len(account)}:{account}:{recipient}"

@@ -137,12 +137,11 @@ class MemoryPlanner(SlotPlanner):
         self, account: str, recipient: str, delivery_id: str, *, workflow_id: str = "", urgent: bool = False
     ) -> Reservation:
         now, limits = self._clock(), self.limits
-        plans = self._plans.setdefault(account, {})
-        known = plans.get(delivery_id)
+        known = self._plans.get(account, {}).get(delivery_id)
         if known is not None:
             return Reservation(known.slot, now, "existing")
         self._forget_before(now - limits.horizon_ms)
-        plans = self._plans.setdefault(account, {})  # forgetting may have replaced (or dropped) the account's
+        plans = self._plans.setdefault(account, {})
         not_before, reason = now, "none"
         last = self._last.get((account, recipient))
         if last is not None and last + limits.recipient_gap_ms > not_before:
@@ -239,7 +238,7 @@ class RedisPlanner(SlotPlanner):
             raise LimiterUnavailable(f"slot reservation failed: {type(exc).__name__}: {exc}") from exc
         displaced = []
         for member, moved_slot in zip(moved[::2], moved[1::2], strict=True):
-            moved_id, _, moved_workflow, moved_recipient = member.decode().split("|", 3)
+            moved_id, _, moved_workflow, moved_recipient = c.plan_member_parts(member.decode())
             displaced.append(Replanned(moved_id, moved_workflow, moved_recipient, int(moved_slot)))
         return Reservation(int(slot), int(now), REASONS[int(reason)], bool(lost), tuple(displaced))
 

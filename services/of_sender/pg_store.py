@@ -41,7 +41,8 @@ _COLUMNS = (
 # and not finished.
 _UNCHANGED = "delivery_id = $1 AND bus_message_id = $2 AND attempts = $3 AND status NOT IN ('sent', 'failed')"
 
-# Insert on the first approval; either way return the row (the CTE's RETURNING, else the existing one).
+# Insert on the first approval; either way return the row (the CTE's RETURNING, else the existing one), with
+# the later slot the delivery was replanned to, if any.
 _OPEN = f"""
 WITH ins AS (
     INSERT INTO onlyfans_messages
@@ -50,10 +51,11 @@ WITH ins AS (
     ON CONFLICT (delivery_id) DO NOTHING
     RETURNING {_COLUMNS}
 )
-SELECT {_COLUMNS}, (SELECT slot_at FROM replanned_deliveries WHERE delivery_id = $1) AS replanned_to FROM ins
-UNION ALL
-SELECT {_COLUMNS}, (SELECT slot_at FROM replanned_deliveries WHERE delivery_id = $1) AS replanned_to
-FROM onlyfans_messages WHERE delivery_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+SELECT m.*, (SELECT slot_at FROM replanned_deliveries WHERE delivery_id = $1) AS replanned_to FROM (
+    SELECT {_COLUMNS} FROM ins
+    UNION ALL
+    SELECT {_COLUMNS} FROM onlyfans_messages WHERE delivery_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+) m
 """
 
 _REPLAN = """

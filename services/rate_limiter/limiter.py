@@ -31,7 +31,7 @@ from contracts.messages import (
     DeliveryScheduled,
 )
 from contracts.rate_window import RateWindow, RateWindowQuery
-from contracts.routing import PRIORITY_LANES, URGENT
+from contracts.routing import URGENT, lane_of
 from libs.bus import Bus, Handler, message_priority
 from libs.ratelimit import DownAction, LimiterUnavailable, Replanned, Reservation, SlotPlanner, when_down
 from libs.ratelimit.metrics import get_ratelimit_metrics
@@ -85,14 +85,13 @@ class Limiter:
     async def on_requested(self, envelope: Envelope) -> Message | None:
         request = envelope.payload
         assert isinstance(request, DeliveryRequested)
-        priority = message_priority()
         try:
             reservation: Reservation | None = await self.planner.reserve(
                 request.account_id,
                 request.recipient_id,
                 str(request.delivery_id),
                 workflow_id=str(envelope.workflow_id or ""),
-                urgent=priority is not None and PRIORITY_LANES[priority] == URGENT,
+                urgent=lane_of(message_priority()) == URGENT,
             )
         except LimiterUnavailable as exc:
             reservation = await self._limiter_down(envelope, request, exc)
