@@ -10,6 +10,8 @@ workflow.cancelled     cost sent to the requester as a WorkflowCostReply, settle
 
 from __future__ import annotations
 
+import asyncio
+
 from contracts import Envelope, Message
 from contracts.costs import WorkflowCostReply
 from contracts.ids import is_user_id
@@ -109,19 +111,23 @@ class Accounting:
             arm=None if isinstance(end, WorkflowCancelled) else end.arm,
             error_type=end.error.type.value if isinstance(end, WorkflowFailed) else None,
         )
-        spend = await self._store.record_outcome(outcome)
+        recording = self._store.record_outcome(outcome)
+        if end.notify is not None and self._bus is not None:
+            # The cost told is read from the usage entries, not from the outcome row: told while the outcome
+            # is being written, the waiting requester hears it one statement sooner.
+            spend, _ = await asyncio.gather(recording, self._tell_cost(self._bus, envelope, end.notify, outcome))
+        else:
+            spend = await recording
         if spend is not None and spend.calls:
             provider = outcome.provider or spend.last_provider
             assert provider is not None  # calls > 0: the latest entry has one
             get_cost_metrics().record_workflow_cost(provider=provider.value, cost_usd=spend.cost_usd)
-        if end.notify is not None and self._bus is not None:
-            await self._tell_cost(self._bus, envelope, end.notify, outcome)
         return None
 
     async def _tell_cost(self, bus: Bus, end: Envelope, notify: Notify, outcome: WorkflowOutcome) -> None:
         """Send the ended workflow's recorded cost to whoever asked to be told (the gateway's ?wait=true).
-        Best effort: the outcome is stored, and a requester that hears nothing, or hears `settled` false
-        (the last usage not recorded yet), asks."""
+        Best effort: the handler fails if the outcome is not stored (and tells again on the redelivery), and a
+        requester that hears nothing, or hears `settled` false (the last usage not recorded yet), asks."""
         cost = await self._reports.ended(outcome)
         try:
             await bus.reply(notify.reply_to, notify.cost_correlation_id, end.child(WorkflowCostReply(data=cost)))

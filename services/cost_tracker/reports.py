@@ -144,7 +144,7 @@ class Reports:
         return _workflow_view(workflow_id, owner, entries, outcome)
 
     async def ended(self, outcome: WorkflowOutcome) -> WorkflowCost:
-        """The cost of a workflow whose end was just recorded as `outcome` (one read: its entries)."""
+        """The cost of a workflow that ended as `outcome` (one read: its entries; the outcome row is not read)."""
         entries = await self._store.entries(outcome.workflow_id)
         owner = entries[0].user_id if entries else outcome.user_id
         return _workflow_view(outcome.workflow_id, owner, entries, outcome)

@@ -36,6 +36,7 @@ which is how a router killed between commit and publish still finishes the workf
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections import OrderedDict
@@ -453,9 +454,14 @@ class Router:
         return WorkflowAccepted(accepted=True, workflow=await self.queries.view(workflow))
 
     async def _committed(self, change: Change, now: datetime) -> None:
-        """After the write: publish the outbox, then log and measure what happened."""
-        await publish_all(self.bus, tuple(change.outbox), now)
+        """After the write: publish the outbox, then log and measure what happened. A requester waiting for
+        the end is told while the outbox is being confirmed, not after: both follow from the stored state."""
         workflow = change.result()
+        publishing = publish_all(self.bus, tuple(change.outbox), now)
+        if workflow.is_terminal and workflow.notify is not None:
+            await asyncio.gather(publishing, self._tell_requester(change.cause, workflow, now))
+        else:
+            await publishing
         for event in change.events:
             log.info(f"workflow.{event.name}", status=event.to_status.value, **event.detail)
         if not workflow.is_terminal:
@@ -464,7 +470,6 @@ class Router:
             self._written.pop(workflow.workflow_id, None)
             self._remember_terminal(workflow.workflow_id)
             self.queries.finished(workflow)
-            await self._tell_requester(change.cause, workflow, now)
             self._metrics.record_workflow(
                 provider=workflow.current_provider.value if workflow.current_provider else "none",
                 success=workflow.status is WorkflowStatus.COMPLETED,
