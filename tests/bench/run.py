@@ -30,6 +30,11 @@ on the same broker in the same run; ratio = workflows_per_s / raw_chain_per_s. I
 simulator's arrival log is checked: every fan got its message, exactly once (`delivered`). The last line
 printed is one JSON object.
 
+--trace (generation and delivery): every service exports its spans into its log, and the one-at-a-time
+phase's median timeline is printed before the table — each span's start after the POST and its duration,
+so the hops and statements on one workflow's path can be read off (tests/bench/timeline.py). Exporting
+costs CPU, so a traced run's other numbers are not comparable with an untraced one's.
+
 --mode campaign replaces the three phases by one campaign: after the warm-up (100 delivery workflows,
 ?wait=true), ONE POST of a campaign_execution with sendToOnlyFans and n fans (-n, default 5000 on amqp)
 from one account, one text for every fan, the limits lifted as in delivery mode. While it runs the bench
@@ -106,6 +111,7 @@ from tests.bench.phases import at_fixed_concurrency, pct, raw_chains, submit_all
 from tests.bench.priority import measure_priority
 from tests.bench.stop import measure_stop
 from tests.bench.system import machine, proc_usage
+from tests.bench.timeline import print_timeline, timeline
 from tests.bench.workload import (
     CAMPAIGN,
     DELIVERING,
@@ -192,7 +198,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("-c", "--concurrency", type=int, default=32, help="in flight (default: 32)")
     parser.add_argument("--transport", choices=TRANSPORTS, default="amqp", help="the bus (default: amqp)")
     parser.add_argument("--mode", choices=MODES, default=GENERATION, help="what a workflow does (default: generation)")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="generation/delivery: export every span and print the one-at-a-time phase's median timeline "
+        "(tests/bench/timeline.py; costs CPU: the other numbers are not comparable)",
+    )
     args = parser.parse_args()
+    if args.trace and args.mode not in (GENERATION, DELIVERY):
+        parser.error("--trace needs --mode generation or delivery (the phases with one workflow at a time)")
     if args.n is None:
         defaults = {
             CAMPAIGN: DEFAULT_CAMPAIGN_FANS,
@@ -290,14 +304,7 @@ async def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ho-bench-"))
     run_tag = uuid.uuid4().hex[:6]
     secret = secrets.token_urlsafe(32)
-    env = {
-        "GATEWAY_JWT_SECRET": secret,
-        "GATEWAY_PORT": str(free_port()),
-        "LOG_LEVEL": "warning",
-        # The priority mode measures the lanes as deployed (the default 32: bulk takes 8 at once).
-        "BUS_PREFETCH": "32" if args.mode == PRIORITY else "64",
-        "GATEWAY_RATE_LIMIT_RPS": "0",  # one bench user sends the whole load: the per-user limit is not measured
-    }
+    env = stack_env(args, secret)
     result: dict[str, Any] = {
         "transport": args.transport,
         "mode": args.mode,
@@ -375,8 +382,25 @@ async def main() -> int:
         result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(speed / raw, 3))
     result["machine"] = machine()
     print(f"(logs in {workdir})")
+    if args.trace:
+        print_timeline(timeline(workdir))
     report(result, breaches)
     return 1 if breaches else 0
+
+
+def stack_env(args: argparse.Namespace, secret: str) -> dict[str, str]:
+    """What every service of the run is started with (the bench adds the simulators' addresses)."""
+    env = {
+        "GATEWAY_JWT_SECRET": secret,
+        "GATEWAY_PORT": str(free_port()),
+        "LOG_LEVEL": "warning",
+        # The priority mode measures the lanes as deployed (the default 32: bulk takes 8 at once).
+        "BUS_PREFETCH": "32" if args.mode == PRIORITY else "64",
+        "GATEWAY_RATE_LIMIT_RPS": "0",  # one bench user sends the whole load: the per-user limit is not measured
+    }
+    if args.trace:
+        env["OTEL_TRACES_EXPORTER"] = "console"  # into each service's log, read back by tests/bench/timeline.py
+    return env
 
 
 def service_env(mode: str, service: str) -> dict[str, str]:
