@@ -19,7 +19,8 @@ from contracts.routing import COST_TRACKER
 from libs.telemetry.constants import METRIC_WORKFLOW_COST
 from services.cost_tracker import accounting
 from services.cost_tracker.metrics import METRIC_UNPRICED_CALLS, CostMetrics
-from tests.cost_tracker.conftest import ADMIN, ALICE, BOB, Harness, eventually, usage
+from services.cost_tracker.model import WorkflowOutcome, WorkflowSpend
+from tests.cost_tracker.conftest import ADMIN, ALICE, BOB, WAIT_S, Harness, eventually, usage
 
 
 def D(value: str) -> Decimal:
@@ -240,6 +241,41 @@ class TestOutcomes:
             reply = (await asyncio.wait_for(told, 5.0)).payload
         assert isinstance(reply, WorkflowCostReply) and reply.data is not None
         assert (reply.data.workflow_id, reply.data.settled, reply.data.total_cost) == (workflow, True, D("0.00028"))
+
+    async def test_the_cost_is_told_while_the_outcome_is_still_being_written(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With `notify`, the requester hears the settled cost while the outcome's write is held (not after it
+        returns); once the write goes on, the end's handling finishes with the outcome stored."""
+        workflow = uuid.uuid4()
+        await harness.record(usage(workflow_id=workflow, prompt=20, completion=8))
+        store = harness.tracker.store
+        record_outcome, writing, release = store.record_outcome, asyncio.Event(), asyncio.Event()
+
+        async def held(outcome: WorkflowOutcome) -> WorkflowSpend | None:
+            writing.set()
+            await release.wait()
+            return await record_outcome(outcome)
+
+        monkeypatch.setattr(store, "record_outcome", held)
+        async with harness.bus.expecting("cost") as (reply_to, (told,)):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            final = Usage(prompt_tokens=20, completion_tokens=8, total_tokens=28)
+            end = WorkflowCompleted(provider=Provider.AZURE, content="x", duration_ms=1.0, usage=final, notify=notify)
+            envelope = Envelope.new(end, workflow_id=workflow, user_id=ALICE)
+            handling = asyncio.create_task(harness.tracker.accounting.on_workflow_end(envelope))
+            try:
+                await asyncio.wait({told}, timeout=WAIT_S)
+                assert told.done(), "the cost was not told while the outcome was being written"
+                assert writing.is_set() and not handling.done()
+            finally:
+                release.set()
+                await asyncio.wait_for(handling, WAIT_S)
+        reply = told.result().payload
+        assert isinstance(reply, WorkflowCostReply) and reply.data is not None
+        assert (reply.data.workflow_id, reply.data.settled, reply.data.total_cost) == (workflow, True, D("0.00028"))
+        stored = await store.outcomes([workflow])
+        assert stored[workflow].status == "completed"
 
     async def test_a_failed_workflow_is_settled_with_what_it_billed(self, harness: Harness) -> None:
         """A failed workflow's billed attempts are its cost; nothing more will come."""

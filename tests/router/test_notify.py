@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
+from contracts import Envelope
 from contracts.enums import ErrorType, Provider, WorkflowStatus
-from contracts.messages import Notify, WorkflowStatusReply
+from contracts.messages import Notify, WorkflowCompleted, WorkflowStatusReply
 from tests.router.harness import WAIT_S, Harness, fail, intent, ok
 
 
@@ -29,6 +32,36 @@ class TestNotify:
         assert completed.payload.notify == notify  # type: ignore[union-attr]
         stored = await harness.store.get(workflow_id)
         assert stored is not None and stored.notify == notify
+
+    async def test_the_end_is_told_while_the_outbox_is_still_being_published(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The requester hears the completed view while the publish of workflow.completed is held (not after it
+        returns); once the publish goes on, workflow.completed reaches the cost-tracker with `notify`."""
+        workflow_id = uuid.uuid4()
+        publish, publishing, release = harness.bus.publish, asyncio.Event(), asyncio.Event()
+
+        async def held(envelope: Envelope, *, delay: float = 0.0) -> None:
+            if isinstance(envelope.payload, WorkflowCompleted):
+                publishing.set()
+                await release.wait()
+            await publish(envelope, delay=delay)
+
+        monkeypatch.setattr(harness.bus, "publish", held)
+        async with harness.bus.expecting("end", "cost") as (reply_to, (end, _)):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            try:
+                await harness.request(intent(), workflow_id=workflow_id, notify=notify)
+                await asyncio.wait({end}, timeout=WAIT_S)
+                assert end.done(), "the end was not told while workflow.completed was being published"
+                assert publishing.is_set() and not harness.sink.finished[workflow_id]
+            finally:
+                release.set()
+        told = end.result().payload
+        assert isinstance(told, WorkflowStatusReply) and told.workflow is not None
+        assert (told.workflow.workflow_id, told.workflow.status) == (workflow_id, WorkflowStatus.COMPLETED)
+        completed = await harness.sink.wait(workflow_id)
+        assert completed.payload.notify == notify  # type: ignore[union-attr]
 
     async def test_a_failed_workflow_is_told_too(self, harness: Harness) -> None:
         """A workflow that fails on every provider tells its failed view, and workflow.failed carries `notify`."""
