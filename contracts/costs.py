@@ -12,6 +12,7 @@ decimal strings on the bus); the gateway's camelCase HTTP models are derived fro
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, ClassVar, Final, Literal
@@ -148,6 +149,20 @@ class CallCost(Part):
     price_entry: str = Field(description="the price table entry that priced the call")
     occurred_at: AwareDatetime
     cached_prompt_tokens: int = Field(default=0, description="of the prompt tokens, those billed at the cached rate")
+
+
+def final_usage_recorded(
+    calls: Iterable[CallCost], provider: Provider | None, prompt_tokens: int, completion_tokens: int
+) -> bool:
+    """Whether the usage of a workflow's final generation (from `provider`; None: any) is among its recorded
+    `calls`: then its total will not change (the worker publishes a generation's usage before its result, but
+    the two travel separately)."""
+    return any(
+        call.prompt_tokens == prompt_tokens
+        and call.completion_tokens == completion_tokens
+        and (provider is None or call.provider is provider)
+        for call in calls
+    )
 
 
 class WorkflowCost(Part):

@@ -92,7 +92,12 @@ class Notify(Part):
     asking: its instance's reply queue, and a correlation id per thing told. When the workflow is terminal
     the router sends a WorkflowStatusReply with the terminal view (`end_correlation_id`), and the cost-tracker,
     once it has recorded the end, a WorkflowCostReply with what it recorded (`cost_correlation_id`). Both are
-    best effort: a requester that hears nothing (it restarted, the broker lost its queue) asks instead."""
+    best effort: a requester that hears nothing (it restarted, the broker lost its queue) asks instead.
+
+    The router also hands it to the workflow's own generation requests, and the worker to the usage of the
+    one that succeeds: the cost-tracker tells the cost once that usage is recorded, while the router is still
+    finishing the workflow, and the end then carries no `notify` (a workflow that ends without a generated
+    text — failed, cancelled — is told its cost at the end as before)."""
 
     reply_to: str
     end_correlation_id: str
@@ -181,6 +186,8 @@ class GenerationRequested(Message):
     prompt_variant: str | None = None
     # Optional addition: the recipient's personalisation (name, last purchase, ...) for this text's prompt.
     recipient_vars: dict[str, str] = Field(default_factory=dict)
+    # Optional addition: the workflow's requester waiting for its cost (set on the workflow's own text only).
+    notify: Notify | None = None
 
 
 @register
@@ -192,6 +199,9 @@ class GenerationCompleted(Message):
     usage: Usage
     latency_ms: float = Field(ge=0)
     request_id: str | None = None
+    # Optional addition: this generation's usage (its only one) carries the request's `notify`, so the
+    # cost-tracker tells the workflow's cost when it records it and the workflow's end need not ask it to.
+    cost_notified: bool = False
 
 
 @register
@@ -210,6 +220,9 @@ class UsageRecorded(Message):
     usage: Usage
     workflow_type: IntentType
     generation_id: uuid.UUID
+    # Optional addition: the request's `notify` on the usage of a generation that succeeded: the cost-tracker
+    # tells the workflow's cost once it is recorded.
+    notify: Notify | None = None
 
 
 # --- delivery -------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from contracts.messages import (
     GenerationFailed,
     GenerationRequested,
     Intent,
+    Notify,
     Usage,
     UsageRecorded,
 )
@@ -177,7 +178,7 @@ class GenerationHandler:
             return [draft, *self._failed(envelope, request, replace(second, latency_ms=latency_ms))]
         again = self.checker.check(second.reply.content)
         if again is None:
-            return [draft, *self._completed(envelope, request, second.reply, latency_ms)]
+            return [draft, *self._completed(envelope, request, second.reply, latency_ms, after_draft=True)]
         self._violation(envelope, request, again, c.VIOLATION_FAIL)
         billed = self._usage_recorded(envelope, request, second.reply.model, second.reply.usage)
         error = compliance_error(again, regenerated=True)
@@ -244,8 +245,19 @@ class GenerationHandler:
         )
 
     def _completed(
-        self, envelope: Envelope, request: GenerationRequested, reply: Reply, latency_ms: float
+        self,
+        envelope: Envelope,
+        request: GenerationRequested,
+        reply: Reply,
+        latency_ms: float,
+        *,
+        after_draft: bool = False,
     ) -> list[Envelope]:
+        """The usage and the result of a generation that succeeded. Its usage carries the request's `notify`
+        (the cost-tracker tells the workflow's cost once it records it) unless a refused draft was billed
+        before it: that usage travels separately and might be recorded after this one, so the cost is then
+        told at the workflow's end."""
+        notify = None if after_draft else request.notify
         completed = GenerationCompleted(
             provider=self.provider,
             model=reply.model,
@@ -253,6 +265,7 @@ class GenerationHandler:
             usage=reply.usage,
             latency_ms=latency_ms,
             request_id=reply.request_id,
+            cost_notified=notify is not None,
         )
         log.info(
             "generation.completed",
@@ -265,7 +278,7 @@ class GenerationHandler:
             completion_tokens=reply.usage.completion_tokens,
             usage_estimated=reply.usage.estimated,
         )
-        usage = self._usage_recorded(envelope, request, reply.model, reply.usage)
+        usage = self._usage_recorded(envelope, request, reply.model, reply.usage, notify=notify)
         return [usage, envelope.derived_child(completed)]
 
     def _failed(self, envelope: Envelope, request: GenerationRequested, call: _Call) -> list[Envelope]:
@@ -290,7 +303,14 @@ class GenerationHandler:
         return outgoing
 
     def _usage_recorded(
-        self, envelope: Envelope, request: GenerationRequested, model: str, usage: Usage, *, key: str | None = None
+        self,
+        envelope: Envelope,
+        request: GenerationRequested,
+        model: str,
+        usage: Usage,
+        *,
+        key: str | None = None,
+        notify: Notify | None = None,
     ) -> Envelope:
         recorded = UsageRecorded(
             provider=self.provider,
@@ -298,6 +318,7 @@ class GenerationHandler:
             usage=usage,
             workflow_type=request.intent.type,
             generation_id=envelope.id,
+            notify=notify,
         )
         # Derived: even a result computed twice (the in-process cache lost in a restart) reaches the
         # cost-tracker under the same id, and it is counted once.

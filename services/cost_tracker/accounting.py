@@ -2,7 +2,8 @@
 
 usage.recorded       → a priced cost entry (once per message id) and its running totals, then the
                        thresholds and budgets those totals crossed, and the per-request thresholds the
-                       call's own cost reached (limits.py)
+                       call's own cost reached (limits.py); with `notify` (the usage of the text a
+                       ?wait=true workflow ends with), the workflow's recorded cost sent to the requester
 workflow.completed   → the workflow's outcome (campaign costs; "settled" for the gateway's ?wait=true)
 workflow.failed        and the WorkflowCost metric; with `notify` (a ?wait=true), the workflow's recorded
 workflow.cancelled     cost sent to the requester as a WorkflowCostReply, settled or not (it asks when not)
@@ -11,9 +12,10 @@ workflow.cancelled     cost sent to the requester as a WorkflowCostReply, settle
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from contracts import Envelope, Message
-from contracts.costs import WorkflowCostReply
+from contracts.costs import WorkflowCost, WorkflowCostReply
 from contracts.ids import is_user_id
 from contracts.messages import Notify, UsageRecorded, WorkflowCancelled, WorkflowCompleted, WorkflowFailed
 from libs.bus import Bus, BusError, Reject
@@ -70,6 +72,12 @@ class Accounting:
             cached_price_per_1k=quote.price.cached_rate,
         )
         totals = await self._store.record_usage(entry)
+        if usage.notify is not None and self._bus is not None and envelope.workflow_id is not None:
+            # Recorded (now or on an earlier delivery of this message): the waiting requester hears the cost
+            # now, while the router is still finishing the workflow, instead of one hop after its end.
+            await self._tell_cost(
+                self._bus, envelope, usage.notify, self._reports.recorded(envelope.workflow_id, envelope.user_id)
+            )
         if totals is None:
             log.info("cost.usage.duplicate", message_id=str(envelope.id))
             return None
@@ -115,7 +123,8 @@ class Accounting:
         if end.notify is not None and self._bus is not None:
             # The cost told is read from the usage entries, not from the outcome row: told while the outcome
             # is being written, the waiting requester hears it one statement sooner.
-            spend, _ = await asyncio.gather(recording, self._tell_cost(self._bus, envelope, end.notify, outcome))
+            told = self._tell_cost(self._bus, envelope, end.notify, self._reports.ended(outcome))
+            spend, _ = await asyncio.gather(recording, told)
         else:
             spend = await recording
         if spend is not None and spend.calls:
@@ -124,12 +133,13 @@ class Accounting:
             get_cost_metrics().record_workflow_cost(provider=provider.value, cost_usd=spend.cost_usd)
         return None
 
-    async def _tell_cost(self, bus: Bus, end: Envelope, notify: Notify, outcome: WorkflowOutcome) -> None:
-        """Send the ended workflow's recorded cost to whoever asked to be told (the gateway's ?wait=true).
-        Best effort: the handler fails if the outcome is not stored (and tells again on the redelivery), and a
-        requester that hears nothing, or hears `settled` false (the last usage not recorded yet), asks."""
-        cost = await self._reports.ended(outcome)
+    async def _tell_cost(self, bus: Bus, cause: Envelope, notify: Notify, reading: Awaitable[WorkflowCost]) -> None:
+        """Send a workflow's recorded cost (`reading` reads it) to whoever asked to be told (the gateway's
+        ?wait=true). Best effort: the handler fails if what the cost is read from is not stored (and tells
+        again on the redelivery), and a requester that hears nothing, or a cost that does not include its
+        workflow's final usage, asks."""
+        cost = await reading
         try:
-            await bus.reply(notify.reply_to, notify.cost_correlation_id, end.child(WorkflowCostReply(data=cost)))
+            await bus.reply(notify.reply_to, notify.cost_correlation_id, cause.child(WorkflowCostReply(data=cost)))
         except BusError as exc:
             log.warning("cost.notify_failed", error=f"{type(exc).__name__}: {exc}")

@@ -26,6 +26,7 @@ from contracts.costs import (
     ProviderAmounts,
     SplitBy,
     WorkflowCost,
+    final_usage_recorded,
 )
 from contracts.enums import CostPeriod, IntentType, Provider
 from services.cost_tracker import forecast as fc
@@ -149,6 +150,11 @@ class Reports:
         owner = entries[0].user_id if entries else outcome.user_id
         return _workflow_view(outcome.workflow_id, owner, entries, outcome)
 
+    async def recorded(self, workflow_id: uuid.UUID, user_id: str) -> WorkflowCost:
+        """What a workflow's entries add up to so far (one read; its end is not read: `settled` is false)."""
+        entries = await self._store.entries(workflow_id)
+        return _workflow_view(workflow_id, entries[0].user_id if entries else user_id, entries, None)
+
     async def campaigns(self, user_id: str | None, start: datetime, end: datetime, limit: int) -> CampaignCosts:
         """Workflows with costs in [start, end), the latest first; `total` and `count` cover all of them."""
         where = EntryFilter(user_id, start, end)
@@ -225,19 +231,13 @@ def _breakdown_group(
     )
 
 
-def _settled(entries: list[CostEntry], outcome: WorkflowOutcome | None) -> bool:
-    """The workflow ended and its final generation's usage is among the entries (the worker publishes the
-    usage before the result, but the two travel separately)."""
+def _settled(calls: list[CallCost], outcome: WorkflowOutcome | None) -> bool:
+    """The workflow ended and its final generation's usage is among the calls."""
     if outcome is None:
         return False
-    if outcome.prompt_tokens is None:
+    if outcome.prompt_tokens is None or outcome.completion_tokens is None:
         return True  # failed, or completed without usage: nothing more to wait for
-    return any(
-        e.prompt_tokens == outcome.prompt_tokens
-        and e.completion_tokens == outcome.completion_tokens
-        and (outcome.provider is None or e.provider is outcome.provider)
-        for e in entries
-    )
+    return final_usage_recorded(calls, outcome.provider, outcome.prompt_tokens, outcome.completion_tokens)
 
 
 def _status(outcome: WorkflowOutcome | None) -> Literal["running", "completed", "failed", "cancelled"]:
@@ -251,6 +251,21 @@ def _status(outcome: WorkflowOutcome | None) -> Literal["running", "completed", 
 def _workflow_view(
     workflow_id: uuid.UUID, owner: str, entries: list[CostEntry], outcome: WorkflowOutcome | None
 ) -> WorkflowCost:
+    calls = [
+        CallCost(
+            provider=e.provider,
+            model=e.model,
+            prompt_tokens=e.prompt_tokens,
+            completion_tokens=e.completion_tokens,
+            cost=e.cost_usd,
+            tokens_estimated=e.tokens_estimated,
+            price_estimated=e.price_estimated,
+            price_entry=e.price_entry,
+            occurred_at=e.occurred_at,
+            cached_prompt_tokens=e.cached_prompt_tokens,
+        )
+        for e in entries
+    ]
     return WorkflowCost(
         workflow_id=workflow_id,
         user_id=owner,
@@ -263,22 +278,8 @@ def _workflow_view(
         estimated_cost=sum((e.cost_usd for e in entries if e.price_estimated), ZERO),
         first_at=entries[0].occurred_at if entries else None,
         last_at=entries[-1].occurred_at if entries else None,
-        settled=_settled(entries, outcome),
-        calls=[
-            CallCost(
-                provider=e.provider,
-                model=e.model,
-                prompt_tokens=e.prompt_tokens,
-                completion_tokens=e.completion_tokens,
-                cost=e.cost_usd,
-                tokens_estimated=e.tokens_estimated,
-                price_estimated=e.price_estimated,
-                price_entry=e.price_entry,
-                occurred_at=e.occurred_at,
-                cached_prompt_tokens=e.cached_prompt_tokens,
-            )
-            for e in entries
-        ],
+        settled=_settled(calls, outcome),
+        calls=calls,
     )
 
 

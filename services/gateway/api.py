@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from contracts import ContractError, Envelope, Message
-from contracts.costs import WorkflowCostReply
+from contracts.costs import WorkflowCostReply, final_usage_recorded
 from contracts.enums import TERMINAL_STATUSES, DeliveryState, ErrorType, WorkflowStatus
 from contracts.messages import (
     DeliveryListQuery,
@@ -255,8 +255,8 @@ class Api:
                 view = told
             if view is None or view.status not in TERMINAL_STATUSES or self._recorded_cost is None:
                 return view
-            if told is not None:  # the cost-tracker heard of the end when we did: it tells us next
-                recorded = await _told_cost(cost, c.TOLD_COST_WAIT_S)
+            if told is not None:  # the cost-tracker tells us: at the text's usage, or when it hears of the end
+                recorded = await _told_cost(cost, c.TOLD_COST_WAIT_S, view)
                 if recorded is not None:
                     return view.model_copy(update={"cost_usd": recorded})
             return await self._recorded_cost(view, principal)  # metrics.cost: what the cost-tracker recorded
@@ -361,12 +361,19 @@ async def _told_end(future: asyncio.Future[Envelope], timeout: float) -> Workflo
     return None
 
 
-async def _told_cost(future: asyncio.Future[Envelope], timeout: float) -> Decimal | None:
-    """The workflow's settled cost the cost-tracker tells within `timeout` (None: not told, or not settled:
-    its last usage was not recorded yet)."""
+async def _told_cost(future: asyncio.Future[Envelope], timeout: float, view: WorkflowView) -> Decimal | None:
+    """The cost of the ended workflow `view` the cost-tracker tells within `timeout`: settled (told at the
+    end), or including the usage `view` ended with (told when that usage was recorded). None: not told, or
+    its final usage was not recorded yet."""
     reply = await _told(future, timeout)
-    if isinstance(reply, WorkflowCostReply) and reply.data is not None and reply.data.settled:
-        return reply.data.total_cost
+    if not isinstance(reply, WorkflowCostReply) or (cost := reply.data) is None or cost.workflow_id != view.workflow_id:
+        return None
+    usage = view.usage
+    if cost.settled or (
+        usage is not None
+        and final_usage_recorded(cost.calls or (), view.current_provider, usage.prompt_tokens, usage.completion_tokens)
+    ):
+        return cost.total_cost
     return None
 
 

@@ -166,7 +166,8 @@ class Engine:
                 duration_ms=workflow.duration_ms(now),
                 usage=result.usage,
                 **workflow.arm_fields(),
-            )
+            ),
+            cost_told=result.cost_notified,
         )
         return change
 
@@ -361,6 +362,9 @@ class Engine:
             **_asked(self.models(workflow, provider)),
             recipient_id=workflow.intent.recipient_id,
             recipient_vars=dict(recipient_vars or {}),
+            # A workflow that ends with its text: its requester is told the cost when the text's usage is
+            # recorded (Notify), one hop sooner than from the end.
+            notify=workflow.notify if workflow.tally.total == 0 else None,
         )
         sent = change.emit(request, delay_s=delay_s, attempt=attempt)
         state = ProviderState.PENDING if delay_s > 0 else ProviderState.EXECUTING

@@ -455,11 +455,12 @@ class Router:
 
     async def _committed(self, change: Change, now: datetime) -> None:
         """After the write: publish the outbox, then log and measure what happened. A requester waiting for
-        the end is told while the outbox is being confirmed, not after: both follow from the stored state."""
+        the end is told first and while the outbox is being confirmed, not after: both follow from the
+        stored state."""
         workflow = change.result()
         publishing = publish_all(self.bus, tuple(change.outbox), now)
         if workflow.is_terminal and workflow.notify is not None:
-            await asyncio.gather(publishing, self._tell_requester(change.cause, workflow, now))
+            await asyncio.gather(self._tell_requester(change.cause, workflow, now), publishing)
         else:
             await publishing
         for event in change.events:

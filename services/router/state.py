@@ -382,14 +382,22 @@ class Change:
         self.workflow = replace(self.workflow, tally=cancelled)
 
     def emit(
-        self, payload: Message, *, delay_s: float = 0.0, attempt: int = 1, id: uuid.UUID | None = None
+        self,
+        payload: Message,
+        *,
+        delay_s: float = 0.0,
+        attempt: int = 1,
+        id: uuid.UUID | None = None,
+        cost_told: bool = False,
     ) -> Envelope:
         """Publish `payload` (as a child of the cause) after the commit, `delay_s` from now (`id`: a derived
         id, for a message that must be the same whoever emits it). Otherwise a random id is safe here: the
         outbox is stored with the change, and a redelivered cause re-publishes the stored envelopes, ids and
-        all. A workflow's end carries its requester's `notify`, so the cost-tracker can tell them the cost."""
+        all. A workflow's end carries its requester's `notify`, so the cost-tracker can tell them the cost —
+        unless it was `cost_told` already, when it recorded the usage of the text the workflow ends with."""
         notify = self.workflow.notify
-        if notify is not None and isinstance(payload, WorkflowCompleted | WorkflowFailed | WorkflowCancelled):
+        ended = isinstance(payload, WorkflowCompleted | WorkflowFailed | WorkflowCancelled)
+        if notify is not None and ended and not cost_told:
             payload = payload.model_copy(update={"notify": notify})
         envelope = self.cause.child(payload, attempt=attempt, id=id)
         self.outbox.append(Outgoing(envelope, self.at + timedelta(seconds=delay_s)))

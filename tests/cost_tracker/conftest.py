@@ -15,7 +15,7 @@ import pytest
 from contracts import Envelope, Message
 from contracts import costs as cc
 from contracts.enums import IntentType, Provider
-from contracts.messages import BudgetStatus, Usage, UsageRecorded
+from contracts.messages import BudgetStatus, Notify, Usage, UsageRecorded
 from contracts.routing import COST_TRACKER, ROUTER
 from libs.bus import RedeliveryPolicy
 from libs.bus.memory import MemoryBus
@@ -64,6 +64,7 @@ def usage(
     estimated: bool = False,
     cached: int = 0,
     at: datetime | None = None,
+    notify: Notify | None = None,
 ) -> Envelope:
     """A usage.recorded as a worker publishes it (a child of its generation request)."""
     payload = UsageRecorded(
@@ -78,6 +79,7 @@ def usage(
         ),
         workflow_type=workflow_type,
         generation_id=uuid.uuid4(),
+        notify=notify,
     )
     envelope = Envelope.new(payload, workflow_id=workflow_id or uuid.uuid4(), user_id=user_id)
     return envelope.model_copy(update={"occurred_at": at}) if at is not None else envelope

@@ -242,6 +242,28 @@ class TestOutcomes:
         assert isinstance(reply, WorkflowCostReply) and reply.data is not None
         assert (reply.data.workflow_id, reply.data.settled, reply.data.total_cost) == (workflow, True, D("0.00028"))
 
+    async def test_a_usage_with_notify_tells_the_cost_recorded_so_far(self, harness: Harness) -> None:
+        """usage.recorded with `notify` (the text a ?wait=true workflow ends with) sends the workflow's cost once
+        it is recorded: every entry so far, this one among them, not settled (the end is not known here);
+        told again when the same message is redelivered (recorded once)."""
+        workflow = uuid.uuid4()
+        await harness.record(usage(workflow_id=workflow, prompt=100, completion=0))  # an earlier billed attempt
+        async with harness.bus.expecting("cost", "again") as (reply_to, (told, again)):
+            notify = Notify(reply_to=reply_to, end_correlation_id="end", cost_correlation_id="cost")
+            final = usage(workflow_id=workflow, prompt=20, completion=8, notify=notify)
+            await harness.record(final)
+            reply = (await asyncio.wait_for(told, WAIT_S)).payload
+            notify = notify.model_copy(update={"cost_correlation_id": "again"})
+            await harness.record(
+                final.model_copy(update={"payload": final.payload.model_copy(update={"notify": notify})})
+            )
+            replayed = (await asyncio.wait_for(again, WAIT_S)).payload
+        assert isinstance(reply, WorkflowCostReply) and reply.data is not None
+        assert (reply.data.workflow_id, reply.data.settled, reply.data.requests) == (workflow, False, 2)
+        assert reply.data.total_cost == D("0.00128")
+        assert [(c.prompt_tokens, c.completion_tokens) for c in reply.data.calls or ()] == [(100, 0), (20, 8)]
+        assert isinstance(replayed, WorkflowCostReply) and replayed.data == reply.data
+
     async def test_the_cost_is_told_while_the_outcome_is_still_being_written(
         self, harness: Harness, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from contracts import Envelope
-from contracts.costs import WorkflowCost, WorkflowCostReply
+from contracts.costs import CallCost, WorkflowCost, WorkflowCostReply
 from contracts.enums import IntentType, Priority, Provider, ProviderState, WorkflowStatus
 from contracts.messages import (
     ErrorInfo,
@@ -53,7 +53,7 @@ class FakeRouter:
     """Answers workflow.requested and status queries like the router would, from a dict; records every
     message it receives (so a test can assert that nothing was published). With `told_cost` set it also
     tells a request's `notify` the end, and that cost as the cost-tracker would (settled unless
-    `cost_settled` is false); otherwise it is a router that does not tell."""
+    `cost_settled` is false; `cost_calls`: the calls it lists); otherwise it is a router that does not tell."""
 
     seen: list[Envelope] = field(default_factory=list)
     trace_ids: list[str | None] = field(default_factory=list)
@@ -63,6 +63,7 @@ class FakeRouter:
     fail_with: ErrorInfo | None = None
     told_cost: Decimal | None = None
     cost_settled: bool = True
+    cost_calls: list[CallCost] | None = None
     lose_tells: bool = False  # answers `notifies` but its tells never arrive (lost, or the queue changed)
     bus: Bus | None = None  # what it tells through
     notify: dict[uuid.UUID, Notify] = field(default_factory=dict)
@@ -145,7 +146,7 @@ class FakeRouter:
         cost = WorkflowCost(
             workflow_id=view.workflow_id, user_id=view.user_id, workflow_type=view.intent_type, status="completed",
             total_cost=self.told_cost, requests=1, prompt_tokens=40, completion_tokens=60, estimated_cost=Decimal(0),
-            first_at=view.created_at, last_at=view.created_at, settled=self.cost_settled,
+            first_at=view.created_at, last_at=view.created_at, settled=self.cost_settled, calls=self.cost_calls,
         )  # fmt: skip
         told = Envelope.new(WorkflowCostReply(data=cost), workflow_id=view.workflow_id)
         await self.bus.reply(notify.reply_to, notify.cost_correlation_id, told)

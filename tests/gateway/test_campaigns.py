@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from contracts import Envelope
-from contracts.costs import WorkflowCost, WorkflowCostQuery, WorkflowCostReply
+from contracts.costs import CallCost, WorkflowCost, WorkflowCostQuery, WorkflowCostReply
 from contracts.enums import ErrorType, IntentType, Priority, Provider, WorkflowStatus
 from contracts.messages import (
     ErrorInfo,
@@ -233,6 +234,30 @@ class TestWait:
         assert answer.status == 200
         assert answer.body["metrics"]["cost"] == {"tokens": 100, "cost": 0.005}
         assert len(asked) == 1 and not any(isinstance(e.payload, WorkflowStatusQuery) for e in gw.router.seen)
+
+    @pytest.mark.parametrize(
+        ("provider", "completion_tokens", "asks"),
+        [(Provider.OPENAI, 60, False), (Provider.AZURE, 60, True), (Provider.OPENAI, 61, True)],
+        ids=["includes-the-final-usage", "another-provider", "other-tokens"],
+    )
+    async def test_a_cost_told_at_the_final_usage_answers_when_it_includes_it(
+        self, gw: Harness, provider: Provider, completion_tokens: int, asks: bool
+    ) -> None:
+        """A cost told when the text's usage was recorded (not settled: the cost-tracker did not know the end)
+        answers when its calls include the usage the told end has (openai, 40 + 60 tokens); otherwise the
+        gateway asks for the cost."""
+        asked = await ask_costs(gw, answer=Decimal("0.005"))
+        call = CallCost(
+            provider=provider, model="gpt-4", prompt_tokens=40, completion_tokens=completion_tokens,
+            cost=Decimal("0.0042"), tokens_estimated=False, price_estimated=False, price_entry="openai/gpt-4",
+            occurred_at=datetime.now(UTC),
+        )  # fmt: skip
+        gw.router.finish_after_s, gw.router.told_cost = 0.1, Decimal("0.0042")
+        gw.router.cost_settled, gw.router.cost_calls = False, [call]
+        answer = await gw.client.post(PLAN, params={"wait": "true"})
+        assert answer.status == 200
+        assert answer.body["metrics"]["cost"] == {"tokens": 100, "cost": 0.005 if asks else 0.0042}
+        assert len(asked) == (1 if asks else 0)
 
     async def test_wait_that_runs_out_answers_202_with_the_current_status(self, gw: Harness) -> None:
         """When the workflow is not done within &timeout=, the answer is 202 with its current status."""

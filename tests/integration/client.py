@@ -32,6 +32,11 @@ class GatewayClient:
         async with self.session.get(url, params={"workflowId": workflow_id}, headers=self.headers) as response:
             return response.status, await response.json()
 
+    async def workflow_cost(self, workflow_id: str) -> tuple[int, dict[str, Any]]:
+        url = f"{self.base_url}/api/v2/campaigns/costs"
+        async with self.session.get(url, params={"workflowId": workflow_id}, headers=self.headers) as response:
+            return response.status, await response.json()
+
     async def wait_terminal(self, workflow_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll the status until the workflow is completed or failed; returns its view."""
         deadline = time.monotonic() + timeout

@@ -83,6 +83,20 @@ class TestPipelineAcrossProcesses:
         assert answer["metrics"]["cost"]["tokens"] > 0
         assert llm.request_count(provider) == 1
 
+    async def test_the_cost_answered_is_the_recorded_cost(self, client: GatewayClient) -> None:
+        """?wait=true's cost (told by the cost-tracker when the text's usage was recorded) is what the cost
+        endpoint reads for the workflow afterwards, settled, over the one call."""
+        code, answer = await client.submit({"type": "message_generation"}, wait=True)
+        assert code == 200, answer
+        code, recorded = await client.workflow_cost(answer["data"]["workflowId"])
+        assert code == 200, recorded
+        cost = recorded["data"]
+        assert (cost["settled"], cost["requests"]) == (True, 1)
+        assert answer["metrics"]["cost"] == {
+            "tokens": cost["promptTokens"] + cost["completionTokens"],
+            "cost": float(cost["totalCost"]),
+        }
+
     async def test_status_is_readable_right_after_202(self, client: GatewayClient) -> None:
         """The workflow is found by the status endpoint immediately after the POST answered 202."""
         code, answer = await client.submit({"type": "message_generation"})

@@ -22,6 +22,7 @@ from contracts.messages import (
     ErrorInfo,
     GenerationCompleted,
     GenerationFailed,
+    GenerationRequested,
     Intent,
     Notify,
     Recipient,
@@ -98,12 +99,21 @@ Outcome = Callable[[Envelope], Message | None]
 """What a fake worker answers to one request; None: it never answers (a hung call)."""
 
 
-def ok(text: str = "generated text", *, after_s: float = 0.0) -> Outcome:
+def ok(text: str = "generated text", *, after_s: float = 0.0, notifies: bool = True) -> Outcome:
+    """A completed generation. Like the real worker, it says its usage told the request's `notify` the cost
+    when the request had one (`notifies` False: a worker that did not, e.g. after a refused draft)."""
+
     def answer(request: Envelope) -> Message:
-        provider = request.payload.provider  # type: ignore[attr-defined]
+        assert isinstance(request.payload, GenerationRequested)
+        provider = request.payload.provider
         usage = Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
         return GenerationCompleted(
-            provider=provider, model=f"{provider.value}-model", content=text, usage=usage, latency_ms=after_s * 1000
+            provider=provider,
+            model=f"{provider.value}-model",
+            content=text,
+            usage=usage,
+            latency_ms=after_s * 1000,
+            cost_notified=notifies and request.payload.notify is not None,
         )
 
     answer.after_s = after_s  # type: ignore[attr-defined]

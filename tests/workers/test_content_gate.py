@@ -14,7 +14,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from contracts import Envelope
 from contracts.enums import ErrorType, IntentType, Provider
-from contracts.messages import GenerationCompleted, GenerationFailed, GenerationRequested, Intent, UsageRecorded
+from contracts.messages import (
+    GenerationCompleted,
+    GenerationFailed,
+    GenerationRequested,
+    Intent,
+    Notify,
+    UsageRecorded,
+)
 from libs.bus.memory import MemoryBus
 from libs.content.constants import NEUTRALISED
 from libs.llm import generation
@@ -34,10 +41,16 @@ def platform_request(
     send_to_onlyfans: bool = True,
     timeout_s: float = 30.0,
     recipient_vars: dict[str, str] | None = None,
+    notify: Notify | None = None,
 ) -> Envelope:
     intent = Intent(type=intent_type, data=data, send_to_onlyfans=send_to_onlyfans, recipient_id="fan-1")
     payload = GenerationRequested(
-        provider=OPENAI, intent=intent, timeout_s=timeout_s, recipient_id="fan-1", recipient_vars=recipient_vars or {}
+        provider=OPENAI,
+        intent=intent,
+        timeout_s=timeout_s,
+        recipient_id="fan-1",
+        recipient_vars=recipient_vars or {},
+        notify=notify,
     )
     return Envelope.new(payload, workflow_id=uuid.uuid4(), user_id="creator-1")
 
@@ -74,6 +87,41 @@ async def start_canned(start_worker: StartWorker, canned: CannedProvider) -> Non
 def user_message(canned: CannedProvider, index: int) -> str:
     _, _, body = canned.requests[index]
     return str(body["messages"][-1]["content"])
+
+
+WAITING = Notify(reply_to="ho.reply.gateway-1", end_correlation_id="end", cost_correlation_id="cost")
+
+
+class TestCostNotify:
+    """A ?wait=true workflow's text: the usage of the call that wrote it carries the request's `notify`, so the
+    cost-tracker tells the cost as it records it — unless a refused draft was billed first."""
+
+    async def test_the_usage_of_a_text_written_at_once_carries_notify(
+        self, start_worker: StartWorker, canned: CannedProvider, bus: MemoryBus, recorder: Recorder
+    ) -> None:
+        canned.respond(200, completion_body(CLEAN))
+        await start_canned(start_worker, canned)
+        await bus.publish(platform_request({"topic": "thank a fan for a tip"}, notify=WAITING))
+
+        (completed,) = await recorder.wait_for(GenerationCompleted.TYPE)
+        (usage,) = await recorder.wait_for(UsageRecorded.TYPE)
+        assert isinstance(completed.payload, GenerationCompleted) and completed.payload.cost_notified
+        assert isinstance(usage.payload, UsageRecorded) and usage.payload.notify == WAITING
+
+    async def test_after_a_refused_draft_no_usage_carries_it(
+        self, start_worker: StartWorker, canned: CannedProvider, bus: MemoryBus, recorder: Recorder
+    ) -> None:
+        """The draft's usage and the final one travel apart: the final one might be recorded first, so the
+        cost is left to the workflow's end (cost_notified false)."""
+        canned.respond(200, completion_body("Miss you! call me 555-0100 tonight"))
+        canned.respond(200, completion_body(CLEAN))
+        await start_canned(start_worker, canned)
+        await bus.publish(platform_request({"topic": "thank a fan for a tip"}, notify=WAITING))
+
+        (completed,) = await recorder.wait_for(GenerationCompleted.TYPE)
+        usages = await recorder.wait_for(UsageRecorded.TYPE, 2)
+        assert isinstance(completed.payload, GenerationCompleted) and not completed.payload.cost_notified
+        assert [u.payload.notify for u in usages] == [None, None]  # type: ignore[attr-defined]
 
 
 class TestRegeneration:
