@@ -94,10 +94,11 @@ class Notify(Part):
     once it has recorded the end, a WorkflowCostReply with what it recorded (`cost_correlation_id`). Both are
     best effort: a requester that hears nothing (it restarted, the broker lost its queue) asks instead.
 
-    The router also hands it to the workflow's own generation requests, and the worker to the usage of the
-    one that succeeds: the cost-tracker tells the cost once that usage is recorded, while the router is still
-    finishing the workflow, and the end then carries no `notify` (a workflow that ends without a generated
-    text — failed, cancelled — is told its cost at the end as before)."""
+    For a workflow without deliveries the router also hands it to the workflow's generation requests, and the
+    worker to the usage of the one that succeeds (`cost_notified`): the cost-tracker tells the cost once that
+    usage is recorded, while the router is still finishing the workflow, and the end then carries no `notify`.
+    Anything else (deliveries, a failure, a cancellation, a text written again after a refused draft) is told
+    its cost at the end (docs/decisions/0022)."""
 
     reply_to: str
     end_correlation_id: str
