@@ -98,7 +98,7 @@ class Notify(Part):
     worker to the usage of the one that succeeds (`cost_notified`): the cost-tracker tells the cost once that
     usage is recorded, while the router is still finishing the workflow, and the end then carries no `notify`.
     Anything else (deliveries, a failure, a cancellation, a text written again after a refused draft) is told
-    its cost at the end (docs/decisions/0022)."""
+    its cost at the end (docs/decisions/0022-cost-told-at-the-texts-usage.md)."""
 
     reply_to: str
     end_correlation_id: str
