@@ -146,14 +146,15 @@ class Reports:
 
     async def ended(self, outcome: WorkflowOutcome) -> WorkflowCost:
         """The cost of a workflow that ended as `outcome` (one read: its entries; the outcome row is not read)."""
-        entries = await self._store.entries(outcome.workflow_id)
-        owner = entries[0].user_id if entries else outcome.user_id
-        return _workflow_view(outcome.workflow_id, owner, entries, outcome)
+        return await self.recorded(outcome.workflow_id, outcome.user_id, outcome)
 
-    async def recorded(self, workflow_id: uuid.UUID, user_id: str) -> WorkflowCost:
-        """What a workflow's entries add up to so far (one read; its end is not read: `settled` is false)."""
+    async def recorded(
+        self, workflow_id: uuid.UUID, user_id: str, outcome: WorkflowOutcome | None = None
+    ) -> WorkflowCost:
+        """What a workflow's entries add up to (one read), ended as `outcome` (None: its end is not known here,
+        and `settled` is false)."""
         entries = await self._store.entries(workflow_id)
-        return _workflow_view(workflow_id, entries[0].user_id if entries else user_id, entries, None)
+        return _workflow_view(workflow_id, entries[0].user_id if entries else user_id, entries, outcome)
 
     async def campaigns(self, user_id: str | None, start: datetime, end: datetime, limit: int) -> CampaignCosts:
         """Workflows with costs in [start, end), the latest first; `total` and `count` cover all of them."""
