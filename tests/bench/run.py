@@ -12,8 +12,10 @@ on Redis state it has never seen), three phases with -c as the concurrency:
 1. burst, for throughput: n POSTs fire-and-forget with c requests in flight, then wait until every one is
    terminal. The bench submits faster than the system completes, so a backlog builds up.
    workflows_per_s = n / (last completed_at - first created_at); cpu_s and cpu_ms/workflow per service are
-   over this phase. burst_p50_ms / burst_p99_ms: accepted -> completed of these workflows, backlog included
-   (it grows with n): the queueing delay of an overloaded system, not a latency figure.
+   over this phase, and servers_cpu_ms: CPU ms per workflow of RabbitMQ, PostgreSQL and Redis (each when it
+   runs on this machine; the bench's own completion polling included). burst_p50_ms / burst_p99_ms:
+   accepted -> completed of these workflows, backlog included (it grows with n): the queueing delay of an
+   overloaded system, not a latency figure.
 2. fixed concurrency, for latency: c slots; each POSTs one workflow fire-and-forget, waits until it is
    terminal, then POSTs the next, so exactly c workflows are in the system at any time. Completion is read
    from the router's table by one shared poller (every 15 ms, all ids in flight in one query), so watching
@@ -22,11 +24,13 @@ on Redis state it has never seen), three phases with -c as the concurrency:
 3. ?wait=true, client side: n/2 POSTs that answer when the workflow has ended, c in flight.
    wait_p50_ms / wait_p95_ms / wait_p99_ms: the HTTP round trip (the gateway learning the end and the
    recorded cost included); wait_workflows_per_s: n/2 / the phase's wall time; wait_cpu_ms: CPU ms per
-   workflow per service over this phase (the bench's client is not a service).
+   workflow per service over this phase (the bench's client is not a service), wait_servers_cpu_ms the
+   servers'.
 4. ?wait=true one at a time: min(n/4, 250) POSTs, one in flight. wait1_p50_ms / wait1_p99_ms.
 
 Then raw_chain_per_s: n chains of the same number of bus hops as one workflow (`hops`) with empty handlers,
-on the same broker in the same run; ratio = workflows_per_s / raw_chain_per_s. In delivery mode the platform
+on the same broker in the same run; ratio = workflows_per_s / raw_chain_per_s; raw_chain_cpu_ms: CPU ms per
+chain of the bench's own process (every hop's Python side) and of the servers. In delivery mode the platform
 simulator's arrival log is checked: every fan got its message, exactly once (`delivered`). The last line
 printed is one JSON object.
 
@@ -110,7 +114,7 @@ from tests.bench.fairness import FAIR_LIMIT, measure_fairness
 from tests.bench.phases import at_fixed_concurrency, pct, raw_chains, submit_all, wait_terminal
 from tests.bench.priority import measure_priority
 from tests.bench.stop import measure_stop
-from tests.bench.system import machine, proc_usage
+from tests.bench.system import machine, proc_usage, servers_cpu
 from tests.bench.timeline import print_timeline, timeline
 from tests.bench.workload import (
     CAMPAIGN,
@@ -227,12 +231,14 @@ async def measure(stack: Stack, workload: Workload, args: argparse.Namespace, br
     pids = {name: p.pid for name, p in stack.procs.items()}
     before = {name: proc_usage(pid) for name, pid in pids.items()}
     broker_before = proc_usage(broker.pid)[0] if broker.pid else 0.0
+    servers_before = servers_cpu()
 
     t0 = time.perf_counter()
     ids, _ = await submit_all(workload, n, c, wait=False)
     burst = await wait_terminal(dsn, ids)
     wall = time.perf_counter() - t0
     after = {name: proc_usage(pid) for name, pid in pids.items()}
+    servers_after = servers_cpu()
     broker_cpu = proc_usage(broker.pid)[0] - broker_before if broker.pid else None
     workflows_per_s = len(burst) / (max(f.completed for f in burst) - min(f.created for f in burst))
 
@@ -241,10 +247,12 @@ async def measure(stack: Stack, workload: Workload, args: argparse.Namespace, br
     fixed_per_s = len(fixed) / (time.perf_counter() - t0)
 
     wait_before = {name: proc_usage(pid) for name, pid in pids.items()}
+    wait_servers_before = servers_cpu()
     t0 = time.perf_counter()
     wait_ids, wait_lat = await submit_all(workload, n // 2, c, wait=True)
     wait_wall = time.perf_counter() - t0
     wait_after = {name: proc_usage(pid) for name, pid in pids.items()}
+    wait_servers_after = servers_cpu()
     one_ids, one_lat = await submit_all(workload, min(n // 4, ONE_AT_A_TIME_MAX), 1, wait=True)
     # A ?wait=true that timed out answered 202: its workflow may still be delivering.
     late = await wait_terminal(dsn, warm_ids + wait_ids + one_ids)
@@ -268,15 +276,22 @@ async def measure(stack: Stack, workload: Workload, args: argparse.Namespace, br
         "wait_p99_ms": pct(wait_lat, 0.99),
         "wait_workflows_per_s": round(len(wait_lat) / wait_wall, 1),
         "wait_cpu_ms": {k: round((wait_after[k][0] - wait_before[k][0]) * 1000 / len(wait_lat), 2) for k in pids},
+        "wait_servers_cpu_ms": per_each(wait_servers_before, wait_servers_after, len(wait_lat)),
         "wait1_p50_ms": pct(one_lat, 0.50),
         "wait1_p99_ms": pct(one_lat, 0.99),
         "failed": failed,
         "cpu_s": {k: round(after[k][0] - before[k][0], 2) for k in after},
+        "servers_cpu_ms": per_each(servers_before, servers_after, len(burst)),
         "peak_rss_mib": {k: round(after[k][1], 1) for k in after},
     }
     if broker_cpu is not None:
         result["moto_cpu_s"] = round(broker_cpu, 2)
     return result
+
+
+def per_each(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU ms per workflow (or chain) of each server between two `servers_cpu()` readings."""
+    return {k: round((after[k] - before.get(k, 0.0)) * 1000 / count, 2) for k in after}
 
 
 def report(result: dict[str, Any], breaches: list[str]) -> None:
@@ -375,11 +390,15 @@ async def main() -> int:
                     platform_outcomes=check.outcomes,
                 )
         if args.mode not in (STOP, FAIRNESS):
+            cpu_before, servers_before = time.process_time(), servers_cpu()
             raw = await raw_chains(broker.url, args.n, args.concurrency, HOPS[args.mode])
+            raw_cpu = {"bench": round((time.process_time() - cpu_before) * 1000 / args.n, 2)}
+            raw_cpu.update(per_each(servers_before, servers_cpu(), args.n))
     result.update(measured)
     if args.mode not in (STOP, FAIRNESS):
         speed = result[{CAMPAIGN: "deliveries_per_s", PRIORITY: "low_per_s_after"}.get(args.mode, "workflows_per_s")]
         result.update(hops=HOPS[args.mode], raw_chain_per_s=round(raw, 1), ratio=round(speed / raw, 3))
+        result["raw_chain_cpu_ms"] = raw_cpu
     result["machine"] = machine()
     print(f"(logs in {workdir})")
     if args.trace:

@@ -1,10 +1,14 @@
-"""What the bench reads from /proc: the machine it ran on, and each process's CPU time and peak memory."""
+"""What the bench reads from /proc: the machine it ran on, each process's CPU time and peak memory, and the
+CPU time of the servers the stack talks to when they run on this machine."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+# The servers a run uses, by the command name their processes have in /proc/<pid>/stat.
+SERVER_COMMANDS = {"beam.smp": "rabbitmq", "postgres": "postgresql", "redis-server": "redis"}
 
 
 def machine() -> dict[str, Any]:
@@ -26,3 +30,24 @@ def proc_usage(pid: int) -> tuple[float, float]:
         if line.startswith("VmHWM:"):
             peak = int(line.split()[1]) / 1024
     return cpu, peak
+
+
+def servers_cpu(proc: Path = Path("/proc")) -> dict[str, float]:
+    """CPU seconds so far of this machine's RabbitMQ, PostgreSQL and Redis, by server (a server that does not
+    run here is absent). Children's time is included: a PostgreSQL backend that ended (a closed connection,
+    an autovacuum worker) is counted in its postmaster's once reaped, so a server's sum never drops."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended since the listing
+            continue
+        server = SERVER_COMMANDS.get(stat[stat.find("(") + 1 : stat.rfind(")")])
+        if server is None:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # utime, stime, cutime, cstime are fields 14-17 of stat(5)
+        totals[server] = totals.get(server, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
+    return totals
