@@ -22,9 +22,8 @@ def machine() -> dict[str, Any]:
 
 def proc_usage(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS MiB) of a live process."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    fields = _fields_after_command(Path(f"/proc/{pid}/stat").read_text())
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     peak = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -35,7 +34,7 @@ def proc_usage(pid: int) -> tuple[float, float]:
 def servers_cpu(proc: Path = Path("/proc")) -> dict[str, float]:
     """CPU seconds so far of this machine's RabbitMQ, PostgreSQL and Redis, by server (a server that does not
     run here is absent). Children's time is included: a PostgreSQL backend that ended (a closed connection,
-    an autovacuum worker) is counted in its postmaster's once reaped, so a server's sum never drops."""
+    an autovacuum worker) is counted in its postmaster's once reaped, so the server's sum keeps it."""
     ticks = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
     for entry in proc.iterdir():
@@ -48,6 +47,11 @@ def servers_cpu(proc: Path = Path("/proc")) -> dict[str, float]:
         server = SERVER_COMMANDS.get(stat[stat.find("(") + 1 : stat.rfind(")")])
         if server is None:
             continue
-        fields = stat.rsplit(")", 1)[1].split()  # utime, stime, cutime, cstime are fields 14-17 of stat(5)
+        fields = _fields_after_command(stat)  # utime, stime, cutime, cstime: fields 14-17 of proc_pid_stat(5)
         totals[server] = totals.get(server, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
     return totals
+
+
+def _fields_after_command(stat: str) -> list[str]:
+    """A /proc/<pid>/stat line's fields after "(command)" (field 3 on): the command may hold spaces and ")"."""
+    return stat.rsplit(")", 1)[1].split()
